@@ -1,0 +1,431 @@
+/* fastclip: gradient-clipping kernels (see clip.h). */
+#include "clip.h"
+
+#include <math.h>
+#include <string.h>
+
+#define FC_T float
+#define FC_SUF f32
+#define FC_TRACK_MAX 0
+#include "clip_impl.h"
+#undef FC_T
+#undef FC_SUF
+#undef FC_TRACK_MAX
+
+#define FC_T double
+#define FC_SUF f64
+#define FC_TRACK_MAX 1
+#include "clip_impl.h"
+#undef FC_T
+#undef FC_SUF
+#undef FC_TRACK_MAX
+
+/* Sums of squares below this may have lost digits to underflow. */
+#define FC_SSQ_TINY 0x1p-968
+
+/* Walks elements [start, start + count) of array `a` as runs:
+ * PTR (char *), LEN and STRIDE (bytes) are bound for the body. */
+#define FC_RUNS(a, start, count, PTR, LEN, STRIDE, ...)                                   \
+    do {                                                                                  \
+        if ((a)->ndim == 0) {                                                             \
+            char *PTR = (a)->data + (start) * fc_itemsize((a)->dtype);                    \
+            int64_t LEN = (count);                                                        \
+            int64_t STRIDE = fc_itemsize((a)->dtype);                                     \
+            __VA_ARGS__                                                                   \
+        } else {                                                                          \
+            fc_iter it_;                                                                  \
+            fc_iter_init(&it_, (a), (start));                                             \
+            int64_t left_ = (count);                                                      \
+            while (left_ > 0) {                                                           \
+                int64_t LEN = fc_iter_run(&it_);                                          \
+                if (LEN > left_) LEN = left_;                                             \
+                char *PTR = it_.ptr;                                                      \
+                int64_t STRIDE = fc_iter_stride(&it_);                                    \
+                __VA_ARGS__                                                               \
+                left_ -= LEN;                                                             \
+                fc_iter_advance(&it_, LEN);                                               \
+            }                                                                             \
+        }                                                                                 \
+    } while (0)
+
+typedef struct {
+    int64_t arr, start, count;
+} fc_block;
+
+/* Splits every array into blocks of FC_BLOCK elements. first[i] .. first[i+1]
+ * are the blocks of array i. Returns NULL on allocation failure (or when
+ * there is nothing to do, with *nb_out == 0). */
+static fc_block *make_blocks(const fc_array *arrs, int64_t n, int64_t *first, int64_t *nb_out,
+                             int64_t *work_out) {
+    int64_t nb = 0, work = 0;
+    for (int64_t i = 0; i < n; i++) {
+        first[i] = nb;
+        nb += (arrs[i].size + FC_BLOCK - 1) / FC_BLOCK;
+        work += arrs[i].size;
+    }
+    first[n] = nb;
+    *nb_out = nb;
+    *work_out = work;
+    if (nb == 0) return NULL;
+    fc_block *b = (fc_block *)malloc((size_t)nb * sizeof(fc_block));
+    if (!b) return NULL;
+    int64_t g = 0;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t s = 0; s < arrs[i].size; s += FC_BLOCK) {
+            b[g].arr = i;
+            b[g].start = s;
+            b[g].count = arrs[i].size - s < FC_BLOCK ? arrs[i].size - s : FC_BLOCK;
+            g++;
+        }
+    }
+    return b;
+}
+
+static void block_ssq(const fc_array *a, int64_t start, int64_t count, double *s, double *m) {
+    double ss = 0, mm = 0;
+    FC_RUNS(a, start, count, p, len, st, {
+        double rs, rm;
+        if (a->dtype == FC_FLOAT32) {
+            if (st == 4) ssq_dense_f32((const float *)p, len, &rs, &rm);
+            else ssq_strided_f32(p, len, st, &rs, &rm);
+        } else {
+            if (st == 8) ssq_dense_f64((const double *)p, len, &rs, &rm);
+            else ssq_strided_f64(p, len, st, &rs, &rm);
+        }
+        ss += rs;
+        mm = rm > mm ? rm : mm;
+    });
+    *s = ss;
+    *m = mm;
+}
+
+static void block_sabs(const fc_array *a, int64_t start, int64_t count, double *s, double *m) {
+    double ss = 0, mm = 0;
+    FC_RUNS(a, start, count, p, len, st, {
+        double rs, rm;
+        if (a->dtype == FC_FLOAT32) {
+            if (st == 4) sabs_dense_f32((const float *)p, len, &rs, &rm);
+            else sabs_strided_f32(p, len, st, &rs, &rm);
+        } else {
+            if (st == 8) sabs_dense_f64((const double *)p, len, &rs, &rm);
+            else sabs_strided_f64(p, len, st, &rs, &rm);
+        }
+        ss += rs;
+        mm = rm > mm ? rm : mm;
+    });
+    *s = ss;
+    *m = mm;
+}
+
+static void block_amax(const fc_array *a, int64_t start, int64_t count, double *m, int *nan) {
+    double mm = 0;
+    int nn = 0;
+    FC_RUNS(a, start, count, p, len, st, {
+        double rm;
+        int rn;
+        if (a->dtype == FC_FLOAT32) {
+            if (st == 4) amax_dense_f32((const float *)p, len, &rm, &rn);
+            else amax_strided_f32(p, len, st, &rm, &rn);
+        } else {
+            if (st == 8) amax_dense_f64((const double *)p, len, &rm, &rn);
+            else amax_strided_f64(p, len, st, &rm, &rn);
+        }
+        mm = rm > mm ? rm : mm;
+        nn |= rn;
+    });
+    *m = mm;
+    *nan = nn;
+}
+
+static double block_powsum(const fc_array *a, int64_t start, int64_t count, double m, double pw) {
+    double ss = 0;
+    FC_RUNS(a, start, count, p, len, st, {
+        double rs;
+        if (a->dtype == FC_FLOAT32) powsum_strided_f32(p, len, st, m, pw, &rs);
+        else powsum_strided_f64(p, len, st, m, pw, &rs);
+        ss += rs;
+    });
+    return ss;
+}
+
+/* sum over the blocks of one array of (|x|/m)^p, in block order */
+static double array_powsum(const fc_array *a, const fc_block *blocks, int64_t g0, int64_t g1,
+                           double m, double pw) {
+    double s = 0;
+    for (int64_t g = g0; g < g1; g++) s += block_powsum(a, blocks[g].start, blocks[g].count, m, pw);
+    return s;
+}
+
+int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
+    if (n <= 0) return FC_OK;
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!first) return FC_ENOMEM;
+    int64_t nb, work;
+    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    if (nb > 0 && !blocks) {
+        free(first);
+        return FC_ENOMEM;
+    }
+    double *ps = NULL, *pm = NULL;
+    int *pn = NULL;
+    if (nb > 0) {
+        ps = (double *)malloc((size_t)nb * sizeof(double));
+        pm = (double *)malloc((size_t)nb * sizeof(double));
+        pn = (int *)malloc((size_t)nb * sizeof(int));
+        if (!ps || !pm || !pn) {
+            free(first); free(blocks); free(ps); free(pm); free(pn);
+            return FC_ENOMEM;
+        }
+    }
+    const int par = fc_use_parallel(work);
+    (void)par;
+
+    if (p == 2.0 || p == 1.0) {
+        const int sq = (p == 2.0);
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t g = 0; g < nb; g++) {
+            const fc_array *a = arrs + blocks[g].arr;
+            if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+            else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+        }
+        for (int64_t i = 0; i < n; i++) {
+            double s = 0, m = 0;
+            for (int64_t g = first[i]; g < first[i + 1]; g++) {
+                s += ps[g];
+                m = pm[g] > m ? pm[g] : m;
+            }
+            int rescue = arrs[i].dtype == FC_FLOAT64 &&
+                         ((isinf(s) && isfinite(m)) || (sq && s < FC_SSQ_TINY && m > 0));
+            if (rescue) {
+                double r = array_powsum(arrs + i, blocks, first[i], first[i + 1], m, p);
+                norms[i] = m * (sq ? sqrt(r) : r);
+            } else {
+                norms[i] = sq ? sqrt(s) : s;
+            }
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t g = 0; g < nb; g++)
+            block_amax(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, pm + g, pn + g);
+        for (int64_t i = 0; i < n; i++) {
+            double m = 0;
+            int nan = 0;
+            for (int64_t g = first[i]; g < first[i + 1]; g++) {
+                m = pm[g] > m ? pm[g] : m;
+                nan |= pn[g];
+            }
+            norms[i] = nan ? NAN : m;
+        }
+        if (!isinf(p)) {
+            /* second pass: sum of (|x|/max)^p, which cannot overflow */
+#pragma omp parallel for schedule(static) if (par)
+            for (int64_t g = 0; g < nb; g++) {
+                double m = norms[blocks[g].arr];
+                ps[g] = (m > 0 && isfinite(m))
+                            ? block_powsum(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, m, p)
+                            : 0.0;
+            }
+            for (int64_t i = 0; i < n; i++) {
+                double m = norms[i];
+                if (!(m > 0) || !isfinite(m)) continue; /* 0, inf or NaN stay */
+                double s = 0;
+                for (int64_t g = first[i]; g < first[i + 1]; g++) s += ps[g];
+                norms[i] = m * pow(s, 1.0 / p);
+            }
+        }
+    }
+    free(first); free(blocks); free(ps); free(pm); free(pn);
+    return FC_OK;
+}
+
+double fc_total_norm(const double *norms, int64_t n, double p) {
+    if (n <= 0) return 0.0;
+    double m = 0;
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = fabs(norms[i]);
+        m = v > m ? v : m;
+        nan |= (v != v);
+    }
+    if (nan) return NAN;
+    if (isinf(p) || m == 0 || isinf(m)) return m;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double r = fabs(norms[i]) / m;
+        s += p == 2.0 ? r * r : (p == 1.0 ? r : pow(r, p));
+    }
+    return m * (p == 2.0 ? sqrt(s) : (p == 1.0 ? s : pow(s, 1.0 / p)));
+}
+
+double fc_clip_coef(double max_norm, double total_norm) {
+    double c = max_norm / (total_norm + 1e-6);
+    if (c != c) return c;
+    return c < 1.0 ? c : 1.0;
+}
+
+int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
+    if (n <= 0) return FC_OK;
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!first) return FC_ENOMEM;
+    int64_t nb, work;
+    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    free(first);
+    if (nb == 0) return FC_OK;
+    if (!blocks) return FC_ENOMEM;
+    const int par = fc_use_parallel(work);
+    (void)par;
+    const float c32 = (float)coef;
+    /* Last blocks first: the tail of the norm pass is still in cache. */
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; k++) {
+        const fc_block *b = blocks + (nb - 1 - k);
+        const fc_array *a = arrs + b->arr;
+        FC_RUNS(a, b->start, b->count, p, len, st, {
+            if (a->dtype == FC_FLOAT32) {
+                if (st == 4) scale_dense_f32((float *)p, len, c32);
+                else scale_strided_f32(p, len, st, c32);
+            } else {
+                if (st == 8) scale_dense_f64((double *)p, len, coef);
+                else scale_strided_f64(p, len, st, coef);
+            }
+        });
+    }
+    free(blocks);
+    return FC_OK;
+}
+
+int fc_clip_value_(const fc_array *arrs, int64_t n, double lo, double hi) {
+    if (n <= 0) return FC_OK;
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!first) return FC_ENOMEM;
+    int64_t nb, work;
+    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    free(first);
+    if (nb == 0) return FC_OK;
+    if (!blocks) return FC_ENOMEM;
+    const int par = fc_use_parallel(work);
+    (void)par;
+    const float lo32 = (float)lo, hi32 = (float)hi;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t g = 0; g < nb; g++) {
+        const fc_array *a = arrs + blocks[g].arr;
+        FC_RUNS(a, blocks[g].start, blocks[g].count, p, len, st, {
+            if (a->dtype == FC_FLOAT32) {
+                if (st == 4) clamp_dense_f32((float *)p, len, lo32, hi32);
+                else clamp_strided_f32(p, len, st, lo32, hi32);
+            } else {
+                if (st == 8) clamp_dense_f64((double *)p, len, lo, hi);
+                else clamp_strided_f64(p, len, st, lo, hi);
+            }
+        });
+    }
+    free(blocks);
+    return FC_OK;
+}
+
+/* Dense src -> dense dst, elementwise; chunks of FC_BLOCK in parallel. */
+int fc_scale_into(const fc_array *src, const fc_array *dst, int64_t n, const double *coefs) {
+    for (int64_t i = 0; i < n; i++) {
+        if (src[i].ndim != 0 || dst[i].ndim != 0 || src[i].size != dst[i].size ||
+            src[i].dtype != dst[i].dtype)
+            return FC_EINVAL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t size = src[i].size;
+        const int64_t nchunks = (size + FC_BLOCK - 1) / FC_BLOCK;
+        const int par = fc_use_parallel(size);
+        (void)par;
+        const double c = coefs[i];
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t k = 0; k < nchunks; k++) {
+            int64_t s = k * FC_BLOCK, len = size - s < FC_BLOCK ? size - s : FC_BLOCK;
+            if (src[i].dtype == FC_FLOAT32)
+                scale_into_dense_f32((const float *)src[i].data + s, (float *)dst[i].data + s, len,
+                                     (float)c);
+            else
+                scale_into_dense_f64((const double *)src[i].data + s, (double *)dst[i].data + s,
+                                     len, c);
+        }
+    }
+    return FC_OK;
+}
+
+int fc_clip_value_into(const fc_array *src, const fc_array *dst, int64_t n, double lo, double hi) {
+    for (int64_t i = 0; i < n; i++) {
+        if (src[i].ndim != 0 || dst[i].ndim != 0 || src[i].size != dst[i].size ||
+            src[i].dtype != dst[i].dtype)
+            return FC_EINVAL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t size = src[i].size;
+        const int64_t nchunks = (size + FC_BLOCK - 1) / FC_BLOCK;
+        const int par = fc_use_parallel(size);
+        (void)par;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t k = 0; k < nchunks; k++) {
+            int64_t s = k * FC_BLOCK, len = size - s < FC_BLOCK ? size - s : FC_BLOCK;
+            if (src[i].dtype == FC_FLOAT32)
+                clamp_into_dense_f32((const float *)src[i].data + s, (float *)dst[i].data + s, len,
+                                     (float)lo, (float)hi);
+            else
+                clamp_into_dense_f64((const double *)src[i].data + s, (double *)dst[i].data + s,
+                                     len, lo, hi);
+        }
+    }
+    return FC_OK;
+}
+
+int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double p,
+                       int error_if_nonfinite, double *norms, double *total,
+                       int64_t *first_nonfinite, int *scaled) {
+    *scaled = 0;
+    *first_nonfinite = -1;
+    *total = 0.0;
+    if (n <= 0) return FC_OK;
+    int rc = fc_array_norms(arrs, n, p, norms);
+    if (rc != FC_OK) return rc;
+    *total = fc_total_norm(norms, n, p);
+    if (error_if_nonfinite && !isfinite(*total)) {
+        for (int64_t i = 0; i < n; i++) {
+            if (!isfinite(norms[i])) {
+                *first_nonfinite = i;
+                break;
+            }
+        }
+        return FC_ENONFINITE;
+    }
+    double coef = fc_clip_coef(max_norm, *total);
+    if (coef == 1.0) return FC_OK; /* already within max_norm: nothing to write */
+    *scaled = 1;
+    return fc_scale_(arrs, n, coef);
+}
+
+int fc_nan_to_num_(const fc_array *arrs, int64_t n, double nan, int replace_inf, double posinf,
+                   double neginf, int64_t *count) {
+    *count = 0;
+    if (n <= 0) return FC_OK;
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!first) return FC_ENOMEM;
+    int64_t nb, work;
+    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    free(first);
+    if (nb == 0) return FC_OK;
+    if (!blocks) return FC_ENOMEM;
+    const int par = fc_use_parallel(work);
+    (void)par;
+    int64_t total = 0;
+#pragma omp parallel for schedule(static) if (par) reduction(+ : total)
+    for (int64_t g = 0; g < nb; g++) {
+        const fc_array *a = arrs + blocks[g].arr;
+        FC_RUNS(a, blocks[g].start, blocks[g].count, p, len, st, {
+            if (a->dtype == FC_FLOAT32)
+                total += nan_to_num_strided_f32(p, len, st, (float)nan, replace_inf, (float)posinf,
+                                                (float)neginf);
+            else
+                total += nan_to_num_strided_f64(p, len, st, nan, replace_inf, posinf, neginf);
+        });
+    }
+    free(blocks);
+    *count = total;
+    return FC_OK;
+}

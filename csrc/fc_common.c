@@ -1,0 +1,193 @@
+#include "fc_common.h"
+
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int fc_serial_flag = 0;
+
+void fc_set_serial_only(int on) { fc_serial_flag = on ? 1 : 0; }
+int fc_serial_only(void) { return fc_serial_flag; }
+
+int fc_openmp_enabled(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fc_max_threads(void) {
+#ifdef _OPENMP
+    if (fc_serial_flag) return 1;
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int fc_use_parallel(int64_t work) {
+    return work >= FC_PARALLEL_MIN && fc_max_threads() > 1;
+}
+
+const char *fc_simd_level(void) {
+#if FC_HAVE_CLONES
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) return "avx2";
+    return "baseline";
+#else
+    return "baseline";
+#endif
+}
+
+/* Canonical form of a strided view: drop unit dimensions, make strides
+ * positive (moving the base pointer), sort by decreasing stride, merge
+ * dimensions that tile each other. Visiting order then follows memory. */
+static int fc_canonical(const fc_array *a, char **base, int64_t *shape, int64_t *strides) {
+    int nd = 0;
+    char *p = a->data;
+    for (int k = 0; k < a->ndim; k++) {
+        int64_t n = a->shape[k], s = a->strides[k];
+        if (n == 1) continue;
+        if (s < 0) {
+            p += (n - 1) * s;
+            s = -s;
+        }
+        shape[nd] = n;
+        strides[nd] = s;
+        nd++;
+    }
+    /* insertion sort by decreasing stride (stable: keeps C order on ties) */
+    for (int i = 1; i < nd; i++) {
+        int64_t n = shape[i], s = strides[i];
+        int j = i - 1;
+        while (j >= 0 && strides[j] < s) {
+            shape[j + 1] = shape[j];
+            strides[j + 1] = strides[j];
+            j--;
+        }
+        shape[j + 1] = n;
+        strides[j + 1] = s;
+    }
+    /* merge from the inside out */
+    int out = 0;
+    for (int i = 0; i < nd; i++) {
+        if (out > 0 && strides[out - 1] == strides[i] * shape[i]) {
+            /* previous (outer) tiles this one exactly: fold it in */
+            shape[out - 1] *= shape[i];
+            strides[out - 1] = strides[i];
+        } else {
+            shape[out] = shape[i];
+            strides[out] = strides[i];
+            out++;
+        }
+    }
+    if (out == 0) {
+        shape[0] = 1;
+        strides[0] = fc_itemsize(a->dtype);
+        out = 1;
+    }
+    *base = p;
+    return out;
+}
+
+void fc_iter_init(fc_iter *it, const fc_array *a, int64_t start) {
+    if (a->ndim == 0) {
+        it->ndim = 1;
+        it->base = a->data;
+        it->shape[0] = a->size;
+        it->strides[0] = fc_itemsize(a->dtype);
+    } else {
+        it->ndim = fc_canonical(a, &it->base, it->shape, it->strides);
+    }
+    int64_t rem = start;
+    char *p = it->base;
+    for (int k = it->ndim - 1; k >= 0; k--) {
+        int64_t n = it->shape[k];
+        it->idx[k] = rem % n;
+        rem /= n;
+        p += it->idx[k] * it->strides[k];
+    }
+    it->ptr = p;
+}
+
+void fc_iter_advance(fc_iter *it, int64_t n) {
+    int k = it->ndim - 1;
+    it->idx[k] += n;
+    it->ptr += n * it->strides[k];
+    while (k > 0 && it->idx[k] >= it->shape[k]) {
+        int64_t carry = it->idx[k] / it->shape[k];
+        it->ptr -= it->idx[k] * it->strides[k];
+        it->idx[k] -= carry * it->shape[k];
+        it->ptr += it->idx[k] * it->strides[k];
+        k--;
+        it->idx[k] += carry;
+        it->ptr += carry * it->strides[k];
+    }
+}
+
+typedef struct {
+    uintptr_t lo, hi;
+} fc_extent;
+
+static void fc_extent_of(const fc_array *a, fc_extent *e) {
+    uintptr_t lo = (uintptr_t)a->data, hi = (uintptr_t)a->data;
+    int64_t item = fc_itemsize(a->dtype);
+    if (a->size == 0) {
+        e->lo = e->hi = lo;
+        return;
+    }
+    if (a->ndim == 0) {
+        hi += (uintptr_t)(a->size * item);
+    } else {
+        for (int k = 0; k < a->ndim; k++) {
+            int64_t span = (a->shape[k] - 1) * a->strides[k];
+            if (span < 0) lo -= (uintptr_t)(-span);
+            else hi += (uintptr_t)span;
+        }
+        hi += (uintptr_t)item;
+    }
+    e->lo = lo;
+    e->hi = hi;
+}
+
+/* bottom-up merge sort of extents by lo */
+static void fc_sort_extents(fc_extent *e, fc_extent *tmp, int64_t n) {
+    for (int64_t w = 1; w < n; w *= 2) {
+        for (int64_t s = 0; s < n; s += 2 * w) {
+            int64_t m = s + w < n ? s + w : n, t = s + 2 * w < n ? s + 2 * w : n;
+            int64_t i = s, j = m, k = s;
+            while (i < m && j < t) tmp[k++] = (e[j].lo < e[i].lo) ? e[j++] : e[i++];
+            while (i < m) tmp[k++] = e[i++];
+            while (j < t) tmp[k++] = e[j++];
+        }
+        memcpy(e, tmp, (size_t)n * sizeof(fc_extent));
+    }
+}
+
+int fc_extents_overlap(const fc_array *arrs, int64_t n) {
+    if (n < 2) return 0;
+    fc_extent *e = (fc_extent *)malloc((size_t)n * 2 * sizeof(fc_extent));
+    if (!e) return -1;
+    int sorted = 1;
+    for (int64_t i = 0; i < n; i++) {
+        fc_extent_of(arrs + i, e + i);
+        if (i > 0 && e[i].lo < e[i - 1].lo) sorted = 0;
+    }
+    if (!sorted) fc_sort_extents(e, e + n, n);
+    int overlap = 0;
+    uintptr_t maxhi = 0;
+    int seen = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (e[i].hi == e[i].lo) continue; /* empty arrays share nothing */
+        if (seen && e[i].lo < maxhi) {
+            overlap = 1;
+            break;
+        }
+        if (!seen || e[i].hi > maxhi) maxhi = e[i].hi;
+        seen = 1;
+    }
+    free(e);
+    return overlap;
+}

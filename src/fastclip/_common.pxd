@@ -1,0 +1,37 @@
+# Shared declarations for the Cython bindings: the C array descriptor and the
+# collector that turns one ndarray or an iterable of them into fc_array[].
+from libc.stdint cimport int64_t, int32_t
+
+cdef extern from "fc_common.h" nogil:
+    ctypedef struct fc_array:
+        char *data
+        int64_t size
+        int32_t ndim
+        int32_t dtype
+        const int64_t *shape
+        const int64_t *strides
+    enum:
+        FC_FLOAT32
+        FC_FLOAT64
+        FC_OK
+        FC_ENOMEM
+        FC_ENONFINITE
+        FC_EINVAL
+    int fc_max_threads()
+    int fc_openmp_enabled()
+    void fc_set_serial_only(int on)
+    int fc_serial_only()
+    const char *fc_simd_level()
+    int fc_extents_overlap(const fc_array *arrs, int64_t n)
+
+
+cdef class ArrayList:
+    cdef fc_array *arrs
+    cdef Py_ssize_t n
+    cdef bint single
+    cdef list arrays      # the validated arrays (kept alive while arrs is used)
+
+
+cdef ArrayList collect(object obj, str name, bint inplace)
+cdef int fill(fc_array *dst, object arr) except -1
+cdef int raise_rc(int rc) except -1

@@ -1,0 +1,126 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Array collection shared by every binding (not public)."""
+from libc.stdlib cimport malloc, free
+cimport numpy as cnp
+
+import numpy as np
+
+from fastclip import _validation as _v
+
+cnp.import_array()
+
+if sizeof(cnp.npy_intp) != 8:  # the kernels take 64-bit shapes and strides
+    raise ImportError("fastclip's C kernels need a 64-bit platform")
+
+
+cdef class ArrayList:
+    def __cinit__(self):
+        self.arrs = NULL
+        self.n = 0
+        self.single = False
+        self.arrays = []
+
+    def __dealloc__(self):
+        if self.arrs != NULL:
+            free(self.arrs)
+            self.arrs = NULL
+
+    def __len__(self):
+        return self.n
+
+
+cdef int fill(fc_array *dst, object obj) except -1:
+    cdef cnp.ndarray arr = <cnp.ndarray>obj
+    dst.data = <char *>cnp.PyArray_DATA(arr)
+    dst.size = cnp.PyArray_SIZE(arr)
+    dst.dtype = FC_FLOAT32 if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT else FC_FLOAT64
+    if cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_IS_F_CONTIGUOUS(arr):
+        dst.ndim = 0
+        dst.shape = NULL
+        dst.strides = NULL
+    else:
+        dst.ndim = cnp.PyArray_NDIM(arr)
+        dst.shape = <const int64_t *>cnp.PyArray_DIMS(arr)
+        dst.strides = <const int64_t *>cnp.PyArray_STRIDES(arr)
+    return 0
+
+
+cdef ArrayList collect(object obj, str name, bint inplace):
+    """Validate one ndarray or an iterable of them (every array before any is
+    used) and describe them for the C kernels."""
+    cdef ArrayList out = ArrayList.__new__(ArrayList)
+    cdef list items
+    cdef Py_ssize_t i, n
+    cdef int typenum
+    cdef object item
+    if cnp.PyArray_Check(obj):
+        items = [obj]
+        out.single = True
+    elif type(obj) is list:
+        items = <list>obj
+    elif type(obj) is tuple:
+        items = list(obj)
+    else:
+        items, out.single = _v.as_sequence(obj, name)
+    n = len(items)
+    out.n = n
+    out.arrays = items
+    if n == 0:
+        return out
+    out.arrs = <fc_array *>malloc(n * sizeof(fc_array))
+    if out.arrs == NULL:
+        raise MemoryError()
+    cdef bint copied = False
+    for i in range(n):
+        item = items[i]
+        if not cnp.PyArray_Check(item):
+            raise TypeError(_v.not_array_msg(_v.label(name, i, out.single), item))
+        typenum = cnp.PyArray_TYPE(<cnp.ndarray>item)
+        if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+            raise TypeError(_v.bad_dtype_msg(_v.label(name, i, out.single), item.dtype))
+        if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>item):
+            if not copied:
+                items = list(items)
+                out.arrays = items
+                copied = True
+            item = _v.check_array(item, _v.label(name, i, out.single), inplace)
+            items[i] = item
+        if inplace and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>item):
+            raise ValueError(_v.readonly_msg(_v.label(name, i, out.single)))
+        fill(&out.arrs[i], item)
+    if inplace and n > 1 and fc_extents_overlap(out.arrs, n):
+        # Extents overlap: decide exactly (interleaved views do not share).
+        _v.check_no_shared_memory(items, name)
+    return out
+
+
+cdef int raise_rc(int rc) except -1:
+    if rc == FC_ENOMEM:
+        raise MemoryError("fastclip: out of memory in a C kernel")
+    if rc == FC_EINVAL:
+        raise ValueError("fastclip: invalid arguments reached a C kernel")
+    if rc != FC_OK:
+        raise RuntimeError(f"fastclip: C kernel failed with code {rc}")
+    return 0
+
+
+def max_threads():
+    """Threads an OpenMP region of fastclip may use now."""
+    return fc_max_threads()
+
+
+def openmp_enabled():
+    return bool(fc_openmp_enabled())
+
+
+def simd_level():
+    return fc_simd_level().decode()
+
+
+def set_serial_only(bint on):
+    """Keep kernels on the calling thread (used after fork())."""
+    fc_set_serial_only(on)
+
+
+def serial_only():
+    return bool(fc_serial_only())

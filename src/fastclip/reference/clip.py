@@ -1,0 +1,163 @@
+"""Reference (pure NumPy) gradient clipping: the twin of ``fastclip._clip``.
+
+The arithmetic follows the C kernels: float32 accumulates in float64, float64
+norms are rescaled by max|x| when the plain sum of squares overflows or
+underflows, p-norms other than 1, 2 and inf are computed as
+``max|x| * sum((|x|/max|x|)**p)**(1/p)``, and the total norm is the p-norm of
+the per-array norms, computed with the same scaling.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from fastclip import _validation as _v
+
+_SSQ_TINY = 2.0**-968
+
+
+def _norm(a: np.ndarray, p: float) -> float:
+    if a.size == 0:
+        return 0.0
+    x = np.abs(a.astype(np.float64, copy=False)).ravel()
+    if p == 2.0 or p == 1.0:
+        s = float(np.dot(x, x)) if p == 2.0 else float(np.sum(x))
+        if a.dtype == np.float64:
+            m = float(np.max(x)) if not np.isnan(s) else math.nan
+            if (math.isinf(s) and math.isfinite(m)) or (p == 2.0 and s < _SSQ_TINY and m > 0):
+                r = x / m
+                s2 = float(np.dot(r, r)) if p == 2.0 else float(np.sum(r))
+                return m * (math.sqrt(s2) if p == 2.0 else s2)
+        return math.sqrt(s) if p == 2.0 else s
+    if np.isnan(x).any():
+        return math.nan
+    m = float(np.max(x))
+    if math.isinf(p) or m == 0 or math.isinf(m):
+        return m
+    return m * float(np.sum((x / m) ** p)) ** (1.0 / p)
+
+
+def _total(norms: np.ndarray, p: float) -> float:
+    if norms.size == 0:
+        return 0.0
+    a = np.abs(norms)
+    if np.isnan(a).any():
+        return math.nan
+    m = float(np.max(a))
+    if math.isinf(p) or m == 0 or math.isinf(m):
+        return m
+    r = a / m
+    if p == 2.0:
+        return m * math.sqrt(float(np.sum(r * r)))
+    if p == 1.0:
+        return m * float(np.sum(r))
+    return m * float(np.sum(r**p)) ** (1.0 / p)
+
+
+def _coef(max_norm: float, total: float) -> float:
+    c = max_norm / (total + 1e-6)
+    return c if (math.isnan(c) or c < 1.0) else 1.0
+
+
+def _scale_(arrays: list[np.ndarray], coef: float) -> None:
+    for a in arrays:
+        np.multiply(a, a.dtype.type(coef), out=a)
+
+
+def array_norms(grads: Any, norm_type: Any = 2.0) -> np.ndarray:
+    p = _v.check_norm_type(norm_type)
+    arrays, _ = _v.check_arrays(grads, "grads", inplace=False)
+    return np.array([_norm(a, p) for a in arrays], dtype=np.float64)
+
+
+def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False) -> float:
+    p = _v.check_norm_type(norm_type)
+    arrays, single = _v.check_arrays(grads, "grads", inplace=False)
+    norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
+    total = _total(norms, p)
+    if error_if_nonfinite and not math.isfinite(total):
+        bad = np.flatnonzero(~np.isfinite(norms))
+        raise FloatingPointError(
+            _v.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
+        )
+    return total
+
+
+def clip_grad_norm_(
+    grads: Any, max_norm: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False
+) -> float:
+    mx = _v.check_nonnegative(max_norm, "max_norm")
+    p = _v.check_norm_type(norm_type)
+    arrays, single = _v.check_arrays(grads, "grads", inplace=True)
+    norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
+    total = _total(norms, p)
+    if error_if_nonfinite and not math.isfinite(total):
+        bad = np.flatnonzero(~np.isfinite(norms))
+        raise FloatingPointError(
+            _v.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
+        )
+    coef = _coef(mx, total)
+    if coef != 1.0:
+        _scale_(arrays, coef)
+    return total
+
+
+def clip_grads_with_norm_(grads: Any, max_norm: Any, total_norm: Any) -> None:
+    mx = _v.check_nonnegative(max_norm, "max_norm")
+    total = _v.check_total_norm(total_norm)
+    arrays, _ = _v.check_arrays(grads, "grads", inplace=True)
+    coef = _coef(mx, total)
+    if coef != 1.0:
+        _scale_(arrays, coef)
+
+
+def clip_grad_value_(grads: Any, clip_value: Any) -> None:
+    c = _v.check_nonnegative(clip_value, "clip_value")
+    arrays, _ = _v.check_arrays(grads, "grads", inplace=True)
+    for a in arrays:
+        np.clip(a, a.dtype.type(-c), a.dtype.type(c), out=a)
+
+
+def clip_by_value(x: Any, lo: Any, hi: Any) -> Any:
+    lo_f, hi_f = _v.check_range(lo, hi)
+    arrays, single = _v.check_arrays(x, "x", inplace=False)
+    outs = [np.clip(a, a.dtype.type(lo_f), a.dtype.type(hi_f)) for a in arrays]
+    return outs[0] if single else outs
+
+
+def clip_by_norm(x: Any, clip_norm: Any) -> Any:
+    c = _v.check_positive(clip_norm, "clip_norm")
+    arrays, single = _v.check_arrays(x, "x", inplace=False)
+    outs = []
+    for a in arrays:
+        n = _norm(a, 2.0)
+        coef = c / (n if (n > c or math.isnan(n)) else c)
+        outs.append(a * a.dtype.type(coef))
+    return outs[0] if single else outs
+
+
+def clip_by_global_norm(xs: Any, clip_norm: Any, use_norm: Any = None) -> tuple[list, float]:
+    c = _v.check_positive(clip_norm, "clip_norm")
+    arrays, _ = _v.check_arrays(xs, "xs", inplace=False)
+    if use_norm is None:
+        g = _total(np.array([_norm(a, 2.0) for a in arrays], dtype=np.float64), 2.0)
+    else:
+        g = _v.check_total_norm(use_norm)
+    inv = 1.0 / g if g != 0.0 else math.inf
+    coef = c * min(inv, 1.0 / c)
+    if not math.isfinite(g):
+        coef = math.nan
+    return [a * a.dtype.type(coef) for a in arrays], g
+
+
+def zero_nans_(grads: Any) -> int:
+    arrays, _ = _v.check_arrays(grads, "grads", inplace=True)
+    count = 0
+    for a in arrays:
+        mask = np.isnan(a)
+        count += int(np.count_nonzero(mask))
+        a[mask] = 0
+    return count
