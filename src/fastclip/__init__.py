@@ -24,6 +24,11 @@ from fastclip.clip import (
     zero_nans_,
 )
 
+# --- learning-rate schedules (branch sched) ---
+from fastclip import schedules
+from fastclip._plot import plot_schedule
+# --- end learning-rate schedules ---
+
 __all__ = [
     "__version__",
     "array_norms",
@@ -41,3 +46,4 @@ __all__ = [
     "use_implementation",
     "zero_nans_",
 ]
+__all__ += ["plot_schedule", "schedules"]  # learning-rate schedules (branch sched)
