@@ -62,6 +62,27 @@ def _pow(x: float, y: float) -> float:
         return math.inf
 
 
+def _powe(x: float, e: float) -> float:
+    """x ** e with the exponents 1, 2 and 0.5 special-cased exactly as in C."""
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    if e == 0.5:
+        return math.sqrt(x)
+    return _pow(x, e)
+
+
+def _powe_a(x: np.ndarray, e: float) -> np.ndarray:
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    if e == 0.5:
+        return np.sqrt(x)
+    return _npow(x, e)
+
+
 def eval_scalar(low: _s.Lowered, x: float) -> float:
     """The value at one valid step ``x`` (finite, >= 0)."""
     c, p, f = low.code, low.p, low.flags
@@ -95,18 +116,18 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
                 T = T * math.ceil(d / T)
         elif d > T:
             d = T
-        return (p[0] - p[1]) * _pow(1.0 - d / T, p[3]) + p[1]
+        return (p[0] - p[1]) * _powe(1.0 - d / T, p[3]) + p[1]
     if c == 6:  # inverse_time
         r = x / p[1]
         if f & _s.F_STAIRCASE:
             r = float(math.floor(r))
-        return p[0] / _pow(1.0 + p[2] * r, p[3])
+        return p[0] / _powe(1.0 + p[2] * r, p[3])
     if c == 7:  # inverse_sqrt
         return p[0] / math.sqrt(1.0 + x / p[1])
     if c == 8:  # cosine
         cc = x if x < p[1] else p[1]
         cd = 0.5 * (1.0 + math.cos(_PI * cc / p[1]))
-        return p[0] * ((1.0 - p[2]) * _pow(cd, p[3]) + p[2])
+        return p[0] * ((1.0 - p[2]) * _powe(cd, p[3]) + p[2])
     if c == 9:  # linear
         d = x - p[3]
         if d < 0.0:
@@ -130,7 +151,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         if cc > p[3]:
             cc = p[3]
         cd = 0.5 * (1.0 + math.cos(_PI * cc / p[3]))
-        return p[1] * ((1.0 - p[4]) * _pow(cd, p[5]) + p[4])
+        return p[1] * ((1.0 - p[4]) * _powe(cd, p[5]) + p[4])
     if c == 12:  # cosine_restarts
         init, t0, tm, eta, m = p[0], p[1], p[2], p[3], p[4]
         if tm == 1.0:
@@ -226,18 +247,18 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         else:
             T = p[2]
             d = np.minimum(d, T)
-        return (p[0] - p[1]) * _npow(1.0 - d / T, p[3]) + p[1]
+        return (p[0] - p[1]) * _powe_a(1.0 - d / T, p[3]) + p[1]
     if c == 6:
         r = x / p[1]
         if f & _s.F_STAIRCASE:
             r = np.floor(r)
-        return p[0] / _npow(1.0 + p[2] * r, p[3])
+        return p[0] / _powe_a(1.0 + p[2] * r, p[3])
     if c == 7:
         return p[0] / np.sqrt(1.0 + x / p[1])
     if c == 8:
         cc = np.minimum(x, p[1])
         cd = 0.5 * (1.0 + np.cos(_PI * cc / p[1]))
-        return p[0] * ((1.0 - p[2]) * _npow(cd, p[3]) + p[2])
+        return p[0] * ((1.0 - p[2]) * _powe_a(cd, p[3]) + p[2])
     if c == 9:
         d = np.minimum(np.maximum(x - p[3], 0.0), p[2])
         return _lerp_end_a(p[0], p[1], d / p[2])
@@ -258,7 +279,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         cc = np.minimum(x - w, p[3])
         with np.errstate(invalid="ignore"):
             cd = 0.5 * (1.0 + np.cos(_PI * cc / p[3]))
-            decay = p[1] * ((1.0 - p[4]) * _npow(cd, p[5]) + p[4])
+            decay = p[1] * ((1.0 - p[4]) * _powe_a(cd, p[5]) + p[4])
         if w > 0:
             return np.where(x < w, _lerp_end_a(p[0], p[1], x / w), decay)
         return decay
