@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -126,7 +127,7 @@ def integer(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
                 and float(value).is_integer():
-            value = int(value)
+            value = int(float(value))
         else:
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     v = int(value)
@@ -450,7 +451,7 @@ def _join(schedules, boundaries_):
     return params, _lower("join", bounds=b, children=scheds)
 
 
-NORMALIZERS = {
+NORMALIZERS: dict[str, Callable[..., tuple[dict[str, Any], Lowered]]] = {
     "constant": _constant,
     "step": _step,
     "multistep": _multistep,
@@ -580,6 +581,8 @@ def check_steps(x: np.ndarray) -> None:
 
 def metric_value(metric: Any) -> float:
     """A metric for ReduceLROnPlateau.step: a real number (NaN allowed, as in PyTorch)."""
+    if type(metric) is float:
+        return metric
     if isinstance(metric, (bool, np.bool_)):
         raise TypeError(f"metric must be a real number, got {type(metric).__name__}")
     if isinstance(metric, numbers.Real):

@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 _fam = family("schedules")
+_INF = float("inf")
 
 
 class Schedule(abc.ABC):
@@ -626,7 +627,7 @@ def join(schedules: Any, boundaries: Any) -> Schedule:
 
 def _plateau_params(init_value, mode, factor, patience, threshold, threshold_mode, cooldown,
                     min_lr, eps) -> dict[str, Any]:
-    params = {
+    params: dict[str, Any] = {
         "init_value": _s.rate(init_value, "init_value"),
         "mode": _s.choice(mode, "mode", ("min", "max")),
         "factor": _s.rate(factor, "factor"),
@@ -708,10 +709,14 @@ class ReduceLROnPlateau:
             If ``metric`` is not a real number (a 1-element array or tensor is
             accepted).
         """
-        return float(self._state.step(metric))
+        return self._state.step(metric)
 
     def __call__(self, step: Any = 0) -> Any:
         """The current learning rate (a float, or an array of it for an array of steps)."""
+        if type(step) is int or type(step) is float:
+            if not (step >= 0 and step < _INF):
+                raise _s.bad_step_error(float(step))
+            return self._state.lr
         if isinstance(step, (np.ndarray, list, tuple)):
             x = np.asarray(_s.steps_array(step), dtype=np.float64)
             _s.check_steps(x)

@@ -173,6 +173,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
     if c == 13:  # one_cycle
         linear = bool(f & _s.F_LINEAR_ANNEAL)
         initial, mx, mn = p[0], p[1], p[2]
+        phases: tuple[tuple[float, float, float], ...]
         if f & _s.F_THREE_PHASE:
             phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
         else:
@@ -228,9 +229,9 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         k = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x, side="right")
         return p[0] * _npow(p[1], k.astype(np.float64))
     if c == 3:
-        side = "left" if f & _s.F_AFTER else "right"
-        k = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x, side=side)
-        return np.asarray(low.values, dtype=np.float64)[k]
+        kk = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x,
+                             side="left" if f & _s.F_AFTER else "right")
+        return np.asarray(low.values, dtype=np.float64)[kk]
     if c == 4:
         d = x - p[3]
         e = d / p[1]
@@ -243,11 +244,10 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     if c == 5:
         d = np.maximum(x - p[4], 0.0)
         if f & _s.F_CYCLE:
-            T = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
-        else:
-            T = p[2]
-            d = np.minimum(d, T)
-        return (p[0] - p[1]) * _powe_a(1.0 - d / T, p[3]) + p[1]
+            Tc = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
+            return (p[0] - p[1]) * _powe_a(1.0 - d / Tc, p[3]) + p[1]
+        d = np.minimum(d, p[2])
+        return (p[0] - p[1]) * _powe_a(1.0 - d / p[2], p[3]) + p[1]
     if c == 6:
         r = x / p[1]
         if f & _s.F_STAIRCASE:
@@ -301,6 +301,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     if c == 13:
         linear = bool(f & _s.F_LINEAR_ANNEAL)
         initial, mx, mn = p[0], p[1], p[2]
+        phases: tuple[tuple[float, float, float], ...]
         if f & _s.F_THREE_PHASE:
             phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
         else:
@@ -309,8 +310,8 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         done = np.zeros(x.shape, dtype=bool)
         start_step = 0.0
         last = len(phases) - 1
-        for k, (a, b, end) in enumerate(phases):
-            sel = ~done if k == last else (~done & (x <= end))
+        for ph, (a, b, end) in enumerate(phases):
+            sel = ~done if ph == last else (~done & (x <= end))
             pct = np.minimum((x[sel] - start_step) / (end - start_step), 1.0)
             if linear:
                 out[sel] = (b - a) * pct + a
@@ -332,13 +333,14 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
             return base + height * _npow(p[4], x)
         return base + height * 1.0
     if c == 15:
-        b = np.asarray(low.bounds, dtype=np.float64)
-        k = np.searchsorted(b, x, side="right")
+        bnd = np.asarray(low.bounds, dtype=np.float64)
+        kj = np.searchsorted(bnd, x, side="right")
         out = np.empty(x.shape)
         for j, child in enumerate(low.children):
-            sel = k == j
+            sel = kj == j
             if np.any(sel):
-                out[sel] = eval_array(child._fc_lowered, x[sel] - b[j - 1] if j > 0 else x[sel])
+                out[sel] = eval_array(child._fc_lowered,
+                                      x[sel] - bnd[j - 1] if j > 0 else x[sel])
         return out
     raise ValueError(f"unknown schedule code {c}")
 
@@ -382,7 +384,7 @@ class Schedule:
     def __call__(self, step: Any) -> Any:
         return evaluate(self._fc_lowered, step)
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: Any) -> bool:
         if not _s.is_schedule(other):
             return NotImplemented
         return _s.key(self._kind, self._params) == _s.key(other.kind, other.params)
