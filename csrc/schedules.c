@@ -6,6 +6,7 @@
 #include "schedules.h"
 
 #include <math.h>
+#include <string.h>
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -56,18 +57,17 @@ static inline double cos_kernel(const double *p, double x) {
     return p[0] * ((1.0 - p[2]) * powe(cd, p[3]) + p[2]);
 }
 
-static inline double exp_kernel(const fc_schedule *s, double x) {
-    const double *p = s->p;
+static inline double exp_kernel(const double *p, int32_t flags, double x) {
     const double d = x - p[3];
     double v;
     if (d <= 0.0) {
         v = p[0];
     } else {
         double e = d / p[1];
-        if (s->flags & FC_SCHED_F_STAIRCASE) e = floor(e);
+        if (flags & FC_SCHED_F_STAIRCASE) e = floor(e);
         v = p[0] * pow(p[2], e);
     }
-    if (s->flags & FC_SCHED_F_HAS_END) v = p[2] < 1.0 ? fmax(v, p[4]) : fmin(v, p[4]);
+    if (flags & FC_SCHED_F_HAS_END) v = p[2] < 1.0 ? fmax(v, p[4]) : fmin(v, p[4]);
     return v;
 }
 
@@ -158,7 +158,7 @@ double fc_schedule_eval(const fc_schedule *s, double x) {
     case FC_SCHED_PIECEWISE:
         return s->values[count_le(s->bounds, s->n, x, (s->flags & FC_SCHED_F_AFTER) != 0)];
     case FC_SCHED_EXPONENTIAL:
-        return exp_kernel(s, x);
+        return exp_kernel(p, s->flags, x);
     case FC_SCHED_POLYNOMIAL: {
         double d = x - p[4];
         double T = p[2];
@@ -261,7 +261,10 @@ FC_TARGET_CLONES
 static int eval_block(const fc_schedule *s, const char *base, int32_t dtype, int64_t lo,
                       int64_t hi, int64_t stride, double *out) {
     int bad = 0;
-    const double *p = s->p;
+    double q[FC_SCHED_NPARAMS]; /* a local copy: cannot alias `out` */
+    memcpy(q, s->p, sizeof q);
+    const double *p = q;
+    const int32_t flags = s->flags;
     switch (s->kind) {
     case FC_SCHED_CONSTANT:
         SCHED_LOOP(p[0]);
@@ -284,7 +287,7 @@ static int eval_block(const fc_schedule *s, const char *base, int32_t dtype, int
         SCHED_LOOP(p[0] / sqrt(1.0 + x / p[1]));
         return bad;
     case FC_SCHED_EXPONENTIAL:
-        SCHED_LOOP(exp_kernel(s, x));
+        SCHED_LOOP(exp_kernel(p, flags, x));
         return bad;
     case FC_SCHED_COSINE:
         SCHED_LOOP(cos_kernel(p, x));

@@ -498,3 +498,18 @@ def test_plot_schedule_without_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r'pip install "fastclip\[plot\]"'):
         fastclip.plot_schedule(CASES["cosine"], 10)
+
+
+def test_reference_objects_when_not_compiled(monkeypatch):
+    # without the extension, the factories build reference schedules
+    monkeypatch.setattr(S._fam, "_compiled", None)
+    s = S.warmup(S.cosine(0.1, 100), 10)
+    assert type(s) is R.Schedule and isinstance(s, S.Schedule)
+    monkeypatch.undo()
+    c = S.warmup(S.cosine(0.1, 100), 10)
+    assert type(c) is C.Schedule and c == s
+    np.testing.assert_allclose(s(STEPS), c(STEPS), rtol=1e-13, atol=1e-15)
+    assert s(37) == c(37)
+    assert pickle.loads(pickle.dumps(s)) == c
+    with pytest.raises(TypeError, match="abstract"):
+        S.Schedule()

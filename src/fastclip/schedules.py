@@ -98,6 +98,12 @@ class Schedule(abc.ABC):
     class (``isinstance(s, fastclip.schedules.Schedule)``).
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Schedule:
+        raise TypeError(
+            "fastclip.schedules.Schedule is abstract: build schedules with the factories "
+            "of fastclip.schedules (cosine(...), warmup(...), ...) or from_dict()"
+        )
+
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Schedule:
         """Rebuild a schedule from :meth:`to_dict` output (see :func:`from_dict`)."""
