@@ -91,7 +91,7 @@ static double eval_cosine_restarts(const fc_schedule *s, double x) {
         tcur = x - restart_start(t0, tm, i);
         ti = t0 * pow(tm, i);
     }
-    const double peak = init * pow(m, i);
+    const double peak = m == 1.0 ? init : init * pow(m, i); /* pow(1, i) == 1 */
     return eta + (peak - eta) * (1.0 + cos(M_PI * tcur / ti)) / 2.0;
 }
 
