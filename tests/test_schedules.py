@@ -150,6 +150,9 @@ def test_hypothesis_c_equals_reference(init, frac, steps_, power, x, kind):
     np.testing.assert_array_max_ulp(c, r, maxulp=1)
     np.testing.assert_array_equal(C.evaluate(low, arr), c)
     np.testing.assert_allclose(R.evaluate(low, arr), c, rtol=1e-12, atol=1e-15)
+    for big in (1e12, 2.0**62):
+        v = s(big)
+        assert math.isfinite(v) and v >= 0 and v == R.evaluate(low, big)
 
 
 # ---------------------------------------------------------------------------
@@ -350,6 +353,8 @@ BAD = [
     (S.constant, (float("inf"),), {}, ValueError, "value must be finite"),
     (S.step, (0.1, 0), {}, ValueError, "step_size must be > 0"),
     (S.step, (0.1, 10, -0.5), {}, ValueError, "gamma must be >= 0"),
+    (S.step, (0.1, 10, 1.5), {}, ValueError, "gamma must be <= 1"),
+    (S.cosine_restarts, (0.1, 10), {"m_mul": 1.5}, ValueError, "m_mul must be <= 1"),
     (S.multistep, (0.1, [10, 5]), {}, ValueError, "milestones must be strictly increasing"),
     (S.multistep, (0.1, [10, 10]), {}, ValueError, "duplicate"),
     (S.multistep, (0.1, 10), {}, TypeError, "milestones must be a sequence"),

@@ -200,6 +200,11 @@ def _step(init_value, step_size, gamma=0.1):
         "step_size": steps_pos(step_size, "step_size"),
         "gamma": rate(gamma, "gamma"),
     }
+    if params["gamma"] > 1:
+        raise ValueError(
+            f"gamma must be <= 1 (gamma > 1 grows without bound; use multistep for a "
+            f"bounded increase), got {params['gamma']!r}"
+        )
     return params, _lower("step", (params["init_value"], params["step_size"], params["gamma"]))
 
 
@@ -371,6 +376,10 @@ def _cosine_restarts(init_value, t_0, t_mul=1, eta_min=0.0, m_mul=1.0):
     }
     if params["t_mul"] < 1:
         raise ValueError(f"t_mul must be >= 1, got {params['t_mul']!r}")
+    if params["m_mul"] > 1:
+        raise ValueError(
+            f"m_mul must be <= 1 (the peaks would grow without bound), got {params['m_mul']!r}"
+        )
     return params, _lower(
         "cosine_restarts",
         (params["init_value"], params["t_0"], params["t_mul"], params["eta_min"],

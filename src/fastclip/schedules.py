@@ -195,7 +195,8 @@ def step(init_value: float, step_size: float, gamma: float = 0.1) -> Schedule:
     step_size : float
         Steps between decays, ``> 0``.
     gamma : float, default 0.1
-        Multiplicative factor, ``>= 0``.
+        Multiplicative factor, in ``[0, 1]`` (a growing step schedule has no final
+        value).
     """
     return _make("step", init_value=init_value, step_size=step_size, gamma=gamma)
 
@@ -523,7 +524,7 @@ def cosine_restarts(init_value: float, t_0: float, t_mul: float = 1, eta_min: fl
     eta_min : float, default 0.0
         The floor, ``>= 0``.
     m_mul : float, default 1.0
-        Peak decay factor per restart, ``>= 0``.
+        Peak decay factor per restart, in ``[0, 1]``.
     """
     return _make("cosine_restarts", init_value=init_value, t_0=t_0, t_mul=t_mul,
                  eta_min=eta_min, m_mul=m_mul)
