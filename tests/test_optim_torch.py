@@ -84,8 +84,14 @@ def _close(a, b, rtol):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
 
 
-@pytest.mark.parametrize("impl", ["c", "python"])
-@pytest.mark.parametrize("clip", CLIPS, ids=lambda c: "none" if c is None else c[0])
+# every clipping mode with the C kernels; the reference (compared with the C path in
+# test_optim.py) with global-norm clipping
+IMPL_CLIPS = [("c", c) for c in CLIPS] + [("python", CLIPS[1])]
+
+
+@pytest.mark.parametrize(
+    "impl,clip", IMPL_CLIPS, ids=lambda x: x if isinstance(x, str) else "none" if x is None else x[0]
+)
 @pytest.mark.parametrize("config", CONFIGS, ids=_ids)
 def test_matches_torch_float64(config, clip, impl):
     name, kw = config
