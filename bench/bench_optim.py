@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 import pytest
+from fastclip._common import max_threads
 
 from fastclip import optim
-from fastclip._common import max_threads
 
 SIZES = [784, 512, 512, 10]
 CLIP = 1.0

@@ -8,8 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastclip
-from fastclip import _optim
-from fastclip import optim
+from fastclip import _optim, optim
 from fastclip.reference import optim as ref
 
 IMPLS = ["c", "python"]
@@ -519,3 +518,32 @@ def test_fused_step_low_level(impl):
         assert mod.fused_step("sgd", p, g, [()], lr=0.1, step=1) == (math.sqrt(3.0), -1)
         assert mod.state_names("rmsprop", momentum=0.1) == ("square_avg", "momentum_buffer")
     np.testing.assert_allclose(p[0], -0.2)
+
+
+def test_load_state_dict_after_serialisation(impl, tmp_path):
+    """betas as a list and numpy scalars (a JSON or npz round trip) are accepted."""
+    w = [np.zeros(3)]
+    opt = optim.Adam(w, amsgrad=True)
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    sd["hyperparams"]["betas"] = list(sd["hyperparams"]["betas"])
+    sd["hyperparams"]["eps"] = np.float64(sd["hyperparams"]["eps"])
+    sd["step_count"] = np.int64(1)
+    other = optim.Adam([np.zeros(3)], amsgrad=True)
+    other.load_state_dict(sd)
+    assert other.step_count == 1 and isinstance(other.step_count, int)
+    sd["hyperparams"]["betas"] = [0.9, 0.99]
+    with pytest.raises(ValueError, match="betas"):
+        other.load_state_dict(sd)
+    sd["hyperparams"]["betas"] = "ab"
+    with pytest.raises(ValueError, match="betas"):
+        other.load_state_dict(sd)
+
+
+def test_byteswapped_grads(impl):
+    w = np.zeros(3)
+    opt = optim.SGD([w], lr=1.0)
+    opt.step([np.array([1.0, 2.0, 3.0], dtype=">f8")])
+    np.testing.assert_array_equal(w, [-1.0, -2.0, -3.0])
+    with pytest.raises(TypeError, match="byte order"):
+        optim.SGD([np.zeros(3, dtype=">f8")], lr=1.0)
