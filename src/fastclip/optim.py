@@ -208,7 +208,9 @@ class Optimizer:
         sqnorms : array of float, optional
             Per-gradient sums of squares (e.g. ``model.grad_sqnorms()``); the global
             norm is then ``sqrt(sum(sqnorms))`` (computed with rescaling) and the
-            gradients are not read for it.
+            gradients are not read for it. The non-finite check then relies on
+            ``sqnorms`` too: they must come from the same gradients (a NaN gradient
+            gives a NaN sum of squares).
         on_nonfinite : {"raise", "skip"}
             What to do when the global norm is NaN or inf: raise
             :class:`FloatingPointError` naming the first non-finite gradient, or
