@@ -23,6 +23,7 @@ from fastclip.clip import (
     get_total_norm,
     zero_nans_,
 )
+from fastclip import optim  # noqa: E402,F401  (fastclip.optim: fused optimisers)
 
 # --- learning-rate schedules (branch sched) ---
 from fastclip import schedules
