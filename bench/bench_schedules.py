@@ -249,8 +249,8 @@ def main() -> None:
     print(f"\n{N_ARRAY} steps as one array: median (min) per call")
     print(f"{'schedule':<20}{'fastclip ms':>18}{'numpy ms':>18}{'median ratio':>14}")
     for name, (sched, fn) in ARRAY.items():
-        fc, fc_min = _per_call(lambda: sched(STEPS), 1, repeat=21)
-        npt, np_min = _per_call(lambda: fn(STEPS), 1, repeat=21)
+        fc, fc_min = _per_call(lambda s=sched: s(STEPS), 1, repeat=21)
+        npt, np_min = _per_call(lambda f=fn: f(STEPS), 1, repeat=21)
         print(f"{name:<20}{fc * 1e3:>10.2f} ({fc_min * 1e3:.2f}){npt * 1e3:>10.2f} "
               f"({np_min * 1e3:.2f}){npt / fc:>12.1f}x")
     _ = math.pi

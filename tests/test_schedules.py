@@ -486,7 +486,7 @@ def test_plot_schedule():
     ax = fastclip.plot_schedule(CASES["one_cycle"], 500, label="1cycle")
     line = ax.get_lines()[0]
     np.testing.assert_array_equal(line.get_ydata(), CASES["one_cycle"](np.arange(500)))
-    fig, ax2 = plt.subplots()
+    _fig, ax2 = plt.subplots()
     assert fastclip.plot_schedule(lambda t: 0.1 / (t + 1), [0, 1, 3], ax=ax2) is ax2
     assert ax2.get_lines()[0].get_ydata().tolist() == [0.1, 0.05, 0.025]
     plt.close("all")

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fastclip  # noqa: E402
-from fastclip import schedules as S  # noqa: E402
+import fastclip
+from fastclip import schedules as S
 
 L = torch.optim.lr_scheduler
 LR = 0.1

@@ -98,7 +98,7 @@ class Schedule(abc.ABC):
     class (``isinstance(s, fastclip.schedules.Schedule)``).
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Schedule:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Schedule:  # noqa: PYI034
         raise TypeError(
             "fastclip.schedules.Schedule is abstract: build schedules with the factories "
             "of fastclip.schedules (cosine(...), warmup(...), ...) or from_dict()"

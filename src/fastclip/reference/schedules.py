@@ -109,8 +109,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
     if c == 5:  # polynomial
         d = x - p[4]
         T = p[2]
-        if d < 0.0:
-            d = 0.0
+        d = max(d, 0.0)
         if f & _s.F_CYCLE:
             if d > 0.0:
                 T = T * math.ceil(d / T)
@@ -125,15 +124,13 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
     if c == 7:  # inverse_sqrt
         return p[0] / math.sqrt(1.0 + x / p[1])
     if c == 8:  # cosine
-        cc = x if x < p[1] else p[1]
+        cc = min(p[1], x)
         cd = 0.5 * (1.0 + math.cos(_PI * cc / p[1]))
         return p[0] * ((1.0 - p[2]) * _powe(cd, p[3]) + p[2])
     if c == 9:  # linear
         d = x - p[3]
-        if d < 0.0:
-            d = 0.0
-        if d > p[2]:
-            d = p[2]
+        d = max(d, 0.0)
+        d = min(d, p[2])
         return _lerp_end(p[0], p[1], d / p[2])
     if c == 10:  # warmup
         w = p[0]
@@ -148,8 +145,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         if x < w:
             return _lerp_end(p[0], p[1], x / w)
         cc = x - w
-        if cc > p[3]:
-            cc = p[3]
+        cc = min(cc, p[3])
         cd = 0.5 * (1.0 + math.cos(_PI * cc / p[3]))
         return p[1] * ((1.0 - p[4]) * _powe(cd, p[5]) + p[4])
     if c == 12:  # cosine_restarts
@@ -160,8 +156,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
             ti = t0
         else:
             i = float(math.floor(math.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm)))
-            if i < 0.0:
-                i = 0.0
+            i = max(i, 0.0)
             if i > 0.0 and x < _restart_start(t0, tm, i):
                 i -= 1.0
             if x >= _restart_start(t0, tm, i + 1.0):
@@ -183,8 +178,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         for k, (a, b, end) in enumerate(phases):
             if x <= end or k == last:
                 pct = (x - start_step) / (end - start_step)
-                if pct > 1.0:
-                    pct = 1.0
+                pct = min(pct, 1.0)
                 return _anneal(a, b, pct, linear)
             start_step = end
     if c == 14:  # cyclic
@@ -365,7 +359,7 @@ def evaluate(low: _s.Lowered, step: Any) -> Any:
 class Schedule:
     """A learning-rate schedule (reference implementation); see fastclip.schedules."""
 
-    __slots__ = ("_kind", "_params", "_fc_lowered", "__weakref__")
+    __slots__ = ("__weakref__", "_fc_lowered", "_kind", "_params")
     _fc_schedule = True
 
     def __init__(self, kind: str, params: dict[str, Any], lowered: _s.Lowered) -> None:
@@ -384,7 +378,7 @@ class Schedule:
     def __call__(self, step: Any) -> Any:
         return evaluate(self._fc_lowered, step)
 
-    def __eq__(self, other: Any) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not _s.is_schedule(other):
             return NotImplemented
         return _s.key(self._kind, self._params) == _s.key(other.kind, other.params)
