@@ -518,3 +518,19 @@ def test_reference_objects_when_not_compiled(monkeypatch):
     assert pickle.loads(pickle.dumps(s)) == c
     with pytest.raises(TypeError, match="abstract"):
         S.Schedule()
+
+
+def test_array_independent_of_threads():
+    from fastclip import _common
+
+    steps = np.arange(400_000, dtype=np.float64) * 0.37
+    outs = {}
+    for serial in (False, True):
+        _common.set_serial_only(serial)
+        try:
+            outs[serial] = {n: CASES[n](steps) for n in ("cosine_restarts_real", "one_cycle",
+                                                        "nested", "linear", "step")}
+        finally:
+            _common.set_serial_only(False)
+    for n in outs[False]:
+        np.testing.assert_array_equal(outs[False][n], outs[True][n])
