@@ -124,7 +124,12 @@ cdef tuple _outputs(ArrayList src):
     cdef Py_ssize_t i
     for i in range(src.n):
         a = src.arrays[i]
-        o = np.empty_like(a)
+        if src.arrs[i].ndim == 0:
+            o = np.empty_like(a)  # same memory order as the dense input
+        else:
+            # empty_like(order="K") of a permuted strided view can be dense in a
+            # permuted order (neither C nor F): use C order, filled by a copy.
+            o = np.empty(a.shape, dtype=a.dtype)
         outs.append(o)
         dense.append(src.arrs[i].ndim == 0)
     return outs, dense
