@@ -3,6 +3,9 @@
 
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define FC_T float
 #define FC_SUF f32
@@ -263,6 +266,19 @@ double fc_clip_coef(double max_norm, double total_norm) {
     return c < 1.0 ? c : 1.0;
 }
 
+/* x *= coef over one block (float32 arrays multiply by c32 = (float)coef). */
+static void scale_block(const fc_array *a, int64_t start, int64_t count, double coef, float c32) {
+    FC_RUNS(a, start, count, p, len, st, {
+        if (a->dtype == FC_FLOAT32) {
+            if (st == 4) scale_dense_f32((float *)p, len, c32);
+            else scale_strided_f32(p, len, st, c32);
+        } else {
+            if (st == 8) scale_dense_f64((double *)p, len, coef);
+            else scale_strided_f64(p, len, st, coef);
+        }
+    });
+}
+
 int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
     if (n <= 0) return FC_OK;
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
@@ -279,16 +295,7 @@ int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         const fc_block *b = blocks + (nb - 1 - k);
-        const fc_array *a = arrs + b->arr;
-        FC_RUNS(a, b->start, b->count, p, len, st, {
-            if (a->dtype == FC_FLOAT32) {
-                if (st == 4) scale_dense_f32((float *)p, len, c32);
-                else scale_strided_f32(p, len, st, c32);
-            } else {
-                if (st == 8) scale_dense_f64((double *)p, len, coef);
-                else scale_strided_f64(p, len, st, coef);
-            }
-        });
+        scale_block(arrs + b->arr, b->start, b->count, coef, c32);
     }
     free(blocks);
     return FC_OK;
@@ -375,6 +382,105 @@ int fc_clip_value_into(const fc_array *src, const fc_array *dst, int64_t n, doub
     return FC_OK;
 }
 
+/* Per-array norm (p = 1 or 2) from the block partials of that array, with the
+ * float64 overflow/underflow rescue. */
+static double reduce_norm_12(const fc_array *a, const fc_block *blocks, int64_t g0, int64_t g1,
+                             const double *ps, const double *pm, double p) {
+    const int sq = (p == 2.0);
+    double s = 0, m = 0;
+    for (int64_t g = g0; g < g1; g++) {
+        s += ps[g];
+        m = pm[g] > m ? pm[g] : m;
+    }
+    int rescue = a->dtype == FC_FLOAT64 &&
+                 ((isinf(s) && isfinite(m)) || (sq && s < FC_SSQ_TINY && m > 0));
+    if (rescue) {
+        double r = array_powsum(a, blocks, g0, g1, m, p);
+        return m * (sq ? sqrt(r) : r);
+    }
+    return sq ? sqrt(s) : s;
+}
+
+/* clip_grad_norm_ for p = 1 or 2 in ONE parallel region: each thread computes the
+ * partials of a fixed, contiguous range of blocks; one thread reduces them in
+ * block order (the result does not depend on the number of threads) and decides
+ * the coefficient; when it is not 1, each thread scales its own range, last block
+ * first, so that the blocks it read last are still in its cache. */
+static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, double p,
+                             int error_if_nonfinite, double *norms, double *total,
+                             int64_t *first_nonfinite, int *scaled) {
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!first) return FC_ENOMEM;
+    int64_t nb, work;
+    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    if (nb > 0 && !blocks) {
+        free(first);
+        return FC_ENOMEM;
+    }
+    double *ps = NULL;
+    if (nb > 0) {
+        ps = (double *)malloc((size_t)nb * 2 * sizeof(double));
+        if (!ps) {
+            free(first);
+            free(blocks);
+            return FC_ENOMEM;
+        }
+    }
+    double *pm = ps + nb;
+    const int sq = (p == 2.0);
+    const int par = fc_use_parallel(work);
+    (void)par;
+    int rc = FC_OK, do_scale = 0;
+    double coef = 1.0;
+#pragma omp parallel if (par)
+    {
+        int64_t lo = 0, hi = nb;
+#ifdef _OPENMP
+        {
+            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+            lo = nb * t / nt;
+            hi = nb * (t + 1) / nt;
+        }
+#endif
+        for (int64_t g = lo; g < hi; g++) {
+            const fc_array *a = arrs + blocks[g].arr;
+            if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+            else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+        }
+#pragma omp barrier
+#pragma omp single
+        {
+            for (int64_t i = 0; i < n; i++)
+                norms[i] = first[i] == first[i + 1]
+                               ? 0.0
+                               : reduce_norm_12(arrs + i, blocks, first[i], first[i + 1], ps, pm, p);
+            *total = fc_total_norm(norms, n, p);
+            if (error_if_nonfinite && !isfinite(*total)) {
+                for (int64_t i = 0; i < n; i++) {
+                    if (!isfinite(norms[i])) {
+                        *first_nonfinite = i;
+                        break;
+                    }
+                }
+                rc = FC_ENONFINITE;
+            } else {
+                coef = fc_clip_coef(max_norm, *total);
+                do_scale = (coef != 1.0); /* 1: already within max_norm, write nothing */
+            }
+        } /* implicit barrier: every thread sees do_scale and coef */
+        if (do_scale) {
+            const float c32 = (float)coef;
+            for (int64_t g = hi - 1; g >= lo; g--)
+                scale_block(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, coef, c32);
+        }
+    }
+    *scaled = do_scale;
+    free(first);
+    free(blocks);
+    free(ps);
+    return rc;
+}
+
 int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double p,
                        int error_if_nonfinite, double *norms, double *total,
                        int64_t *first_nonfinite, int *scaled) {
@@ -382,6 +488,9 @@ int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double 
     *first_nonfinite = -1;
     *total = 0.0;
     if (n <= 0) return FC_OK;
+    if (p == 2.0 || p == 1.0)
+        return clip_grad_norm_12(arrs, n, max_norm, p, error_if_nonfinite, norms, total,
+                                 first_nonfinite, scaled);
     int rc = fc_array_norms(arrs, n, p, norms);
     if (rc != FC_OK) return rc;
     *total = fc_total_norm(norms, n, p);
