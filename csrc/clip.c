@@ -3,9 +3,6 @@
 
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define FC_T float
 #define FC_SUF f32
@@ -401,11 +398,10 @@ static double reduce_norm_12(const fc_array *a, const fc_block *blocks, int64_t 
     return sq ? sqrt(s) : s;
 }
 
-/* clip_grad_norm_ for p = 1 or 2 in ONE parallel region: each thread computes the
- * partials of a fixed, contiguous range of blocks; one thread reduces them in
- * block order (the result does not depend on the number of threads) and decides
- * the coefficient; when it is not 1, each thread scales its own range, last block
- * first, so that the blocks it read last are still in its cache. */
+/* clip_grad_norm_ for p = 1 or 2 in ONE parallel region: the threads compute the
+ * partials of the blocks; one thread reduces them in block order (the result does
+ * not depend on the number of threads) and decides the coefficient; when it is
+ * not 1, the threads scale the blocks, last block first. */
 static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, double p,
                              int error_if_nonfinite, double *norms, double *total,
                              int64_t *first_nonfinite, int *scaled) {
@@ -432,48 +428,66 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     (void)par;
     int rc = FC_OK, do_scale = 0;
     double coef = 1.0;
-#pragma omp parallel if (par)
-    {
-        int64_t lo = 0, hi = nb;
-#ifdef _OPENMP
-        {
-            const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-            lo = nb * t / nt;
-            hi = nb * (t + 1) / nt;
-        }
-#endif
-        for (int64_t g = lo; g < hi; g++) {
+/* The reduction and the decision, run by one thread after every partial is in. */
+#define FC_DECIDE                                                                              \
+    do {                                                                                       \
+        for (int64_t i = 0; i < n; i++)                                                        \
+            norms[i] = first[i] == first[i + 1]                                                \
+                           ? 0.0                                                               \
+                           : reduce_norm_12(arrs + i, blocks, first[i], first[i + 1], ps, pm, p); \
+        *total = fc_total_norm(norms, n, p);                                                   \
+        if (error_if_nonfinite && !isfinite(*total)) {                                         \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                if (!isfinite(norms[i])) {                                                     \
+                    *first_nonfinite = i;                                                      \
+                    break;                                                                     \
+                }                                                                              \
+            }                                                                                  \
+            rc = FC_ENONFINITE;                                                                \
+        } else {                                                                               \
+            coef = fc_clip_coef(max_norm, *total);                                             \
+            do_scale = (coef != 1.0); /* 1: already within max_norm, write nothing */          \
+        }                                                                                      \
+    } while (0)
+    if (!par) {
+        for (int64_t g = 0; g < nb; g++) {
             const fc_array *a = arrs + blocks[g].arr;
             if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
             else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
         }
-#pragma omp barrier
-#pragma omp single
-        {
-            for (int64_t i = 0; i < n; i++)
-                norms[i] = first[i] == first[i + 1]
-                               ? 0.0
-                               : reduce_norm_12(arrs + i, blocks, first[i], first[i + 1], ps, pm, p);
-            *total = fc_total_norm(norms, n, p);
-            if (error_if_nonfinite && !isfinite(*total)) {
-                for (int64_t i = 0; i < n; i++) {
-                    if (!isfinite(norms[i])) {
-                        *first_nonfinite = i;
-                        break;
-                    }
-                }
-                rc = FC_ENONFINITE;
-            } else {
-                coef = fc_clip_coef(max_norm, *total);
-                do_scale = (coef != 1.0); /* 1: already within max_norm, write nothing */
-            }
-        } /* implicit barrier: every thread sees do_scale and coef */
+        FC_DECIDE;
         if (do_scale) {
             const float c32 = (float)coef;
-            for (int64_t g = hi - 1; g >= lo; g--)
+            for (int64_t g = nb - 1; g >= 0; g--)  /* the tail is still in cache */
                 scale_block(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, coef, c32);
         }
+    } else {
+#pragma omp parallel
+        {
+            /* dynamic: a thread that starts late (a loaded machine) takes fewer blocks
+             * instead of holding up the others; partials are stored per block, so the
+             * result does not depend on which thread computed what */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t g = 0; g < nb; g++) {
+                const fc_array *a = arrs + blocks[g].arr;
+                if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+                else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+            }
+#pragma omp single
+            FC_DECIDE;
+            /* implicit barrier: every thread sees do_scale and coef */
+            if (do_scale) {
+                const float c32 = (float)coef;
+                /* last blocks first: the tail of the norm pass is still in cache */
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t k = 0; k < nb; k++) {
+                    const fc_block *b = blocks + (nb - 1 - k);
+                    scale_block(arrs + b->arr, b->start, b->count, coef, c32);
+                }
+            }
+        }
     }
+#undef FC_DECIDE
     *scaled = do_scale;
     free(first);
     free(blocks);

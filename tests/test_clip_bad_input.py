@@ -303,3 +303,22 @@ def test_error_if_nonfinite_overflowing_total():
             impl.clip_grad_norm_(g, 1.0, 1.0, True)
         for a, b in zip(g, before):
             assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_overlap_detected_after_a_successful_call(impl):
+    """The C side remembers the last list found free of overlaps; a repeated call is
+    cheap, and any change of the list is checked again."""
+    base = np.arange(60.0)
+    a, b = base[:20], base[20:40]
+    for _ in range(3):
+        impl.clip_grad_value_([a, b], 100.0)
+    with pytest.raises(ValueError, match=r"^grads\[0\] and grads\[1\] share memory"):
+        impl.clip_grad_value_([a, base[10:30]], 100.0)
+    with pytest.raises(ValueError, match=r"^grads\[0\] and grads\[2\] share memory"):
+        impl.clip_grad_norm_([a, b, a], 1.0)
+    before = base.copy()
+    with pytest.raises(ValueError, match=r"^grads\[1\] and grads\[2\] share memory"):
+        impl.clip_grad_norm_([b, a, base[::7]], 1e-3)
+    np.testing.assert_array_equal(base, before)
+    impl.clip_grad_value_([b, a], 100.0)
