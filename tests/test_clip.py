@@ -670,3 +670,35 @@ def test_inplace_clip_of_more_than_2_31_elements():
         assert a[-1] == last
     finally:
         del a
+
+
+def _ssq_lanes_model(x: np.ndarray) -> float:
+    """The float32 sum of squares of one block, as the C kernels define it: 32 float64
+    lanes (lane j takes elements j, j+32, ...), a fixed tree, then the tail."""
+    x = x.astype(np.float64)
+    n = x.size
+    if n < 32:
+        s = 0.0
+        for v in x:
+            s += v * v
+        return s
+    m = n // 32 * 32
+    lanes = np.zeros(32)
+    for i in range(0, m, 32):
+        lanes += x[i : i + 32] * x[i : i + 32]
+    w = 16
+    while w >= 1:
+        lanes[:w] = lanes[:w] + lanes[w : 2 * w]
+        w //= 2
+    s = lanes[0]
+    for v in x[m:]:
+        s += v * v
+    return float(s)
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 33, 95, 256, 1000, 4099])
+def test_float32_sum_of_squares_is_the_documented_arithmetic(n):
+    """Whichever SIMD version runs (AVX2 by hand or the generic C), the float32 sum of
+    squares of a block is the same, bit for bit."""
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    assert C.array_norms([x])[0] == math.sqrt(_ssq_lanes_model(x))
