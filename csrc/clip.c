@@ -64,6 +64,23 @@ __attribute__((target("avx2"))) static void ssq_f32_avx2(const float *x, int64_t
     *s_out = st;
 }
 #undef FC_SQ_ADD
+
+/* x *= c, AVX2 by hand (no alignment peeling: short arrays are common). */
+__attribute__((target("avx2"))) static void scale_f32_avx2(float *x, int64_t n, float c) {
+    const __m256 vc = _mm256_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        __m256 v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(v0, vc));
+        _mm256_storeu_ps(x + i + 8, _mm256_mul_ps(v1, vc));
+        _mm256_storeu_ps(x + i + 16, _mm256_mul_ps(v2, vc));
+        _mm256_storeu_ps(x + i + 24, _mm256_mul_ps(v3, vc));
+    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vc));
+    for (; i < n; i++) x[i] = x[i] * c;
+}
+
 static int fc_has_avx2 = -1;
 static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
     if (fc_has_avx2 < 0) {
@@ -77,8 +94,17 @@ static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
         ssq_dense_f32(x, n, s_out, m_out);
     }
 }
+static void scale_f32(float *x, int64_t n, float c) {
+    if (fc_has_avx2 < 0) {
+        __builtin_cpu_init();
+        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    if (fc_has_avx2) scale_f32_avx2(x, n, c);
+    else scale_dense_f32(x, n, c);
+}
 #else
 #define ssq_f32 ssq_dense_f32
+#define scale_f32 scale_dense_f32
 #endif
 
 /* Sums of squares below this may have lost digits to underflow. */
@@ -328,7 +354,7 @@ double fc_clip_coef(double max_norm, double total_norm) {
 static void scale_block(const fc_array *a, int64_t start, int64_t count, double coef, float c32) {
     FC_RUNS(a, start, count, p, len, st, {
         if (a->dtype == FC_FLOAT32) {
-            if (st == 4) scale_dense_f32((float *)p, len, c32);
+            if (st == 4) scale_f32((float *)p, len, c32);
             else scale_strided_f32(p, len, st, c32);
         } else {
             if (st == 8) scale_dense_f64((double *)p, len, coef);
