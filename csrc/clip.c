@@ -243,6 +243,72 @@ static double array_powsum(const fc_array *a, const fc_block *blocks, int64_t g0
     return s;
 }
 
+/* Per-block work items for fc_parallel_for. */
+typedef struct {
+    const fc_array *arrs;
+    const fc_block *blocks;
+    int64_t nb;
+    double p, coef, lo, hi;
+    float c32, lo32, hi32;
+    double *ps, *pm;
+    int *pn;
+    const double *norms;
+} fc_items;
+
+static void item_ssq(void *c, int64_t g) {
+    const fc_items *t = (const fc_items *)c;
+    const fc_block *b = t->blocks + g;
+    block_ssq(t->arrs + b->arr, b->start, b->count, t->ps + g, t->pm + g);
+}
+
+static void item_sabs(void *c, int64_t g) {
+    const fc_items *t = (const fc_items *)c;
+    const fc_block *b = t->blocks + g;
+    block_sabs(t->arrs + b->arr, b->start, b->count, t->ps + g, t->pm + g);
+}
+
+static void item_amax(void *c, int64_t g) {
+    const fc_items *t = (const fc_items *)c;
+    const fc_block *b = t->blocks + g;
+    block_amax(t->arrs + b->arr, b->start, b->count, t->pm + g, t->pn + g);
+}
+
+static void item_powsum(void *c, int64_t g) {
+    const fc_items *t = (const fc_items *)c;
+    const fc_block *b = t->blocks + g;
+    double m = t->norms[b->arr];
+    t->ps[g] = (m > 0 && isfinite(m)) ? block_powsum(t->arrs + b->arr, b->start, b->count, m, t->p)
+                                      : 0.0;
+}
+
+static void scale_block(const fc_array *a, int64_t start, int64_t count, double coef, float c32);
+
+/* last blocks first: the tail of a norm pass is still in cache */
+static void item_scale_rev(void *c, int64_t k) {
+    const fc_items *t = (const fc_items *)c;
+    const fc_block *b = t->blocks + (t->nb - 1 - k);
+    scale_block(t->arrs + b->arr, b->start, b->count, t->coef, t->c32);
+}
+
+static void clamp_block(const fc_array *a, int64_t start, int64_t count, double lo, double hi,
+                        float lo32, float hi32) {
+    FC_RUNS(a, start, count, p, len, st, {
+        if (a->dtype == FC_FLOAT32) {
+            if (st == 4) clamp_dense_f32((float *)p, len, lo32, hi32);
+            else clamp_strided_f32(p, len, st, lo32, hi32);
+        } else {
+            if (st == 8) clamp_dense_f64((double *)p, len, lo, hi);
+            else clamp_strided_f64(p, len, st, lo, hi);
+        }
+    });
+}
+
+static void item_clamp(void *c, int64_t g) {
+    const fc_items *t = (const fc_items *)c;
+    const fc_block *b = t->blocks + g;
+    clamp_block(t->arrs + b->arr, b->start, b->count, t->lo, t->hi, t->lo32, t->hi32);
+}
+
 int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
     if (n <= 0) return FC_OK;
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
@@ -264,17 +330,19 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
             return FC_ENOMEM;
         }
     }
-    const int par = fc_use_parallel(work);
-    (void)par;
+    fc_items t = {0};
+    t.arrs = arrs;
+    t.blocks = blocks;
+    t.nb = nb;
+    t.p = p;
+    t.ps = ps;
+    t.pm = pm;
+    t.pn = pn;
+    t.norms = norms;
 
     if (p == 2.0 || p == 1.0) {
         const int sq = (p == 2.0);
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t g = 0; g < nb; g++) {
-            const fc_array *a = arrs + blocks[g].arr;
-            if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
-            else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
-        }
+        fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, work);
         for (int64_t i = 0; i < n; i++) {
             double s = 0, m = 0;
             for (int64_t g = first[i]; g < first[i + 1]; g++) {
@@ -291,9 +359,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
             }
         }
     } else {
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t g = 0; g < nb; g++)
-            block_amax(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, pm + g, pn + g);
+        fc_parallel_for(nb, item_amax, &t, work);
         for (int64_t i = 0; i < n; i++) {
             double m = 0;
             int nan = 0;
@@ -305,13 +371,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
         }
         if (!isinf(p)) {
             /* second pass: sum of (|x|/max)^p, which cannot overflow */
-#pragma omp parallel for schedule(static) if (par)
-            for (int64_t g = 0; g < nb; g++) {
-                double m = norms[blocks[g].arr];
-                ps[g] = (m > 0 && isfinite(m))
-                            ? block_powsum(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, m, p)
-                            : 0.0;
-            }
+            fc_parallel_for(nb, item_powsum, &t, work);
             for (int64_t i = 0; i < n; i++) {
                 double m = norms[i];
                 if (!(m > 0) || !isfinite(m)) continue; /* 0, inf or NaN stay */
@@ -372,15 +432,13 @@ int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
-    const int par = fc_use_parallel(work);
-    (void)par;
-    const float c32 = (float)coef;
-    /* Last blocks first: the tail of the norm pass is still in cache. */
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < nb; k++) {
-        const fc_block *b = blocks + (nb - 1 - k);
-        scale_block(arrs + b->arr, b->start, b->count, coef, c32);
-    }
+    fc_items t = {0};
+    t.arrs = arrs;
+    t.blocks = blocks;
+    t.nb = nb;
+    t.coef = coef;
+    t.c32 = (float)coef;
+    fc_parallel_for(nb, item_scale_rev, &t, work);
     free(blocks);
     return FC_OK;
 }
@@ -394,22 +452,15 @@ int fc_clip_value_(const fc_array *arrs, int64_t n, double lo, double hi) {
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
-    const int par = fc_use_parallel(work);
-    (void)par;
-    const float lo32 = (float)lo, hi32 = (float)hi;
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t g = 0; g < nb; g++) {
-        const fc_array *a = arrs + blocks[g].arr;
-        FC_RUNS(a, blocks[g].start, blocks[g].count, p, len, st, {
-            if (a->dtype == FC_FLOAT32) {
-                if (st == 4) clamp_dense_f32((float *)p, len, lo32, hi32);
-                else clamp_strided_f32(p, len, st, lo32, hi32);
-            } else {
-                if (st == 8) clamp_dense_f64((double *)p, len, lo, hi);
-                else clamp_strided_f64(p, len, st, lo, hi);
-            }
-        });
-    }
+    fc_items t = {0};
+    t.arrs = arrs;
+    t.blocks = blocks;
+    t.nb = nb;
+    t.lo = lo;
+    t.hi = hi;
+    t.lo32 = (float)lo;
+    t.hi32 = (float)hi;
+    fc_parallel_for(nb, item_clamp, &t, work);
     free(blocks);
     return FC_OK;
 }
@@ -485,10 +536,10 @@ static double reduce_norm_12(const fc_array *a, const fc_block *blocks, int64_t 
     return sq ? sqrt(s) : s;
 }
 
-/* clip_grad_norm_ for p = 1 or 2 in ONE parallel region: the threads compute the
- * partials of the blocks; one thread reduces them in block order (the result does
- * not depend on the number of threads) and decides the coefficient; when it is
- * not 1, the threads scale the blocks, last block first. */
+/* clip_grad_norm_ for p = 1 or 2: the threads compute the partials of the blocks
+ * (fc_parallel_for); the calling thread reduces them in block order (the result
+ * does not depend on the number of threads) and decides the coefficient; when it
+ * is not 1, the threads scale the blocks, last block first. */
 static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, double p,
                              int error_if_nonfinite, double *norms, double *total,
                              int64_t *first_nonfinite, int *scaled) {
@@ -511,8 +562,6 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     }
     double *pm = ps + nb;
     const int sq = (p == 2.0);
-    const int par = fc_use_parallel(work);
-    (void)par;
     int rc = FC_OK, do_scale = 0;
     double coef = 1.0;
 /* The reduction and the decision, run by one thread after every partial is in. */
@@ -536,43 +585,18 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
             do_scale = (coef != 1.0); /* 1: already within max_norm, write nothing */          \
         }                                                                                      \
     } while (0)
-    if (!par) {
-        for (int64_t g = 0; g < nb; g++) {
-            const fc_array *a = arrs + blocks[g].arr;
-            if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
-            else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
-        }
-        FC_DECIDE;
-        if (do_scale) {
-            const float c32 = (float)coef;
-            for (int64_t g = nb - 1; g >= 0; g--)  /* the tail is still in cache */
-                scale_block(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, coef, c32);
-        }
-    } else {
-#pragma omp parallel
-        {
-            /* dynamic: a thread that starts late (a loaded machine) takes fewer blocks
-             * instead of holding up the others; partials are stored per block, so the
-             * result does not depend on which thread computed what */
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t g = 0; g < nb; g++) {
-                const fc_array *a = arrs + blocks[g].arr;
-                if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
-                else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
-            }
-#pragma omp single
-            FC_DECIDE;
-            /* implicit barrier: every thread sees do_scale and coef */
-            if (do_scale) {
-                const float c32 = (float)coef;
-                /* last blocks first: the tail of the norm pass is still in cache */
-#pragma omp for schedule(dynamic, 1)
-                for (int64_t k = 0; k < nb; k++) {
-                    const fc_block *b = blocks + (nb - 1 - k);
-                    scale_block(arrs + b->arr, b->start, b->count, coef, c32);
-                }
-            }
-        }
+    fc_items t = {0};
+    t.arrs = arrs;
+    t.blocks = blocks;
+    t.nb = nb;
+    t.ps = ps;
+    t.pm = pm;
+    fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, work);
+    FC_DECIDE;
+    if (do_scale) {
+        t.coef = coef;
+        t.c32 = (float)coef;
+        fc_parallel_for(nb, item_scale_rev, &t, work);
     }
 #undef FC_DECIDE
     *scaled = do_scale;

@@ -31,6 +31,124 @@ int fc_use_parallel(int64_t work) {
     return work >= FC_PARALLEL_MIN && fc_max_threads() > 1;
 }
 
+/* ------------------------------------------------------------------------- */
+/* fc_parallel_for: a small pool of helper threads (POSIX threads).           */
+#if (defined(__unix__) || defined(__APPLE__)) && !defined(FASTCLIP_NO_POOL)
+#include <pthread.h>
+#include <sched.h>
+
+#define FC_POOL_MAX 63
+
+static pthread_mutex_t fc_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t fc_pool_busy = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fc_pool_cv_job = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t fc_pool_cv_left = PTHREAD_COND_INITIALIZER;
+static int fc_pool_started = 0;    /* helpers created (under fc_pool_mu) */
+static int fc_pool_forked = 0;     /* set in a forked child: no helpers there */
+static int fc_pool_atfork = 0;
+/* the current job (fields written under fc_pool_mu) */
+static fc_item_fn fc_job_fn;
+static void *fc_job_ctx;
+static int64_t fc_job_n;
+static int fc_job_helpers;         /* helpers allowed to take part */
+static uint64_t fc_job_gen = 0;
+static int fc_job_open = 0;
+static int fc_job_inside = 0;      /* helpers currently inside the job */
+static int64_t fc_job_next, fc_job_done; /* atomics */
+
+static void fc_pool_child(void) { fc_pool_forked = 1; }
+
+static void fc_run_items(fc_item_fn fn, void *ctx, int64_t n) {
+    int64_t mine = 0;
+    for (;;) {
+        int64_t i = __atomic_fetch_add(&fc_job_next, 1, __ATOMIC_ACQ_REL);
+        if (i >= n) break;
+        fn(ctx, i);
+        mine++;
+    }
+    __atomic_fetch_add(&fc_job_done, mine, __ATOMIC_ACQ_REL);
+}
+
+static void *fc_helper_main(void *arg) {
+    const int index = (int)(intptr_t)arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&fc_pool_mu);
+    for (;;) {
+        while (!(fc_job_open && fc_job_gen != seen && index < fc_job_helpers)) {
+            if (fc_job_open && fc_job_gen != seen) seen = fc_job_gen; /* not for us */
+            pthread_cond_wait(&fc_pool_cv_job, &fc_pool_mu);
+        }
+        seen = fc_job_gen;
+        fc_item_fn fn = fc_job_fn;
+        void *ctx = fc_job_ctx;
+        int64_t n = fc_job_n;
+        fc_job_inside++;
+        pthread_mutex_unlock(&fc_pool_mu);
+        fc_run_items(fn, ctx, n);
+        pthread_mutex_lock(&fc_pool_mu);
+        if (--fc_job_inside == 0) pthread_cond_signal(&fc_pool_cv_left);
+    }
+    return NULL;
+}
+
+/* Creates helpers up to `want` (under fc_pool_mu); returns how many exist. */
+static int fc_pool_grow(int want) {
+    if (want > FC_POOL_MAX) want = FC_POOL_MAX;
+    if (!fc_pool_atfork) {
+        pthread_atfork(NULL, NULL, fc_pool_child);
+        fc_pool_atfork = 1;
+    }
+    while (fc_pool_started < want) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &attr, fc_helper_main, (void *)(intptr_t)fc_pool_started);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        fc_pool_started++;
+    }
+    return fc_pool_started;
+}
+
+void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
+    int helpers = (fc_use_parallel(work) && n > 1 && !fc_pool_forked) ? fc_max_threads() - 1 : 0;
+    if (helpers > 0 && pthread_mutex_trylock(&fc_pool_busy) != 0) helpers = 0;
+    if (helpers <= 0) {
+        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+    pthread_mutex_lock(&fc_pool_mu);
+    helpers = fc_pool_grow(helpers) < helpers ? fc_pool_started : helpers;
+    fc_job_fn = fn;
+    fc_job_ctx = ctx;
+    fc_job_n = n;
+    fc_job_helpers = helpers;
+    __atomic_store_n(&fc_job_next, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&fc_job_done, 0, __ATOMIC_RELEASE);
+    fc_job_gen++;
+    fc_job_open = 1;
+    pthread_cond_broadcast(&fc_pool_cv_job);
+    pthread_mutex_unlock(&fc_pool_mu);
+
+    fc_run_items(fn, ctx, n);
+    /* only items a helper has already taken remain: they are being run now */
+    for (int spins = 0; __atomic_load_n(&fc_job_done, __ATOMIC_ACQUIRE) < n; spins++) {
+        if (spins > 64) sched_yield();
+    }
+    pthread_mutex_lock(&fc_pool_mu);
+    fc_job_open = 0; /* a helper waking up from now on finds nothing to do */
+    while (fc_job_inside > 0) pthread_cond_wait(&fc_pool_cv_left, &fc_pool_mu);
+    pthread_mutex_unlock(&fc_pool_mu);
+    pthread_mutex_unlock(&fc_pool_busy);
+}
+#else
+void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
+    (void)work;
+    for (int64_t i = 0; i < n; i++) fn(ctx, i);
+}
+#endif
+
 const char *fc_simd_level(void) {
 #if FC_HAVE_CLONES
     __builtin_cpu_init();
