@@ -465,56 +465,73 @@ int fc_clip_value_(const fc_array *arrs, int64_t n, double lo, double hi) {
     return FC_OK;
 }
 
-/* Dense src -> dense dst, elementwise; chunks of FC_BLOCK in parallel. */
-int fc_scale_into(const fc_array *src, const fc_array *dst, int64_t n, const double *coefs) {
+/* Dense src -> dense dst, elementwise; blocks of FC_BLOCK on fc_parallel_for. */
+typedef struct {
+    const fc_array *src, *dst;
+    const fc_block *blocks;
+    const double *coefs;
+    double lo, hi;
+} fc_into_items;
+
+static void item_scale_into(void *c, int64_t g) {
+    const fc_into_items *t = (const fc_into_items *)c;
+    const fc_block *b = t->blocks + g;
+    const fc_array *s = t->src + b->arr, *d = t->dst + b->arr;
+    const double cf = t->coefs[b->arr];
+    if (s->dtype == FC_FLOAT32)
+        scale_into_dense_f32((const float *)s->data + b->start, (float *)d->data + b->start,
+                             b->count, (float)cf);
+    else
+        scale_into_dense_f64((const double *)s->data + b->start, (double *)d->data + b->start,
+                             b->count, cf);
+}
+
+static void item_clamp_into(void *c, int64_t g) {
+    const fc_into_items *t = (const fc_into_items *)c;
+    const fc_block *b = t->blocks + g;
+    const fc_array *s = t->src + b->arr, *d = t->dst + b->arr;
+    if (s->dtype == FC_FLOAT32)
+        clamp_into_dense_f32((const float *)s->data + b->start, (float *)d->data + b->start,
+                             b->count, (float)t->lo, (float)t->hi);
+    else
+        clamp_into_dense_f64((const double *)s->data + b->start, (double *)d->data + b->start,
+                             b->count, t->lo, t->hi);
+}
+
+static int run_into(const fc_array *src, const fc_array *dst, int64_t n, fc_into_items *t,
+                    fc_item_fn fn) {
     for (int64_t i = 0; i < n; i++) {
         if (src[i].ndim != 0 || dst[i].ndim != 0 || src[i].size != dst[i].size ||
             src[i].dtype != dst[i].dtype)
             return FC_EINVAL;
     }
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t size = src[i].size;
-        const int64_t nchunks = (size + FC_BLOCK - 1) / FC_BLOCK;
-        const int par = fc_use_parallel(size);
-        (void)par;
-        const double c = coefs[i];
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t k = 0; k < nchunks; k++) {
-            int64_t s = k * FC_BLOCK, len = size - s < FC_BLOCK ? size - s : FC_BLOCK;
-            if (src[i].dtype == FC_FLOAT32)
-                scale_into_dense_f32((const float *)src[i].data + s, (float *)dst[i].data + s, len,
-                                     (float)c);
-            else
-                scale_into_dense_f64((const double *)src[i].data + s, (double *)dst[i].data + s,
-                                     len, c);
-        }
-    }
+    if (n <= 0) return FC_OK;
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!first) return FC_ENOMEM;
+    int64_t nb, work;
+    fc_block *blocks = make_blocks(src, n, first, &nb, &work);
+    free(first);
+    if (nb == 0) return FC_OK;
+    if (!blocks) return FC_ENOMEM;
+    t->src = src;
+    t->dst = dst;
+    t->blocks = blocks;
+    fc_parallel_for(nb, fn, t, work);
+    free(blocks);
     return FC_OK;
 }
 
+int fc_scale_into(const fc_array *src, const fc_array *dst, int64_t n, const double *coefs) {
+    fc_into_items t = {0};
+    t.coefs = coefs;
+    return run_into(src, dst, n, &t, item_scale_into);
+}
+
 int fc_clip_value_into(const fc_array *src, const fc_array *dst, int64_t n, double lo, double hi) {
-    for (int64_t i = 0; i < n; i++) {
-        if (src[i].ndim != 0 || dst[i].ndim != 0 || src[i].size != dst[i].size ||
-            src[i].dtype != dst[i].dtype)
-            return FC_EINVAL;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t size = src[i].size;
-        const int64_t nchunks = (size + FC_BLOCK - 1) / FC_BLOCK;
-        const int par = fc_use_parallel(size);
-        (void)par;
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t k = 0; k < nchunks; k++) {
-            int64_t s = k * FC_BLOCK, len = size - s < FC_BLOCK ? size - s : FC_BLOCK;
-            if (src[i].dtype == FC_FLOAT32)
-                clamp_into_dense_f32((const float *)src[i].data + s, (float *)dst[i].data + s, len,
-                                     (float)lo, (float)hi);
-            else
-                clamp_into_dense_f64((const double *)src[i].data + s, (double *)dst[i].data + s,
-                                     len, lo, hi);
-        }
-    }
-    return FC_OK;
+    fc_into_items t = {0};
+    t.lo = lo;
+    t.hi = hi;
+    return run_into(src, dst, n, &t, item_clamp_into);
 }
 
 /* Per-array norm (p = 1 or 2) from the block partials of that array, with the
