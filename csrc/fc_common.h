@@ -39,13 +39,12 @@ static inline int64_t fc_itemsize(int32_t dtype) { return dtype == FC_FLOAT32 ? 
 
 /* Elements per work block: reductions sum blocks in a fixed order. */
 #define FC_BLOCK ((int64_t)1 << 15)
-/* Below this many elements a call runs on the calling thread only: 2^19
- * elements (2 MiB of float32) take ~50 us on one core, about what waking a
- * helper thread and sharing the blocks costs. Measured on a 2-core VM: the
- * 670k-element MLP gradient set gains from a helper when a core is free
- * (fc_parallel_for never makes the caller wait for a helper that has not
- * started, so a loaded machine costs little). */
-#define FC_PARALLEL_MIN ((int64_t)1 << 19)
+/* Below this many elements a call runs on the calling thread only: 2^20
+ * elements (4 MiB of float32, ~100 us on one core). Measured on the shared
+ * 2-core VM (load 5): the 670k-element MLP gradient set took 134 us with a
+ * helper thread and 105 us without (waking a helper that rarely gets a core
+ * costs more than it saves); the 8 x 4M set gains from one. */
+#define FC_PARALLEL_MIN ((int64_t)1 << 20)
 
 /* Iterates a linear range of an fc_array as runs of equally strided
  * elements (one run for a dense block). */
