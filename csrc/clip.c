@@ -577,7 +577,7 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
             return FC_ENOMEM;
         }
     }
-    double *pm = ps + nb;
+    double *pm = ps ? ps + nb : NULL;
     const int sq = (p == 2.0);
     int rc = FC_OK, do_scale = 0;
     double coef = 1.0;
