@@ -21,10 +21,11 @@ Regimes: ``clip`` (max_norm = total norm / 2: every array is scaled) and
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-import fastclip
 from fastclip import _dispatch
 from fastclip.reference import clip as ref
 
@@ -42,7 +43,7 @@ C = _fam.compiled
 def _mlp(rng):
     sizes = [784, 512, 512, 10]
     out = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         out.append(rng.standard_normal((a, b), dtype=np.float32) * np.float32(0.05))
         out.append(rng.standard_normal(b, dtype=np.float32) * np.float32(0.05))
     return out
@@ -138,7 +139,7 @@ VALUE_CANDIDATES = ["fastclip", "reference", "numpy", "torch"]
 
 @pytest.mark.parametrize("who", VALUE_CANDIDATES)
 def test_clip_grad_value(benchmark, who):
-    work, orig, params, _ = _data("8x4M")
+    work, orig, _params, _ = _data("8x4M")
     g, g0 = work[0], orig[0]  # one array of 4 Mi float32
     benchmark.group = "clip_grad_value_ 4M f32"
     if who == "fastclip":
@@ -147,7 +148,7 @@ def test_clip_grad_value(benchmark, who):
         fn, args = ref.clip_grad_value_, (g, 0.5)
     elif who == "numpy":
         fn, args = np.clip, (g, np.float32(-0.5), np.float32(0.5))
-        fn = lambda a, lo, hi: np.clip(a, lo, hi, out=a)  # noqa: E731
+        fn = lambda a, lo, hi: np.clip(a, lo, hi, out=a)
     else:
         if torch is None:
             pytest.skip("torch is not installed")

@@ -71,7 +71,7 @@ def _view(values: np.ndarray, layout: str) -> np.ndarray:
 def _shape2(n: int) -> tuple[int, int]:
     if n == 0:
         return (0, 3)
-    for a in range(int(math.isqrt(n)), 0, -1):
+    for a in range(math.isqrt(n), 0, -1):
         if n % a == 0:
             return (a, n // a)
     return (1, n)
@@ -88,7 +88,7 @@ def _close(x, y, rtol):
 def _outcome(fn, *args, **kwargs):
     try:
         return ("ok", fn(*args, **kwargs))
-    except Exception as exc:  # compared between the implementations
+    except Exception as exc:  # noqa: BLE001 (compared between the implementations)
         return ("err", type(exc), str(exc))
 
 
@@ -472,7 +472,7 @@ def _marked(stdout: str, marker: str = "RESULT ") -> str:
     """The child's result line (stdout may also hold build messages)."""
     lines = [ln for ln in stdout.splitlines() if ln.startswith(marker)]
     assert len(lines) == 1, stdout
-    return lines[0][len(marker):]
+    return lines[0][len(marker) :]
 
 
 def test_environment_variable_selects_implementation():
@@ -590,8 +590,10 @@ _DETERMINISM_CHILD = """
 def test_results_bit_identical_across_thread_counts():
     counts = (1, 2, 3, 8)
     results = _run_children(
-        [(_DETERMINISM_CHILD, (), {"OMP_NUM_THREADS": str(n), "OMP_DYNAMIC": "false"})
-         for n in counts]
+        [
+            (_DETERMINISM_CHILD, (), {"OMP_NUM_THREADS": str(n), "OMP_DYNAMIC": "false"})
+            for n in counts
+        ]
     )
     digests = {}
     for n, r in zip(counts, results):
@@ -620,7 +622,7 @@ def test_inplace_views_with_byte_offsets_beyond_4_gib():
     try:
         a = np.frombuffer(buf, dtype=np.float32)
         assert a.size > 2**31 and a.flags.writeable
-        v = a[::2**16]  # 32769 elements, 256 KiB apart
+        v = a[:: 2**16]  # 32769 elements, 256 KiB apart
         w = a[: 2**31].reshape(-1, 2**14)[:: 2**12, :: -(2**13)]  # 2-d, negative stride
         v[:] = 2.0
         v[-1] = 3.0

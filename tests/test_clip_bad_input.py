@@ -69,8 +69,11 @@ def _good(n=3):
 def _expect(impl, fname, arrays, exc, pattern, **kw):
     """Assert the call raises ``exc`` matching ``pattern`` and modifies nothing; return
     the message."""
-    snapshot = [np.array(a, copy=True) if isinstance(a, np.ndarray) else None for a in arrays] \
-        if isinstance(arrays, list) else None
+    snapshot = (
+        [np.array(a, copy=True) if isinstance(a, np.ndarray) else None for a in arrays]
+        if isinstance(arrays, list)
+        else None
+    )
     with pytest.raises(exc, match=pattern) as info:
         _call(impl, fname, arrays, **kw)
     assert type(info.value) is exc
@@ -106,8 +109,12 @@ def test_list_holding_a_non_array_last(fname, bad):
     arg = ARG[fname]
     good = _good()
     idx = len(good)
-    msg = _both(fname, lambda: [*_good(), bad], TypeError,
-                rf"^{arg}\[{idx}\] must be a numpy\.ndarray, got ")
+    msg = _both(
+        fname,
+        lambda: [*_good(), bad],
+        TypeError,
+        rf"^{arg}\[{idx}\] must be a numpy\.ndarray, got ",
+    )
     assert type(bad).__name__ in msg
     del good
 
@@ -122,8 +129,12 @@ def test_bad_dtype_named_with_index(fname, dtype):
     arg = ARG[fname]
     bad = np.zeros(4, dtype=dtype)
     idx = len(_good())
-    msg = _both(fname, lambda: [*_good(), bad], TypeError,
-                rf"^{re.escape(arg)}\[{idx}\] must have dtype float32 or float64, got ")
+    msg = _both(
+        fname,
+        lambda: [*_good(), bad],
+        TypeError,
+        rf"^{re.escape(arg)}\[{idx}\] must have dtype float32 or float64, got ",
+    )
     assert str(np.dtype(dtype)) in msg
     # a single bad array is named without an index
     _both(fname, lambda: bad, TypeError, rf"^{arg} must have dtype float32 or float64")
@@ -136,8 +147,13 @@ def test_read_only_array_for_inplace(impl, fname):
     ro = np.ones(5)
     ro.flags.writeable = False
     arrays.append(ro)
-    _expect(impl, fname, arrays, ValueError,
-            rf"^grads\[{len(arrays) - 1}\] is read-only; this function modifies")
+    _expect(
+        impl,
+        fname,
+        arrays,
+        ValueError,
+        rf"^grads\[{len(arrays) - 1}\] is read-only; this function modifies",
+    )
     # a broadcast view is read-only too
     arrays = [*_good(), np.broadcast_to(np.float32(2), (3, 3))]
     _expect(impl, fname, arrays, ValueError, rf"^grads\[{len(arrays) - 1}\] is read-only")
@@ -157,8 +173,9 @@ def test_read_only_array_is_fine_for_out_of_place(impl, fname):
 def test_same_array_twice(impl, fname):
     arrays = _good()
     arrays.append(arrays[1])
-    _expect(impl, fname, arrays, ValueError,
-            rf"^grads\[1\] and grads\[{len(arrays) - 1}\] share memory")
+    _expect(
+        impl, fname, arrays, ValueError, rf"^grads\[1\] and grads\[{len(arrays) - 1}\] share memory"
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -167,8 +184,9 @@ def test_overlapping_views(impl, fname):
     base = np.arange(40, dtype=np.float64) * 10
     arrays = [*_good(), base[:20], base[10:30]]
     n = len(arrays)
-    _expect(impl, fname, arrays, ValueError,
-            rf"^grads\[{n - 2}\] and grads\[{n - 1}\] share memory")
+    _expect(
+        impl, fname, arrays, ValueError, rf"^grads\[{n - 2}\] and grads\[{n - 1}\] share memory"
+    )
     # 2-d views sharing one column
     m = np.arange(30.0).reshape(5, 6) * 10
     arrays = [*_good(), m[:, :3], m[:, 2:]]
@@ -186,8 +204,9 @@ def test_overlapping_views(impl, fname):
 def test_non_native_byte_order_for_inplace(impl, fname):
     swapped = np.arange(6, dtype=np.float64).astype(">f8" if np.little_endian else "<f8")
     arrays = [*_good(), swapped]
-    _expect(impl, fname, arrays, TypeError,
-            rf"^grads\[{len(arrays) - 1}\] has non-native byte order")
+    _expect(
+        impl, fname, arrays, TypeError, rf"^grads\[{len(arrays) - 1}\] has non-native byte order"
+    )
 
 
 @pytest.mark.parametrize("fname", READONLY)
@@ -210,10 +229,14 @@ def test_non_native_byte_order_is_read_correctly(fname):
 # scalar arguments
 
 
-@pytest.mark.parametrize("fname,arg", [
-    ("clip_grad_norm_", "max_norm"), ("clip_grads_with_norm_", "max_norm"),
-    ("clip_grad_value_", "clip_value"),
-])
+@pytest.mark.parametrize(
+    "fname,arg",
+    [
+        ("clip_grad_norm_", "max_norm"),
+        ("clip_grads_with_norm_", "max_norm"),
+        ("clip_grad_value_", "clip_value"),
+    ],
+)
 def test_negative_nan_or_non_number_limits(fname, arg):
     _both(fname, _good, ValueError, rf"^{arg} must be >= 0, got -1\.0", **{arg: -1.0})
     _both(fname, _good, ValueError, rf"^{arg} must be >= 0, got -inf", **{arg: -math.inf})
@@ -231,15 +254,25 @@ def test_clip_norm_must_be_positive(fname):
 
 
 def test_total_norm_argument():
-    _both("clip_grads_with_norm_", _good, ValueError, r"^total_norm must be >= 0",
-          total_norm=-1.0)
-    _both("clip_grads_with_norm_", _good, TypeError, r"^total_norm must be a real number",
-          total_norm="5")
+    _both("clip_grads_with_norm_", _good, ValueError, r"^total_norm must be >= 0", total_norm=-1.0)
+    _both(
+        "clip_grads_with_norm_",
+        _good,
+        TypeError,
+        r"^total_norm must be a real number",
+        total_norm="5",
+    )
 
 
 def test_lo_greater_than_hi():
-    msg = _both("clip_by_value", _good, ValueError, r"^lo must be <= hi, got lo=1\.0 > hi=0\.5",
-                lo=1.0, hi=0.5)
+    msg = _both(
+        "clip_by_value",
+        _good,
+        ValueError,
+        r"^lo must be <= hi, got lo=1\.0 > hi=0\.5",
+        lo=1.0,
+        hi=0.5,
+    )
     assert "lo" in msg and "hi" in msg
     _both("clip_by_value", _good, ValueError, r"^lo must not be NaN", lo=math.nan)
     _both("clip_by_value", _good, ValueError, r"^hi must not be NaN", hi=math.nan)
@@ -247,14 +280,23 @@ def test_lo_greater_than_hi():
 
 
 @pytest.mark.parametrize("fname", ["clip_grad_norm_", "array_norms", "get_total_norm"])
-@pytest.mark.parametrize("bad,exc", [
-    (0.0, ValueError), (-1.0, ValueError), (-math.inf, ValueError), (math.nan, ValueError),
-    ("fro", TypeError), ("nuc", TypeError), (None, TypeError), (True, TypeError),
-    ([2.0], TypeError), (2 + 0j, TypeError),
-])
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (-math.inf, ValueError),
+        (math.nan, ValueError),
+        ("fro", TypeError),
+        ("nuc", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        ([2.0], TypeError),
+        (2 + 0j, TypeError),
+    ],
+)
 def test_unsupported_norm_type(fname, bad, exc):
-    _both(fname, _good, exc, r"^norm_type must be a positive real number or inf",
-          norm_type=bad)
+    _both(fname, _good, exc, r"^norm_type must be a positive real number or inf", norm_type=bad)
 
 
 def test_norm_type_inf_string_and_numpy_scalars_are_accepted():

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fastclip  # noqa: E402
-from fastclip import _dispatch  # noqa: E402
+import fastclip
+from fastclip import _dispatch
 
 _fam = _dispatch.family("clip")
 IMPLS = [pytest.param(_fam.compiled, id="c"), pytest.param(_fam.reference, id="python")]
@@ -65,8 +65,11 @@ def _params(grads):
 def _assert_same(ours, params, dtype):
     for a, p in zip(ours, params):
         np.testing.assert_allclose(
-            np.asarray(a, dtype=np.float64), p.grad.numpy().astype(np.float64),
-            rtol=RTOL[dtype], atol=0, equal_nan=True,
+            np.asarray(a, dtype=np.float64),
+            p.grad.numpy().astype(np.float64),
+            rtol=RTOL[dtype],
+            atol=0,
+            equal_nan=True,
         )
 
 
@@ -83,8 +86,7 @@ def test_get_total_norm(impl, dtype, p, kind):
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype], equal_nan=True)
     per = impl.array_norms(g, p)
     want_per = [
-        float(torch.linalg.vector_norm(torch.from_numpy(a.copy()), p)) if a.size else 0.0
-        for a in g
+        float(torch.linalg.vector_norm(torch.from_numpy(a.copy()), p)) if a.size else 0.0 for a in g
     ]
     np.testing.assert_allclose(per, want_per, rtol=RTOL[dtype], equal_nan=True)
 
