@@ -31,6 +31,124 @@ int fc_use_parallel(int64_t work) {
     return work >= FC_PARALLEL_MIN && fc_max_threads() > 1;
 }
 
+/* ------------------------------------------------------------------------- */
+/* fc_parallel_for: a small pool of helper threads (POSIX threads).           */
+#if (defined(__unix__) || defined(__APPLE__)) && !defined(FASTCLIP_NO_POOL)
+#include <pthread.h>
+#include <sched.h>
+
+#define FC_POOL_MAX 63
+
+static pthread_mutex_t fc_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t fc_pool_busy = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fc_pool_cv_job = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t fc_pool_cv_left = PTHREAD_COND_INITIALIZER;
+static int fc_pool_started = 0;    /* helpers created (under fc_pool_mu) */
+static int fc_pool_forked = 0;     /* set in a forked child: no helpers there */
+static int fc_pool_atfork = 0;
+/* the current job (fields written under fc_pool_mu) */
+static fc_item_fn fc_job_fn;
+static void *fc_job_ctx;
+static int64_t fc_job_n;
+static int fc_job_helpers;         /* helpers allowed to take part */
+static uint64_t fc_job_gen = 0;
+static int fc_job_open = 0;
+static int fc_job_inside = 0;      /* helpers currently inside the job */
+static int64_t fc_job_next, fc_job_done; /* atomics */
+
+static void fc_pool_child(void) { fc_pool_forked = 1; }
+
+static void fc_run_items(fc_item_fn fn, void *ctx, int64_t n) {
+    int64_t mine = 0;
+    for (;;) {
+        int64_t i = __atomic_fetch_add(&fc_job_next, 1, __ATOMIC_ACQ_REL);
+        if (i >= n) break;
+        fn(ctx, i);
+        mine++;
+    }
+    __atomic_fetch_add(&fc_job_done, mine, __ATOMIC_ACQ_REL);
+}
+
+static void *fc_helper_main(void *arg) {
+    const int index = (int)(intptr_t)arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&fc_pool_mu);
+    for (;;) {
+        while (!(fc_job_open && fc_job_gen != seen && index < fc_job_helpers)) {
+            if (fc_job_open && fc_job_gen != seen) seen = fc_job_gen; /* not for us */
+            pthread_cond_wait(&fc_pool_cv_job, &fc_pool_mu);
+        }
+        seen = fc_job_gen;
+        fc_item_fn fn = fc_job_fn;
+        void *ctx = fc_job_ctx;
+        int64_t n = fc_job_n;
+        fc_job_inside++;
+        pthread_mutex_unlock(&fc_pool_mu);
+        fc_run_items(fn, ctx, n);
+        pthread_mutex_lock(&fc_pool_mu);
+        if (--fc_job_inside == 0) pthread_cond_signal(&fc_pool_cv_left);
+    }
+    return NULL;
+}
+
+/* Creates helpers up to `want` (under fc_pool_mu); returns how many exist. */
+static int fc_pool_grow(int want) {
+    if (want > FC_POOL_MAX) want = FC_POOL_MAX;
+    if (!fc_pool_atfork) {
+        pthread_atfork(NULL, NULL, fc_pool_child);
+        fc_pool_atfork = 1;
+    }
+    while (fc_pool_started < want) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &attr, fc_helper_main, (void *)(intptr_t)fc_pool_started);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        fc_pool_started++;
+    }
+    return fc_pool_started;
+}
+
+void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
+    int helpers = (fc_use_parallel(work) && n > 1 && !fc_pool_forked) ? fc_max_threads() - 1 : 0;
+    if (helpers > 0 && pthread_mutex_trylock(&fc_pool_busy) != 0) helpers = 0;
+    if (helpers <= 0) {
+        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+    pthread_mutex_lock(&fc_pool_mu);
+    helpers = fc_pool_grow(helpers) < helpers ? fc_pool_started : helpers;
+    fc_job_fn = fn;
+    fc_job_ctx = ctx;
+    fc_job_n = n;
+    fc_job_helpers = helpers;
+    __atomic_store_n(&fc_job_next, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&fc_job_done, 0, __ATOMIC_RELEASE);
+    fc_job_gen++;
+    fc_job_open = 1;
+    pthread_cond_broadcast(&fc_pool_cv_job);
+    pthread_mutex_unlock(&fc_pool_mu);
+
+    fc_run_items(fn, ctx, n);
+    /* only items a helper has already taken remain: they are being run now */
+    for (int spins = 0; __atomic_load_n(&fc_job_done, __ATOMIC_ACQUIRE) < n; spins++) {
+        if (spins > 64) sched_yield();
+    }
+    pthread_mutex_lock(&fc_pool_mu);
+    fc_job_open = 0; /* a helper waking up from now on finds nothing to do */
+    while (fc_job_inside > 0) pthread_cond_wait(&fc_pool_cv_left, &fc_pool_mu);
+    pthread_mutex_unlock(&fc_pool_mu);
+    pthread_mutex_unlock(&fc_pool_busy);
+}
+#else
+void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
+    (void)work;
+    for (int64_t i = 0; i < n; i++) fn(ctx, i);
+}
+#endif
+
 const char *fc_simd_level(void) {
 #if FC_HAVE_CLONES
     __builtin_cpu_init();
@@ -166,16 +284,70 @@ static void fc_sort_extents(fc_extent *e, fc_extent *tmp, int64_t n) {
     }
 }
 
+#if defined(_MSC_VER)
+#define FC_TLS __declspec(thread)
+#else
+#define FC_TLS __thread
+#endif
+
+/* The extents of the last list found free of overlaps, per thread: a training
+ * loop clips the same arrays every step, and then the check is one comparison. */
+static FC_TLS fc_extent *fc_ok_extents = NULL;
+static FC_TLS int64_t fc_ok_n = 0, fc_ok_cap = 0;
+
+static void fc_remember_ok(const fc_extent *e, int64_t n) {
+    if (n > fc_ok_cap) {
+        fc_extent *c = (fc_extent *)realloc(fc_ok_extents, (size_t)n * sizeof(fc_extent));
+        if (!c) {
+            fc_ok_n = 0;
+            return;
+        }
+        fc_ok_extents = c;
+        fc_ok_cap = n;
+    }
+    memcpy(fc_ok_extents, e, (size_t)n * sizeof(fc_extent));
+    fc_ok_n = n;
+}
+
 int fc_extents_overlap(const fc_array *arrs, int64_t n) {
     if (n < 2) return 0;
     fc_extent *e = (fc_extent *)malloc((size_t)n * 2 * sizeof(fc_extent));
     if (!e) return -1;
-    int sorted = 1;
+    int64_t descents = 0;
     for (int64_t i = 0; i < n; i++) {
         fc_extent_of(arrs + i, e + i);
-        if (i > 0 && e[i].lo < e[i - 1].lo) sorted = 0;
+        if (i > 0 && e[i].lo < e[i - 1].lo) descents++;
     }
-    if (!sorted) fc_sort_extents(e, e + n, n);
+    if (n == fc_ok_n && memcmp(e, fc_ok_extents, (size_t)n * sizeof(fc_extent)) == 0) {
+        free(e); /* the same extents as a list already found disjoint */
+        return 0;
+    }
+    memcpy(e + n, e, (size_t)n * sizeof(fc_extent)); /* unsorted copy, remembered if ok */
+    if (descents > 0) {
+        /* Usually nearly in address order (arrays allocated one after the other,
+         * a few reused holes): insertion sort with a budget of 8 n moves, then the
+         * merge sort for whatever order is left. */
+        int64_t budget = 8 * n;
+        for (int64_t i = 1; i < n && budget >= 0; i++) {
+            fc_extent x = e[i];
+            int64_t j = i - 1;
+            while (j >= 0 && e[j].lo > x.lo) {
+                e[j + 1] = e[j];
+                j--;
+                budget--;
+            }
+            e[j + 1] = x;
+        }
+        if (budget < 0) {
+            fc_extent *tmp = (fc_extent *)malloc((size_t)n * sizeof(fc_extent));
+            if (!tmp) {
+                free(e);
+                return -1;
+            }
+            fc_sort_extents(e, tmp, n);
+            free(tmp);
+        }
+    }
     int overlap = 0;
     uintptr_t maxhi = 0;
     int seen = 0;
@@ -188,6 +360,7 @@ int fc_extents_overlap(const fc_array *arrs, int64_t n) {
         if (!seen || e[i].hi > maxhi) maxhi = e[i].hi;
         seen = 1;
     }
+    if (!overlap) fc_remember_ok(e + n, n);
     free(e);
     return overlap;
 }

@@ -108,7 +108,8 @@ def get_total_norm(
         The ``norm_type``-norm of the per-array norms; 0.0 for an empty list.
         float64 norms are computed with rescaling, so values such as 1e200 or
         1e-200 give the right norm where a plain sum of squares overflows or
-        underflows.
+        underflows. An empty array has norm 0 for every ``norm_type``
+        (PyTorch raises for the infinity norm of an empty tensor).
     """
     return _fam.impl.get_total_norm(grads, norm_type, error_if_nonfinite)
 
