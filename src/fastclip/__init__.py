@@ -24,8 +24,12 @@ from fastclip.clip import (
     zero_nans_,
 )
 
+# fastclip.nn (branch nn): fused MLP layers, losses, initialisers
+from fastclip import nn
+
 __all__ = [
     "__version__",
+    "nn",
     "array_norms",
     "clip_by_global_norm",
     "clip_by_norm",
