@@ -23,6 +23,7 @@ from fastclip.clip import (
     get_total_norm,
     zero_nans_,
 )
+from fastclip import optim  # noqa: E402,F401  (fastclip.optim: fused optimisers)
 
 # fastclip.nn (branch nn): fused MLP layers, losses, initialisers
 from fastclip import nn
