@@ -449,7 +449,7 @@ def test_kernel_bad_buffers():
 
 def test_column_sums_do_not_depend_on_threads(rng):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    n, m = 700, 256  # n * m above the parallel threshold
+    n, m = 2100, 1000  # n * m above the parallel threshold of the nn passes (2**21)
     dy = rng.standard_normal((n, m)).astype(np.float32)
     ref = rng.standard_normal((n, m)).astype(np.float32)
     x = rng.standard_normal((n, 3)).astype(np.float32)
