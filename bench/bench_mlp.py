@@ -211,26 +211,26 @@ def problem(request, _threads):
 
 
 def test_mlp_step_fastclip(benchmark, problem):
-    batch, x, y, fc, params = problem
+    batch, _, _, fc, _ = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(fc)
 
 
 def test_mlp_step_numpy(benchmark, problem):
-    batch, x, y, fc, params = problem
+    batch, x, y, _, params = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(NumpyStep(x, y, params))
 
 
 def test_mlp_step_torch(benchmark, problem):
     pytest.importorskip("torch")
-    batch, x, y, fc, params = problem
+    batch, x, y, _, params = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(TorchStep(x, y, params))
 
 
 def test_mlp_step_gemms_only(benchmark, problem):
-    batch, x, y, fc, params = problem
+    batch, x, _, _, params = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(GemmOnly(x, params))
 
