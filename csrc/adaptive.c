@@ -182,7 +182,8 @@ int fc_agc_(const fc_units *g, const fc_units *p, int64_t n, double clipping, do
             before += gs[c];
             if (k != 1.0) {
                 clipped++;
-                after += gs[c] * (k * k);
+                double gk = gn[c] * k; /* the clipped norm; cannot overflow */
+                after += gk * gk;
             } else {
                 after += gs[c];
             }

@@ -41,3 +41,9 @@ __all__ = [
     "use_implementation",
     "zero_nans_",
 ]
+
+# --- train branch: adaptive clippers and the training loop ---
+from fastclip.adaptive import AGC, AutoClip, ZClip, adaptive_grad_clip_, unitwise_norms  # noqa: E402
+
+__all__ += ["AGC", "AutoClip", "ZClip", "adaptive_grad_clip_", "unitwise_norms"]
+# --- end train branch ---

@@ -46,7 +46,8 @@ def _colnorms(a: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarr
     if rows == 0:
         return np.zeros(cols), np.zeros(cols)
     x = np.asarray(a, dtype=np.float64).reshape(rows, cols)
-    sq = np.sum(x * x, axis=0)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        sq = np.sum(x * x, axis=0)
     norms = np.sqrt(sq)
     if a.dtype == np.float64:
         with np.errstate(invalid="ignore"):
@@ -57,7 +58,8 @@ def _colnorms(a: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarr
             r = x[:, c] / m[c]
             s2 = float(np.dot(r, r))
             norms[c] = m[c] * math.sqrt(s2)
-            sq[c] = (m[c] * m[c]) * s2
+            with np.errstate(over="ignore", under="ignore"):
+                sq[c] = (m[c] * m[c]) * s2
     return norms, sq
 
 
@@ -113,7 +115,8 @@ def adaptive_grad_clip_(
         scaled = k != 1.0
         clipped += int(np.count_nonzero(scaled))
         before[i] = float(np.sum(gs)) if cols else 0.0
-        after[i] = float(np.sum(np.where(scaled, gs * (k * k), gs))) if cols else 0.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            after[i] = float(np.sum(np.where(scaled, (gn * k) ** 2, gs))) if cols else 0.0
         coefs.append((rows, cols, k, bool(scaled.any())))
     for g, (rows, cols, k, any_scaled) in zip(garr, coefs):
         if not any_scaled:
