@@ -23,6 +23,12 @@ from fastclip.clip import (
     get_total_norm,
     zero_nans_,
 )
+from fastclip import optim  # noqa: E402,F401  (fastclip.optim: fused optimisers)
+
+# --- learning-rate schedules (branch sched) ---
+from fastclip import schedules
+from fastclip._plot import plot_schedule
+# --- end learning-rate schedules ---
 
 __all__ = [
     "__version__",
@@ -41,6 +47,7 @@ __all__ = [
     "use_implementation",
     "zero_nans_",
 ]
+__all__ += ["plot_schedule", "schedules"]  # learning-rate schedules (branch sched)
 
 # --- train branch: adaptive clippers and the training loop ---
 from fastclip.adaptive import AGC, AutoClip, ZClip, adaptive_grad_clip_, unitwise_norms  # noqa: E402
