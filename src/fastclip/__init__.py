@@ -29,9 +29,12 @@ from fastclip import optim  # noqa: E402,F401  (fastclip.optim: fused optimisers
 from fastclip import schedules
 from fastclip._plot import plot_schedule
 # --- end learning-rate schedules ---
+# fastclip.nn (branch nn): fused MLP layers, losses, initialisers
+from fastclip import nn
 
 __all__ = [
     "__version__",
+    "nn",
     "array_norms",
     "clip_by_global_norm",
     "clip_by_norm",
