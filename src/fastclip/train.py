@@ -24,6 +24,7 @@ itself off when standard error is not a terminal or ``progress=False``.
 from __future__ import annotations
 
 import bisect
+import inspect
 import math
 import numbers
 import sys
@@ -207,7 +208,8 @@ class GradientMonitor:
     - ``"spike"`` when, after ``warmup`` good steps, the global norm exceeds
       ``factor`` times the median of the last ``window`` good steps' norms (the
       layer named is the one whose norm grew most relative to the median of
-      its own recent norms).
+      its own recent norms). Steps whose update is clipped are not checked for
+      spikes (clipping bounds them; :func:`fit` says so with ``clipped=True``).
 
     Flagged steps do not enter the running statistics. :func:`fit` applies the
     ``policy``:
@@ -306,6 +308,7 @@ class GradientMonitor:
         loss: float = 0.0,
         names: Sequence[str] | None = None,
         epoch: int = 0,
+        clipped: bool = False,
     ) -> Event | None:
         """Check one step; returns an :class:`Event` if it is flagged, else None.
 
@@ -320,6 +323,10 @@ class GradientMonitor:
         names : sequence of str, optional
             Parameter names for the event (default ``"param0"``, ...).
         epoch : int, default 0
+        clipped : bool, default False
+            The step's update will be clipped (by norm, by value or by an
+            adaptive clipper): clipping bounds a spike, so only non-finite
+            steps are flagged. Spikes are looked for in unclipped training.
 
         Returns
         -------
@@ -335,7 +342,7 @@ class GradientMonitor:
         kind = None
         if not (math.isfinite(norm) and math.isfinite(loss)):
             kind = "nonfinite"
-        elif norm > thr:  # False while thr is NaN
+        elif norm > thr and not clipped:  # False while thr is NaN
             kind = "spike"
         if kind is None:
             self._record(sq, norm)
@@ -923,6 +930,11 @@ def fit(
                          "the same order)")
     if mon is not None and mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
         raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
+    try:
+        backward_kw = ({"input_grad": False}
+                       if "input_grad" in inspect.signature(model.backward).parameters else {})
+    except (TypeError, ValueError):  # builtins without a signature
+        backward_kw = {}
     names = (list(model.parameter_names()) if callable(getattr(model, "parameter_names", None))
              else [f"param{i}" for i in range(len(params))])
 
@@ -945,6 +957,8 @@ def fit(
         checkpoint = _Checkpoint(params)
         checkpoint.save(optimizer, clip)
     good_since_ckpt = 0
+    clips = clip is not None or any(
+        getattr(optimizer, a, None) is not None for a in ("clip_norm", "clip_value"))
     needs_params = bool(getattr(clip, "requires_params", False))
     bar = _make_bar(progress, epochs * steps_per_epoch, desc)
     step = 0
@@ -962,7 +976,7 @@ def fit(
                 out = model.forward(xb)
                 lo, dout = loss_fn(out, yb)
                 lo = float(lo)
-                model.backward(dout)
+                model.backward(dout, **backward_kw)
                 grads = model.gradients()
                 if reducer is not None:
                     res = reducer.reduce_(grads, weight=len(idx), value=lo,
@@ -978,7 +992,8 @@ def fit(
                 lr = float(getattr(optimizer, "lr", math.nan))
                 ev = None
                 if mon is not None:
-                    ev = mon.observe(step, sq, loss=lo, names=names, epoch=epoch)
+                    ev = mon.observe(step, sq, loss=lo, names=names, epoch=epoch,
+                                     clipped=clips)
                 if ev is None:
                     if clip is not None:
                         clip.clip_(grads, params if needs_params else None, sqnorms=sq)
