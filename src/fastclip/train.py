@@ -644,7 +644,7 @@ def _first_nonfinite(arr: np.ndarray, name: str) -> None:
     else:
         pos = f"index {tuple(int(i) for i in where)}"
     raise ValueError(
-        f"{name} contains {val!r} at {pos}: training data must be finite "
+        f"{name} contains {float(val)!r} at {pos}: training data must be finite "
         "(remove or impute the missing values first)"
     )
 
