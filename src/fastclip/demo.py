@@ -57,7 +57,7 @@ def load_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     """
     rng = np.random.default_rng(seed)
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # type: ignore[import-untyped]
     except ImportError:
         X, y = _generated(rng)
         source = ("a generated data set (scikit-learn is not installed, so its bundled digits "
@@ -165,7 +165,7 @@ def _one_blas_thread() -> Any:
     """BLAS on one thread: the demo's matrices (64 x 128) are too small for threads to pay,
     and on a busy machine threaded GEMMs this small are many times slower."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:
         import contextlib
 
@@ -192,6 +192,7 @@ def _train_one(name: str, label: str, kw: dict[str, Any], policy: str, sizes: li
                    desc=name)
     except GradientExplosionError as exc:
         stopped = exc
+        assert exc.history is not None
         hist = exc.history
         say(f"    fastclip stopped the run: {exc.event.message}")
     seconds = time.perf_counter() - t0

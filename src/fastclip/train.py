@@ -583,7 +583,7 @@ class History:
             When pandas is not installed.
         """
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]
         except ImportError as exc:
             raise ImportError("History.to_pandas needs pandas (pip install pandas); "
                               "History.to_dict gives the same data as NumPy arrays") from exc
@@ -754,7 +754,7 @@ def _make_bar(progress: Any, total: int, desc: str | None) -> Any:
     if not sys.stderr.isatty():
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True)
@@ -902,7 +902,7 @@ def fit(
                                  or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be None, an int or a numpy.random.Generator, "
                             f"got {type(seed).__name__}")
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(None if seed is None else int(seed))
     dtype = np.dtype(getattr(model, "dtype", np.float64))
     X = _check_X(X, "X", dtype)
     n_out = _output_size(model, X)
@@ -940,7 +940,7 @@ def fit(
 
     reducer = None
     if comm is not None:
-        from fastclip import distributed
+        from fastclip import distributed  # type: ignore[attr-defined]  # (branch mpi)
 
         distributed.check_comm(comm)
         distributed.broadcast_parameters(params, comm)
