@@ -358,3 +358,49 @@ def test_monitor_state_dict_roundtrip():
     assert ea == eb and ea is not None
     with pytest.raises(ValueError, match="missing"):
         b.load_state_dict({"policy": "raise"})
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    import sys
+
+    from fastclip import train
+
+    X, y = blobs()
+    m = FakeMLP([6, 8, 3])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = train._make_bar(True, 10, "run")
+    assert bar is not None and bar.total == 10
+    bar.close()
+    assert train._make_bar(False, 10, "run") is None
+    fit(m, X, y, loss=softmax_cross_entropy, optimizer=_opt(m), epochs=1, batch_size=60,
+        progress=True, desc="demo-bar")
+    assert "demo-bar" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert train._make_bar(True, 10, "run") is None
+
+
+def test_to_pandas_without_pandas(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pandas(name, *args, **kwargs):
+        if name == "pandas":
+            raise ImportError("no pandas")
+        return real_import(name, *args, **kwargs)
+
+    h = History(["a"])
+    h.record_step(0, 0, 1.0, 2.0, 0.1, True, np.array([4.0]))
+    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    with pytest.raises(ImportError, match="to_dict"):
+        h.to_pandas()
+    d = h.to_dict()
+    assert d["layer_norms"].tolist() == [[2.0]] and d["grad_norm"].tolist() == [2.0]
+
+
+def test_history_grows_past_its_initial_capacity():
+    h = History(["a", "b"])
+    for t in range(1000):
+        h.record_step(t, t // 100, float(t), 1.0, 0.1, t % 7 != 0, np.array([1.0, 4.0]))
+    assert h.n_steps == 1000 and h.loss[-1] == 999.0 and h.layer_norms[999].tolist() == [1.0, 2.0]
+    assert np.count_nonzero(~h.applied) == 143
