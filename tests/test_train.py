@@ -126,7 +126,7 @@ def test_policy_raise_nonfinite_first_layer():
     opt = SGD(m.parameters(), lr=0.05)
     with pytest.raises(GradientExplosionError) as ei:
         fit(m, X, y, loss=softmax_cross_entropy, optimizer=opt, epochs=1, batch_size=32,
-            progress=False)
+            progress=False, monitor="raise")
     assert ei.value.event.kind == "nonfinite" and ei.value.layer == "1.weight"
     assert ei.value.step == 3
     # the flagged gradient never reached the parameters
@@ -178,7 +178,7 @@ def test_rollback_restores_exact_checkpoint():
     topt = SGD(tw.parameters(), lr=0.05, momentum=0.9)
     with pytest.raises(GradientExplosionError):
         fit(tw, X, y, loss=softmax_cross_entropy, optimizer=topt, epochs=1, batch_size=32,
-            progress=False, seed=3)
+            progress=False, seed=3, monitor="raise")
     inner = FakeMLP([6, 16, 3])
     m = Exploder(inner, at=6, nan=True)
     opt = SGD(m.parameters(), lr=0.05, momentum=0.9)
@@ -332,6 +332,16 @@ def test_monitor_detects_spike_and_blames_layer():
     assert mon.observe(32, np.array([1.0, np.inf, np.nan]), names=names).layer == "b"
     assert mon.observe(33, np.array([1.0, 1.0, 1.0]), loss=math.nan).layer is None
     assert mon.observe(34, np.array([1.0, 1e3, 1.0]), clipped=True) is None
+
+
+def test_monitor_spike_must_be_a_new_high():
+    mon = GradientMonitor("skip", factor=10.0, window=50, warmup=5)
+    for t in range(20):
+        assert mon.observe(t, [0.01 if t % 10 else 4.0]) is None  # norms 0.1, one of 2.0
+    # 15x the median (0.1) but below the recent high (2.0): an ordinary noisy batch
+    assert mon.observe(20, [1.5**2]) is None
+    ev = mon.observe(21, [3.0**2])
+    assert ev is not None and ev.kind == "spike"
 
 
 def test_monitor_warmup_and_validation():

@@ -188,6 +188,9 @@ class _RunningMedian:
             old = self.order.popleft()
             del self.sorted[bisect.bisect_left(self.sorted, old)]
 
+    def max(self) -> float:
+        return self.sorted[-1] if self.sorted else math.nan
+
     def median(self) -> float:
         s, n = self.sorted, len(self.sorted)
         if n == 0:
@@ -206,9 +209,12 @@ class GradientMonitor:
     - ``"nonfinite"`` when the global norm or the loss is NaN or inf (the layer
       named is the first whose norm is not finite);
     - ``"spike"`` when, after ``warmup`` good steps, the global norm exceeds
-      ``factor`` times the median of the last ``window`` good steps' norms (the
-      layer named is the one whose norm grew most relative to the median of
-      its own recent norms). Steps whose update is clipped are not checked for
+      ``factor`` times the median of the last ``window`` good steps' norms and
+      is the largest of those norms (a new high: once training has converged
+      the median is small and isolated 10x batches are common; they are not
+      explosions unless they also exceed everything seen recently). The layer
+      named is the one whose norm grew most relative to the median of its own
+      recent norms. Steps whose update is clipped are not checked for
       spikes (clipping bounds them; :func:`fit` says so with ``clipped=True``).
 
     Flagged steps do not enter the running statistics. :func:`fit` applies the
@@ -342,7 +348,7 @@ class GradientMonitor:
         kind = None
         if not (math.isfinite(norm) and math.isfinite(loss)):
             kind = "nonfinite"
-        elif norm > thr and not clipped:  # False while thr is NaN
+        elif norm > thr and not clipped and norm > self._median.max():  # thr NaN: False
             kind = "spike"
         if kind is None:
             self._record(sq, norm)
@@ -810,7 +816,7 @@ def fit(
     batch_size: int = 32,
     clipper: Any = None,
     validation: tuple[Any, Any] | None = None,
-    monitor: Any = "raise",
+    monitor: Any = "skip",
     callbacks: Iterable[Callable[[int, History], Any]] = (),
     progress: bool = True,
     seed: Any = None,
@@ -848,8 +854,10 @@ def fit(
         A name builds one with default settings.
     validation : (X_val, y_val), optional
         Evaluated after every epoch (loss, and accuracy for classification).
-    monitor : {"raise", "skip", "rollback"}, GradientMonitor or None, default "raise"
-        Explosion policy (see :class:`GradientMonitor`). ``None`` disables the
+    monitor : {"raise", "skip", "rollback"}, GradientMonitor or None, default "skip"
+        Explosion policy (see :class:`GradientMonitor`). The default drops
+        flagged updates and stops after more than 5 in a row; ``"raise"``
+        stops at the first one. ``None`` disables the
         monitor; a non-finite gradient then makes the optimiser raise
         :class:`FloatingPointError`.
     callbacks : iterable of callables
