@@ -13,7 +13,7 @@ from fastclip import demo
 
 def _run(args, cwd):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "fastclip", "demo", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "fastclip", "demo", *args], check=False, capture_output=True,
                           text=True, timeout=300, cwd=cwd, env=env)
 
 
@@ -45,7 +45,7 @@ def test_demo_plot_to_tmp_dir(tmp_path):
 
 def test_demo_help():
     proc = subprocess.run([sys.executable, "-m", "fastclip", "demo", "--help"],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     for opt in ("--epochs", "--seed", "--out", "--no-plot", "--help"):
         assert opt in proc.stdout
@@ -80,6 +80,6 @@ def test_demo_falls_back_to_generated_data(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
-    Xtr, ytr, Xte, yte, source = demo.load_data(0)
+    Xtr, ytr, Xte, _, source = demo.load_data(0)
     assert "generated" in source and "scikit-learn is not installed" in source
     assert Xtr.shape[1] == 64 and len(Xtr) + len(Xte) == 1797 and set(np.unique(ytr)) == set(range(10))

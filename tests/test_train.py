@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-
 from _fake_model import FakeMLP, mse, softmax_cross_entropy
+
 from fastclip import AGC, AutoClip, ZClip
 from fastclip.nn import MLP
 from fastclip.optim import SGD, Adam
@@ -278,7 +278,7 @@ def test_bad_arguments(kwargs, exc, match):
     X, y = blobs()
     m = FakeMLP([6, 8, 3])
     params = [p.copy() for p in m.parameters()]
-    args = dict(loss=softmax_cross_entropy, optimizer=_opt(m), progress=False)
+    args = {"loss": softmax_cross_entropy, "optimizer": _opt(m), "progress": False}
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         fit(m, X, y, **args)
