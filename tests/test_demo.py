@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fastclip import demo
+from fastclip.__main__ import main
 
 
 def _run(args, cwd):
@@ -34,26 +35,24 @@ def test_demo_no_plot(tmp_path):
     assert "step/s" not in proc.stderr and "it/s" not in proc.stderr
 
 
-def test_demo_plot_to_tmp_dir(tmp_path):
+def test_demo_plot_to_tmp_dir(tmp_path, capsys):
+    # the console-script entry point, in process
     target = tmp_path / "figs" / "demo.png"
-    proc = _run(["--epochs", "1", "--out", str(target)], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"plot saved to {target}" in proc.stdout
+    assert main(["demo", "--epochs", "1", "--no-progress", "--out", str(target)]) == 0
+    assert f"plot saved to {target}" in capsys.readouterr().out
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
-def test_demo_help():
-    proc = subprocess.run([sys.executable, "-m", "fastclip", "demo", "--help"],
-                          check=False, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0
+def test_demo_help(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["demo", "--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
     for opt in ("--epochs", "--seed", "--out", "--no-plot", "--help"):
-        assert opt in proc.stdout
-
-
-def test_demo_rejects_bad_epochs(tmp_path):
-    proc = _run(["--epochs", "0", "--no-plot"], tmp_path)
-    assert proc.returncode == 2 and "--epochs" in proc.stderr
+        assert opt in out
+    assert demo.main(["--epochs", "0", "--no-plot"]) == 2
+    assert "--epochs" in capsys.readouterr().err
 
 
 def test_demo_in_process_results(capsys):
