@@ -115,6 +115,10 @@ def test_policy_raise_names_step_and_layer():
     e = ei.value
     assert e.step == 20 and e.layer == "1.weight" and e.event.kind == "spike"
     assert "step 20" in str(e) and "'1.weight'" in str(e)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(e))
+    assert str(again) == str(e) and again.event == e.event and again.history.n_steps == 21
     h = e.history
     assert h.n_steps == 21 and not h.applied[-1] and h.applied[:-1].all()
     assert h.events == [e.event]

@@ -127,6 +127,9 @@ class GradientExplosionError(FloatingPointError):
         self.event = event
         self.history = history
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.event, self.history))
+
     @property
     def step(self) -> int:
         return self.event.step
