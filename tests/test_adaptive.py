@@ -453,3 +453,27 @@ def test_agc_kernel_independent_of_thread_count():
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs.append(proc.stdout.strip().splitlines()[-1])
     assert outs[0] == outs[1]
+
+
+@given(
+    shape=st.sampled_from([(3, 4, 5), (2, 3, 4, 5), (6, 1, 4), (1, 1, 7), (5,), ()]),
+    dtype=st.sampled_from(DTYPES),
+    perm_seed=st.integers(0, 1000),
+    step=st.sampled_from([1, 2, -1]),
+    seed=st.integers(0, 2**31),
+)
+def test_agc_any_layout_c_vs_reference(shape, dtype, perm_seed, step, seed):
+    """Transposed, strided and reversed views (some with no (rows, cols) view: copy path)."""
+    rng = np.random.default_rng(seed)
+    order = np.random.default_rng(perm_seed).permutation(len(shape))
+    base_shape = tuple(np.array(shape)[order]) if shape else ()
+    big = rng.standard_normal(tuple(d * abs(step) for d in base_shape)).astype(dtype)
+    sl = tuple(slice(None, None, step) for _ in base_shape)
+    view = np.transpose(big[sl], np.argsort(order)) if shape else np.asarray(big)
+    assert view.shape == shape
+    p = np.asarray(rng.standard_normal(shape)).astype(dtype)
+    a = view.copy()
+    C.adaptive_grad_clip_([view], [p], 0.05)
+    R.adaptive_grad_clip_([a], [p], 0.05)
+    np.testing.assert_allclose(view, a, rtol=2e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(C.unitwise_norms(view), R.unitwise_norms(a), rtol=1e-6)

@@ -244,17 +244,19 @@ def plot(results: Sequence[RunResult], out: str) -> str | None:
         os.makedirs(folder, exist_ok=True)
     fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     colors = {"plain": "tab:red", "value": "tab:orange", "norm": "tab:blue"}
-    for r in results:
+    # the exploding run last, on top: it only lasts a few steps
+    for r in sorted(results, key=lambda r: r.name == "plain"):
         h = r.history
         if h is None or h.n_steps == 0:
             continue
         c = colors.get(r.name)
+        lw = 2.0 if r.name == "plain" else 1.0
         steps = h.step
         with np.errstate(invalid="ignore"):
             loss = np.where(np.isfinite(h.loss), h.loss, np.nan)
             norm = np.where(np.isfinite(h.grad_norm) & (h.grad_norm > 0), h.grad_norm, np.nan)
-        axes[0].plot(steps, loss, color=c, lw=1, label=r.label)
-        axes[1].plot(steps, norm, color=c, lw=1, label=r.label)
+        axes[0].plot(steps, loss, color=c, lw=lw, label=r.label)
+        axes[1].plot(steps, norm, color=c, lw=lw, label=r.label)
         axes[2].plot(steps, h.lr, color=c, lw=1.5, label=r.label)
         for ev in r.events:
             y = ev.norm if math.isfinite(ev.norm) and ev.norm > 0 else np.nanmax(norm)
