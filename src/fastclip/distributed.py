@@ -506,7 +506,11 @@ def shard_slice(n: int, comm: Any = None, rank: int | None = None) -> slice:
         r = int(rank)
         if not 0 <= r < size:
             raise ValueError(f"rank must be in [0, {size}), got {rank}")
-    return slice(r * int(n) // size, (r + 1) * int(n) // size)
+    return _block(int(n), size, r)
+
+
+def _block(n: int, size: int, rank: int) -> slice:
+    return slice(rank * n // size, (rank + 1) * n // size)
 
 
 # ---------------------------------------------------------------------------
@@ -620,7 +624,8 @@ class GradientAllreducer:
             This rank's weight, ``>= 0`` (0: contributes nothing, e.g. an empty
             shard). When every weight is 0 the gradients become 0.
         value : float, default 0.0
-            A scalar averaged with the same weights (e.g. the local mean loss).
+            A scalar averaged with the same weights (e.g. the local mean loss);
+            NaN and inf propagate.
         sqnorms : array_like, optional
             The local per-array sums of squares (``model.grad_sqnorms()``):
             detects a non-finite local gradient without a pass over the data.
@@ -650,7 +655,7 @@ class GradientAllreducer:
             w = _v.check_nonnegative(weight, "weight")
             if math.isinf(w):
                 raise ValueError("weight must be finite")
-            v = _v.check_real(value, "value")
+            v = _v._real(value, "value")  # NaN/inf allowed: a diverged loss is data
             p.pack(arrays, w)
             bad = self._local_nonfinite(sqnorms)
             p.slots[_W] = w
