@@ -23,9 +23,14 @@ from fastclip.clip import (
     get_total_norm,
     zero_nans_,
 )
+from fastclip import optim  # noqa: E402,F401  (fastclip.optim: fused optimisers)
+
+# fastclip.nn (branch nn): fused MLP layers, losses, initialisers
+from fastclip import nn
 
 __all__ = [
     "__version__",
+    "nn",
     "array_norms",
     "clip_by_global_norm",
     "clip_by_norm",
