@@ -39,14 +39,18 @@ def _mpiexec() -> str:
     return found
 
 
-def launch(script: str, n: int, *args: str) -> str:
-    """Run ``mpiexec -n n python script`` and return its output; fail on error or timeout."""
+def launch(n: int, *names: str) -> str:
+    """Run ``mpiexec -n n python run_all.py names...``; fail on error or timeout.
+
+    Returns the output; every named check must have printed ``OK <name> rank r``
+    on every rank.
+    """
     exe = _mpiexec()
     cmd = [exe, "-n", str(n)]
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     if "Open MPI" in version.stdout + version.stderr:
         cmd.append("--oversubscribe")
-    cmd += [sys.executable, str(SCRIPTS / script), *args]
+    cmd += [sys.executable, str(SCRIPTS / "run_all.py"), *names]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         cmd,
@@ -62,36 +66,46 @@ def launch(script: str, n: int, *args: str) -> str:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         pytest.fail(f"{' '.join(cmd)} did not finish in {TIMEOUT} s (deadlock?):\n{out}")
-    ok = set(int(r) for r in re.findall(r"OK rank (\d+)", out))
-    assert proc.returncode == 0 and ok == set(range(n)), (
-        f"{' '.join(cmd)} exited with {proc.returncode}; ranks OK: {sorted(ok)}\n{out}"
-    )
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited with {proc.returncode}:\n{out}"
     return out
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_sharded_norm_equals_single_process_norm(n):
+@pytest.fixture(scope="module", params=[2, 3], ids=["2 ranks", "3 ranks"])
+def job(request):
+    """One MPI job per rank count runs every check (scripts in tests/mpi_scripts)."""
+    n = request.param
+    return n, launch(n)
+
+
+def passed(job, name: str) -> bool:
+    n, out = job
+    ok = {int(r) for r in re.findall(rf"OK {name} rank (\d+)", out)}
+    assert ok == set(range(n)), f"{name}: ranks OK {sorted(ok)} of {n}\n{out}"
+    return True
+
+
+def test_sharded_norm_equals_single_process_norm(job):
     """get_total_norm/clip_grad_norm_/clip_by_global_norm with comm: bit-identical on all
     ranks and to one process on the concatenation (p = 1, 2, 3.5, inf; float32/64;
     1e200/1e-200 values; empty shards); non-finite and bad input on one rank raise on all."""
-    launch("norm_sharded.py", n)
+    assert passed(job, "norm_sharded")
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_data_parallel_matches_full_batch(n):
-    """20 steps of clipped SGD with momentum, float64: n ranks on shards (uneven for n=3)
-    give the parameters of one process on the full batch to 1e-12 relative."""
-    out = launch("dp_train.py", n)
-    worst = float(re.search(r"max relative difference (\S+)", out).group(1))
+def test_data_parallel_matches_full_batch(job):
+    """20 steps of clipped SGD with momentum (fastclip.nn MLP, float64): the ranks on
+    shards of each batch (uneven with 3 ranks) give the parameters of one process on the
+    full batch to 1e-12 relative, identical on every rank."""
+    assert passed(job, "dp_train")
+    worst = float(re.search(r"max relative difference (\S+)", job[1]).group(1))
     assert worst <= 1e-12
 
 
-def test_nonfinite_gradient_same_decision_on_every_rank():
-    """NaN/inf on the last of 3 ranks only: raise / skip / rollback on every rank, no
-    deadlock; an exception in one rank's loss raises on every rank; empty shards."""
-    launch("dp_nonfinite.py", 3)
+def test_nonfinite_gradient_same_decision_on_every_rank(job):
+    """NaN/inf on the last rank only: raise / skip / rollback on every rank, no deadlock;
+    an exception in one rank's loss raises on every rank; empty shards work."""
+    assert passed(job, "dp_nonfinite")
 
 
-def test_gradient_shapes_disagree_clear_error():
+def test_gradient_shapes_disagree_clear_error(job):
     """Different shapes, lengths or dtypes across ranks: ValueError on every rank."""
-    launch("dp_shapes.py", 2)
+    assert passed(job, "dp_shapes")

@@ -37,6 +37,7 @@ all-reduce, so every rank takes the same decision (raise, skip or roll back).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -812,6 +813,14 @@ class DataParallel:
         _agree_or_raise(comm, exc)
         self.model = model
         self.optimizer = optimizer
+        try:  # fastclip.nn models can skip the input gradient a training step never uses
+            self._bw_kwargs = (
+                {"input_grad": False}
+                if "input_grad" in inspect.signature(model.backward).parameters
+                else {}
+            )
+        except (TypeError, ValueError):
+            self._bw_kwargs = {}
         self.on_nonfinite = on_nonfinite
         self.snapshot_every = int(snapshot_every)
         self.clipper = clipper
@@ -860,7 +869,7 @@ class DataParallel:
             if n:
                 out = self.model.forward(x)
                 lval, dout = loss(out, y)
-                self.model.backward(dout)
+                self.model.backward(dout, **self._bw_kwargs)
                 if callable(getattr(self.model, "grad_sqnorms", None)):
                     sq = self.model.grad_sqnorms()
             else:

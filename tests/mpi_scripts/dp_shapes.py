@@ -1,7 +1,9 @@
 """Ranks whose gradient lists disagree get a clear error, on every rank (under mpiexec)."""
 
 import numpy as np
-from _common import TinyMLP, TinySGD, expect, run
+from _common import expect, run
+
+from fastclip import nn, optim
 
 from fastclip.distributed import (
     DataParallel,
@@ -16,8 +18,8 @@ def main(comm):
     last = size - 1
 
     def dp_for(sizes, dtype=np.float64):
-        model = TinyMLP(sizes, np.random.default_rng(0), dtype=dtype)
-        return DataParallel(model, TinySGD(model.parameters(), 0.1), comm)
+        model = nn.MLP(sizes, dtype=dtype, rng=0)
+        return DataParallel(model, optim.SGD(model.parameters(), 0.1), comm)
 
     # A different hidden width on the last rank.
     e = expect(ValueError, dp_for, [4, 9 if rank == last else 8, 2])

@@ -9,17 +9,19 @@ full batch without MPI. After 20 steps the parameters must agree to 1e-12
 import sys
 
 import numpy as np
-from _common import TinyMLP, TinySGD, run, softmax_cross_entropy
+from _common import run
 
+from fastclip import nn, optim
 from fastclip.distributed import DataParallel, shard_slice
+from fastclip.nn import softmax_cross_entropy
 
 STEPS, BATCH, SIZES = 20, 64, [12, 16, 16, 5]
 
 
 def make(seed):
-    model = TinyMLP(SIZES, np.random.default_rng(seed))
+    model = nn.MLP(SIZES, dtype=np.float64, rng=seed)
     # lr and clip_norm chosen so that clipping is active on most steps.
-    return model, TinySGD(model.parameters(), 0.2, momentum=0.9, clip_norm=0.3)
+    return model, optim.SGD(model.parameters(), 0.2, momentum=0.9, clip_norm=0.3)
 
 
 def main(comm):
