@@ -25,6 +25,10 @@ from fastclip.clip import (
 )
 from fastclip import optim  # noqa: E402,F401  (fastclip.optim: fused optimisers)
 
+# --- learning-rate schedules (branch sched) ---
+from fastclip import schedules
+from fastclip._plot import plot_schedule
+# --- end learning-rate schedules ---
 # fastclip.nn (branch nn): fused MLP layers, losses, initialisers
 from fastclip import nn
 
@@ -46,3 +50,10 @@ __all__ = [
     "use_implementation",
     "zero_nans_",
 ]
+__all__ += ["plot_schedule", "schedules"]  # learning-rate schedules (branch sched)
+
+# --- train branch: adaptive clippers and the training loop ---
+from fastclip.adaptive import AGC, AutoClip, ZClip, adaptive_grad_clip_, unitwise_norms  # noqa: E402
+
+__all__ += ["AGC", "AutoClip", "ZClip", "adaptive_grad_clip_", "unitwise_norms"]
+# --- end train branch ---
