@@ -57,6 +57,7 @@ __all__ = [
     "broadcast_parameters",
     "check_comm",
     "check_same_shapes",
+    "fit_setup",
     "shard_slice",
 ]
 
@@ -657,8 +658,12 @@ class GradientAllreducer:
             if math.isinf(w):
                 raise ValueError("weight must be finite")
             v = _v._real(value, "value")  # NaN/inf allowed: a diverged loss is data
-            p.pack(arrays, w)
-            bad = self._local_nonfinite(sqnorms)
+            if w > 0:
+                p.pack(arrays, w)
+                bad = self._local_nonfinite(sqnorms)
+            else:  # an empty shard contributes nothing (not even a NaN mean loss)
+                p.data.fill(0)
+                v = 0.0
             p.slots[_W] = w
             p.slots[_BAD] = 1.0 if bad else 0.0
             p.slots[_ERR] = 0.0
@@ -690,6 +695,37 @@ class GradientAllreducer:
 # ---------------------------------------------------------------------------
 # Data-parallel training
 # ---------------------------------------------------------------------------
+
+
+def fit_setup(
+    model: Any, X: np.ndarray, y: np.ndarray, rng: np.random.Generator, comm: Any
+) -> tuple[GradientAllreducer, np.random.Generator]:
+    """What ``fastclip.train.fit(..., comm=comm)`` does before training.
+
+    Collective. Checks that every rank holds data of the same shapes (each rank
+    holds the whole training set and processes its shard of every batch), makes
+    every rank shuffle with the root's generator (a copy of its state, so that
+    ``seed=None`` works and ``seed=k`` shuffles as one process would),
+    broadcasts the root's parameters and builds the gradient all-reducer.
+
+    Returns
+    -------
+    (GradientAllreducer, numpy.random.Generator)
+    """
+    check_comm(comm)
+    shapes = comm.allgather((tuple(np.shape(X)), tuple(np.shape(y))))
+    for r, sh in enumerate(shapes):
+        if sh != shapes[0]:
+            raise ValueError(
+                f"every rank must hold the same training data: X, y have shapes {sh} on "
+                f"rank {r} but {shapes[0]} on rank 0"
+            )
+    state = comm.bcast(rng.bit_generator.state, root=0)
+    if comm.Get_rank() != 0:
+        rng = np.random.Generator(type(rng.bit_generator)())
+        rng.bit_generator.state = state
+    broadcast_parameters(list(model.parameters()), comm)
+    return GradientAllreducer(list(model.gradients()), comm), rng
 
 
 class StepResult(NamedTuple):

@@ -61,6 +61,29 @@ def main(comm):
         np.testing.assert_allclose(losses, ref_losses, rtol=1e-12)
         assert not np.array_equal(model.parameters()[0], make(1000)[0].parameters()[0])
 
+    # The same through fastclip.train.fit(..., comm=comm): 2 epochs of 10 batches, shuffled
+    # with seed 0, AutoClip after the reduction; rank 0 compares with fit on one process.
+    from fastclip import AutoClip
+    from fastclip.train import fit
+
+    Xf, yf = X[: 10 * BATCH], y[: 10 * BATCH]
+    model, opt = make(seed=2000 + rank)
+    hist = fit(model, Xf, yf, optimizer=opt, epochs=2, batch_size=BATCH, clipper=AutoClip(25.0),
+               monitor="skip", progress=False, seed=0, comm=comm)
+    digests = comm.allgather(b"".join(p.tobytes() for p in model.parameters()))
+    assert all(d == digests[0] for d in digests)
+    if rank == 0:
+        ref, ref_opt = make(seed=2000)
+        ref_hist = fit(ref, Xf, yf, optimizer=ref_opt, epochs=2, batch_size=BATCH,
+                       clipper=AutoClip(25.0), monitor="skip", progress=False, seed=0)
+        worst = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+                    for a, b in zip(model.parameters(), ref.parameters()))
+        print(f"fit: max relative difference {worst:.3e}", flush=True)
+        assert worst <= 1e-12, worst
+        np.testing.assert_allclose(hist.loss, ref_hist.loss, rtol=1e-12)
+        np.testing.assert_allclose(hist.grad_norm, ref_hist.grad_norm, rtol=1e-12)
+        assert hist.n_steps == 20
+
 
 if __name__ == "__main__":
     run(main)
