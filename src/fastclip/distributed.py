@@ -53,6 +53,7 @@ __all__ = [
     "GradientAllreducer",
     "ReduceResult",
     "StepResult",
+    "allgather_norms",
     "allreduce_norm",
     "broadcast_parameters",
     "check_comm",
@@ -270,6 +271,35 @@ def allreduce_norm(local_norms: Any, norm_type: Any = 2.0, comm: Any = None) -> 
         exc = e
     allnorms, _ = _gather_norms(comm, norms, p, exc)
     return float(_dist.impl.total_norm(allnorms, p))
+
+
+def allgather_norms(local_norms: Any, comm: Any) -> np.ndarray:
+    """Every rank's per-array norms (or sums of squares), concatenated in rank order.
+
+    Collective. For clippers that combine per-array values their own way (the
+    adaptive clippers of :mod:`fastclip.adaptive`): combining the result with a
+    deterministic function gives the same value on every rank, equal to the
+    single-process value on the concatenated list of arrays.
+
+    Parameters
+    ----------
+    local_norms : array_like of float, 1-D
+        This rank's values, ``>= 0`` (NaN and inf allowed); may be empty.
+    comm : mpi4py.MPI.Intracomm
+
+    Returns
+    -------
+    ndarray of float64
+        Identical on every rank.
+    """
+    check_comm(comm)
+    exc: BaseException | None = None
+    norms = np.empty(0)
+    try:
+        norms = _as_norms(local_norms)
+    except Exception as e:
+        exc = e
+    return _gather_norms(comm, norms, math.nan, exc)[0]
 
 
 def _sequence(obj: Any, name: str) -> tuple[Any, bool]:

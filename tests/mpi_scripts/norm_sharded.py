@@ -79,6 +79,34 @@ def main(comm):
                 new2, g2 = fastclip.clip_by_global_norm(local, 0.25, use_norm=ref_g, comm=comm)
                 assert g2 == ref_g and all(np.array_equal(a, b) for a, b in zip(new2, new))
 
+    # Adaptive clippers with comm: the global norm of every rank's arrays, the same state
+    # and the same decision on every rank as one clipper on the concatenated list.
+    from fastclip import AGC, AutoClip, ZClip
+
+    for make in (lambda c: AutoClip(50.0, comm=c), lambda c: ZClip(z_thresh=0.5, warmup_steps=3, comm=c),
+                 lambda c: AGC(0.05, comm=c)):
+        one, sharded = make(None), make(comm)
+        rng = np.random.default_rng(5)
+        clipped = 0
+        params = [np.asarray(np.asarray(a, dtype=np.float64) + 1.0) for a in full_list(9, 8)]
+        for step in range(8):
+            full = [np.asarray(rng.standard_normal(a.shape) * (1 + 3 * (step % 3)))
+                    for a in params]
+            local = [a.copy() for a in mine(full, comm)]
+            n1 = one.clip_(full, params)
+            n2 = sharded.clip_(local, mine(params, comm))
+            assert n1 == n2, (type(one).__name__, step, n1, n2)
+            clipped += one.last_clipped
+            same_on_all_ranks(comm, n2)
+            for a, b in zip(local, mine(full, comm)):
+                assert np.array_equal(a, b)
+        assert clipped >= 1, (type(one).__name__, clipped)
+        s1, s2 = one.state_dict(), sharded.state_dict()
+        assert s1.keys() == s2.keys() and all(
+            np.array_equal(np.asarray(s1[k], dtype=object), np.asarray(s2[k], dtype=object))
+            for k in s1), (s1, s2)
+    expect(TypeError, AutoClip, comm="world", match="comm")
+
     # A single ndarray per rank: the norm of all ranks' arrays together.
     x = np.arange(size * 4, dtype=np.float64).reshape(size, 4)
     assert fastclip.get_total_norm(x[rank], comm=comm) == fastclip.get_total_norm(list(x))
