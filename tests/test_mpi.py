@@ -113,3 +113,9 @@ def test_nonfinite_gradient_same_decision_on_every_rank(job):
 def test_gradient_shapes_disagree_clear_error(job):
     """Different shapes, lengths or dtypes across ranks: ValueError on every rank."""
     assert passed(job, "dp_shapes")
+
+
+def test_example_runs(job):
+    """examples/mpi_data_parallel.py (fit with comm=, 2 epochs): replicas identical."""
+    assert passed(job, "example")
+    assert "replicas identical on all" in job[1] and ": True" in job[1]

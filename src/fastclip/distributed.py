@@ -59,6 +59,7 @@ __all__ = [
     "check_comm",
     "check_same_shapes",
     "fit_setup",
+    "limit_threads",
     "shard_slice",
 ]
 
@@ -510,6 +511,36 @@ def broadcast_parameters(params: Any, comm: Any, root: int = 0) -> None:
     comm.Bcast(packer.buf, root=int(root))
     if comm.Get_rank() != root:
         packer.unpack(arrays)
+
+
+def limit_threads(comm: Any) -> Any:
+    """Share the node's cores between the ranks running on it (OpenMP and BLAS threads).
+
+    Several ranks per node, each with as many OpenMP/BLAS threads as cores,
+    oversubscribe the CPU and make every parallel kernel wait for descheduled
+    threads (``torchrun`` sets ``OMP_NUM_THREADS=1`` for the same reason). This
+    counts the ranks sharing this node (``MPI.COMM_TYPE_SHARED``) and limits
+    the thread pools of this process to ``max(1, cores // ranks_on_node)``
+    through threadpoolctl. Collective. Setting ``OMP_NUM_THREADS`` before the
+    launch (``mpiexec -n 2 env OMP_NUM_THREADS=1 python ...``) does the same.
+
+    Returns
+    -------
+    threadpoolctl.threadpool_limits
+        Active at once; use it as a context manager, or call ``.restore_original_limits()``.
+    """
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    check_comm(comm)
+    node = comm.Split_type(_mpi().COMM_TYPE_SHARED)
+    try:
+        local = node.Get_size()
+    finally:
+        node.Free()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return threadpool_limits(limits=max(1, (cores or 1) // local))
 
 
 def shard_slice(n: int, comm: Any = None, rank: int | None = None) -> slice:
