@@ -109,9 +109,11 @@ cdef int64_t _rows_ld(object obj, int typenum, int64_t n, int64_t width, str nam
     cdef int64_t s0 = cnp.PyArray_STRIDES(a)[0], s1 = cnp.PyArray_STRIDES(a)[1]
     if not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
         raise ValueError(f"{name} must be aligned and in native byte order")
+    if rows == 0:
+        return width if width > 0 else 1
     if width > 1 and s1 != it:
         raise ValueError(f"{name} must have unit-stride rows")
-    if rows <= 1:
+    if rows == 1:
         return width if width > 0 else 1
     if s0 % it != 0 or s0 // it < width or s0 // it > INT_MAX:
         raise ValueError(f"{name} must have unit-stride rows and a positive row stride")
