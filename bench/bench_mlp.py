@@ -144,7 +144,7 @@ class TorchStep:
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_NORM)
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,12 @@
 /* fastclip: fused MLP passes and losses (see nn.h). */
+
+/* The activation selects (z <= 0 ? 0 : g) only vectorise when the compiler may
+ * evaluate comparisons unconditionally. -fno-trapping-math changes no result
+ * (only whether FP exception flags may be raised; fastclip never reads them),
+ * unlike -ffast-math. Clang's default already behaves this way. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include "nn.h"
 
 #include <math.h>

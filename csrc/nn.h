@@ -13,8 +13,9 @@
  *
  * Matrices are row-major with unit column stride and a row stride `ld`
  * (elements). Column sums and the PReLU slope gradient are accumulated in
- * double, each column over the rows in order, and the per-chunk partials are
- * added in chunk order: results never depend on the number of threads.
+ * double over fixed row blocks (a function of the shape only), each block
+ * visiting its rows in order, and the block partials are added in block
+ * order: results never depend on the number of threads.
  * Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu.
  * At 0, relu' = 0 and leaky/prelu' = slope (PyTorch); NaN propagates.
  */
@@ -43,7 +44,8 @@ int fc_nn_bias_act_f64(double *z, int64_t ldz, double *y, int64_t ldy, int64_t n
  * output y for relu and leaky_relu with slope >= 0); for prelu it must be the
  * pre-activation, and *dslope = sum over ref <= 0 of dy * ref,
  * *dslope_sq = dslope^2 (dslope/dslope_sq may be NULL otherwise).
- * Returns FC_OK, FC_EINVAL or FC_ENOMEM. */
+ * Allocates a small scratch of per-block column partials (rows/block = max(16,
+ * FC_BLOCK/m)). Returns FC_OK, FC_EINVAL or FC_ENOMEM. */
 int fc_nn_act_backward_f32(const float *dy, int64_t lddy, const float *ref, int64_t ldr,
                            float *dz, int64_t lddz, int64_t n, int64_t m, int act, float slope,
                            float *db, double *db_sq, float *dslope, double *dslope_sq);

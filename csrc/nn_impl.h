@@ -74,71 +74,67 @@ int FN(fc_nn_bias_act)(FC_T *z, int64_t ldz, FC_T *y, int64_t ldy, int64_t n, in
 }
 
 /* ---- backward activation pass ----------------------------------------- */
-#define FC_NN_COLS 64
-
-/* One chunk of w <= FC_NN_COLS columns over all n rows (pointers already at
- * the chunk's first column). acc[j] = sum_i dz[i,j]; sacc[j] = sum over
- * ref <= 0 of dy * ref (prelu). */
-static FC_TARGET_CLONES void FN(bwd_chunk)(const FC_T *restrict dy, int64_t lddy,
-                                           const FC_T *restrict ref, int64_t ldr,
-                                           FC_T *restrict dz, int64_t lddz, int64_t n, int64_t w,
-                                           int act, FC_T s, double *restrict acc,
-                                           double *restrict sacc) {
-    for (int64_t j = 0; j < w; j++) acc[j] = 0.0, sacc[j] = 0.0;
-    if (act == FC_ACT_IDENTITY) {
-        if (dz) {
-            for (int64_t i = 0; i < n; i++) {
-                const FC_T *restrict d = dy + i * lddy;
+/* Rows [0, n) of one row block (pointers at the block's first row):
+ * dz = dy * act'(ref), acc[j] = sum_i dz[i,j] and, for prelu,
+ * sacc[j] = sum over ref <= 0 of dy * ref; rows visited in order, the
+ * accumulators are per column (vectorisable, no cross-lane reduction). */
+static FC_TARGET_CLONES void FN(bwd_rows)(const FC_T *dy, int64_t lddy, const FC_T *ref,
+                                          int64_t ldr, FC_T *dz, int64_t lddz, int64_t n,
+                                          int64_t m, int act, FC_T s, double *restrict acc,
+                                          double *restrict sacc) {
+    for (int64_t j = 0; j < m; j++) acc[j] = 0.0;
+    if (sacc)
+        for (int64_t j = 0; j < m; j++) sacc[j] = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const FC_T *restrict d = dy + i * lddy;
+        if (act == FC_ACT_IDENTITY) {
+            if (dz) {
                 FC_T *restrict o = dz + i * lddz;
-                for (int64_t j = 0; j < w; j++) {
+                for (int64_t j = 0; j < m; j++) {
                     FC_T v = d[j];
                     o[j] = v;
                     acc[j] += (double)v;
                 }
+            } else {
+                for (int64_t j = 0; j < m; j++) acc[j] += (double)d[j];
+            }
+            continue;
+        }
+        const FC_T *restrict r = ref + i * ldr;
+        FC_T *restrict o = dz + i * lddz;
+        if (act == FC_ACT_RELU) {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T g = d[j], z = r[j];
+                FC_T v = z <= 0 ? (FC_T)0 : g;
+                o[j] = v;
+                acc[j] += (double)v;
+            }
+        } else if (act == FC_ACT_LEAKY_RELU) {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T g = d[j], z = r[j], gs = g * s;
+                FC_T v = z > 0 ? g : gs;
+                o[j] = v;
+                acc[j] += (double)v;
             }
         } else {
-            for (int64_t i = 0; i < n; i++) {
-                const FC_T *restrict d = dy + i * lddy;
-                for (int64_t j = 0; j < w; j++) acc[j] += (double)d[j];
-            }
-        }
-    } else if (act == FC_ACT_RELU) {
-        for (int64_t i = 0; i < n; i++) {
-            const FC_T *restrict d = dy + i * lddy;
-            const FC_T *restrict r = ref + i * ldr;
-            FC_T *restrict o = dz + i * lddz;
-            for (int64_t j = 0; j < w; j++) {
-                FC_T v = r[j] <= 0 ? (FC_T)0 : d[j];
+            for (int64_t j = 0; j < m; j++) {
+                FC_T g = d[j], z = r[j], gs = g * s;
+                double gz = (double)g * (double)z;
+                FC_T v = z > 0 ? g : gs;
                 o[j] = v;
                 acc[j] += (double)v;
+                sacc[j] += z > 0 ? 0.0 : gz;
             }
         }
-    } else if (act == FC_ACT_LEAKY_RELU) {
-        for (int64_t i = 0; i < n; i++) {
-            const FC_T *restrict d = dy + i * lddy;
-            const FC_T *restrict r = ref + i * ldr;
-            FC_T *restrict o = dz + i * lddz;
-            for (int64_t j = 0; j < w; j++) {
-                FC_T g = d[j];
-                FC_T v = r[j] > 0 ? g : g * s;
-                o[j] = v;
-                acc[j] += (double)v;
-            }
-        }
-    } else {
-        for (int64_t i = 0; i < n; i++) {
-            const FC_T *restrict d = dy + i * lddy;
-            const FC_T *restrict r = ref + i * ldr;
-            FC_T *restrict o = dz + i * lddz;
-            for (int64_t j = 0; j < w; j++) {
-                FC_T g = d[j], z = r[j];
-                int pos = z > 0;
-                FC_T v = pos ? g : g * s;
-                o[j] = v;
-                acc[j] += (double)v;
-                sacc[j] += pos ? 0.0 : (double)g * (double)z;
-            }
-        }
+    }
+}
+
+/* acc[j] += part[j] for each of nb blocks in order (acc = block 0). */
+static void FN(sum_blocks)(double *part, int64_t nb, int64_t m) {
+    for (int64_t k = 1; k < nb; k++) {
+        const double *restrict p = part + k * m;
+        double *restrict a = part;
+        for (int64_t j = 0; j < m; j++) a[j] += p[j];
     }
 }
 
@@ -149,39 +145,46 @@ int FN(fc_nn_act_backward)(const FC_T *dy, int64_t lddy, const FC_T *ref, int64_
     if (act != FC_ACT_IDENTITY && (!dz || !ref)) return FC_EINVAL;
     if (act == FC_ACT_PRELU && (!dslope || !dslope_sq)) return FC_EINVAL;
     if (n < 0 || m < 0) return FC_EINVAL;
-    const int64_t nch = (m + FC_NN_COLS - 1) / FC_NN_COLS;
-    double part_stack[64];
-    double *part = NULL;
-    if (act == FC_ACT_PRELU && nch > 0) {
-        part = nch <= 64 ? part_stack : (double *)malloc((size_t)nch * sizeof(double));
-        if (!part) return FC_ENOMEM;
+    const int prelu = act == FC_ACT_PRELU;
+    if (n == 0 || m == 0) {
+        for (int64_t j = 0; j < m; j++) db[j] = (FC_T)0;
+        *db_sq = 0.0;
+        if (prelu) *dslope = (FC_T)0, *dslope_sq = 0.0;
+        return FC_OK;
     }
-    const int par = nch > 1 && fc_use_parallel(n * m);
+    /* Fixed row blocks (a function of n and m only): per-block column
+     * partials, added in block order. */
+    int64_t rb = FC_BLOCK / m;
+    if (rb < 16) rb = 16;
+    const int64_t nb = (n + rb - 1) / rb;
+    double *part = (double *)malloc((size_t)(nb * m * (prelu ? 2 : 1)) * sizeof(double));
+    if (!part) return FC_ENOMEM;
+    double *spart = prelu ? part + nb * m : NULL;
+    const int par = nb > 1 && fc_use_parallel(n * m);
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < nch; k++) {
-        const int64_t c0 = k * FC_NN_COLS;
-        const int64_t w = m - c0 < FC_NN_COLS ? m - c0 : FC_NN_COLS;
-        double acc[FC_NN_COLS], sacc[FC_NN_COLS];
-        FN(bwd_chunk)(dy + c0, lddy, ref ? ref + c0 : NULL, ldr, dz ? dz + c0 : NULL, lddz, n, w,
-                      act, slope, acc, sacc);
-        for (int64_t j = 0; j < w; j++) db[c0 + j] = (FC_T)acc[j];
-        if (part) {
-            double t = 0.0;
-            for (int64_t j = 0; j < w; j++) t += sacc[j];
-            part[k] = t;
-        }
+    for (int64_t k = 0; k < nb; k++) {
+        const int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
+        FN(bwd_rows)(dy + r0 * lddy, lddy, ref ? ref + r0 * ldr : NULL, ldr,
+                     dz ? dz + r0 * lddz : NULL, lddz, r1 - r0, m, act, slope, part + k * m,
+                     spart ? spart + k * m : NULL);
     }
+    FN(sum_blocks)(part, nb, m);
     double sq = 0.0;
-    for (int64_t j = 0; j < m; j++) sq += (double)db[j] * (double)db[j];
+    for (int64_t j = 0; j < m; j++) {
+        FC_T v = (FC_T)part[j];
+        db[j] = v;
+        sq += (double)v * (double)v;
+    }
     *db_sq = sq;
-    if (act == FC_ACT_PRELU) {
+    if (prelu) {
+        FN(sum_blocks)(spart, nb, m);
         double t = 0.0;
-        for (int64_t k = 0; k < nch; k++) t += part[k];
+        for (int64_t j = 0; j < m; j++) t += spart[j];
         FC_T ds = (FC_T)t;
         *dslope = ds;
         *dslope_sq = (double)ds * (double)ds;
-        if (part && part != part_stack) free(part);
     }
+    free(part);
     return FC_OK;
 }
 
@@ -337,7 +340,6 @@ int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, double *l
     return FC_OK;
 }
 
-#undef FC_NN_COLS
 #undef FN
 #undef FC_CAT
 #undef FC_CAT_

@@ -92,9 +92,9 @@ typedef struct fc_schedule {
 /* The value at `step`, which must be finite and >= 0 (not checked). */
 double fc_schedule_eval(const fc_schedule *s, double step);
 
-/* out[i] = value at steps[i * stride] (stride in bytes) for i < n. Steps
- * that are negative, NaN or infinite give NaN and make the call return
- * FC_EINVAL (after the whole array is written); otherwise FC_OK. Runs on
+/* out[i] = value at steps[i * stride] (stride in bytes, dtype FC_STEPS_*)
+ * for i < n. Steps that are negative, NaN or infinite make the call return
+ * FC_EINVAL (their outputs are unspecified); otherwise FC_OK. Runs on
  * several threads when n is large; every element is computed alone, so the
  * result does not depend on the thread count. */
 int fc_schedule_eval_array(const fc_schedule *s, const void *steps, int32_t dtype, int64_t n,

@@ -425,3 +425,31 @@ def test_public_functions_dispatch():
     g = [np.full((3, 2), 5.0)]
     sb, sa, n = fastclip.adaptive_grad_clip_(g, [np.ones((3, 2))], 0.1)
     assert n == 2 and sb[0] == pytest.approx(150.0) and sa[0] == pytest.approx(0.06, rel=1e-6)
+
+
+def test_agc_kernel_independent_of_thread_count():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, numpy as np, fastclip._adaptive as A\n"
+        "rng = np.random.default_rng(5)\n"
+        "h = hashlib.sha256()\n"
+        "for shape in [(784, 512), (300_000,), (20, 40_000)]:\n"
+        "    for order in 'CF':\n"
+        "        g = np.array(rng.standard_normal(shape), dtype=np.float32, order=order)\n"
+        "        p = np.array(rng.standard_normal(shape) * 0.01, dtype=np.float32, order=order)\n"
+        "        sb, sa, n = A.adaptive_grad_clip_([g], [p], 0.01)\n"
+        "        h.update(g.tobytes()); h.update(sb.tobytes()); h.update(sa.tobytes())\n"
+        "        h.update(A.unitwise_norms(p).tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    outs = []
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(proc.stdout.strip().splitlines()[-1])
+    assert outs[0] == outs[1] == outs[2]

@@ -54,6 +54,9 @@ __all__ += ["plot_schedule", "schedules"]  # learning-rate schedules (branch sch
 
 # --- train branch: adaptive clippers and the training loop ---
 from fastclip.adaptive import AGC, AutoClip, ZClip, adaptive_grad_clip_, unitwise_norms  # noqa: E402
+from fastclip import train  # noqa: E402
+from fastclip.train import GradientExplosionError, GradientMonitor, History, fit  # noqa: E402
 
-__all__ += ["AGC", "AutoClip", "ZClip", "adaptive_grad_clip_", "unitwise_norms"]
+__all__ += ["AGC", "AutoClip", "ZClip", "adaptive_grad_clip_", "unitwise_norms", "train",
+            "GradientExplosionError", "GradientMonitor", "History", "fit"]
 # --- end train branch ---

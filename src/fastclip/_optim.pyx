@@ -51,6 +51,8 @@ cdef extern from "optim.h" nogil:
                       const fc_array *states, int64_t n, const double *sqnorms, double *norms,
                       double *total, int64_t *first_nonfinite)
 
+__all__ = ["KINDS", "fused_step", "state_names"]
+
 KINDS = _ref.KINDS
 state_names = _ref.state_names
 
@@ -170,9 +172,34 @@ def fused_step(kind, params, grads, states, *, lr, step, weight_decay=0.0, momen
         _ref.check_states(states, parr, nstate)
         raise ValueError(_ref.states_msg("must be a list of tuples of arrays"))
 
-    cdef cnp.ndarray sq = _ref.check_sqnorms(sqnorms, n)
-    cn, cv = _ref.check_clip(clip_norm, clip_value)
-    cfg.step = _ref.check_step(step)
+    cdef cnp.ndarray sq = None
+    cdef double *sqd
+    cdef bint fast = False
+    if sqnorms is not None:
+        # fast path: a float64 vector of the right length with no negative value
+        if (cnp.PyArray_Check(sqnorms) and cnp.PyArray_TYPE(<cnp.ndarray>sqnorms) == cnp.NPY_DOUBLE
+                and cnp.PyArray_NDIM(<cnp.ndarray>sqnorms) == 1
+                and cnp.PyArray_DIMS(<cnp.ndarray>sqnorms)[0] == n
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sqnorms)
+                and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>sqnorms)):
+            sq = <cnp.ndarray>sqnorms
+            sqd = <double *>cnp.PyArray_DATA(sq)
+            fast = True
+            for i in range(n):
+                if sqd[i] < 0:
+                    fast = False
+                    break
+        if not fast:
+            sq = _ref.check_sqnorms(sqnorms, n)
+    if (clip_value is None and (clip_norm is None or (type(clip_norm) is float
+                                                      and <double>clip_norm >= 0))):
+        cn, cv = clip_norm, None
+    else:
+        cn, cv = _ref.check_clip(clip_norm, clip_value)
+    if type(step) is int and step >= 1:
+        cfg.step = step
+    else:
+        cfg.step = _ref.check_step(step)
     cfg.lr = float(lr)
     if cn is not None:
         cfg.clip_mode = FC_CLIP_NORM

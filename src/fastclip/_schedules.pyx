@@ -257,7 +257,11 @@ cdef class PlateauState:
         self.st.best = -INFINITY if self.st.mode_max else INFINITY
 
     def step(self, metric):
-        cdef double m = _s.metric_value(metric)
+        cdef double m
+        if type(metric) is float:
+            m = PyFloat_AS_DOUBLE(metric)
+        else:
+            m = _s.metric_value(metric)
         return fc_plateau_step(&self.st, m)
 
     @property

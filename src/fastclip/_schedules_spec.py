@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -126,7 +127,7 @@ def integer(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
                 and float(value).is_integer():
-            value = int(value)
+            value = int(float(value))
         else:
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     v = int(value)
@@ -199,6 +200,11 @@ def _step(init_value, step_size, gamma=0.1):
         "step_size": steps_pos(step_size, "step_size"),
         "gamma": rate(gamma, "gamma"),
     }
+    if params["gamma"] > 1:
+        raise ValueError(
+            f"gamma must be <= 1 (gamma > 1 grows without bound; use multistep for a "
+            f"bounded increase), got {params['gamma']!r}"
+        )
     return params, _lower("step", (params["init_value"], params["step_size"], params["gamma"]))
 
 
@@ -370,6 +376,10 @@ def _cosine_restarts(init_value, t_0, t_mul=1, eta_min=0.0, m_mul=1.0):
     }
     if params["t_mul"] < 1:
         raise ValueError(f"t_mul must be >= 1, got {params['t_mul']!r}")
+    if params["m_mul"] > 1:
+        raise ValueError(
+            f"m_mul must be <= 1 (the peaks would grow without bound), got {params['m_mul']!r}"
+        )
     return params, _lower(
         "cosine_restarts",
         (params["init_value"], params["t_0"], params["t_mul"], params["eta_min"],
@@ -450,7 +460,7 @@ def _join(schedules, boundaries_):
     return params, _lower("join", bounds=b, children=scheds)
 
 
-NORMALIZERS = {
+NORMALIZERS: dict[str, Callable[..., tuple[dict[str, Any], Lowered]]] = {
     "constant": _constant,
     "step": _step,
     "multistep": _multistep,
@@ -580,6 +590,8 @@ def check_steps(x: np.ndarray) -> None:
 
 def metric_value(metric: Any) -> float:
     """A metric for ReduceLROnPlateau.step: a real number (NaN allowed, as in PyTorch)."""
+    if type(metric) is float:
+        return metric
     if isinstance(metric, (bool, np.bool_)):
         raise TypeError(f"metric must be a real number, got {type(metric).__name__}")
     if isinstance(metric, numbers.Real):

@@ -28,7 +28,7 @@ import bisect
 import math
 import numbers
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import numpy as np
@@ -195,6 +195,7 @@ class _Clipper:
 
     #: whether :meth:`clip_` needs the parameters (fit passes them when True)
     requires_params = False
+    clip_: Callable[..., float]
 
     def __init__(self, comm: Any = None) -> None:
         self.last_norm: float = math.nan

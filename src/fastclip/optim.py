@@ -31,6 +31,7 @@ first step uses ``lr(0)``) and multiplied by :attr:`Optimizer.lr_scale`.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
 
@@ -55,6 +56,16 @@ def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return bool(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Hyper-parameter equality (tuples element by element, no array truth values)."""
+    if isinstance(b, tuple):
+        return isinstance(a, tuple) and len(a) == len(b) and all(map(_same, a, b))
+    try:
+        return bool(a == b) and type(a) is not str
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_lr(lr: Any) -> LR:
@@ -197,7 +208,9 @@ class Optimizer:
         sqnorms : array of float, optional
             Per-gradient sums of squares (e.g. ``model.grad_sqnorms()``); the global
             norm is then ``sqrt(sum(sqnorms))`` (computed with rescaling) and the
-            gradients are not read for it.
+            gradients are not read for it. The non-finite check then relies on
+            ``sqnorms`` too: they must come from the same gradients (a NaN gradient
+            gives a NaN sum of squares).
         on_nonfinite : {"raise", "skip"}
             What to do when the global norm is NaN or inf: raise
             :class:`FloatingPointError` naming the first non-finite gradient, or
@@ -309,14 +322,25 @@ class Optimizer:
                 f"state_dict['hyperparams'] must have the keys {sorted(self._hyper)}"
             )
         for k, v in self._hyper.items():
-            if hyper[k] != v:
+            got = hyper[k]
+            if isinstance(v, tuple) and isinstance(got, (list, tuple, np.ndarray)):
+                got = tuple(got)  # betas after a JSON or npz round trip
+            if not _same(got, v):
                 raise ValueError(
                     f"state_dict['hyperparams'][{k!r}] is {hyper[k]!r} but this optimiser "
                     f"has {k}={v!r}; create the optimiser with the same hyper-parameters"
                 )
         sc = state_dict["step_count"]
-        if isinstance(sc, (bool, np.bool_)) or not isinstance(sc, (int, np.integer)) or sc < 0:
-            raise ValueError(f"state_dict['step_count'] must be an int >= 0, got {sc!r}")
+        try:
+            if isinstance(sc, (bool, np.bool_)):
+                raise TypeError
+            sc = operator.index(sc)
+        except TypeError:
+            sc = -1
+        if sc < 0:
+            raise ValueError(
+                f"state_dict['step_count'] must be an int >= 0, got {state_dict['step_count']!r}"
+            )
         scale = _v.check_real(state_dict["lr_scale"], "state_dict['lr_scale']")
         if not (scale >= 0 and math.isfinite(scale)):
             raise ValueError(f"state_dict['lr_scale'] must be finite and >= 0, got {scale!r}")
@@ -339,7 +363,9 @@ class Optimizer:
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"{lab} must be a numpy.ndarray, got {type(a).__name__}")
                 if a.dtype != p.dtype:
-                    raise TypeError(f"{lab} has dtype {a.dtype} but params[{i}] has dtype {p.dtype}")
+                    raise TypeError(
+                        f"{lab} has dtype {a.dtype} but params[{i}] has dtype {p.dtype}"
+                    )
                 if a.shape != p.shape:
                     raise ValueError(
                         f"{lab} has shape {a.shape} but params[{i}] has shape {p.shape}"
@@ -551,7 +577,7 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
-    """RMSprop, optionally centered and with momentum, fused with clipping (``torch.optim.RMSprop``).
+    """RMSprop (centered, momentum) fused with clipping (``torch.optim.RMSprop``).
 
     With ``d = clip(g) + weight_decay * p``: ``s = alpha * s + (1 - alpha) * d * d``;
     centered: ``a = lerp(a, d, 1 - alpha)``, ``avg = sqrt(s - a * a) + eps``,

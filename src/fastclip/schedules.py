@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 _fam = family("schedules")
+_INF = float("inf")
 
 
 class Schedule(abc.ABC):
@@ -96,6 +97,12 @@ class Schedule(abc.ABC):
     Both the compiled schedules and the reference ones are instances of this
     class (``isinstance(s, fastclip.schedules.Schedule)``).
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Schedule:  # noqa: PYI034
+        raise TypeError(
+            "fastclip.schedules.Schedule is abstract: build schedules with the factories "
+            "of fastclip.schedules (cosine(...), warmup(...), ...) or from_dict()"
+        )
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Schedule:
@@ -188,7 +195,8 @@ def step(init_value: float, step_size: float, gamma: float = 0.1) -> Schedule:
     step_size : float
         Steps between decays, ``> 0``.
     gamma : float, default 0.1
-        Multiplicative factor, ``>= 0``.
+        Multiplicative factor, in ``[0, 1]`` (a growing step schedule has no final
+        value).
     """
     return _make("step", init_value=init_value, step_size=step_size, gamma=gamma)
 
@@ -516,7 +524,7 @@ def cosine_restarts(init_value: float, t_0: float, t_mul: float = 1, eta_min: fl
     eta_min : float, default 0.0
         The floor, ``>= 0``.
     m_mul : float, default 1.0
-        Peak decay factor per restart, ``>= 0``.
+        Peak decay factor per restart, in ``[0, 1]``.
     """
     return _make("cosine_restarts", init_value=init_value, t_0=t_0, t_mul=t_mul,
                  eta_min=eta_min, m_mul=m_mul)
@@ -626,7 +634,7 @@ def join(schedules: Any, boundaries: Any) -> Schedule:
 
 def _plateau_params(init_value, mode, factor, patience, threshold, threshold_mode, cooldown,
                     min_lr, eps) -> dict[str, Any]:
-    params = {
+    params: dict[str, Any] = {
         "init_value": _s.rate(init_value, "init_value"),
         "mode": _s.choice(mode, "mode", ("min", "max")),
         "factor": _s.rate(factor, "factor"),
@@ -708,10 +716,14 @@ class ReduceLROnPlateau:
             If ``metric`` is not a real number (a 1-element array or tensor is
             accepted).
         """
-        return float(self._state.step(metric))
+        return self._state.step(metric)
 
     def __call__(self, step: Any = 0) -> Any:
         """The current learning rate (a float, or an array of it for an array of steps)."""
+        if type(step) is int or type(step) is float:
+            if not (step >= 0 and step < _INF):
+                raise _s.bad_step_error(float(step))
+            return self._state.lr
         if isinstance(step, (np.ndarray, list, tuple)):
             x = np.asarray(_s.steps_array(step), dtype=np.float64)
             _s.check_steps(x)

@@ -24,6 +24,7 @@ itself off when standard error is not a terminal or ``progress=False``.
 from __future__ import annotations
 
 import bisect
+import inspect
 import math
 import numbers
 import sys
@@ -187,6 +188,9 @@ class _RunningMedian:
             old = self.order.popleft()
             del self.sorted[bisect.bisect_left(self.sorted, old)]
 
+    def max(self) -> float:
+        return self.sorted[-1] if self.sorted else math.nan
+
     def median(self) -> float:
         s, n = self.sorted, len(self.sorted)
         if n == 0:
@@ -205,9 +209,13 @@ class GradientMonitor:
     - ``"nonfinite"`` when the global norm or the loss is NaN or inf (the layer
       named is the first whose norm is not finite);
     - ``"spike"`` when, after ``warmup`` good steps, the global norm exceeds
-      ``factor`` times the median of the last ``window`` good steps' norms (the
-      layer named is the one whose norm grew most relative to the median of
-      its own recent norms).
+      ``factor`` times the median of the last ``window`` good steps' norms and
+      is the largest of those norms (a new high: once training has converged
+      the median is small and isolated 10x batches are common; they are not
+      explosions unless they also exceed everything seen recently). The layer
+      named is the one whose norm grew most relative to the median of its own
+      recent norms. Steps whose update is clipped are not checked for
+      spikes (clipping bounds them; :func:`fit` says so with ``clipped=True``).
 
     Flagged steps do not enter the running statistics. :func:`fit` applies the
     ``policy``:
@@ -306,6 +314,7 @@ class GradientMonitor:
         loss: float = 0.0,
         names: Sequence[str] | None = None,
         epoch: int = 0,
+        clipped: bool = False,
     ) -> Event | None:
         """Check one step; returns an :class:`Event` if it is flagged, else None.
 
@@ -320,6 +329,10 @@ class GradientMonitor:
         names : sequence of str, optional
             Parameter names for the event (default ``"param0"``, ...).
         epoch : int, default 0
+        clipped : bool, default False
+            The step's update will be clipped (by norm, by value or by an
+            adaptive clipper): clipping bounds a spike, so only non-finite
+            steps are flagged. Spikes are looked for in unclipped training.
 
         Returns
         -------
@@ -335,7 +348,7 @@ class GradientMonitor:
         kind = None
         if not (math.isfinite(norm) and math.isfinite(loss)):
             kind = "nonfinite"
-        elif norm > thr:  # False while thr is NaN
+        elif norm > thr and not clipped and norm > self._median.max():  # thr NaN: False
             kind = "spike"
         if kind is None:
             self._record(sq, norm)
@@ -576,7 +589,7 @@ class History:
             When pandas is not installed.
         """
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped]
         except ImportError as exc:
             raise ImportError("History.to_pandas needs pandas (pip install pandas); "
                               "History.to_dict gives the same data as NumPy arrays") from exc
@@ -637,7 +650,7 @@ def _first_nonfinite(arr: np.ndarray, name: str) -> None:
     else:
         pos = f"index {tuple(int(i) for i in where)}"
     raise ValueError(
-        f"{name} contains {val!r} at {pos}: training data must be finite "
+        f"{name} contains {float(val)!r} at {pos}: training data must be finite "
         "(remove or impute the missing values first)"
     )
 
@@ -747,7 +760,7 @@ def _make_bar(progress: Any, total: int, desc: str | None) -> Any:
     if not sys.stderr.isatty():
         return None
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True)
@@ -803,7 +816,7 @@ def fit(
     batch_size: int = 32,
     clipper: Any = None,
     validation: tuple[Any, Any] | None = None,
-    monitor: Any = "raise",
+    monitor: Any = "skip",
     callbacks: Iterable[Callable[[int, History], Any]] = (),
     progress: bool = True,
     seed: Any = None,
@@ -841,8 +854,10 @@ def fit(
         A name builds one with default settings.
     validation : (X_val, y_val), optional
         Evaluated after every epoch (loss, and accuracy for classification).
-    monitor : {"raise", "skip", "rollback"}, GradientMonitor or None, default "raise"
-        Explosion policy (see :class:`GradientMonitor`). ``None`` disables the
+    monitor : {"raise", "skip", "rollback"}, GradientMonitor or None, default "skip"
+        Explosion policy (see :class:`GradientMonitor`). The default drops
+        flagged updates and stops after more than 5 in a row; ``"raise"``
+        stops at the first one. ``None`` disables the
         monitor; a non-finite gradient then makes the optimiser raise
         :class:`FloatingPointError`.
     callbacks : iterable of callables
@@ -895,7 +910,7 @@ def fit(
                                  or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be None, an int or a numpy.random.Generator, "
                             f"got {type(seed).__name__}")
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(None if seed is None else int(seed))
     dtype = np.dtype(getattr(model, "dtype", np.float64))
     X = _check_X(X, "X", dtype)
     n_out = _output_size(model, X)
@@ -923,12 +938,17 @@ def fit(
                          "the same order)")
     if mon is not None and mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
         raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
+    try:
+        backward_kw = ({"input_grad": False}
+                       if "input_grad" in inspect.signature(model.backward).parameters else {})
+    except (TypeError, ValueError):  # builtins without a signature
+        backward_kw = {}
     names = (list(model.parameter_names()) if callable(getattr(model, "parameter_names", None))
              else [f"param{i}" for i in range(len(params))])
 
     reducer = None
     if comm is not None:
-        from fastclip import distributed
+        from fastclip import distributed  # type: ignore[attr-defined]  # (branch mpi)
 
         reducer, rng = distributed.fit_setup(model, X, y, rng, comm)
         if comm.Get_rank() != 0:
@@ -943,6 +963,8 @@ def fit(
         checkpoint = _Checkpoint(params)
         checkpoint.save(optimizer, clip)
     good_since_ckpt = 0
+    clips = clip is not None or any(
+        getattr(optimizer, a, None) is not None for a in ("clip_norm", "clip_value"))
     needs_params = bool(getattr(clip, "requires_params", False))
     bar = _make_bar(progress, epochs * steps_per_epoch, desc)
     step = 0
@@ -960,7 +982,7 @@ def fit(
                 out = model.forward(xb)
                 lo, dout = loss_fn(out, yb)
                 lo = float(lo)
-                model.backward(dout)
+                model.backward(dout, **backward_kw)
                 grads = model.gradients()
                 if reducer is not None:
                     res = reducer.reduce_(grads, weight=len(idx), value=lo,
@@ -976,7 +998,8 @@ def fit(
                 lr = float(getattr(optimizer, "lr", math.nan))
                 ev = None
                 if mon is not None:
-                    ev = mon.observe(step, sq, loss=lo, names=names, epoch=epoch)
+                    ev = mon.observe(step, sq, loss=lo, names=names, epoch=epoch,
+                                     clipped=clips)
                 if ev is None:
                     if clip is not None:
                         clip.clip_(grads, params if needs_params else None, sqnorms=sq)

@@ -15,7 +15,8 @@ binding (``fastclip._optim`` imports them), so both raise the same exceptions.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def state_names(
     return names
 
 
-def layout_order(p: np.ndarray) -> str:
+def layout_order(p: np.ndarray) -> Literal["C", "F"]:
     """Memory order the fused pass uses for parameter ``p`` and its state:
     ``"F"`` for a Fortran-contiguous array that is not C-contiguous, ``"C"``
     otherwise (a non-contiguous parameter is updated through a C-ordered copy)."""
@@ -176,8 +177,10 @@ def check_sqnorms(sqnorms: Any, n: int) -> np.ndarray | None:
         return None
     try:
         sq = np.asarray(sqnorms)
-    except Exception as exc:  # noqa: BLE001 - anything that is not array-like
-        raise TypeError(f"sqnorms must be an array of {n} floats, got {type(sqnorms).__name__}") from exc
+    except Exception as exc:
+        raise TypeError(
+            f"sqnorms must be an array of {n} floats, got {type(sqnorms).__name__}"
+        ) from exc
     if sq.dtype.kind not in "fiu":
         raise TypeError(f"sqnorms must be an array of {n} floats, got dtype {sq.dtype}")
     sq = np.ascontiguousarray(sq, dtype=np.float64)
@@ -285,7 +288,7 @@ def _rmsprop(p, g, st, *, lr, weight_decay, momentum, alpha, eps, centered, **_)
         p += t(-lr) * (d / avg)
 
 
-_UPDATES = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
+_UPDATES: dict[str, Callable[..., None]] = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
 
 
 def fused_step(

@@ -62,6 +62,27 @@ def _pow(x: float, y: float) -> float:
         return math.inf
 
 
+def _powe(x: float, e: float) -> float:
+    """x ** e with the exponents 1, 2 and 0.5 special-cased exactly as in C."""
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    if e == 0.5:
+        return math.sqrt(x)
+    return _pow(x, e)
+
+
+def _powe_a(x: np.ndarray, e: float) -> np.ndarray:
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    if e == 0.5:
+        return np.sqrt(x)
+    return _npow(x, e)
+
+
 def eval_scalar(low: _s.Lowered, x: float) -> float:
     """The value at one valid step ``x`` (finite, >= 0)."""
     c, p, f = low.code, low.p, low.flags
@@ -88,31 +109,28 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
     if c == 5:  # polynomial
         d = x - p[4]
         T = p[2]
-        if d < 0.0:
-            d = 0.0
+        d = max(d, 0.0)
         if f & _s.F_CYCLE:
             if d > 0.0:
                 T = T * math.ceil(d / T)
         elif d > T:
             d = T
-        return (p[0] - p[1]) * _pow(1.0 - d / T, p[3]) + p[1]
+        return (p[0] - p[1]) * _powe(1.0 - d / T, p[3]) + p[1]
     if c == 6:  # inverse_time
         r = x / p[1]
         if f & _s.F_STAIRCASE:
             r = float(math.floor(r))
-        return p[0] / _pow(1.0 + p[2] * r, p[3])
+        return p[0] / _powe(1.0 + p[2] * r, p[3])
     if c == 7:  # inverse_sqrt
         return p[0] / math.sqrt(1.0 + x / p[1])
     if c == 8:  # cosine
-        cc = x if x < p[1] else p[1]
+        cc = min(p[1], x)
         cd = 0.5 * (1.0 + math.cos(_PI * cc / p[1]))
-        return p[0] * ((1.0 - p[2]) * _pow(cd, p[3]) + p[2])
+        return p[0] * ((1.0 - p[2]) * _powe(cd, p[3]) + p[2])
     if c == 9:  # linear
         d = x - p[3]
-        if d < 0.0:
-            d = 0.0
-        if d > p[2]:
-            d = p[2]
+        d = max(d, 0.0)
+        d = min(d, p[2])
         return _lerp_end(p[0], p[1], d / p[2])
     if c == 10:  # warmup
         w = p[0]
@@ -127,10 +145,9 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         if x < w:
             return _lerp_end(p[0], p[1], x / w)
         cc = x - w
-        if cc > p[3]:
-            cc = p[3]
+        cc = min(cc, p[3])
         cd = 0.5 * (1.0 + math.cos(_PI * cc / p[3]))
-        return p[1] * ((1.0 - p[4]) * _pow(cd, p[5]) + p[4])
+        return p[1] * ((1.0 - p[4]) * _powe(cd, p[5]) + p[4])
     if c == 12:  # cosine_restarts
         init, t0, tm, eta, m = p[0], p[1], p[2], p[3], p[4]
         if tm == 1.0:
@@ -139,8 +156,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
             ti = t0
         else:
             i = float(math.floor(math.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm)))
-            if i < 0.0:
-                i = 0.0
+            i = max(i, 0.0)
             if i > 0.0 and x < _restart_start(t0, tm, i):
                 i -= 1.0
             if x >= _restart_start(t0, tm, i + 1.0):
@@ -152,6 +168,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
     if c == 13:  # one_cycle
         linear = bool(f & _s.F_LINEAR_ANNEAL)
         initial, mx, mn = p[0], p[1], p[2]
+        phases: tuple[tuple[float, float, float], ...]
         if f & _s.F_THREE_PHASE:
             phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
         else:
@@ -161,8 +178,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         for k, (a, b, end) in enumerate(phases):
             if x <= end or k == last:
                 pct = (x - start_step) / (end - start_step)
-                if pct > 1.0:
-                    pct = 1.0
+                pct = min(pct, 1.0)
                 return _anneal(a, b, pct, linear)
             start_step = end
     if c == 14:  # cyclic
@@ -207,9 +223,9 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         k = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x, side="right")
         return p[0] * _npow(p[1], k.astype(np.float64))
     if c == 3:
-        side = "left" if f & _s.F_AFTER else "right"
-        k = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x, side=side)
-        return np.asarray(low.values, dtype=np.float64)[k]
+        kk = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x,
+                             side="left" if f & _s.F_AFTER else "right")
+        return np.asarray(low.values, dtype=np.float64)[kk]
     if c == 4:
         d = x - p[3]
         e = d / p[1]
@@ -222,22 +238,21 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     if c == 5:
         d = np.maximum(x - p[4], 0.0)
         if f & _s.F_CYCLE:
-            T = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
-        else:
-            T = p[2]
-            d = np.minimum(d, T)
-        return (p[0] - p[1]) * _npow(1.0 - d / T, p[3]) + p[1]
+            Tc = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
+            return (p[0] - p[1]) * _powe_a(1.0 - d / Tc, p[3]) + p[1]
+        d = np.minimum(d, p[2])
+        return (p[0] - p[1]) * _powe_a(1.0 - d / p[2], p[3]) + p[1]
     if c == 6:
         r = x / p[1]
         if f & _s.F_STAIRCASE:
             r = np.floor(r)
-        return p[0] / _npow(1.0 + p[2] * r, p[3])
+        return p[0] / _powe_a(1.0 + p[2] * r, p[3])
     if c == 7:
         return p[0] / np.sqrt(1.0 + x / p[1])
     if c == 8:
         cc = np.minimum(x, p[1])
         cd = 0.5 * (1.0 + np.cos(_PI * cc / p[1]))
-        return p[0] * ((1.0 - p[2]) * _npow(cd, p[3]) + p[2])
+        return p[0] * ((1.0 - p[2]) * _powe_a(cd, p[3]) + p[2])
     if c == 9:
         d = np.minimum(np.maximum(x - p[3], 0.0), p[2])
         return _lerp_end_a(p[0], p[1], d / p[2])
@@ -258,7 +273,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         cc = np.minimum(x - w, p[3])
         with np.errstate(invalid="ignore"):
             cd = 0.5 * (1.0 + np.cos(_PI * cc / p[3]))
-            decay = p[1] * ((1.0 - p[4]) * _npow(cd, p[5]) + p[4])
+            decay = p[1] * ((1.0 - p[4]) * _powe_a(cd, p[5]) + p[4])
         if w > 0:
             return np.where(x < w, _lerp_end_a(p[0], p[1], x / w), decay)
         return decay
@@ -280,6 +295,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     if c == 13:
         linear = bool(f & _s.F_LINEAR_ANNEAL)
         initial, mx, mn = p[0], p[1], p[2]
+        phases: tuple[tuple[float, float, float], ...]
         if f & _s.F_THREE_PHASE:
             phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
         else:
@@ -288,8 +304,8 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         done = np.zeros(x.shape, dtype=bool)
         start_step = 0.0
         last = len(phases) - 1
-        for k, (a, b, end) in enumerate(phases):
-            sel = ~done if k == last else (~done & (x <= end))
+        for ph, (a, b, end) in enumerate(phases):
+            sel = ~done if ph == last else (~done & (x <= end))
             pct = np.minimum((x[sel] - start_step) / (end - start_step), 1.0)
             if linear:
                 out[sel] = (b - a) * pct + a
@@ -311,13 +327,14 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
             return base + height * _npow(p[4], x)
         return base + height * 1.0
     if c == 15:
-        b = np.asarray(low.bounds, dtype=np.float64)
-        k = np.searchsorted(b, x, side="right")
+        bnd = np.asarray(low.bounds, dtype=np.float64)
+        kj = np.searchsorted(bnd, x, side="right")
         out = np.empty(x.shape)
         for j, child in enumerate(low.children):
-            sel = k == j
+            sel = kj == j
             if np.any(sel):
-                out[sel] = eval_array(child._fc_lowered, x[sel] - b[j - 1] if j > 0 else x[sel])
+                out[sel] = eval_array(child._fc_lowered,
+                                      x[sel] - bnd[j - 1] if j > 0 else x[sel])
         return out
     raise ValueError(f"unknown schedule code {c}")
 
@@ -342,7 +359,7 @@ def evaluate(low: _s.Lowered, step: Any) -> Any:
 class Schedule:
     """A learning-rate schedule (reference implementation); see fastclip.schedules."""
 
-    __slots__ = ("_kind", "_params", "_fc_lowered", "__weakref__")
+    __slots__ = ("__weakref__", "_fc_lowered", "_kind", "_params")
     _fc_schedule = True
 
     def __init__(self, kind: str, params: dict[str, Any], lowered: _s.Lowered) -> None:
