@@ -334,7 +334,8 @@ def clip_grad_norm_(
     """``fastclip.clip_grad_norm_(..., comm=comm)``: see its docstring."""
     check_comm(comm)
     exc: BaseException | None = None
-    p, mx, norms, arrays = math.nan, math.nan, np.empty(0), []
+    arrays: list[np.ndarray] = []
+    p, mx, norms = math.nan, math.nan, np.empty(0)
     try:
         mx = _v.check_nonnegative(max_norm, "max_norm")
         p = _v.check_norm_type(norm_type)
@@ -360,7 +361,8 @@ def clip_by_global_norm(
     if use_norm is not None:  # the global norm is given: nothing to communicate
         return _clip.impl.clip_by_global_norm(xs, clip_norm, use_norm)
     exc: BaseException | None = None
-    c, norms, arrays = math.nan, np.empty(0), []
+    arrays: list[np.ndarray] = []
+    c, norms = math.nan, np.empty(0)
     try:
         c = _v.check_positive(clip_norm, "clip_norm")
         arg, _ = _sequence(xs, "xs")
@@ -737,7 +739,7 @@ class GradientAllreducer:
         if p.slots[_ERR] != 0:
             _raise_everywhere(self.comm, exc)
         total_w = float(p.slots[_W])
-        nbad = int(round(float(p.slots[_BAD])))
+        nbad = round(float(p.slots[_BAD]))
         if total_w > 0:
             p.unpack(arrays, 1.0 / total_w)
             val = float(p.slots[_VAL]) / total_w

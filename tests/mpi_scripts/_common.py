@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import numpy as np
-
 
 def expect(exc_type, fn, *args, match=None, **kwargs):
     """Call fn and return the exception it must raise (AssertionError otherwise)."""

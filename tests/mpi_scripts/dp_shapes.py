@@ -4,7 +4,6 @@ import numpy as np
 from _common import expect, run
 
 from fastclip import nn, optim
-
 from fastclip.distributed import (
     DataParallel,
     GradientAllreducer,

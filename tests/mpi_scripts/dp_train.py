@@ -6,8 +6,6 @@ full batch without MPI. After 20 steps the parameters must agree to 1e-12
 (float64) and be identical on every rank.
 """
 
-import sys
-
 import numpy as np
 from _common import run
 
