@@ -14,7 +14,9 @@ rank applies the same update and the replicas stay identical (checked at the
 end). Only rank 0 shows a progress bar and prints.
 
 The data are scikit-learn's bundled digits (a generated data set when
-scikit-learn is absent). Options: ``--epochs``, ``--batch-size``, ``--seed``.
+scikit-learn is absent). Options: ``--epochs``, ``--batch-size``, ``--seed``,
+``--short`` (2 epochs). Started without mpiexec it runs as one rank, and without
+mpi4py installed as a plain single-process ``fit``.
 """
 
 from __future__ import annotations
@@ -46,13 +48,19 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=128, help="global batch size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--short", action="store_true", help="2 epochs (a quick check)")
     args = ap.parse_args(argv)
+    if args.short:
+        args.epochs = 2
 
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
-    limit_threads(comm)  # the ranks on a node share its cores (no oversubscription)
+    try:
+        from mpi4py import MPI
+    except ImportError:  # no MPI: one process, no communicator
+        MPI, comm, rank, size = None, None, 0, 1
+    else:
+        comm = MPI.COMM_WORLD
+        rank, size = comm.Get_rank(), comm.Get_size()
+        limit_threads(comm)  # the ranks on a node share its cores (no oversubscription)
     X, y, source = load(args.seed)
     perm = np.random.default_rng(args.seed).permutation(len(X))
     X, y = X[perm], y[perm]
@@ -73,9 +81,11 @@ def main(argv: list[str] | None = None) -> float:
     elapsed = time.perf_counter() - t0
 
     # Every rank must hold the same parameters: compare them with rank 0's.
-    mine = np.concatenate([p.ravel() for p in model.parameters()])
-    root = comm.bcast(mine if rank == 0 else None, root=0)
-    same = comm.allreduce(int(np.array_equal(mine, root)), op=MPI.MIN)
+    same = 1
+    if comm is not None:
+        mine = np.concatenate([p.ravel() for p in model.parameters()])
+        root = comm.bcast(mine if rank == 0 else None, root=0)
+        same = comm.allreduce(int(np.array_equal(mine, root)), op=MPI.MIN)
     acc = float(hist.to_dict()["val_accuracy"][-1])
     if rank == 0:
         print(f"final training loss {hist.loss[-1]:.4f}, test accuracy {acc:.3f}, "

@@ -22,7 +22,7 @@ def example(comm):
     spec = importlib.util.spec_from_file_location("mpi_data_parallel", EXAMPLE)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    acc = mod.main(["--epochs", "2"])
+    acc = mod.main(["--short"])
     assert acc > 0.5, acc
 
 
