@@ -18,14 +18,16 @@ GEMM share: the 8 GEMMs of a fastclip step (3 forward, 3 dW, 2 dx; no dx for
 the input) are timed alone through ``scipy.linalg.blas`` (the BLAS fastclip
 calls) with preallocated outputs; share = GEMM median / fastclip step median.
 
-Run ``python bench/bench_mlp.py [--threads 1] [--reps 30]`` for the table
+Run ``python bench/bench_mlp.py [--threads N] [--reps 30]`` for the table
 (steps interleaved round-robin so that machine load hits all three alike), or
-``pytest bench/bench_mlp.py --benchmark-only``.
+``pytest bench/bench_mlp.py --benchmark-only`` (threads: ``FASTCLIP_BENCH_THREADS``,
+default every CPU; BLAS, OpenMP and torch all get the same number).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -176,6 +178,11 @@ class GemmOnly:
                    overwrite_c=1)
 
 
+def default_threads() -> int:
+    """FASTCLIP_BENCH_THREADS, else every CPU (the same for the three)."""
+    return int(os.environ.get("FASTCLIP_BENCH_THREADS", os.cpu_count() or 1))
+
+
 def set_threads(n: int) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -191,34 +198,39 @@ def set_threads(n: int) -> None:
 # ---------------------------------------------------------------------------
 # pytest-benchmark
 # ---------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    set_threads(default_threads())
+
+
 @pytest.fixture(scope="module", params=BATCHES, ids=lambda b: f"b{b}")
-def problem(request):
+def problem(request, _threads):
     x, y = make_problem(request.param)
     fc = FastclipStep(x, y)
     return request.param, x, y, fc, fc.initial_params()
 
 
 def test_mlp_step_fastclip(benchmark, problem):
-    batch, x, y, fc, params = problem
+    batch, _, _, fc, _ = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(fc)
 
 
 def test_mlp_step_numpy(benchmark, problem):
-    batch, x, y, fc, params = problem
+    batch, x, y, _, params = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(NumpyStep(x, y, params))
 
 
 def test_mlp_step_torch(benchmark, problem):
     pytest.importorskip("torch")
-    batch, x, y, fc, params = problem
+    batch, x, y, _, params = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(TorchStep(x, y, params))
 
 
 def test_mlp_step_gemms_only(benchmark, problem):
-    batch, x, y, fc, params = problem
+    batch, x, _, _, params = problem
     benchmark.group = f"mlp-step-b{batch}"
     benchmark(GemmOnly(x, params))
 
@@ -256,7 +268,7 @@ def run(batches, reps: int, threads: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     a = ap.parse_args()

@@ -63,7 +63,7 @@ int FN(fc_nn_bias_act)(FC_T *z, int64_t ldz, FC_T *y, int64_t ldy, int64_t n, in
     if (rb < 1) rb = 1;
     const int64_t nb = (n + rb - 1) / rb;
     const int inplace = (z == y);
-    const int par = nb > 1 && fc_use_parallel(n * m);
+    const int par = nb > 1 && FC_NN_PAR(n * m);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
@@ -160,7 +160,7 @@ int FN(fc_nn_act_backward)(const FC_T *dy, int64_t lddy, const FC_T *ref, int64_
     double *part = (double *)malloc((size_t)(nb * m * (prelu ? 2 : 1)) * sizeof(double));
     if (!part) return FC_ENOMEM;
     double *spart = prelu ? part + nb * m : NULL;
-    const int par = nb > 1 && fc_use_parallel(n * m);
+    const int par = nb > 1 && FC_NN_PAR(n * m);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         const int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
@@ -217,7 +217,7 @@ double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
         }
         return total;
     }
-    const int par = fc_use_parallel(n);
+    const int par = FC_NN_PAR(n);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         int64_t s0 = k * FC_BLOCK;

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         w, b = plain[min(t, len(plain) - 1)]
         wc, bc = clipped[t]
         print(f"{t:>4}  {w:>12.4g} {b:>12.4g}   {wc:>12.4g} {bc:>12.4g}")
-    loss = lambda th: float(np.mean((th[0] * X + th[1] - Y) ** 2))  # noqa: E731
+    loss = lambda th: float(np.mean((th[0] * X + th[1] - Y) ** 2))
     print(f"\nfinal loss: plain {loss(plain[-1]):.4g} (diverging), "
           f"clipped {loss(clipped[-1]):.4g} (bounded)")
     print(f"max |w| over the run: plain {np.max(np.abs(plain[:, 0])):.4g}, "

@@ -10,7 +10,7 @@ class FakeMLP:
         rng = np.random.default_rng(seed)
         self.dtype = np.dtype(dtype)
         self.W, self.b = [], []
-        for i, o in zip(sizes[:-1], sizes[1:]):
+        for i, o in zip(sizes[:-1], sizes[1:]):  # noqa: RUF007
             self.W.append((rng.standard_normal((i, o)) * scale * np.sqrt(2.0 / i)).astype(dtype))
             self.b.append(np.zeros(o, dtype))
         self.gW = [np.zeros_like(w) for w in self.W]

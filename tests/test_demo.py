@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from fastclip import demo
+from fastclip.__main__ import main
 
 
 def _run(args, cwd):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "fastclip", "demo", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "fastclip", "demo", *args], check=False, capture_output=True,
                           text=True, timeout=300, cwd=cwd, env=env)
 
 
@@ -34,26 +35,24 @@ def test_demo_no_plot(tmp_path):
     assert "step/s" not in proc.stderr and "it/s" not in proc.stderr
 
 
-def test_demo_plot_to_tmp_dir(tmp_path):
+def test_demo_plot_to_tmp_dir(tmp_path, capsys):
+    # the console-script entry point, in process
     target = tmp_path / "figs" / "demo.png"
-    proc = _run(["--epochs", "1", "--out", str(target)], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"plot saved to {target}" in proc.stdout
+    assert main(["demo", "--epochs", "1", "--no-progress", "--out", str(target)]) == 0
+    assert f"plot saved to {target}" in capsys.readouterr().out
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
-def test_demo_help():
-    proc = subprocess.run([sys.executable, "-m", "fastclip", "demo", "--help"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0
+def test_demo_help(capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(["demo", "--help"])
+    assert ei.value.code == 0
+    out = capsys.readouterr().out
     for opt in ("--epochs", "--seed", "--out", "--no-plot", "--help"):
-        assert opt in proc.stdout
-
-
-def test_demo_rejects_bad_epochs(tmp_path):
-    proc = _run(["--epochs", "0", "--no-plot"], tmp_path)
-    assert proc.returncode == 2 and "--epochs" in proc.stderr
+        assert opt in out
+    assert demo.main(["--epochs", "0", "--no-plot"]) == 2
+    assert "--epochs" in capsys.readouterr().err
 
 
 def test_demo_in_process_results(capsys):
@@ -80,6 +79,6 @@ def test_demo_falls_back_to_generated_data(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
-    Xtr, ytr, Xte, yte, source = demo.load_data(0)
+    Xtr, ytr, Xte, _, source = demo.load_data(0)
     assert "generated" in source and "scikit-learn is not installed" in source
     assert Xtr.shape[1] == 64 and len(Xtr) + len(Xte) == 1797 and set(np.unique(ytr)) == set(range(10))

@@ -27,7 +27,7 @@ def test_every_example_is_covered():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_example_runs(name):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--short"], capture_output=True,
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--short"], check=False, capture_output=True,
                           text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for text in CASES[name]:

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastclip
-from fastclip import nn
 from fastclip import _nn as cnn
+from fastclip import nn
 from fastclip.reference import nn as rnn
 
 ACTS = ["identity", "relu", "leaky_relu", "prelu"]
@@ -17,7 +17,9 @@ IMPLS = ["c", "python"]
 
 
 def tol(dtype):
-    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    if dtype == np.float32:
+        return {"rtol": 2e-5, "atol": 2e-6}
+    return {"rtol": 1e-11, "atol": 1e-13}
 
 
 def run_step(model, x, labels, input_grad=True):
@@ -157,7 +159,7 @@ def test_gradients_match_finite_differences(impl, act, kind):
         else:
             target = rng.standard_normal((7, 3))
         lk = "mse" if kind == "mse" else "xent"
-        loss, dl = _loss_of(model, x, target, lk)
+        _, dl = _loss_of(model, x, target, lk)
         dx = model.backward(dl).copy()
         grads = [g.copy() for g in model.gradients()]
         eps = 1e-6
@@ -449,7 +451,7 @@ def test_kernel_bad_buffers():
 
 def test_column_sums_do_not_depend_on_threads(rng):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    n, m = 700, 256  # n * m above the parallel threshold
+    n, m = 2100, 1000  # n * m above the parallel threshold of the nn passes (2**21)
     dy = rng.standard_normal((n, m)).astype(np.float32)
     ref = rng.standard_normal((n, m)).astype(np.float32)
     x = rng.standard_normal((n, 3)).astype(np.float32)

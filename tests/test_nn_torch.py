@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fastclip  # noqa: E402
-from fastclip import nn  # noqa: E402
+import fastclip
+from fastclip import nn
 
 ACTS = ["identity", "relu", "leaky_relu", "prelu"]
 

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-
 from _fake_model import FakeMLP, mse, softmax_cross_entropy
+
 from fastclip import AGC, AutoClip, ZClip
 from fastclip.nn import MLP
 from fastclip.optim import SGD, Adam
@@ -115,6 +115,10 @@ def test_policy_raise_names_step_and_layer():
     e = ei.value
     assert e.step == 20 and e.layer == "1.weight" and e.event.kind == "spike"
     assert "step 20" in str(e) and "'1.weight'" in str(e)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(e))
+    assert str(again) == str(e) and again.event == e.event and again.history.n_steps == 21
     h = e.history
     assert h.n_steps == 21 and not h.applied[-1] and h.applied[:-1].all()
     assert h.events == [e.event]
@@ -278,7 +282,7 @@ def test_bad_arguments(kwargs, exc, match):
     X, y = blobs()
     m = FakeMLP([6, 8, 3])
     params = [p.copy() for p in m.parameters()]
-    args = dict(loss=softmax_cross_entropy, optimizer=_opt(m), progress=False)
+    args = {"loss": softmax_cross_entropy, "optimizer": _opt(m), "progress": False}
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         fit(m, X, y, **args)

@@ -45,7 +45,7 @@ __all__ = [
     "unitwise_norms",
 ]
 
-Arrays = Union[np.ndarray, Iterable[np.ndarray]]
+Arrays = Union[np.ndarray, Iterable[np.ndarray]]  # noqa: UP007 (a runtime alias)
 
 _fam = family("adaptive")
 
@@ -344,7 +344,7 @@ def _lerp_percentile(sorted_vals: list[float], q: float) -> float:
     if n == 1:
         return sorted_vals[0]
     idx = q / 100.0 * (n - 1)
-    lo = int(math.floor(idx))
+    lo = math.floor(idx)
     hi = min(lo + 1, n - 1)
     t = idx - lo
     a, b = sorted_vals[lo], sorted_vals[hi]

@@ -69,7 +69,7 @@ def load_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     train, test = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(0.25 * idx.size))
+        k = round(0.25 * idx.size)
         test.append(idx[:k])
         train.append(idx[k:])
     tr, te = rng.permutation(np.concatenate(train)), np.concatenate(test)

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -258,7 +258,7 @@ def _check_rng(rng: Any) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_))):
-        return np.random.default_rng(rng)
+        return np.random.default_rng(int(rng) if rng is not None else None)
     raise TypeError(
         f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
     )
@@ -271,7 +271,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 class _Buffers:
-    __slots__ = ("out", "pre", "dz", "dx")
+    __slots__ = ("dx", "dz", "out", "pre")
 
     def __init__(self, n: int, blk: _Block) -> None:
         dt = blk.dtype
@@ -285,9 +285,22 @@ class _Block:
     """One fused Linear + activation block (parameters, gradients, buffers)."""
 
     __slots__ = (
-        "in_features", "out_features", "act", "negative_slope", "dtype", "needs_pre",
-        "weight", "bias", "slope", "dweight", "dbias", "dslope", "sqnorms", "_bufs", "_x",
+        "_bufs",
         "_cur",
+        "_x",
+        "act",
+        "bias",
+        "dbias",
+        "dslope",
+        "dtype",
+        "dweight",
+        "in_features",
+        "needs_pre",
+        "negative_slope",
+        "out_features",
+        "slope",
+        "sqnorms",
+        "weight",
     )
 
     def __init__(self, n_in: int, n_out: int, act: int, negative_slope: float, dtype: np.dtype,
@@ -474,10 +487,13 @@ class _Network:
         impl = _fam.impl
         blocks = self._blocks
         last = len(blocks) - 1
-        g: np.ndarray | None = dy
-        for i in range(last, -1, -1):
-            g = blocks[i].backward(impl, g, i > 0 or bool(input_grad))
-        return None if g is None else _readonly(g)
+        g: np.ndarray = dy
+        for i in range(last, 0, -1):
+            gi = blocks[i].backward(impl, g, True)
+            assert gi is not None
+            g = gi
+        dx = blocks[0].backward(impl, g, bool(input_grad))
+        return None if dx is None else _readonly(dx)
 
     # -- parameters ---------------------------------------------------------
     def parameters(self) -> list[np.ndarray]:

@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "POLICIES",
     "Event",
     "GradientExplosionError",
     "GradientMonitor",
     "History",
-    "POLICIES",
     "fit",
 ]
 
@@ -127,6 +127,9 @@ class GradientExplosionError(FloatingPointError):
         self.event = event
         self.history = history
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.event, self.history))
+
     @property
     def step(self) -> int:
         return self.event.step
@@ -171,7 +174,7 @@ def _real_arg(value: Any, name: str, low: float, *, inclusive: bool = False,
 class _RunningMedian:
     """Median of the last ``window`` values: a deque plus a sorted list."""
 
-    __slots__ = ("window", "order", "sorted")
+    __slots__ = ("order", "sorted", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -659,7 +662,7 @@ def _check_X(X: Any, name: str, dtype: np.dtype) -> np.ndarray:
     if not isinstance(X, np.ndarray):
         try:
             X = np.asarray(X)
-        except Exception as exc:  # ragged lists and the like
+        except Exception as exc:  # noqa: BLE001  (ragged lists and the like)
             raise TypeError(f"{name} must be a 2-d array of numbers: {exc}") from None
     if X.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
@@ -676,7 +679,7 @@ def _check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
     if not isinstance(y, np.ndarray):
         try:
             y = np.asarray(y)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             raise TypeError(f"{name} must be an array: {exc}") from None
     if y.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
@@ -686,11 +689,10 @@ def _check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
         )
     _first_nonfinite(y, name)
     if classification and y.ndim == 1:
-        if y.dtype.kind == "f":
-            if not np.all(y == np.round(y)):
-                bad = int(np.flatnonzero(y != np.round(y))[0])
-                raise ValueError(f"{name} holds class labels; row {bad} is {y[bad]!r}, "
-                                 "not an integer")
+        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+            bad = int(np.flatnonzero(y != np.round(y))[0])
+            raise ValueError(f"{name} holds class labels; row {bad} is {float(y[bad])!r}, "
+                             "not an integer")
         yi = y.astype(np.int64)
         out_of_range = (yi < 0) | (yi >= n_out)
         if out_of_range.any():

@@ -98,7 +98,7 @@ def adaptive_grad_clip_(
     grads: Any, params: Any, clipping: Any = 0.01, eps: Any = 1e-3
 ) -> tuple[np.ndarray, np.ndarray, int]:
     c, e = check_agc_args(clipping, eps)
-    garr, parr, single = _check_pairs(grads, params)
+    garr, parr, _ = _check_pairs(grads, params)
     n = len(garr)
     before = np.zeros(n)
     after = np.zeros(n)

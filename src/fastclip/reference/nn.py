@@ -159,7 +159,7 @@ def _init_args(shape: Any, rng: Any, gain: Any, dtype: Any) -> tuple[tuple[int, 
     if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(rng, (bool, np.bool_)):
             raise TypeError("rng must be None, an int seed or a numpy.random.Generator, got bool")
-        rng = np.random.default_rng(rng)
+        rng = np.random.default_rng(rng if not isinstance(rng, numbers.Integral) else int(rng))
     elif not isinstance(rng, np.random.Generator):
         raise TypeError(
             f"rng must be None, an int seed or a numpy.random.Generator, got "
@@ -196,13 +196,13 @@ def xavier_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float
 
 
 def he_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    shp, fi, fo, r, g, dt = _init_args(shape, rng, gain, dtype)
+    shp, fi, _, r, g, dt = _init_args(shape, rng, gain, dtype)
     bound = g * math.sqrt(6.0 / _fan(fi))
     return r.uniform(-bound, bound, size=shp).astype(dt)
 
 
 def he_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    shp, fi, fo, r, g, dt = _init_args(shape, rng, gain, dtype)
+    shp, fi, _, r, g, dt = _init_args(shape, rng, gain, dtype)
     std = g * math.sqrt(2.0 / _fan(fi))
     return (r.standard_normal(size=shp) * std).astype(dt)
 
