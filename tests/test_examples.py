@@ -15,6 +15,8 @@ CASES = {
     "classifier_schedules_clipping.py": ["polynomial", "inverse sqrt", "inverse time",
                                          "value clip 0.01", "norm clip 1.0"],
     "sgd_noisy_regression.py": ["constant 0.1", "inverse time", "least squares"],
+    # mpi: one process here (2 and 3 ranks under mpiexec in tests/test_mpi.py)
+    "mpi_data_parallel.py": ["1 rank(s)", "replicas identical on all 1 rank(s): True"],
 }
 
 

@@ -197,10 +197,26 @@ class _Clipper:
     requires_params = False
     clip_: Callable[..., float]
 
-    def __init__(self) -> None:
+    def __init__(self, comm: Any = None) -> None:
         self.last_norm: float = math.nan
         self.last_clipped: int = 0
         self.last_sqnorms: np.ndarray = np.zeros(0)
+        # mpi: sharded gradients; the global norm covers every rank's arrays.
+        if comm is not None:
+            from fastclip.distributed import check_comm
+
+            check_comm(comm)
+        self.comm = comm
+
+    def _global(self, sq: np.ndarray) -> float:
+        """The global norm from per-array sums of squares; with ``comm``, of every rank's
+        arrays (all-gathered in rank order: the same value on every rank, equal to the
+        single-process value on the concatenated list)."""
+        if self.comm is None:
+            return _total(sq)
+        from fastclip.distributed import allgather_norms
+
+        return _total(allgather_norms(sq, self.comm))
 
     def __call__(self, grads: Arrays, params: Arrays | None = None) -> Any:
         """Clip copies of ``grads`` (the inputs are left unchanged).
@@ -239,6 +255,11 @@ class AGC(_Clipper):
         ``> 0``.
     eps : float, default 1e-3
         ``>= 0``.
+    comm : mpi4py.MPI.Intracomm, optional, keyword-only
+        Gradients sharded across the ranks of ``comm`` (see
+        :mod:`fastclip.distributed`): the global norm (``last_norm``; the unit-wise clipping is local) is that of every
+        rank's arrays together, the same on every rank, so every rank takes the
+        same decision; :meth:`clip_` is then collective. Not part of the state.
 
     Raises
     ------
@@ -257,8 +278,8 @@ class AGC(_Clipper):
 
     requires_params = True
 
-    def __init__(self, clipping: float = 0.01, eps: float = 1e-3) -> None:
-        super().__init__()
+    def __init__(self, clipping: float = 0.01, eps: float = 1e-3, *, comm: Any = None) -> None:
+        super().__init__(comm)
         self.clipping = _real_param(clipping, "clipping", low=0.0, low_open=True)
         self.eps = _real_param(eps, "eps", low=0.0, low_open=False)
 
@@ -289,7 +310,7 @@ class AGC(_Clipper):
         if params is None:
             raise ValueError("params is required: AGC clips relative to the parameter norms")
         before, after, clipped = adaptive_grad_clip_(grads, params, self.clipping, self.eps)
-        self.last_norm = _total(before)
+        self.last_norm = self._global(before)
         self.last_clipped = clipped
         self.last_sqnorms = after
         return self.last_norm
@@ -350,6 +371,11 @@ class AutoClip(_Clipper):
     history_size : int, optional
         Keep only the last ``history_size`` norms (``None``: all of them, as
         in the paper).
+    comm : mpi4py.MPI.Intracomm, optional, keyword-only
+        Gradients sharded across the ranks of ``comm`` (see
+        :mod:`fastclip.distributed`): the global norm is that of every
+        rank's arrays together, the same on every rank, so every rank takes the
+        same decision; :meth:`clip_` is then collective. Not part of the state.
 
     Attributes
     ----------
@@ -365,8 +391,9 @@ class AutoClip(_Clipper):
         For a percentile outside ``[0, 100]`` or ``history_size < 1``.
     """
 
-    def __init__(self, percentile: float = 10.0, history_size: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, percentile: float = 10.0, history_size: int | None = None, *,
+                 comm: Any = None) -> None:
+        super().__init__(comm)
         self.percentile = _real_param(percentile, "percentile", low=0.0, low_open=False,
                                       high=100.0, high_open=False)
         self.history_size = (None if history_size is None
@@ -414,7 +441,7 @@ class AutoClip(_Clipper):
             recorded and nothing is scaled.
         """
         arrays, _, sq = _global_from(grads, sqnorms)
-        norm = _total(sq)
+        norm = self._global(sq)
         self.last_norm = norm
         self.last_clipped = 0
         self.last_sqnorms = sq
@@ -507,6 +534,11 @@ class ZClip(_Clipper):
         ``> 0``; multiplies the adaptive-scaling threshold.
     skip_update_on_spike : bool, default False
         Leave the EMA unchanged on steps that were clipped.
+    comm : mpi4py.MPI.Intracomm, optional, keyword-only
+        Gradients sharded across the ranks of ``comm`` (see
+        :mod:`fastclip.distributed`): the global norm is that of every
+        rank's arrays together, the same on every rank, so every rank takes the
+        same decision; :meth:`clip_` is then collective. Not part of the state.
 
     Raises
     ------
@@ -526,8 +558,10 @@ class ZClip(_Clipper):
         clip_option: str = "adaptive_scaling",
         clip_factor: float = 1.0,
         skip_update_on_spike: bool = False,
+        *,
+        comm: Any = None,
     ) -> None:
-        super().__init__()
+        super().__init__(comm)
         self.alpha = _real_param(alpha, "alpha", low=0.0, low_open=True, high=1.0)
         self.z_thresh = _real_param(z_thresh, "z_thresh", low=0.0, low_open=True)
         self.max_grad_norm = (None if max_grad_norm is None else
@@ -588,7 +622,7 @@ class ZClip(_Clipper):
             The global L2 norm before clipping.
         """
         arrays, _, sq = _global_from(grads, sqnorms)
-        g = _total(sq)
+        g = self._global(sq)
         self.last_norm = g
         self.last_clipped = 0
         self.last_sqnorms = sq

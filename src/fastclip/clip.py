@@ -16,7 +16,7 @@ nothing is modified.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -40,7 +40,12 @@ _fam = family("clip")
 
 
 def clip_grad_norm_(
-    grads: Arrays, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+    grads: Arrays,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    *,
+    comm: Any = None,
 ) -> float:
     """Scale gradients in place so that their total norm is at most ``max_norm``.
 
@@ -61,6 +66,13 @@ def clip_grad_norm_(
     error_if_nonfinite : bool, default False
         Raise :class:`FloatingPointError` when the total norm is NaN or inf,
         naming the first array whose norm is not finite; nothing is modified.
+    comm : mpi4py.MPI.Intracomm, optional, keyword-only
+        The gradients are sharded across the ranks of ``comm``: the total norm
+        is that of every rank's arrays together (the all-reduced sum of the
+        local p-th powers, the maximum for ``inf``, as PyTorch's FSDP), the same
+        on every rank bit for bit and equal to the single-process norm of the
+        concatenated list. Collective: every rank must call. See
+        :mod:`fastclip.distributed`; ``None`` (default) never imports mpi4py.
 
     Returns
     -------
@@ -85,11 +97,15 @@ def clip_grad_norm_(
     >>> round(float(np.sqrt(sum((x**2).sum() for x in g))), 6)
     1.0
     """
+    if comm is not None:
+        from fastclip import distributed
+
+        return distributed.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite, comm)
     return _fam.impl.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite)
 
 
 def get_total_norm(
-    grads: Arrays, norm_type: float = 2.0, error_if_nonfinite: bool = False
+    grads: Arrays, norm_type: float = 2.0, error_if_nonfinite: bool = False, *, comm: Any = None
 ) -> float:
     """The total norm of a list of arrays, as ``torch.nn.utils.get_total_norm``.
 
@@ -101,6 +117,13 @@ def get_total_norm(
         Any ``p > 0``, or ``inf``.
     error_if_nonfinite : bool, default False
         Raise :class:`FloatingPointError` when the total is NaN or inf.
+    comm : mpi4py.MPI.Intracomm, optional, keyword-only
+        The gradients are sharded across the ranks of ``comm``: the total norm
+        is that of every rank's arrays together (the all-reduced sum of the
+        local p-th powers, the maximum for ``inf``, as PyTorch's FSDP), the same
+        on every rank bit for bit and equal to the single-process norm of the
+        concatenated list. Collective: every rank must call. See
+        :mod:`fastclip.distributed`; ``None`` (default) never imports mpi4py.
 
     Returns
     -------
@@ -111,6 +134,10 @@ def get_total_norm(
         underflows. An empty array has norm 0 for every ``norm_type``
         (PyTorch raises for the infinity norm of an empty tensor).
     """
+    if comm is not None:
+        from fastclip import distributed
+
+        return distributed.get_total_norm(grads, norm_type, error_if_nonfinite, comm)
     return _fam.impl.get_total_norm(grads, norm_type, error_if_nonfinite)
 
 
@@ -201,7 +228,7 @@ def clip_by_norm(x: Arrays, clip_norm: float) -> np.ndarray | list[np.ndarray]:
 
 
 def clip_by_global_norm(
-    xs: Arrays, clip_norm: float, use_norm: float | None = None
+    xs: Arrays, clip_norm: float, use_norm: float | None = None, *, comm: Any = None
 ) -> tuple[list[np.ndarray], float]:
     """Clip a list of arrays by their global L2 norm, as ``tf.clip_by_global_norm``.
 
@@ -217,12 +244,23 @@ def clip_by_global_norm(
         ``> 0``.
     use_norm : float, optional
         A global norm to use instead of computing it.
+    comm : mpi4py.MPI.Intracomm, optional, keyword-only
+        The arrays are sharded across the ranks of ``comm``: the global norm is
+        that of every rank's arrays together (the all-reduced sum of the local
+        squares), the same on every rank bit for bit and equal to the
+        single-process norm of the concatenated list; each rank gets its own
+        arrays clipped. Ignored (no communication) when ``use_norm`` is given.
+        Collective: every rank must call. See :mod:`fastclip.distributed`.
 
     Returns
     -------
     (list of ndarray, float)
         The clipped copies and the global norm before clipping.
     """
+    if comm is not None:
+        from fastclip import distributed
+
+        return distributed.clip_by_global_norm(xs, clip_norm, use_norm, comm)
     return _fam.impl.clip_by_global_norm(xs, clip_norm, use_norm)
 
 

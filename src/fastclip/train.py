@@ -952,9 +952,7 @@ def fit(
     if comm is not None:
         from fastclip import distributed  # type: ignore[attr-defined]  # (branch mpi)
 
-        distributed.check_comm(comm)
-        distributed.broadcast_parameters(params, comm)
-        reducer = distributed.GradientAllreducer(list(model.gradients()), comm)
+        reducer, rng = distributed.fit_setup(model, X, y, rng, comm)
         if comm.Get_rank() != 0:
             progress = False
 

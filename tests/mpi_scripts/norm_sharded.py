@@ -1,0 +1,162 @@
+"""Sharded get_total_norm / clip_grad_norm_ / clip_by_global_norm (run under mpiexec).
+
+Every rank builds the same full list of arrays and keeps its own block (block
+sizes differ, rank 0's block may be empty); the sharded results must equal the
+single-process results on the full list, bit for bit, on every rank.
+"""
+
+import math
+
+import numpy as np
+from _common import expect, run
+
+import fastclip
+from fastclip.distributed import allreduce_norm
+
+
+def full_list(seed, n_arrays):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_arrays):
+        shape = [(), (7,), (5, 3), (4, 3, 2), (0,)][i % 5]
+        dt = np.float32 if i % 3 == 0 else np.float64
+        a = np.asarray(rng.standard_normal(shape), dtype=dt)
+        if i % 4 == 1:
+            a = np.asfortranarray(a)
+        out.append(a)
+    return out
+
+
+def blocks(n, size):
+    # Uneven blocks; rank 0 gets nothing when there are enough ranks.
+    cuts = [0] + [min(n, (r * (r + 1) * n) // (size * (size + 1))) for r in range(1, size)] + [n]
+    if size > 1:
+        cuts[1] = 0
+    return [(cuts[r], cuts[r + 1]) for r in range(size)]
+
+
+def mine(lst, comm):
+    lo, hi = blocks(len(lst), comm.Get_size())[comm.Get_rank()]
+    return lst[lo:hi]
+
+
+def same_on_all_ranks(comm, value):
+    bits = np.array([value], dtype=np.float64).view(np.int64)[0]
+    allbits = comm.allgather(int(bits))
+    assert len(set(allbits)) == 1, allbits
+
+
+def main(comm):
+    rank, size = comm.Get_rank(), comm.Get_size()
+    for impl in ("c", "python"):
+        with fastclip.use_implementation(impl):
+            for seed, n_arrays, scale in [(0, 11, 1.0), (1, 7, 1e200), (2, 6, 1e-200), (3, 1, 1.0)]:
+                full = [np.multiply(a, scale, out=a) if a.dtype == np.float64 else a
+                        for a in full_list(seed, n_arrays)]
+                local = mine(full, comm)
+                for p in (1.0, 2.0, 3.5, math.inf, "inf"):
+                    want = fastclip.get_total_norm(full, p)
+                    got = fastclip.get_total_norm(local, p, comm=comm)
+                    assert got == want or (math.isnan(got) and math.isnan(want)), (p, got, want)
+                    same_on_all_ranks(comm, got)
+                    got2 = allreduce_norm(fastclip.array_norms(local, p), p, comm)
+                    assert got2 == want, (p, got2, want)
+                    # clip_grad_norm_: same coefficient, same bits as one process.
+                    ref = [a.copy() for a in full]
+                    want_total = fastclip.clip_grad_norm_(ref, 0.5, p)
+                    mine_copy = [a.copy() for a in local]
+                    got_total = fastclip.clip_grad_norm_(mine_copy, 0.5, p, comm=comm)
+                    assert got_total == want_total
+                    for a, b in zip(mine_copy, mine(ref, comm)):
+                        assert a.dtype == b.dtype and np.array_equal(a, b)
+                new, g = fastclip.clip_by_global_norm(local, 0.25, comm=comm)
+                ref_new, ref_g = fastclip.clip_by_global_norm(full, 0.25)
+                assert g == ref_g
+                same_on_all_ranks(comm, g)
+                for a, b in zip(new, mine(ref_new, comm)):
+                    assert np.array_equal(a, b)
+                # use_norm given: no communication, same as the local call.
+                new2, g2 = fastclip.clip_by_global_norm(local, 0.25, use_norm=ref_g, comm=comm)
+                assert g2 == ref_g and all(np.array_equal(a, b) for a, b in zip(new2, new))
+
+    # Adaptive clippers with comm: the global norm of every rank's arrays, the same state
+    # and the same decision on every rank as one clipper on the concatenated list.
+    from fastclip import AGC, AutoClip, ZClip
+
+    for make in (lambda c: AutoClip(50.0, comm=c), lambda c: ZClip(z_thresh=0.5, warmup_steps=3, comm=c),
+                 lambda c: AGC(0.05, comm=c)):
+        one, sharded = make(None), make(comm)
+        rng = np.random.default_rng(5)
+        clipped = 0
+        params = [np.asarray(np.asarray(a, dtype=np.float64) + 1.0) for a in full_list(9, 8)]
+        for step in range(8):
+            full = [np.asarray(rng.standard_normal(a.shape) * (1 + 3 * (step % 3)))
+                    for a in params]
+            local = [a.copy() for a in mine(full, comm)]
+            n1 = one.clip_(full, params)
+            n2 = sharded.clip_(local, mine(params, comm))
+            assert n1 == n2, (type(one).__name__, step, n1, n2)
+            clipped += one.last_clipped
+            same_on_all_ranks(comm, n2)
+            for a, b in zip(local, mine(full, comm)):
+                assert np.array_equal(a, b)
+        assert clipped >= 1, (type(one).__name__, clipped)
+        s1, s2 = one.state_dict(), sharded.state_dict()
+        assert s1.keys() == s2.keys() and all(
+            np.array_equal(np.asarray(s1[k], dtype=object), np.asarray(s2[k], dtype=object))
+            for k in s1), (s1, s2)
+    expect(TypeError, AutoClip, comm="world", match="comm")
+
+    # A single ndarray per rank: the norm of all ranks' arrays together.
+    x = np.arange(size * 4, dtype=np.float64).reshape(size, 4)
+    assert fastclip.get_total_norm(x[rank], comm=comm) == fastclip.get_total_norm(list(x))
+
+    # Non-finite on the last rank only: every rank raises, naming that rank; nothing modified.
+    g = [np.ones(3), np.full(2, 2.0)]
+    if rank == size - 1:
+        g[1][0] = np.nan
+    before = [a.copy() for a in g]
+    e = expect(FloatingPointError, fastclip.clip_grad_norm_, g, 1.0,
+               error_if_nonfinite=True, comm=comm)
+    assert f"grads[1] on rank {size - 1}" in str(e), str(e)
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(g, before))
+    e = expect(FloatingPointError, fastclip.get_total_norm, g, 2.0, True, comm=comm)
+    assert f"on rank {size - 1}" in str(e)
+    # Without error_if_nonfinite: NaN norm everywhere, NaN gradients everywhere (PyTorch).
+    t = fastclip.clip_grad_norm_(g, 1.0, comm=comm)
+    assert math.isnan(t) and np.isnan(g[0]).all()
+
+    # Bad input on one rank only: every rank raises the same type, no deadlock.
+    bad = [np.ones(3, dtype=np.int64)] if rank == size - 1 else [np.ones(3)]
+    e = expect(TypeError, fastclip.get_total_norm, bad, comm=comm)
+    if rank != size - 1:
+        assert f"rank {size - 1} of {size}" in str(e) and "grads[0]" in str(e), str(e)
+    ro = np.ones(3)
+    if rank == 0:
+        ro.setflags(write=False)
+    expect(ValueError, fastclip.clip_grad_norm_, [ro], 1.0, comm=comm, match="read-only")
+    mx = -1.0 if rank == 0 else 1.0
+    expect(ValueError, fastclip.clip_grad_norm_, [np.ones(2)], mx, comm=comm, match="max_norm")
+    # Arguments that must agree across ranks.
+    expect(ValueError, fastclip.get_total_norm, [np.ones(2)], 2.0 if rank else 1.0, comm=comm,
+           match="norm_type must be the same on every rank")
+    expect(ValueError, fastclip.clip_grad_norm_, [np.ones(2)], 1.0 + rank, comm=comm,
+           match="max_norm")
+    expect(ValueError, allreduce_norm, [1.0, -2.0] if rank == 0 else [1.0], 2.0, comm,
+           match="local_norms")
+    # comm validation (local, no collective involved).
+    expect(TypeError, fastclip.get_total_norm, [np.ones(2)], comm="world", match="comm")
+    expect(TypeError, fastclip.clip_grad_norm_, [np.ones(2)], 1.0, comm=object(), match="comm")
+    expect(TypeError, fastclip.clip_by_global_norm, [np.ones(2)], 1.0, comm=1, match="comm")
+    from mpi4py import MPI
+
+    expect(ValueError, fastclip.get_total_norm, [np.ones(2)], comm=MPI.COMM_NULL, match="COMM_NULL")
+    # Sub-communicators work too: the norm over the ranks of the sub-group only.
+    sub = comm.Split(rank % 2, rank)
+    v = fastclip.get_total_norm([np.full(1, float(rank + 1))], 1.0, comm=sub)
+    assert v == float(sum(r + 1 for r in range(size) if r % 2 == rank % 2))
+    sub.Free()
+
+
+if __name__ == "__main__":
+    run(main)

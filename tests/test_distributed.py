@@ -1,0 +1,117 @@
+"""fastclip.distributed without MPI: lazy import, argument checks, single-process paths.
+
+The multi-process cases are in test_mpi.py (they launch mpiexec).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastclip
+from fastclip import distributed as dist
+
+
+def test_fastclip_works_without_mpi4py():
+    # mpi4py made unimportable: fastclip and fastclip.distributed import and work,
+    # comm=None never touches MPI, and a non-communicator is a clear TypeError.
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["mpi4py"] = None
+        import numpy as np
+        import fastclip, fastclip.distributed as d
+        g = [np.full(4, 3.0), np.full(4, 4.0)]
+        assert fastclip.clip_grad_norm_(g, 1.0, comm=None) == 10.0
+        assert fastclip.get_total_norm(g, comm=None) == fastclip.get_total_norm(g)
+        try:
+            fastclip.get_total_norm(g, comm="COMM_WORLD")
+        except TypeError as e:
+            assert "comm must be an mpi4py communicator" in str(e), e
+        else:
+            raise AssertionError("no TypeError")
+        assert "mpi4py.MPI" not in sys.modules
+        print("fine")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "fine" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("bad", [None, 0, "world", object(), [1, 2]])
+def test_check_comm_rejects_non_communicators(bad):
+    with pytest.raises(TypeError, match="comm must be an mpi4py communicator"):
+        dist.check_comm(bad)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda g: fastclip.get_total_norm(g, comm=1),
+        lambda g: fastclip.clip_grad_norm_(g, 1.0, comm=1),
+        lambda g: fastclip.clip_by_global_norm(g, 1.0, comm=1),
+        lambda g: fastclip.clip_by_global_norm(g, 1.0, use_norm=2.0, comm=1),
+        lambda g: dist.allreduce_norm([1.0], 2.0, 1),
+        lambda g: dist.GradientAllreducer(g, 1),
+        lambda g: dist.check_same_shapes(g, 1),
+        lambda g: dist.broadcast_parameters(g, 1),
+        lambda g: dist.shard_slice(4, 1),
+    ],
+)
+def test_bad_comm_everywhere_nothing_modified(call):
+    g = [np.full(3, 5.0)]
+    with pytest.raises(TypeError, match="comm"):
+        call(g)
+    assert np.array_equal(g[0], np.full(3, 5.0))
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, math.inf])
+def test_allreduce_norm_single_process(rng, p):
+    g = [rng.standard_normal(s) for s in [(3, 4), (5,), ()]]
+    assert dist.allreduce_norm(fastclip.array_norms(g, p), p) == fastclip.get_total_norm(g, p)
+    assert dist.allreduce_norm([], p) == 0.0
+
+
+def test_allreduce_norm_bad_input():
+    with pytest.raises(ValueError, match="local_norms must be >= 0"):
+        dist.allreduce_norm([1.0, -1.0])
+    with pytest.raises(ValueError, match="local_norms must be 1-D"):
+        dist.allreduce_norm(np.ones((2, 2)))
+    with pytest.raises(TypeError, match="local_norms"):
+        dist.allreduce_norm(["a"])
+    with pytest.raises(ValueError, match="norm_type"):
+        dist.allreduce_norm([1.0], 0.0)
+
+
+def test_total_norm_kernels_agree_with_get_total_norm(rng):
+    from fastclip import _distributed
+    from fastclip.reference import distributed as ref
+
+    for scale in (1.0, 1e200, 1e-200):
+        norms = np.abs(rng.standard_normal(9)) * scale
+        for p in (1.0, 2.0, 2.5, math.inf):
+            g = [np.array([v]) for v in norms]
+            with fastclip.use_implementation("c"):
+                assert _distributed.total_norm(norms, p) == fastclip.get_total_norm(g, p)
+            with fastclip.use_implementation("python"):
+                assert ref.total_norm(norms, p) == fastclip.get_total_norm(g, p)
+
+
+def test_shard_slice_covers_the_range_in_rank_order():
+    for n in (0, 1, 7, 256):
+        for size in (1, 2, 3, 5):
+            parts = [dist._block(n, size, r) for r in range(size)]
+            idx = np.concatenate([np.arange(n)[s] for s in parts])
+            assert np.array_equal(idx, np.arange(n))
+            lens = [s.stop - s.start for s in parts]
+            assert max(lens) - min(lens) <= 1
+    assert dist.shard_slice(10) == slice(0, 10)
+    with pytest.raises(ValueError, match="n must be"):
+        dist.shard_slice(-1)
