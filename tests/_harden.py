@@ -1,0 +1,265 @@
+"""Shared tables for the hardening tests (threads, leaks, fork, OpenMP determinism).
+
+Not a test module. Each :class:`Case` is one public kernel exercised through a
+kernel family's compiled module (``fastclip._<family>``) or its reference
+(``fastclip.reference.<family>``):
+
+* ``setup(rng, n)`` builds fresh inputs of about ``n`` elements in mixed
+  layouts (dense C, Fortran, strided, negative strides);
+* ``call(mod, state)`` runs the kernel once and returns everything it produced
+  (return values and, for in-place kernels, the modified arrays);
+* ``errors``: calls that must raise (``(exception type, fn(mod, state))``),
+  used by the leak test to cover error paths.
+
+A family joins the hardening tests by adding its cases to ``CASES`` (see the
+section per family below).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from fastclip._dispatch import family
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    family: str
+    setup: Callable[[np.random.Generator, int], State]
+    call: Callable[[ModuleType, State], Any]
+    errors: tuple[tuple[type[BaseException], Callable[[ModuleType, State], Any]], ...] = field(
+        default=()
+    )
+
+
+def compiled(fam: str) -> ModuleType:
+    mod = family(fam).compiled
+    if mod is None:
+        raise AssertionError(f"fastclip._{fam} is not built; the hardening tests need it")
+    return mod
+
+
+def reference(fam: str) -> ModuleType:
+    return family(fam).reference
+
+
+def make(case: Case, seed: int, n: int) -> State:
+    """Fresh inputs for ``case``; the same seed gives the same inputs and
+    layouts (copying would make views dense, so inputs are rebuilt)."""
+    return case.setup(np.random.default_rng(seed), n)
+
+
+def _update(h: Any, obj: Any) -> None:
+    if isinstance(obj, np.ndarray):
+        h.update(f"nd{obj.dtype.str}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"seq{len(obj)}".encode())
+        for o in obj:
+            _update(h, o)
+    elif isinstance(obj, dict):
+        for k in sorted(obj):
+            h.update(str(k).encode())
+            _update(h, obj[k])
+    elif isinstance(obj, (float, np.floating)):
+        h.update(np.float64(obj).tobytes())
+    else:
+        h.update(repr(obj).encode())
+
+
+def digest(obj: Any) -> str:
+    """Bit-exact fingerprint of a kernel's outputs."""
+    h = hashlib.sha256()
+    _update(h, obj)
+    return h.hexdigest()
+
+
+def assert_identical(a: Any, b: Any, where: str = "") -> None:
+    """Bit-identical outputs (NaN payloads and signed zeros included)."""
+    if digest(a) != digest(b):
+        raise AssertionError(f"outputs differ {where}: {a!r} != {b!r}"[:2000])
+
+
+# ---------------------------------------------------------------------------
+# Mixed-layout arrays
+# ---------------------------------------------------------------------------
+
+
+def mixed_arrays(rng: np.random.Generator, n: int, dtype: Any = np.float32) -> list[np.ndarray]:
+    """Arrays of about ``n`` elements in total: C dense (half of them), Fortran
+    2-D, a strided view, a negatively strided view, a 0-d array and an empty one."""
+    dt = np.dtype(dtype)
+    k = max(n // 8, 1)
+    cols = 7
+    rows = max(k // cols, 1)
+    dense = rng.standard_normal(4 * k).astype(dt)
+    fortran = np.asfortranarray(rng.standard_normal((rows, cols)).astype(dt))
+    strided = rng.standard_normal((2 * k + 1,)).astype(dt)[1::2]
+    backwards = rng.standard_normal((3, k // 3 + 1)).astype(dt)[::-1, ::-2]
+    scalar = np.array(rng.standard_normal(), dtype=dt)
+    empty = np.empty((0, 3), dtype=dt)
+    return [dense, fortran, strided, backwards, scalar, empty]
+
+
+def _with_nonfinite(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    for a, v in zip(arrays, (np.nan, np.inf, -np.inf, np.nan)):
+        if a.size:
+            a[(0,) * a.ndim] = v
+    return arrays
+
+
+# ---------------------------------------------------------------------------
+# clip
+# ---------------------------------------------------------------------------
+
+
+def _clip_state(rng: np.random.Generator, n: int) -> State:
+    return {
+        "g32": mixed_arrays(rng, n, np.float32),
+        "g64": mixed_arrays(rng, n, np.float64),
+        "bad": [np.ones(3), np.arange(3)],  # second array has an integer dtype
+    }
+
+
+def _clip_nan_state(rng: np.random.Generator, n: int) -> State:
+    s = _clip_state(rng, n)
+    _with_nonfinite(s["g32"])
+    _with_nonfinite(s["g64"])
+    return s
+
+
+def _both(fn: Callable[[ModuleType, list[np.ndarray]], Any]) -> Callable[[ModuleType, State], Any]:
+    def call(mod: ModuleType, s: State) -> Any:
+        return [fn(mod, s["g32"]), s["g32"], fn(mod, s["g64"]), s["g64"]]
+
+    return call
+
+
+def _raises_bad_dtype(name: str, *args: Any) -> tuple[type[BaseException], Callable]:
+    return (TypeError, lambda mod, s: getattr(mod, name)(s["bad"], *args))
+
+
+CLIP_CASES = [
+    *[
+        Case(
+            f"clip.array_norms[p={p}]",
+            "clip",
+            _clip_state,
+            _both(lambda mod, g, p=p: mod.array_norms(g, p)),
+            (
+                _raises_bad_dtype("array_norms", p),
+                (ValueError, lambda m, s: m.array_norms(s["g32"], 0)),
+            ),
+        )
+        for p in (2.0, 1.0, math.inf, 3.0)
+    ],
+    Case(
+        "clip.get_total_norm",
+        "clip",
+        _clip_state,
+        _both(lambda mod, g: mod.get_total_norm(g, 2.0)),
+        (
+            _raises_bad_dtype("get_total_norm"),
+            (FloatingPointError, lambda m, s: m.get_total_norm([np.array([np.inf])], 2.0, True)),
+        ),
+    ),
+    Case(
+        "clip.clip_grad_norm_",
+        "clip",
+        _clip_state,
+        _both(lambda mod, g: mod.clip_grad_norm_(g, 0.5)),
+        (
+            _raises_bad_dtype("clip_grad_norm_", 1.0),
+            (ValueError, lambda m, s: m.clip_grad_norm_(s["g32"], -1.0)),
+            (ValueError, lambda m, s: m.clip_grad_norm_([s["g64"][0], s["g64"][0]], 1.0)),
+            (
+                FloatingPointError,
+                lambda m, s: m.clip_grad_norm_([np.ones(4), np.array([np.nan])], 1.0, 2.0, True),
+            ),
+        ),
+    ),
+    Case(
+        "clip.clip_grad_norm_[p=inf,nonfinite]",
+        "clip",
+        _clip_nan_state,
+        _both(lambda mod, g: mod.clip_grad_norm_(g, 0.5, math.inf)),
+    ),
+    Case(
+        "clip.clip_grads_with_norm_",
+        "clip",
+        _clip_state,
+        _both(lambda mod, g: mod.clip_grads_with_norm_(g, 0.5, 7.0)),
+        (
+            _raises_bad_dtype("clip_grads_with_norm_", 1.0, 2.0),
+            (ValueError, lambda m, s: m.clip_grads_with_norm_(s["g32"], 1.0, -2.0)),
+        ),
+    ),
+    Case(
+        "clip.clip_grad_value_",
+        "clip",
+        _clip_nan_state,
+        _both(lambda mod, g: mod.clip_grad_value_(g, 0.25)),
+        (
+            _raises_bad_dtype("clip_grad_value_", 1.0),
+            (TypeError, lambda m, s: m.clip_grad_value_(s["g32"], "x")),
+        ),
+    ),
+    Case(
+        "clip.clip_by_value",
+        "clip",
+        _clip_nan_state,
+        _both(lambda mod, g: mod.clip_by_value(g, -0.5, 0.25)),
+        (
+            _raises_bad_dtype("clip_by_value", -1.0, 1.0),
+            (ValueError, lambda m, s: m.clip_by_value(s["g32"], 1.0, -1.0)),
+        ),
+    ),
+    Case(
+        "clip.clip_by_norm",
+        "clip",
+        _clip_state,
+        _both(lambda mod, g: mod.clip_by_norm(g, 0.5)),
+        (
+            _raises_bad_dtype("clip_by_norm", 1.0),
+            (ValueError, lambda m, s: m.clip_by_norm(s["g32"], 0.0)),
+        ),
+    ),
+    Case(
+        "clip.clip_by_global_norm",
+        "clip",
+        _clip_state,
+        _both(lambda mod, g: mod.clip_by_global_norm(g, 0.5)),
+        (
+            _raises_bad_dtype("clip_by_global_norm", 1.0),
+            (ValueError, lambda m, s: m.clip_by_global_norm(s["g32"], 1.0, -3.0)),
+        ),
+    ),
+    Case(
+        "clip.zero_nans_",
+        "clip",
+        _clip_nan_state,
+        _both(lambda mod, g: mod.zero_nans_(g)),
+        (
+            _raises_bad_dtype("zero_nans_"),
+            (ValueError, lambda m, s: m.zero_nans_([np.zeros(2), np.broadcast_to(np.ones(1), (2,))])),
+        ),
+    ),
+]
+
+# ---------------------------------------------------------------------------
+# All families
+# ---------------------------------------------------------------------------
+
+CASES: list[Case] = [*CLIP_CASES]
+
+CASE_IDS = [c.id for c in CASES]
