@@ -40,6 +40,7 @@ class Case:
     errors: tuple[tuple[type[BaseException], Callable[[ModuleType, State], Any]], ...] = field(
         default=()
     )
+    kernel_calls: int = 1  # kernel invocations made by one ``call``
 
 
 def compiled(fam: str) -> ModuleType:
@@ -138,48 +139,49 @@ def _clip_nan_state(rng: np.random.Generator, n: int) -> State:
     return s
 
 
-def _both(fn: Callable[[ModuleType, list[np.ndarray]], Any]) -> Callable[[ModuleType, State], Any]:
+def _clip_case(
+    id: str,
+    setup: Callable[[np.random.Generator, int], State],
+    fn: Callable[[ModuleType, list[np.ndarray]], Any],
+    errors: tuple = (),
+) -> Case:
+    """A clip kernel run on a float32 list and a float64 list of mixed layouts."""
+
     def call(mod: ModuleType, s: State) -> Any:
         return [fn(mod, s["g32"]), s["g32"], fn(mod, s["g64"]), s["g64"]]
 
-    return call
+    return Case(f"clip.{id}", "clip", setup, call, errors, kernel_calls=2)
 
 
-def _raises_bad_dtype(name: str, *args: Any) -> tuple[type[BaseException], Callable]:
+def _bad_dtype(name: str, *args: Any) -> tuple[type[BaseException], Callable]:
     return (TypeError, lambda mod, s: getattr(mod, name)(s["bad"], *args))
 
 
 CLIP_CASES = [
     *[
-        Case(
-            f"clip.array_norms[p={p}]",
-            "clip",
+        _clip_case(
+            f"array_norms[p={p}]",
             _clip_state,
-            _both(lambda mod, g, p=p: mod.array_norms(g, p)),
-            (
-                _raises_bad_dtype("array_norms", p),
-                (ValueError, lambda m, s: m.array_norms(s["g32"], 0)),
-            ),
+            lambda mod, g, p=p: mod.array_norms(g, p),
+            (_bad_dtype("array_norms", p), (ValueError, lambda m, s: m.array_norms(s["g32"], 0))),
         )
         for p in (2.0, 1.0, math.inf, 3.0)
     ],
-    Case(
-        "clip.get_total_norm",
-        "clip",
+    _clip_case(
+        "get_total_norm",
         _clip_state,
-        _both(lambda mod, g: mod.get_total_norm(g, 2.0)),
+        lambda mod, g: mod.get_total_norm(g, 2.0),
         (
-            _raises_bad_dtype("get_total_norm"),
+            _bad_dtype("get_total_norm"),
             (FloatingPointError, lambda m, s: m.get_total_norm([np.array([np.inf])], 2.0, True)),
         ),
     ),
-    Case(
-        "clip.clip_grad_norm_",
-        "clip",
+    _clip_case(
+        "clip_grad_norm_",
         _clip_state,
-        _both(lambda mod, g: mod.clip_grad_norm_(g, 0.5)),
+        lambda mod, g: mod.clip_grad_norm_(g, 0.5),
         (
-            _raises_bad_dtype("clip_grad_norm_", 1.0),
+            _bad_dtype("clip_grad_norm_", 1.0),
             (ValueError, lambda m, s: m.clip_grad_norm_(s["g32"], -1.0)),
             (ValueError, lambda m, s: m.clip_grad_norm_([s["g64"][0], s["g64"][0]], 1.0)),
             (
@@ -188,69 +190,59 @@ CLIP_CASES = [
             ),
         ),
     ),
-    Case(
-        "clip.clip_grad_norm_[p=inf,nonfinite]",
-        "clip",
+    _clip_case(
+        "clip_grad_norm_[p=inf,nonfinite]",
         _clip_nan_state,
-        _both(lambda mod, g: mod.clip_grad_norm_(g, 0.5, math.inf)),
+        lambda mod, g: mod.clip_grad_norm_(g, 0.5, math.inf),
     ),
-    Case(
-        "clip.clip_grads_with_norm_",
-        "clip",
+    _clip_case(
+        "clip_grads_with_norm_",
         _clip_state,
-        _both(lambda mod, g: mod.clip_grads_with_norm_(g, 0.5, 7.0)),
+        lambda mod, g: mod.clip_grads_with_norm_(g, 0.5, 7.0),
         (
-            _raises_bad_dtype("clip_grads_with_norm_", 1.0, 2.0),
+            _bad_dtype("clip_grads_with_norm_", 1.0, 2.0),
             (ValueError, lambda m, s: m.clip_grads_with_norm_(s["g32"], 1.0, -2.0)),
         ),
     ),
-    Case(
-        "clip.clip_grad_value_",
-        "clip",
+    _clip_case(
+        "clip_grad_value_",
         _clip_nan_state,
-        _both(lambda mod, g: mod.clip_grad_value_(g, 0.25)),
+        lambda mod, g: mod.clip_grad_value_(g, 0.25),
         (
-            _raises_bad_dtype("clip_grad_value_", 1.0),
+            _bad_dtype("clip_grad_value_", 1.0),
             (TypeError, lambda m, s: m.clip_grad_value_(s["g32"], "x")),
         ),
     ),
-    Case(
-        "clip.clip_by_value",
-        "clip",
+    _clip_case(
+        "clip_by_value",
         _clip_nan_state,
-        _both(lambda mod, g: mod.clip_by_value(g, -0.5, 0.25)),
+        lambda mod, g: mod.clip_by_value(g, -0.5, 0.25),
         (
-            _raises_bad_dtype("clip_by_value", -1.0, 1.0),
+            _bad_dtype("clip_by_value", -1.0, 1.0),
             (ValueError, lambda m, s: m.clip_by_value(s["g32"], 1.0, -1.0)),
         ),
     ),
-    Case(
-        "clip.clip_by_norm",
-        "clip",
+    _clip_case(
+        "clip_by_norm",
         _clip_state,
-        _both(lambda mod, g: mod.clip_by_norm(g, 0.5)),
-        (
-            _raises_bad_dtype("clip_by_norm", 1.0),
-            (ValueError, lambda m, s: m.clip_by_norm(s["g32"], 0.0)),
-        ),
+        lambda mod, g: mod.clip_by_norm(g, 0.5),
+        (_bad_dtype("clip_by_norm", 1.0), (ValueError, lambda m, s: m.clip_by_norm(s["g32"], 0.0))),
     ),
-    Case(
-        "clip.clip_by_global_norm",
-        "clip",
+    _clip_case(
+        "clip_by_global_norm",
         _clip_state,
-        _both(lambda mod, g: mod.clip_by_global_norm(g, 0.5)),
+        lambda mod, g: mod.clip_by_global_norm(g, 0.5),
         (
-            _raises_bad_dtype("clip_by_global_norm", 1.0),
+            _bad_dtype("clip_by_global_norm", 1.0),
             (ValueError, lambda m, s: m.clip_by_global_norm(s["g32"], 1.0, -3.0)),
         ),
     ),
-    Case(
-        "clip.zero_nans_",
-        "clip",
+    _clip_case(
+        "zero_nans_",
         _clip_nan_state,
-        _both(lambda mod, g: mod.zero_nans_(g)),
+        lambda mod, g: mod.zero_nans_(g),
         (
-            _raises_bad_dtype("zero_nans_"),
+            _bad_dtype("zero_nans_"),
             (ValueError, lambda m, s: m.zero_nans_([np.zeros(2), np.broadcast_to(np.ones(1), (2,))])),
         ),
     ),
