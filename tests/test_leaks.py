@@ -25,7 +25,13 @@ import numpy as np
 import psutil
 import pytest
 
+import fastclip
+
 CALLS = int(os.environ.get("FASTCLIP_LEAK_CALLS", "100000"))
+# Under AddressSanitizer (scripts/sanitize.sh) freed memory sits in ASan's
+# quarantine, so RSS measures ASan, not fastclip; ASan itself checks every access
+# there, and the tracemalloc and reference-count checks still run.
+SANITIZED = bool(fastclip.get_config()["build"].get("sanitize"))
 ERROR_EVERY = 4  # one error-path call per this many normal calls
 RSS_TOLERANCE = 1 << 20  # bytes over all the calls
 TRACED_TOLERANCE = 32 << 10  # bytes over the traced calls
@@ -93,7 +99,7 @@ def test_no_leaks(case: H.Case) -> None:
     assert objects1 - objects0 <= OBJECTS_TOLERANCE, (
         f"{case.id}: {objects1 - objects0} more objects tracked by the GC"
     )
-    assert rss1 - rss0 <= RSS_TOLERANCE, (
+    assert SANITIZED or rss1 - rss0 <= RSS_TOLERANCE, (
         f"{case.id}: RSS grew by {(rss1 - rss0) / 2**20:.2f} MiB over "
         f"{iterations} iterations"
     )
