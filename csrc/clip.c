@@ -20,6 +20,93 @@
 #undef FC_SUF
 #undef FC_TRACK_MAX
 
+/* float32 sum of squares, AVX2 by hand: the compiler's version of ssq_dense_f32
+ * keeps its 32 lanes in a stack array (cleared and reduced through memory on
+ * every call), which costs as much as the data for the short arrays of a real
+ * model (biases, 256-element layers). Same arithmetic as the generic version,
+ * lane for lane and in the same reduction order, so the result is identical. */
+#if FC_HAVE_CLONES
+#include <immintrin.h>
+#define FC_SQ_ADD(acc, p) \
+    do { __m256d d_ = _mm256_cvtps_pd(_mm_loadu_ps(p)); acc = _mm256_add_pd(acc, _mm256_mul_pd(d_, d_)); } while (0)
+__attribute__((target("avx2"))) static void ssq_f32_avx2(const float *x, int64_t n, double *s_out) {
+    int64_t i = 0;
+    double st = 0;
+    if (n >= 32) {
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+                a7 = a0;
+        for (; i + 32 <= n; i += 32) {
+            FC_SQ_ADD(a0, x + i);
+            FC_SQ_ADD(a1, x + i + 4);
+            FC_SQ_ADD(a2, x + i + 8);
+            FC_SQ_ADD(a3, x + i + 12);
+            FC_SQ_ADD(a4, x + i + 16);
+            FC_SQ_ADD(a5, x + i + 20);
+            FC_SQ_ADD(a6, x + i + 24);
+            FC_SQ_ADD(a7, x + i + 28);
+        }
+        /* the generic tree: s[j] += s[j + w] for w = 16, 8, 4, 2, 1 */
+        a0 = _mm256_add_pd(a0, a4);
+        a1 = _mm256_add_pd(a1, a5);
+        a2 = _mm256_add_pd(a2, a6);
+        a3 = _mm256_add_pd(a3, a7);
+        a0 = _mm256_add_pd(a0, a2);
+        a1 = _mm256_add_pd(a1, a3);
+        a0 = _mm256_add_pd(a0, a1);
+        __m128d lo = _mm256_castpd256_pd128(a0), hi = _mm256_extractf128_pd(a0, 1);
+        __m128d h = _mm_add_pd(lo, hi);              /* s[0] + s[2], s[1] + s[3] */
+        st = _mm_cvtsd_f64(h) + _mm_cvtsd_f64(_mm_unpackhi_pd(h, h));
+    }
+    for (; i < n; i++) {
+        double v = (double)x[i];
+        st += v * v;
+    }
+    *s_out = st;
+}
+#undef FC_SQ_ADD
+
+/* x *= c, AVX2 by hand (no alignment peeling: short arrays are common). */
+__attribute__((target("avx2"))) static void scale_f32_avx2(float *x, int64_t n, float c) {
+    const __m256 vc = _mm256_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        __m256 v2 = _mm256_loadu_ps(x + i + 16), v3 = _mm256_loadu_ps(x + i + 24);
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(v0, vc));
+        _mm256_storeu_ps(x + i + 8, _mm256_mul_ps(v1, vc));
+        _mm256_storeu_ps(x + i + 16, _mm256_mul_ps(v2, vc));
+        _mm256_storeu_ps(x + i + 24, _mm256_mul_ps(v3, vc));
+    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vc));
+    for (; i < n; i++) x[i] = x[i] * c;
+}
+
+static int fc_has_avx2 = -1;
+static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
+    if (fc_has_avx2 < 0) {
+        __builtin_cpu_init();
+        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    if (fc_has_avx2) {
+        ssq_f32_avx2(x, n, s_out);
+        *m_out = 0;
+    } else {
+        ssq_dense_f32(x, n, s_out, m_out);
+    }
+}
+static void scale_f32(float *x, int64_t n, float c) {
+    if (fc_has_avx2 < 0) {
+        __builtin_cpu_init();
+        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    if (fc_has_avx2) scale_f32_avx2(x, n, c);
+    else scale_dense_f32(x, n, c);
+}
+#else
+#define ssq_f32 ssq_dense_f32
+#define scale_f32 scale_dense_f32
+#endif
+
 /* Sums of squares below this may have lost digits to underflow. */
 #define FC_SSQ_TINY 0x1p-968
 
@@ -86,7 +173,7 @@ static void block_ssq(const fc_array *a, int64_t start, int64_t count, double *s
     FC_RUNS(a, start, count, p, len, st, {
         double rs, rm;
         if (a->dtype == FC_FLOAT32) {
-            if (st == 4) ssq_dense_f32((const float *)p, len, &rs, &rm);
+            if (st == 4) ssq_f32((const float *)p, len, &rs, &rm);
             else ssq_strided_f32(p, len, st, &rs, &rm);
         } else {
             if (st == 8) ssq_dense_f64((const double *)p, len, &rs, &rm);
@@ -263,6 +350,19 @@ double fc_clip_coef(double max_norm, double total_norm) {
     return c < 1.0 ? c : 1.0;
 }
 
+/* x *= coef over one block (float32 arrays multiply by c32 = (float)coef). */
+static void scale_block(const fc_array *a, int64_t start, int64_t count, double coef, float c32) {
+    FC_RUNS(a, start, count, p, len, st, {
+        if (a->dtype == FC_FLOAT32) {
+            if (st == 4) scale_f32((float *)p, len, c32);
+            else scale_strided_f32(p, len, st, c32);
+        } else {
+            if (st == 8) scale_dense_f64((double *)p, len, coef);
+            else scale_strided_f64(p, len, st, coef);
+        }
+    });
+}
+
 int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
     if (n <= 0) return FC_OK;
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
@@ -279,16 +379,7 @@ int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         const fc_block *b = blocks + (nb - 1 - k);
-        const fc_array *a = arrs + b->arr;
-        FC_RUNS(a, b->start, b->count, p, len, st, {
-            if (a->dtype == FC_FLOAT32) {
-                if (st == 4) scale_dense_f32((float *)p, len, c32);
-                else scale_strided_f32(p, len, st, c32);
-            } else {
-                if (st == 8) scale_dense_f64((double *)p, len, coef);
-                else scale_strided_f64(p, len, st, coef);
-            }
-        });
+        scale_block(arrs + b->arr, b->start, b->count, coef, c32);
     }
     free(blocks);
     return FC_OK;
@@ -375,6 +466,122 @@ int fc_clip_value_into(const fc_array *src, const fc_array *dst, int64_t n, doub
     return FC_OK;
 }
 
+/* Per-array norm (p = 1 or 2) from the block partials of that array, with the
+ * float64 overflow/underflow rescue. */
+static double reduce_norm_12(const fc_array *a, const fc_block *blocks, int64_t g0, int64_t g1,
+                             const double *ps, const double *pm, double p) {
+    const int sq = (p == 2.0);
+    double s = 0, m = 0;
+    for (int64_t g = g0; g < g1; g++) {
+        s += ps[g];
+        m = pm[g] > m ? pm[g] : m;
+    }
+    int rescue = a->dtype == FC_FLOAT64 &&
+                 ((isinf(s) && isfinite(m)) || (sq && s < FC_SSQ_TINY && m > 0));
+    if (rescue) {
+        double r = array_powsum(a, blocks, g0, g1, m, p);
+        return m * (sq ? sqrt(r) : r);
+    }
+    return sq ? sqrt(s) : s;
+}
+
+/* clip_grad_norm_ for p = 1 or 2 in ONE parallel region: the threads compute the
+ * partials of the blocks; one thread reduces them in block order (the result does
+ * not depend on the number of threads) and decides the coefficient; when it is
+ * not 1, the threads scale the blocks, last block first. */
+static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, double p,
+                             int error_if_nonfinite, double *norms, double *total,
+                             int64_t *first_nonfinite, int *scaled) {
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    if (!first) return FC_ENOMEM;
+    int64_t nb, work;
+    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    if (nb > 0 && !blocks) {
+        free(first);
+        return FC_ENOMEM;
+    }
+    double *ps = NULL;
+    if (nb > 0) {
+        ps = (double *)malloc((size_t)nb * 2 * sizeof(double));
+        if (!ps) {
+            free(first);
+            free(blocks);
+            return FC_ENOMEM;
+        }
+    }
+    double *pm = ps + nb;
+    const int sq = (p == 2.0);
+    const int par = fc_use_parallel(work);
+    (void)par;
+    int rc = FC_OK, do_scale = 0;
+    double coef = 1.0;
+/* The reduction and the decision, run by one thread after every partial is in. */
+#define FC_DECIDE                                                                              \
+    do {                                                                                       \
+        for (int64_t i = 0; i < n; i++)                                                        \
+            norms[i] = first[i] == first[i + 1]                                                \
+                           ? 0.0                                                               \
+                           : reduce_norm_12(arrs + i, blocks, first[i], first[i + 1], ps, pm, p); \
+        *total = fc_total_norm(norms, n, p);                                                   \
+        if (error_if_nonfinite && !isfinite(*total)) {                                         \
+            for (int64_t i = 0; i < n; i++) {                                                  \
+                if (!isfinite(norms[i])) {                                                     \
+                    *first_nonfinite = i;                                                      \
+                    break;                                                                     \
+                }                                                                              \
+            }                                                                                  \
+            rc = FC_ENONFINITE;                                                                \
+        } else {                                                                               \
+            coef = fc_clip_coef(max_norm, *total);                                             \
+            do_scale = (coef != 1.0); /* 1: already within max_norm, write nothing */          \
+        }                                                                                      \
+    } while (0)
+    if (!par) {
+        for (int64_t g = 0; g < nb; g++) {
+            const fc_array *a = arrs + blocks[g].arr;
+            if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+            else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+        }
+        FC_DECIDE;
+        if (do_scale) {
+            const float c32 = (float)coef;
+            for (int64_t g = nb - 1; g >= 0; g--)  /* the tail is still in cache */
+                scale_block(arrs + blocks[g].arr, blocks[g].start, blocks[g].count, coef, c32);
+        }
+    } else {
+#pragma omp parallel
+        {
+            /* dynamic: a thread that starts late (a loaded machine) takes fewer blocks
+             * instead of holding up the others; partials are stored per block, so the
+             * result does not depend on which thread computed what */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t g = 0; g < nb; g++) {
+                const fc_array *a = arrs + blocks[g].arr;
+                if (sq) block_ssq(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+                else block_sabs(a, blocks[g].start, blocks[g].count, ps + g, pm + g);
+            }
+#pragma omp single
+            FC_DECIDE;
+            /* implicit barrier: every thread sees do_scale and coef */
+            if (do_scale) {
+                const float c32 = (float)coef;
+                /* last blocks first: the tail of the norm pass is still in cache */
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t k = 0; k < nb; k++) {
+                    const fc_block *b = blocks + (nb - 1 - k);
+                    scale_block(arrs + b->arr, b->start, b->count, coef, c32);
+                }
+            }
+        }
+    }
+#undef FC_DECIDE
+    *scaled = do_scale;
+    free(first);
+    free(blocks);
+    free(ps);
+    return rc;
+}
+
 int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double p,
                        int error_if_nonfinite, double *norms, double *total,
                        int64_t *first_nonfinite, int *scaled) {
@@ -382,6 +589,9 @@ int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double 
     *first_nonfinite = -1;
     *total = 0.0;
     if (n <= 0) return FC_OK;
+    if (p == 2.0 || p == 1.0)
+        return clip_grad_norm_12(arrs, n, max_norm, p, error_if_nonfinite, norms, total,
+                                 first_nonfinite, scaled);
     int rc = fc_array_norms(arrs, n, p, norms);
     if (rc != FC_OK) return rc;
     *total = fc_total_norm(norms, n, p);

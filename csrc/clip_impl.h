@@ -10,15 +10,47 @@
 #define FC_AT(p, i, st) (*(const FC_T *)((const char *)(p) + (i) * (st)))
 #define FC_ATW(p, i, st) (*(FC_T *)((char *)(p) + (i) * (st)))
 
-/* Sum of squares (in double) and max |x| of a run. */
-static FC_TARGET_CLONES void FN(ssq_dense)(const FC_T *x, int64_t n, double *s_out, double *m_out) {
-    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+/* Lanes of the dense reductions: FC_ACC independent double accumulators
+ * (8 AVX2 registers for float32, 4 + 4 for float64 with the max), enough to
+ * hide the latency of the additions. They are combined in a fixed tree, so
+ * the result depends on the data and its layout only. */
+#undef FC_ACC
 #if FC_TRACK_MAX
-    double m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#define FC_ACC 16
+#else
+#define FC_ACC 32
 #endif
+
+/* Sum of squares (in double) and max |x| of a run (max tracked for float64
+ * only: float32 squares accumulated in double cannot overflow). */
+static FC_TARGET_CLONES void FN(ssq_dense)(const FC_T *x, int64_t n, double *s_out, double *m_out) {
+    if (n < FC_ACC) { /* short run: no lanes to set up */
+        double st = 0, mt = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double v = (double)x[i];
+            st += v * v;
+#if FC_TRACK_MAX
+            double a = fabs(v);
+            mt = a > mt ? a : mt;
+#endif
+        }
+        *s_out = st;
+        *m_out = mt;
+        return;
+    }
+    double s[FC_ACC];
+#if FC_TRACK_MAX
+    double m[FC_ACC];
+#endif
+    for (int j = 0; j < FC_ACC; j++) {
+        s[j] = 0;
+#if FC_TRACK_MAX
+        m[j] = 0;
+#endif
+    }
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        for (int j = 0; j < 8; j++) {
+    for (; i + FC_ACC <= n; i += FC_ACC) {
+        for (int j = 0; j < FC_ACC; j++) {
             double v = (double)x[i + j];
             s[j] += v * v;
 #if FC_TRACK_MAX
@@ -27,10 +59,12 @@ static FC_TARGET_CLONES void FN(ssq_dense)(const FC_T *x, int64_t n, double *s_o
 #endif
         }
     }
-    double st = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (int w = FC_ACC / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) s[j] += s[j + w];
+    double st = s[0];
     double mt = 0;
 #if FC_TRACK_MAX
-    for (int j = 0; j < 8; j++) mt = m[j] > mt ? m[j] : mt;
+    for (int j = 0; j < FC_ACC; j++) mt = m[j] > mt ? m[j] : mt;
 #endif
     for (; i < n; i++) {
         double v = (double)x[i];
@@ -67,19 +101,21 @@ static void FN(ssq_strided)(const char *p, int64_t n, int64_t stride, double *s_
 
 /* Sum of |x| (in double) and max |x|. */
 static FC_TARGET_CLONES void FN(sabs_dense)(const FC_T *x, int64_t n, double *s_out, double *m_out) {
-    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s[16], m[16];
+    for (int j = 0; j < 16; j++) s[j] = m[j] = 0;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        for (int j = 0; j < 8; j++) {
+    for (; i + 16 <= n; i += 16) {
+        for (int j = 0; j < 16; j++) {
             double a = fabs((double)x[i + j]);
             s[j] += a;
             m[j] = a > m[j] ? a : m[j];
         }
     }
-    double st = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) s[j] += s[j + w];
+    double st = s[0];
     double mt = 0;
-    for (int j = 0; j < 8; j++) mt = m[j] > mt ? m[j] : mt;
+    for (int j = 0; j < 16; j++) mt = m[j] > mt ? m[j] : mt;
     for (; i < n; i++) {
         double a = fabs((double)x[i]);
         st += a;
@@ -220,6 +256,7 @@ static int64_t FN(nan_to_num_strided)(char *p, int64_t n, int64_t stride, FC_T n
     return changed;
 }
 
+#undef FC_ACC
 #undef FN
 #undef FC_AT
 #undef FC_ATW

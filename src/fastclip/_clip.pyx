@@ -32,6 +32,26 @@ cdef extern from "clip.h" nogil:
                        double posinf, double neginf, int64_t *count)
 
 
+cdef inline double _nonneg(object v, str name) except? -1.0:
+    """check_nonnegative with a fast path for a plain float (the usual call)."""
+    cdef double d
+    if type(v) is float:
+        d = <double>v
+        if d >= 0.0:  # false for NaN and negatives: the full check raises for those
+            return d
+    return _v.check_nonnegative(v, name)
+
+
+cdef inline double _ptype(object v) except? -1.0:
+    """check_norm_type with a fast path for a plain float."""
+    cdef double d
+    if type(v) is float:
+        d = <double>v
+        if d > 0.0:
+            return d
+    return _v.check_norm_type(v)
+
+
 cdef class _Norms:
     """A scratch buffer of n doubles."""
     cdef double *buf
@@ -44,7 +64,7 @@ cdef class _Norms:
 
 
 def array_norms(grads, norm_type=2.0):
-    cdef double p = _v.check_norm_type(norm_type)
+    cdef double p = _ptype(norm_type)
     cdef ArrayList al = collect(grads, "grads", False)
     cdef cnp.ndarray out = np.empty(al.n, dtype=np.float64)
     cdef int rc
@@ -63,7 +83,7 @@ cdef int _first_nonfinite(const double *norms, Py_ssize_t n) noexcept:
 
 
 def get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False):
-    cdef double p = _v.check_norm_type(norm_type)
+    cdef double p = _ptype(norm_type)
     cdef bint check = bool(error_if_nonfinite)
     cdef ArrayList al = collect(grads, "grads", False)
     cdef _Norms norms = _Norms(al.n)
@@ -80,8 +100,8 @@ def get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False):
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
-    cdef double mx = _v.check_nonnegative(max_norm, "max_norm")
-    cdef double p = _v.check_norm_type(norm_type)
+    cdef double mx = _nonneg(max_norm, "max_norm")
+    cdef double p = _ptype(norm_type)
     cdef int check = 1 if error_if_nonfinite else 0
     cdef ArrayList al = collect(grads, "grads", True)
     cdef _Norms norms = _Norms(al.n)
@@ -97,7 +117,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
 
 
 def clip_grads_with_norm_(grads, max_norm, total_norm):
-    cdef double mx = _v.check_nonnegative(max_norm, "max_norm")
+    cdef double mx = _nonneg(max_norm, "max_norm")
     cdef double total = _v.check_total_norm(total_norm)
     cdef ArrayList al = collect(grads, "grads", True)
     cdef double coef = fc_clip_coef(mx, total)
@@ -109,7 +129,7 @@ def clip_grads_with_norm_(grads, max_norm, total_norm):
 
 
 def clip_grad_value_(grads, clip_value):
-    cdef double c = _v.check_nonnegative(clip_value, "clip_value")
+    cdef double c = _nonneg(clip_value, "clip_value")
     cdef ArrayList al = collect(grads, "grads", True)
     cdef int rc
     with nogil:
@@ -124,7 +144,12 @@ cdef tuple _outputs(ArrayList src):
     cdef Py_ssize_t i
     for i in range(src.n):
         a = src.arrays[i]
-        o = np.empty_like(a)
+        if src.arrs[i].ndim == 0:
+            o = np.empty_like(a)  # same memory order as the dense input
+        else:
+            # empty_like(order="K") of a permuted strided view can be dense in a
+            # permuted order (neither C nor F): use C order, filled by a copy.
+            o = np.empty(a.shape, dtype=a.dtype)
         outs.append(o)
         dense.append(src.arrs[i].ndim == 0)
     return outs, dense

@@ -1,0 +1,164 @@
+"""Gradient clipping: fastclip vs its reference vs the idiomatic NumPy loop vs PyTorch.
+
+Run with::
+
+    python -m pytest bench/bench_clip.py --benchmark-only --benchmark-group-by=group \
+        --benchmark-columns=min,median,mean,rounds --benchmark-sort=name
+
+Every group times the candidates on the same float32 data. Each round starts from
+a fresh copy of the original gradients (``benchmark.pedantic`` with a ``setup``
+that restores them; the copy is not timed), so the "clip" regime really scales
+every round and the "under" regime never does, whichever candidate ran before.
+
+Gradient sets (float32):
+- ``mlp``: the parameters of a 784-512-512-10 MLP (6 arrays, 669,706 elements);
+- ``500x256``: 500 arrays of 256 elements;
+- ``8x4M``: 8 arrays of 4 Mi elements.
+
+Regimes: ``clip`` (max_norm = total norm / 2: every array is scaled) and
+``under`` (max_norm = 2 * total norm: the coefficient is 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastclip
+from fastclip import _dispatch
+from fastclip.reference import clip as ref
+
+try:
+    import torch
+except ImportError:  # torch is optional
+    torch = None
+
+_fam = _dispatch.family("clip")
+if _fam.compiled is None:
+    pytest.skip("fastclip's compiled kernels are not built", allow_module_level=True)
+C = _fam.compiled
+
+
+def _mlp(rng):
+    sizes = [784, 512, 512, 10]
+    out = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        out.append(rng.standard_normal((a, b), dtype=np.float32) * np.float32(0.05))
+        out.append(rng.standard_normal(b, dtype=np.float32) * np.float32(0.05))
+    return out
+
+
+def _make(name):
+    rng = np.random.default_rng(2024)
+    if name == "mlp":
+        return _mlp(rng)
+    if name == "500x256":
+        return [rng.standard_normal(256, dtype=np.float32) for _ in range(500)]
+    if name == "8x4M":
+        return [rng.standard_normal(4 << 20, dtype=np.float32) for _ in range(8)]
+    raise ValueError(name)
+
+
+ROUNDS = {"mlp": 200, "500x256": 200, "8x4M": 12}
+_DATA: dict = {}
+
+
+def _data(name):
+    """(working arrays, pristine copies, torch parameters with .grad viewing the
+    working arrays, total norm)."""
+    if name not in _DATA:
+        work = _make(name)
+        orig = [g.copy() for g in work]
+        params = None
+        if torch is not None:
+            params = []
+            for g in work:
+                p = torch.nn.Parameter(torch.empty(0))
+                p.data = torch.from_numpy(g)  # no copy of the parameter values needed
+                p.grad = torch.from_numpy(g)
+                params.append(p)
+        total = float(np.sqrt(sum(np.vdot(g.astype(np.float64), g) for g in work)))
+        _DATA[name] = (work, orig, params, total)
+    return _DATA[name]
+
+
+def _restorer(work, orig):
+    def setup():
+        for w, o in zip(work, orig):
+            np.copyto(w, o)
+
+    return setup
+
+
+def numpy_loop(grads, max_norm):
+    """What a NumPy user writes today."""
+    total = np.sqrt(sum(np.vdot(g, g) for g in grads))
+    coef = min(1.0, max_norm / (total + 1e-6))
+    for g in grads:
+        g *= coef
+    return total
+
+
+CANDIDATES = ["fastclip", "reference", "numpy", "torch"]
+
+
+@pytest.mark.parametrize("regime", ["clip", "under"])
+@pytest.mark.parametrize("gset", ["mlp", "500x256", "8x4M"])
+@pytest.mark.parametrize("who", CANDIDATES)
+def test_clip_grad_norm(benchmark, who, gset, regime):
+    work, orig, params, total = _data(gset)
+    max_norm = total / 2 if regime == "clip" else total * 2
+    benchmark.group = f"clip_grad_norm_ {gset} {regime}"
+    if who == "fastclip":
+        fn, args = C.clip_grad_norm_, (work, max_norm)
+    elif who == "reference":
+        fn, args = ref.clip_grad_norm_, (work, max_norm)
+    elif who == "numpy":
+        fn, args = numpy_loop, (work, max_norm)
+    else:
+        if torch is None:
+            pytest.skip("torch is not installed")
+        fn, args = torch.nn.utils.clip_grad_norm_, (params, max_norm)
+    rounds = ROUNDS[gset] if who != "reference" else max(3, ROUNDS[gset] // 4)
+    setup = _restorer(work, orig)
+    setup()
+    fn(*args)  # warm-up
+    result = benchmark.pedantic(fn, args=args, setup=setup, rounds=rounds, iterations=1)
+    assert float(result) == pytest.approx(total, rel=1e-4)
+    if regime == "clip":
+        got = float(np.sqrt(sum(np.vdot(g.astype(np.float64), g) for g in work)))
+        assert got == pytest.approx(max_norm, rel=1e-4)
+    else:
+        for w, o in zip(work, orig):
+            assert np.array_equal(w, o)
+
+
+VALUE_CANDIDATES = ["fastclip", "reference", "numpy", "torch"]
+
+
+@pytest.mark.parametrize("who", VALUE_CANDIDATES)
+def test_clip_grad_value(benchmark, who):
+    work, orig, params, _ = _data("8x4M")
+    g, g0 = work[0], orig[0]  # one array of 4 Mi float32
+    benchmark.group = "clip_grad_value_ 4M f32"
+    if who == "fastclip":
+        fn, args = C.clip_grad_value_, (g, 0.5)
+    elif who == "reference":
+        fn, args = ref.clip_grad_value_, (g, 0.5)
+    elif who == "numpy":
+        fn, args = np.clip, (g, np.float32(-0.5), np.float32(0.5))
+        fn = lambda a, lo, hi: np.clip(a, lo, hi, out=a)  # noqa: E731
+    else:
+        if torch is None:
+            pytest.skip("torch is not installed")
+        t = torch.from_numpy(g)
+        fn, args = (lambda: t.clamp_(-0.5, 0.5)), ()
+
+    def setup():
+        np.copyto(g, g0)
+
+    setup()
+    fn(*args)
+    benchmark.pedantic(fn, args=args, setup=setup, rounds=60, iterations=1)
+    assert np.array_equal(g, np.clip(g0, np.float32(-0.5), np.float32(0.5)))
+    np.copyto(g, g0)

@@ -1,0 +1,22 @@
+"""Type stubs for fastclip._common: the array collector shared by the compiled
+bindings (its C-level API is in _common.pxd) and a few runtime facts."""
+
+class ArrayList:
+    """Validated arrays described for the C kernels (built by the C-level collect())."""
+
+    def __len__(self) -> int: ...
+
+def max_threads() -> int:
+    """Threads an OpenMP region of fastclip may use now."""
+
+def openmp_enabled() -> bool:
+    """Whether the kernels were built with OpenMP."""
+
+def simd_level() -> str:
+    """The SIMD clone the dispatcher picked: "avx2" or "baseline"."""
+
+def set_serial_only(on: bool) -> None:
+    """Keep kernels on the calling thread (used after fork())."""
+
+def serial_only() -> bool:
+    """Whether kernels are kept on the calling thread."""
