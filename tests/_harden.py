@@ -30,6 +30,9 @@ from fastclip._dispatch import family
 
 State = dict[str, Any]
 
+# FC_PARALLEL_MIN of csrc/fc_common.h: calls over fewer elements stay serial.
+PARALLEL_MIN = 1 << 20
+
 
 @dataclass(frozen=True)
 class Case:
@@ -97,16 +100,17 @@ def assert_identical(a: Any, b: Any, where: str = "") -> None:
 
 
 def mixed_arrays(rng: np.random.Generator, n: int, dtype: Any = np.float32) -> list[np.ndarray]:
-    """Arrays of about ``n`` elements in total: C dense (half of them), Fortran
-    2-D, a strided view, a negatively strided view, a 0-d array and an empty one."""
+    """A C-dense array of ``n`` elements, then a Fortran 2-D array, a strided view
+    and a negatively strided view of about ``n / 16`` each, a 0-d array and an
+    empty one."""
     dt = np.dtype(dtype)
-    k = max(n // 8, 1)
+    k = max(n // 16, 1)
     cols = 7
     rows = max(k // cols, 1)
-    dense = rng.standard_normal(4 * k).astype(dt)
-    fortran = np.asfortranarray(rng.standard_normal((rows, cols)).astype(dt))
-    strided = rng.standard_normal((2 * k + 1,)).astype(dt)[1::2]
-    backwards = rng.standard_normal((3, k // 3 + 1)).astype(dt)[::-1, ::-2]
+    dense = rng.standard_normal(n, dtype=dt)
+    fortran = np.asfortranarray(rng.standard_normal((rows, cols), dtype=dt))
+    strided = rng.standard_normal((2 * k + 1,), dtype=dt)[1::2]
+    backwards = rng.standard_normal((3, k // 3 + 1), dtype=dt)[::-1, ::-2]
     scalar = np.array(rng.standard_normal(), dtype=dt)
     empty = np.empty((0, 3), dtype=dt)
     return [dense, fortran, strided, backwards, scalar, empty]

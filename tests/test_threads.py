@@ -2,7 +2,7 @@
 
 Every case of ``_harden.CASES`` (one per public kernel of every family) runs on
 arrays large enough for the kernels to open OpenMP parallel regions
-(more than ``FC_PARALLEL_MIN`` = 2**17 elements).
+(more than ``FC_PARALLEL_MIN`` elements, csrc/fc_common.h).
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from fastclip import _common
 
 HERE = Path(__file__).resolve().parent
-# Above 2 * FC_PARALLEL_MIN: several FC_BLOCKs and a ragged tail, and the largest
-# array of H.mixed_arrays (half of the elements) is parallel on its own.
-BIG = (1 << 18) + 4099
-N_THREADS = 4
+# Above FC_PARALLEL_MIN: many FC_BLOCKs and a ragged tail; the dense array of
+# H.mixed_arrays is parallel on its own, the whole list (strided views
+# included) in the kernels that split lists into blocks.
+BIG = H.PARALLEL_MIN + 4099
+N_THREADS = 3
 ROUNDS = 2
 
 
@@ -130,7 +131,7 @@ _FORK_SCRIPT = textwrap.dedent(
     def warm():
         # a parallel region of OMP_NUM_THREADS threads right before the fork
         import numpy as np
-        return H.compiled("clip").get_total_norm(np.ones(1 << 20))
+        return H.compiled("clip").get_total_norm(np.ones(4 * H.PARALLEL_MIN))
 
     def child(q):
         warm()
