@@ -12,7 +12,9 @@ thread count), only the speed-up of threads is lost in the child.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+_set_serial_only: Callable[[bool], None] | None
 try:
     from fastclip._common import set_serial_only as _set_serial_only
 except ImportError:  # extension not built: the reference runs, nothing to do
