@@ -38,8 +38,10 @@ step "sdist and wheel (the wheel is built from the sdist, in an isolated environ
 "$OUT/tools/bin/python" -m build --outdir "$OUT/dist" "$ROOT"
 sdist=$(ls "$OUT"/dist/fastclip-*.tar.gz)
 wheel=$(ls "$OUT"/dist/fastclip-*.whl)
-tar -tzf "$sdist" | grep -q "csrc/fc_common.h" || { echo "sdist lacks csrc/" >&2; exit 1; }
-tar -tzf "$sdist" | grep -q "src/fastclip/_clip.pyx" || { echo "sdist lacks the .pyx" >&2; exit 1; }
+tar -tzf "$sdist" > "$OUT/sdist-files.txt"
+for f in csrc/fc_common.h src/fastclip/_clip.pyx src/fastclip/_common.pxd CMakeLists.txt tests/conftest.py; do
+  grep -q "/$f\$" "$OUT/sdist-files.txt" || { echo "the sdist lacks $f" >&2; exit 1; }
+done
 
 step "auditwheel repair $(basename "$wheel")"
 "$OUT/tools/bin/auditwheel" show "$wheel"
