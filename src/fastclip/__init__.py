@@ -24,9 +24,18 @@ from fastclip.clip import (
     get_total_norm,
     zero_nans_,
 )
+from fastclip import optim  # noqa: E402,F401  (fastclip.optim: fused optimisers)
+
+# --- learning-rate schedules (branch sched) ---
+from fastclip import schedules
+from fastclip._plot import plot_schedule
+# --- end learning-rate schedules ---
+# fastclip.nn (branch nn): fused MLP layers, losses, initialisers
+from fastclip import nn
 
 __all__ = [
     "__version__",
+    "nn",
     "array_norms",
     "clip_by_global_norm",
     "clip_by_norm",
@@ -42,3 +51,13 @@ __all__ = [
     "use_implementation",
     "zero_nans_",
 ]
+__all__ += ["plot_schedule", "schedules"]  # learning-rate schedules (branch sched)
+
+# --- train branch: adaptive clippers and the training loop ---
+from fastclip.adaptive import AGC, AutoClip, ZClip, adaptive_grad_clip_, unitwise_norms  # noqa: E402
+from fastclip import train  # noqa: E402
+from fastclip.train import GradientExplosionError, GradientMonitor, History, fit  # noqa: E402
+
+__all__ += ["AGC", "AutoClip", "ZClip", "adaptive_grad_clip_", "unitwise_norms", "train",
+            "GradientExplosionError", "GradientMonitor", "History", "fit"]
+# --- end train branch ---

@@ -1,0 +1,287 @@
+"""One full training step of a 784-512-512-10 ReLU MLP: fastclip vs NumPy vs PyTorch.
+
+The step: forward, softmax cross-entropy, backward, global-norm clipping at 1.0
+and SGD (lr 0.01), float32, at batch sizes 32, 256 and 2048; same initial
+weights, same data and the same number of threads for the three.
+
+- fastclip: ``fastclip.nn.MLP`` + ``softmax_cross_entropy`` +
+  ``backward(input_grad=False)`` (its fused passes record the gradients' sums of
+  squares) + ``fastclip.optim.SGD(clip_norm=1.0).step(grads, sqnorms=...)``
+  (clipping fused into the update pass, no norm pass).
+- NumPy: the idiomatic hand-written forward/backward (``@``, ``np.maximum``,
+  masks), the global norm as a loop of ``np.linalg.norm``, ``g *= coef`` and
+  ``p -= lr * g``.
+- PyTorch CPU: ``nn.Sequential(Linear, ReLU, Linear, ReLU, Linear)``,
+  ``CrossEntropyLoss``, ``clip_grad_norm_``, ``optim.SGD``.
+
+GEMM share: the 8 GEMMs of a fastclip step (3 forward, 3 dW, 2 dx; no dx for
+the input) are timed alone through ``scipy.linalg.blas`` (the BLAS fastclip
+calls) with preallocated outputs; share = GEMM median / fastclip step median.
+
+Run ``python bench/bench_mlp.py [--threads N] [--reps 30]`` for the table
+(steps interleaved round-robin so that machine load hits all three alike), or
+``pytest bench/bench_mlp.py --benchmark-only`` (threads: ``FASTCLIP_BENCH_THREADS``,
+default every CPU; BLAS, OpenMP and torch all get the same number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import pytest
+
+from fastclip import nn as fnn
+
+SIZES = (784, 512, 512, 10)
+BATCHES = (32, 256, 2048)
+LR = 0.01
+MAX_NORM = 1.0
+
+
+def make_problem(batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], size=batch)
+    return x, y
+
+
+# ---------------------------------------------------------------------------
+# fastclip
+# ---------------------------------------------------------------------------
+class FastclipStep:
+    def __init__(self, x, y, seed=0):
+        from fastclip.optim import SGD
+
+        self.model = fnn.MLP(SIZES, activation="relu", rng=seed)
+        self.opt = SGD(self.model.parameters(), lr=LR, clip_norm=MAX_NORM)
+        self.grads = self.model.gradients()
+        self.x, self.y = x, y
+
+    def initial_params(self):
+        return [p.copy() for p in self.model.parameters()]
+
+    def __call__(self):
+        m = self.model
+        loss, dlogits = fnn.softmax_cross_entropy(m.forward(self.x), self.y)
+        m.backward(dlogits, input_grad=False)
+        self.opt.step(self.grads, sqnorms=m.grad_sqnorms())
+        return loss
+
+
+# ---------------------------------------------------------------------------
+# idiomatic NumPy
+# ---------------------------------------------------------------------------
+class NumpyStep:
+    def __init__(self, x, y, params):
+        self.x, self.y = x, y
+        self.params = [p.copy() for p in params]  # W0, b0, W1, b1, W2, b2
+        self.rows = np.arange(x.shape[0])
+
+    def __call__(self):
+        W0, b0, W1, b1, W2, b2 = self.params
+        x, y, rows = self.x, self.y, self.rows
+        n = x.shape[0]
+        h1 = x @ W0 + b0
+        a1 = np.maximum(h1, 0)
+        h2 = a1 @ W1 + b1
+        a2 = np.maximum(h2, 0)
+        z = a2 @ W2 + b2
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        p = e / e.sum(axis=1, keepdims=True)
+        loss = -np.log(p[rows, y]).mean()
+        dz = p
+        dz[rows, y] -= 1
+        dz /= n
+        gW2 = a2.T @ dz
+        gb2 = dz.sum(axis=0)
+        da2 = dz @ W2.T
+        da2 *= h2 > 0
+        gW1 = a1.T @ da2
+        gb1 = da2.sum(axis=0)
+        da1 = da2 @ W1.T
+        da1 *= h1 > 0
+        gW0 = x.T @ da1
+        gb0 = da1.sum(axis=0)
+        grads = [gW0, gb0, gW1, gb1, gW2, gb2]
+        total = np.linalg.norm([np.linalg.norm(g) for g in grads])
+        coef = MAX_NORM / (total + 1e-6)
+        if coef < 1:
+            for g in grads:
+                g *= coef
+        for prm, g in zip(self.params, grads):
+            prm -= LR * g
+        return float(loss)
+
+
+# ---------------------------------------------------------------------------
+# PyTorch
+# ---------------------------------------------------------------------------
+class TorchStep:
+    def __init__(self, x, y, params):
+        import torch
+
+        self.torch = torch
+        layers = []
+        for i in range(len(SIZES) - 1):
+            lin = torch.nn.Linear(SIZES[i], SIZES[i + 1])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(params[2 * i].T.copy()))
+                lin.bias.copy_(torch.from_numpy(params[2 * i + 1]))
+            layers.append(lin)
+            if i < len(SIZES) - 2:
+                layers.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*layers)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.x = torch.from_numpy(x)
+        self.y = torch.from_numpy(y)
+
+    def __call__(self):
+        self.opt.zero_grad()
+        loss = self.loss_fn(self.model(self.x), self.y)
+        loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_NORM)
+        self.opt.step()
+        return loss.item()
+
+
+# ---------------------------------------------------------------------------
+# GEMMs alone (the 8 GEMMs of a fastclip step, same BLAS)
+# ---------------------------------------------------------------------------
+class GemmOnly:
+    def __init__(self, x, params):
+        from scipy.linalg import blas
+
+        self.sgemm = blas.sgemm
+        n = x.shape[0]
+        self.x = x
+        self.W = [params[0], params[2], params[4]]
+        self.acts = [x] + [np.zeros((n, s), np.float32) for s in SIZES[1:]]
+        self.dz = [np.ones((n, s), np.float32) * 1e-3 for s in SIZES[1:]]
+        self.dW = [np.zeros_like(w) for w in self.W]
+        self.dx = [np.zeros((n, s), np.float32) for s in SIZES[1:-1]]
+
+    def __call__(self):
+        sg = self.sgemm
+        # row-major C = A @ B as column-major C^T = B^T A^T (the .T views are F-ordered)
+        for i, w in enumerate(self.W):
+            sg(1.0, w.T, self.acts[i].T, beta=0.0, c=self.acts[i + 1].T, overwrite_c=1)
+        for i, w in enumerate(self.W):
+            sg(1.0, self.dz[i].T, self.acts[i].T, trans_b=1, beta=0.0, c=self.dW[i].T,
+               overwrite_c=1)
+            if i > 0:
+                sg(1.0, w.T, self.dz[i].T, trans_a=1, beta=0.0, c=self.dx[i - 1].T,
+                   overwrite_c=1)
+
+
+def default_threads() -> int:
+    """FASTCLIP_BENCH_THREADS, else every CPU (the same for the three)."""
+    return int(os.environ.get("FASTCLIP_BENCH_THREADS", os.cpu_count() or 1))
+
+
+def set_threads(n: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# pytest-benchmark
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    set_threads(default_threads())
+
+
+@pytest.fixture(scope="module", params=BATCHES, ids=lambda b: f"b{b}")
+def problem(request, _threads):
+    x, y = make_problem(request.param)
+    fc = FastclipStep(x, y)
+    return request.param, x, y, fc, fc.initial_params()
+
+
+def test_mlp_step_fastclip(benchmark, problem):
+    batch, _, _, fc, _ = problem
+    benchmark.group = f"mlp-step-b{batch}"
+    benchmark(fc)
+
+
+def test_mlp_step_numpy(benchmark, problem):
+    batch, x, y, _, params = problem
+    benchmark.group = f"mlp-step-b{batch}"
+    benchmark(NumpyStep(x, y, params))
+
+
+def test_mlp_step_torch(benchmark, problem):
+    pytest.importorskip("torch")
+    batch, x, y, _, params = problem
+    benchmark.group = f"mlp-step-b{batch}"
+    benchmark(TorchStep(x, y, params))
+
+
+def test_mlp_step_gemms_only(benchmark, problem):
+    batch, x, _, _, params = problem
+    benchmark.group = f"mlp-step-b{batch}"
+    benchmark(GemmOnly(x, params))
+
+
+# ---------------------------------------------------------------------------
+# stand-alone table
+# ---------------------------------------------------------------------------
+def run(batches, reps: int, threads: int) -> list[dict]:
+    set_threads(threads)
+    rows = []
+    for batch in batches:
+        x, y = make_problem(batch)
+        fc = FastclipStep(x, y)
+        params = fc.initial_params()
+        impls = {"fastclip": fc, "numpy": NumpyStep(x, y, params),
+                 "gemm": GemmOnly(x, params)}
+        try:
+            impls["torch"] = TorchStep(x, y, params)
+        except ImportError:
+            pass
+        r = max(5, reps if batch < 2048 else reps // 3)
+        times = {k: [] for k in impls}
+        for f in impls.values():  # warm up (allocations, thread pools)
+            f()
+            f()
+        for _ in range(r):
+            for k, f in impls.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+        rows.append({"batch": batch, **med})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    a = ap.parse_args()
+    rows = run([int(b) for b in a.batches.split(",")], a.reps, a.threads)
+    print(f"threads={a.threads}, medians in ms")
+    print("| batch | fastclip | NumPy | PyTorch | vs torch | vs NumPy | GEMM share |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        t = r.get("torch", float("nan"))
+        print(f"| {r['batch']} | {r['fastclip']:.3f} | {r['numpy']:.3f} | {t:.3f} | "
+              f"{t / r['fastclip']:.2f}x | {r['numpy'] / r['fastclip']:.2f}x | "
+              f"{100 * r['gemm'] / r['fastclip']:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+/* fastclip: adaptive-clipping kernels (see adaptive.h). */
+#include "adaptive.h"
+
+#include <math.h>
+#include <string.h>
+
+#define FC_T float
+#define FC_SUF f32
+#define FC_TRACK_MAX 0
+#include "adaptive_impl.h"
+#undef FC_T
+#undef FC_SUF
+#undef FC_TRACK_MAX
+
+#define FC_T double
+#define FC_SUF f64
+#define FC_TRACK_MAX 1
+#include "adaptive_impl.h"
+#undef FC_T
+#undef FC_SUF
+#undef FC_TRACK_MAX
+
+/* Sums of squares below this may have lost digits to underflow. */
+#define FC_ASSQ_TINY 0x1p-968
+/* Columns per task. */
+#define FC_UNIT_W ((int64_t)512)
+
+/* Tasks: row blocks x column chunks. The row-block height depends only on
+ * the shape, so the order in which partial sums are added never depends on
+ * the number of threads. */
+typedef struct {
+    int64_t w, rb, nrb, ncc;
+} fc_tiling;
+
+static void fc_tile(const fc_units *a, fc_tiling *t) {
+    t->w = a->cols < FC_UNIT_W ? a->cols : FC_UNIT_W;
+    if (t->w < 1) t->w = 1;
+    t->rb = FC_BLOCK / t->w;
+    if (t->rb < 1) t->rb = 1;
+    t->nrb = (a->rows + t->rb - 1) / t->rb;
+    t->ncc = (a->cols + t->w - 1) / t->w;
+}
+
+/* Column norms of `a` into norms[cols] and column sums of squares into
+ * sq[cols] (sq = norm^2 computed without overflow where possible). */
+static int fc_colnorms(const fc_units *a, double *norms, double *sq) {
+    const int64_t rows = a->rows, cols = a->cols;
+    if (cols <= 0) return FC_OK;
+    if (rows <= 0) {
+        for (int64_t c = 0; c < cols; c++) norms[c] = sq[c] = 0.0;
+        return FC_OK;
+    }
+    fc_tiling t;
+    fc_tile(a, &t);
+    const int64_t item = fc_itemsize(a->dtype);
+    const int64_t np = t.nrb * cols;
+    double *acc = (double *)calloc((size_t)np, sizeof(double));
+    double *mx = (double *)calloc((size_t)np, sizeof(double));
+    if (!acc || !mx) {
+        free(acc);
+        free(mx);
+        return FC_ENOMEM;
+    }
+    const int64_t ntask = t.nrb * t.ncc;
+    const int par = fc_use_parallel(rows * cols);
+    (void)par;
+    const int adjacent = (a->cs == item);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < ntask; k++) {
+        int64_t b = k / t.ncc, cc = k % t.ncc;
+        int64_t r0 = b * t.rb, r1 = r0 + t.rb < rows ? r0 + t.rb : rows;
+        int64_t c0 = cc * t.w, c1 = c0 + t.w < cols ? c0 + t.w : cols;
+        double *pa = acc + b * cols, *pm = mx + b * cols;
+        if (a->dtype == FC_FLOAT32) {
+            if (adjacent) colsq_rows_f32(a->data, a->rs, r0, r1, c0, c1, pa, pm);
+            else colsq_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, pa, pm);
+        } else {
+            if (adjacent) colsq_rows_f64(a->data, a->rs, r0, r1, c0, c1, pa, pm);
+            else colsq_cols_f64(a->data, a->rs, a->cs, r0, r1, c0, c1, pa, pm);
+        }
+    }
+    for (int64_t c = 0; c < cols; c++) {
+        double s = 0, m = 0;
+        for (int64_t b = 0; b < t.nrb; b++) {
+            s += acc[b * cols + c];
+            double v = mx[b * cols + c];
+            m = v > m ? v : m;
+        }
+        int rescue = a->dtype == FC_FLOAT64 &&
+                     ((isinf(s) && isfinite(m)) || (s < FC_ASSQ_TINY && m > 0));
+        if (rescue) {
+            double r = col_scaled_ssq_f64(a->data, a->rs, a->cs, rows, c, m);
+            norms[c] = m * sqrt(r);
+            sq[c] = (m * m) * r;
+        } else {
+            norms[c] = sqrt(s);
+            sq[c] = s;
+        }
+    }
+    free(acc);
+    free(mx);
+    return FC_OK;
+}
+
+int fc_unit_norms(const fc_units *a, double *norms) {
+    if (a->cols <= 0) return FC_OK;
+    double *sq = (double *)malloc((size_t)a->cols * sizeof(double));
+    if (!sq) return FC_ENOMEM;
+    int rc = fc_colnorms(a, norms, sq);
+    free(sq);
+    return rc;
+}
+
+static int fc_scale_units(const fc_units *a, const void *k) {
+    const int64_t rows = a->rows, cols = a->cols;
+    if (rows <= 0 || cols <= 0) return FC_OK;
+    fc_tiling t;
+    fc_tile(a, &t);
+    const int64_t item = fc_itemsize(a->dtype);
+    const int64_t ntask = t.nrb * t.ncc;
+    const int par = fc_use_parallel(rows * cols);
+    (void)par;
+    const int adjacent = (a->cs == item);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t q = 0; q < ntask; q++) {
+        int64_t b = q / t.ncc, cc = q % t.ncc;
+        int64_t r0 = b * t.rb, r1 = r0 + t.rb < rows ? r0 + t.rb : rows;
+        int64_t c0 = cc * t.w, c1 = c0 + t.w < cols ? c0 + t.w : cols;
+        if (a->dtype == FC_FLOAT32) {
+            if (adjacent) scale_rows_f32(a->data, a->rs, r0, r1, c0, c1, (const float *)k);
+            else scale_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, (const float *)k);
+        } else {
+            if (adjacent) scale_rows_f64(a->data, a->rs, r0, r1, c0, c1, (const double *)k);
+            else scale_cols_f64(a->data, a->rs, a->cs, r0, r1, c0, c1, (const double *)k);
+        }
+    }
+    return FC_OK;
+}
+
+int fc_agc_(const fc_units *g, const fc_units *p, int64_t n, double clipping, double eps,
+            double *sq_before, double *sq_after, int64_t *n_clipped) {
+    *n_clipped = 0;
+    if (n <= 0) return FC_OK;
+    int64_t total = 0, maxc = 1;
+    for (int64_t i = 0; i < n; i++) {
+        if (g[i].rows != p[i].rows || g[i].cols != p[i].cols) return FC_EINVAL;
+        total += g[i].cols;
+        if (g[i].cols > maxc) maxc = g[i].cols;
+    }
+    /* coefficients of every unit (double), then per array in its dtype */
+    double *coef = (double *)malloc((size_t)(total > 0 ? total : 1) * sizeof(double));
+    double *gn = (double *)malloc((size_t)maxc * sizeof(double));
+    double *gs = (double *)malloc((size_t)maxc * sizeof(double));
+    double *pn = (double *)malloc((size_t)maxc * sizeof(double));
+    double *ps = (double *)malloc((size_t)maxc * sizeof(double));
+    double *kd = (double *)malloc((size_t)maxc * sizeof(double));
+    float *kf = (float *)malloc((size_t)maxc * sizeof(float));
+    int rc = FC_OK;
+    if (!coef || !gn || !gs || !pn || !ps || !kd || !kf) {
+        rc = FC_ENOMEM;
+        goto done;
+    }
+    int64_t clipped = 0, off = 0;
+    /* pass 1: every norm and coefficient, before any gradient is written */
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t cols = g[i].cols;
+        rc = fc_colnorms(g + i, gn, gs);
+        if (rc != FC_OK) goto done;
+        rc = fc_colnorms(p + i, pn, ps);
+        if (rc != FC_OK) goto done;
+        double before = 0, after = 0;
+        for (int64_t c = 0; c < cols; c++) {
+            /* jnp.maximum propagates NaN; so does this */
+            double pm = (pn[c] > eps || pn[c] != pn[c]) ? pn[c] : eps;
+            double max_norm = clipping * pm;
+            double k = 1.0;
+            if (!(gn[c] < max_norm)) {
+                double gm = (gn[c] > 1e-6 || gn[c] != gn[c]) ? gn[c] : 1e-6;
+                k = max_norm / gm;
+            }
+            coef[off + c] = k;
+            before += gs[c];
+            if (k != 1.0) {
+                clipped++;
+                double gk = gn[c] * k; /* the clipped norm; cannot overflow */
+                after += gk * gk;
+            } else {
+                after += gs[c];
+            }
+        }
+        sq_before[i] = before;
+        sq_after[i] = after;
+        off += cols;
+    }
+    /* pass 2: scale the arrays that have a unit to clip */
+    off = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t cols = g[i].cols;
+        int any = 0;
+        for (int64_t c = 0; c < cols; c++) any |= (coef[off + c] != 1.0);
+        if (any) {
+            const void *k;
+            if (g[i].dtype == FC_FLOAT32) {
+                for (int64_t c = 0; c < cols; c++) kf[c] = (float)coef[off + c];
+                k = kf;
+            } else {
+                for (int64_t c = 0; c < cols; c++) kd[c] = coef[off + c];
+                k = kd;
+            }
+            rc = fc_scale_units(g + i, k);
+            if (rc != FC_OK) goto done;
+        }
+        off += cols;
+    }
+    *n_clipped = clipped;
+done:
+    free(coef);
+    free(gn);
+    free(gs);
+    free(pn);
+    free(ps);
+    free(kd);
+    free(kf);
+    return rc;
+}

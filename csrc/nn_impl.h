@@ -1,0 +1,345 @@
+/*
+ * Per-dtype MLP kernels, included by nn.c twice: FC_T = float (FC_SUF f32)
+ * and FC_T = double (FC_SUF f64).
+ */
+#define FC_CAT_(a, b) a##_##b
+#define FC_CAT(a, b) FC_CAT_(a, b)
+#define FN(name) FC_CAT(name, FC_SUF)
+
+/* ---- forward epilogue ------------------------------------------------- */
+static FC_TARGET_CLONES void FN(epi_inplace)(FC_T *y, int64_t ldy, int64_t r0, int64_t r1,
+                                             int64_t m, const FC_T *restrict b, int act, FC_T s) {
+    for (int64_t i = r0; i < r1; i++) {
+        FC_T *restrict yr = y + i * ldy;
+        if (act == FC_ACT_IDENTITY) {
+            for (int64_t j = 0; j < m; j++) yr[j] = yr[j] + b[j];
+        } else if (act == FC_ACT_RELU) {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T v = yr[j] + b[j];
+                yr[j] = v <= 0 ? (FC_T)0 : v; /* NaN stays NaN */
+            }
+        } else {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T v = yr[j] + b[j];
+                yr[j] = v > 0 ? v : v * s;
+            }
+        }
+    }
+}
+
+static FC_TARGET_CLONES void FN(epi_split)(FC_T *z, int64_t ldz, FC_T *y, int64_t ldy, int64_t r0,
+                                           int64_t r1, int64_t m, const FC_T *restrict b, int act,
+                                           FC_T s) {
+    for (int64_t i = r0; i < r1; i++) {
+        FC_T *restrict zr = z + i * ldz;
+        FC_T *restrict yr = y + i * ldy;
+        if (act == FC_ACT_IDENTITY) {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T v = zr[j] + b[j];
+                zr[j] = v;
+                yr[j] = v;
+            }
+        } else if (act == FC_ACT_RELU) {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T v = zr[j] + b[j];
+                zr[j] = v;
+                yr[j] = v <= 0 ? (FC_T)0 : v;
+            }
+        } else {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T v = zr[j] + b[j];
+                zr[j] = v;
+                yr[j] = v > 0 ? v : v * s;
+            }
+        }
+    }
+}
+
+int FN(fc_nn_bias_act)(FC_T *z, int64_t ldz, FC_T *y, int64_t ldy, int64_t n, int64_t m,
+                       const FC_T *b, int act, FC_T slope) {
+    if (act < FC_ACT_IDENTITY || act > FC_ACT_PRELU) return FC_EINVAL;
+    if (n <= 0 || m <= 0) return FC_OK;
+    int64_t rb = FC_BLOCK / m;
+    if (rb < 1) rb = 1;
+    const int64_t nb = (n + rb - 1) / rb;
+    const int inplace = (z == y);
+    const int par = nb > 1 && FC_NN_PAR(n * m);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; k++) {
+        int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
+        if (inplace) FN(epi_inplace)(y, ldy, r0, r1, m, b, act, slope);
+        else FN(epi_split)(z, ldz, y, ldy, r0, r1, m, b, act, slope);
+    }
+    return FC_OK;
+}
+
+/* ---- backward activation pass ----------------------------------------- */
+/* Rows [0, n) of one row block (pointers at the block's first row):
+ * dz = dy * act'(ref), acc[j] = sum_i dz[i,j] and, for prelu,
+ * sacc[j] = sum over ref <= 0 of dy * ref; rows visited in order, the
+ * accumulators are per column (vectorisable, no cross-lane reduction). */
+static FC_TARGET_CLONES void FN(bwd_rows)(const FC_T *dy, int64_t lddy, const FC_T *ref,
+                                          int64_t ldr, FC_T *dz, int64_t lddz, int64_t n,
+                                          int64_t m, int act, FC_T s, double *restrict acc,
+                                          double *restrict sacc) {
+    for (int64_t j = 0; j < m; j++) acc[j] = 0.0;
+    if (sacc)
+        for (int64_t j = 0; j < m; j++) sacc[j] = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const FC_T *restrict d = dy + i * lddy;
+        if (act == FC_ACT_IDENTITY) {
+            if (dz) {
+                FC_T *restrict o = dz + i * lddz;
+                for (int64_t j = 0; j < m; j++) {
+                    FC_T v = d[j];
+                    o[j] = v;
+                    acc[j] += (double)v;
+                }
+            } else {
+                for (int64_t j = 0; j < m; j++) acc[j] += (double)d[j];
+            }
+            continue;
+        }
+        const FC_T *restrict r = ref + i * ldr;
+        FC_T *restrict o = dz + i * lddz;
+        if (act == FC_ACT_RELU) {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T g = d[j], z = r[j];
+                FC_T v = z <= 0 ? (FC_T)0 : g;
+                o[j] = v;
+                acc[j] += (double)v;
+            }
+        } else if (act == FC_ACT_LEAKY_RELU) {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T g = d[j], z = r[j], gs = g * s;
+                FC_T v = z > 0 ? g : gs;
+                o[j] = v;
+                acc[j] += (double)v;
+            }
+        } else {
+            for (int64_t j = 0; j < m; j++) {
+                FC_T g = d[j], z = r[j], gs = g * s;
+                double gz = (double)g * (double)z;
+                FC_T v = z > 0 ? g : gs;
+                o[j] = v;
+                acc[j] += (double)v;
+                sacc[j] += z > 0 ? 0.0 : gz;
+            }
+        }
+    }
+}
+
+/* acc[j] += part[j] for each of nb blocks in order (acc = block 0). */
+static void FN(sum_blocks)(double *part, int64_t nb, int64_t m) {
+    for (int64_t k = 1; k < nb; k++) {
+        const double *restrict p = part + k * m;
+        double *restrict a = part;
+        for (int64_t j = 0; j < m; j++) a[j] += p[j];
+    }
+}
+
+int FN(fc_nn_act_backward)(const FC_T *dy, int64_t lddy, const FC_T *ref, int64_t ldr, FC_T *dz,
+                           int64_t lddz, int64_t n, int64_t m, int act, FC_T slope, FC_T *db,
+                           double *db_sq, FC_T *dslope, double *dslope_sq) {
+    if (act < FC_ACT_IDENTITY || act > FC_ACT_PRELU) return FC_EINVAL;
+    if (act != FC_ACT_IDENTITY && (!dz || !ref)) return FC_EINVAL;
+    if (act == FC_ACT_PRELU && (!dslope || !dslope_sq)) return FC_EINVAL;
+    if (n < 0 || m < 0) return FC_EINVAL;
+    const int prelu = act == FC_ACT_PRELU;
+    if (n == 0 || m == 0) {
+        for (int64_t j = 0; j < m; j++) db[j] = (FC_T)0;
+        *db_sq = 0.0;
+        if (prelu) *dslope = (FC_T)0, *dslope_sq = 0.0;
+        return FC_OK;
+    }
+    /* Fixed row blocks (a function of n and m only): per-block column
+     * partials, added in block order. */
+    int64_t rb = FC_BLOCK / m;
+    if (rb < 16) rb = 16;
+    const int64_t nb = (n + rb - 1) / rb;
+    double *part = (double *)malloc((size_t)(nb * m * (prelu ? 2 : 1)) * sizeof(double));
+    if (!part) return FC_ENOMEM;
+    double *spart = prelu ? part + nb * m : NULL;
+    const int par = nb > 1 && FC_NN_PAR(n * m);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; k++) {
+        const int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
+        FN(bwd_rows)(dy + r0 * lddy, lddy, ref ? ref + r0 * ldr : NULL, ldr,
+                     dz ? dz + r0 * lddz : NULL, lddz, r1 - r0, m, act, slope, part + k * m,
+                     spart ? spart + k * m : NULL);
+    }
+    FN(sum_blocks)(part, nb, m);
+    double sq = 0.0;
+    for (int64_t j = 0; j < m; j++) {
+        FC_T v = (FC_T)part[j];
+        db[j] = v;
+        sq += (double)v * (double)v;
+    }
+    *db_sq = sq;
+    if (prelu) {
+        FN(sum_blocks)(spart, nb, m);
+        double t = 0.0;
+        for (int64_t j = 0; j < m; j++) t += spart[j];
+        FC_T ds = (FC_T)t;
+        *dslope = ds;
+        *dslope_sq = (double)ds * (double)ds;
+    }
+    free(part);
+    return FC_OK;
+}
+
+/* ---- sum of squares ---------------------------------------------------- */
+static FC_TARGET_CLONES double FN(ssq_block)(const FC_T *restrict x, int64_t n) {
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int j = 0; j < 8; j++) {
+            double v = (double)x[i + j];
+            s[j] += v * v;
+        }
+    }
+    double t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) t += (double)x[i] * (double)x[i];
+    return t;
+}
+
+double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
+    if (n <= 0) return 0.0;
+    const int64_t nb = (n + FC_BLOCK - 1) / FC_BLOCK;
+    if (nb == 1) return FN(ssq_block)(x, n);
+    double stack[256];
+    double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
+    double total = 0.0;
+    if (!part) { /* same blocks, same order, one thread */
+        for (int64_t k = 0; k < nb; k++) {
+            int64_t s0 = k * FC_BLOCK;
+            total += FN(ssq_block)(x + s0, n - s0 < FC_BLOCK ? n - s0 : FC_BLOCK);
+        }
+        return total;
+    }
+    const int par = FC_NN_PAR(n);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; k++) {
+        int64_t s0 = k * FC_BLOCK;
+        part[k] = FN(ssq_block)(x + s0, n - s0 < FC_BLOCK ? n - s0 : FC_BLOCK);
+    }
+    for (int64_t k = 0; k < nb; k++) total += part[k];
+    if (part != stack) free(part);
+    return total;
+}
+
+/* ---- losses -------------------------------------------------------------- */
+static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, int64_t c,
+                            const int64_t *labels, const FC_T *t, int64_t ldt, FC_T *g,
+                            double nrows) {
+    double L = 0.0;
+    for (int64_t i = r0; i < r1; i++) {
+        const FC_T *xr = x + i * ldx;
+        FC_T *gr = g + i * c;
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < c; j++) {
+            double v = (double)xr[j];
+            mx = v > mx ? v : mx; /* NaN ignored here; it reaches the sum */
+        }
+        if (!(mx > -INFINITY)) mx = 0.0;
+        double se = 0.0;
+        for (int64_t j = 0; j < c; j++) se += exp((double)xr[j] - mx);
+        const double lse = mx + log(se);
+        if (labels) {
+            const int64_t y = labels[i];
+            L += lse - (double)xr[y];
+            for (int64_t j = 0; j < c; j++) {
+                double p = exp((double)xr[j] - mx) / se;
+                gr[j] = (FC_T)((j == y ? p - 1.0 : p) / nrows);
+            }
+        } else {
+            const FC_T *tr = t + i * ldt;
+            double ts = 0.0, sxt = 0.0;
+            for (int64_t j = 0; j < c; j++) {
+                ts += (double)tr[j];
+                sxt += (double)tr[j] * (double)xr[j];
+            }
+            L += ts * lse - sxt;
+            for (int64_t j = 0; j < c; j++) {
+                double p = exp((double)xr[j] - mx) / se;
+                gr[j] = (FC_T)((p * ts - (double)tr[j]) / nrows);
+            }
+        }
+    }
+    return L;
+}
+
+int FN(fc_nn_softmax_xent)(const FC_T *x, int64_t ldx, int64_t n, int64_t c,
+                           const int64_t *labels, const FC_T *t, int64_t ldt, FC_T *g,
+                           double *loss) {
+    if (n <= 0) {
+        *loss = NAN;
+        return FC_OK;
+    }
+    if (c <= 0 || (!labels && !t)) return FC_EINVAL;
+    int64_t rb = FC_BLOCK / c;
+    if (rb < 1) rb = 1;
+    const int64_t nb = (n + rb - 1) / rb;
+    double stack[64];
+    double *part = nb <= 64 ? stack : (double *)malloc((size_t)nb * sizeof(double));
+    if (!part) return FC_ENOMEM;
+    const int par = nb > 1 && fc_use_parallel(n * c * 8);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; k++) {
+        int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
+        part[k] = FN(xent_rows)(x, ldx, r0, r1, c, labels, t, ldt, g, (double)n);
+    }
+    double L = 0.0;
+    for (int64_t k = 0; k < nb; k++) L += part[k];
+    if (part != stack) free(part);
+    *loss = L / (double)n;
+    return FC_OK;
+}
+
+static FC_TARGET_CLONES double FN(mse_block)(const FC_T *restrict p, const FC_T *restrict t,
+                                             FC_T *restrict g, int64_t n, double scale) {
+    double s[4] = {0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        for (int j = 0; j < 4; j++) {
+            double d = (double)p[i + j] - (double)t[i + j];
+            s[j] += d * d;
+            g[i + j] = (FC_T)(d * scale);
+        }
+    }
+    double tot = (s[0] + s[1]) + (s[2] + s[3]);
+    for (; i < n; i++) {
+        double d = (double)p[i] - (double)t[i];
+        tot += d * d;
+        g[i] = (FC_T)(d * scale);
+    }
+    return tot;
+}
+
+int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, double *loss) {
+    if (size <= 0) {
+        *loss = NAN;
+        return FC_OK;
+    }
+    const int64_t nb = (size + FC_BLOCK - 1) / FC_BLOCK;
+    double stack[256];
+    double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
+    if (!part) return FC_ENOMEM;
+    const double scale = 2.0 / (double)size;
+    const int par = nb > 1 && fc_use_parallel(size);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t k = 0; k < nb; k++) {
+        int64_t s0 = k * FC_BLOCK;
+        int64_t len = size - s0 < FC_BLOCK ? size - s0 : FC_BLOCK;
+        part[k] = FN(mse_block)(p + s0, t + s0, g + s0, len, scale);
+    }
+    double L = 0.0;
+    for (int64_t k = 0; k < nb; k++) L += part[k];
+    if (part != stack) free(part);
+    *loss = L / (double)size;
+    return FC_OK;
+}
+
+#undef FN
+#undef FC_CAT
+#undef FC_CAT_

@@ -1,0 +1,659 @@
+"""Adaptive gradient clipping: AGC, AutoClip and ZClip.
+
+Each clipper is a small stateful object. Use it on its own::
+
+    clipper = fastclip.ZClip()
+    norm = clipper.clip_(grads)            # in place; returns the pre-clip global norm
+    clipped = clipper(grads)               # new arrays, grads untouched
+
+or hand it to :func:`fastclip.train.fit` (``clipper=...``), which calls
+:meth:`clip_` between the backward pass and the optimiser step with the
+per-layer sums of squares that the backward pass already computed, so the
+clipper adds no norm pass of its own.
+
+The hot parts run in C: unit-wise norms and per-unit scaling for
+:class:`AGC` (``fastclip._adaptive``), the global norm and the scaling for
+:class:`AutoClip` and :class:`ZClip` (``fastclip._clip``). The decision logic
+(percentiles, exponential moving averages) is a few scalar operations per step.
+
+A non-finite global norm (NaN or inf) leaves the gradients and the clipper's
+statistics untouched: deciding what to do with such a step is the job of the
+explosion monitor (:class:`fastclip.train.GradientMonitor`) or of
+:func:`fastclip.zero_nans_`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import numbers
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Union
+
+import numpy as np
+
+from fastclip import _validation as _v
+from fastclip._dispatch import family
+from fastclip.clip import clip_grads_with_norm_, get_total_norm
+
+__all__ = [
+    "AGC",
+    "AutoClip",
+    "ZClip",
+    "adaptive_grad_clip_",
+    "unitwise_norms",
+]
+
+Arrays = Union[np.ndarray, Iterable[np.ndarray]]  # noqa: UP007 (a runtime alias)
+
+_fam = family("adaptive")
+
+
+def unitwise_norms(x: Arrays) -> np.ndarray | list[np.ndarray]:
+    """The L2 norm of every unit of every array, as optax's ``unitwise_norm``.
+
+    With fastclip's ``(in, out)`` weights a unit is an output column: the norm
+    is over axis 0. An array with at most one dimension longer than 1
+    (scalar, bias vector, ``(1, n)`` weight) is one unit. A 3-d
+    ``(in, heads, out)`` array has a unit per ``(head, out)`` pair (norm over
+    axis 0), a 4-d HWIO kernel a unit per output channel (norm over axes 0-2).
+
+    Parameters
+    ----------
+    x : ndarray or iterable of ndarray
+        float32 or float64 arrays with at most 4 dimensions (read only).
+
+    Returns
+    -------
+    ndarray or list of ndarray
+        One 1-d float64 array of unit norms per input array (a single array
+        for a single input). optax broadcasts these back to ``x.shape``; here
+        they are returned once per unit.
+
+    Raises
+    ------
+    TypeError
+        A non-array element or a dtype other than float32/float64.
+    ValueError
+        An array with more than 4 dimensions (that are not all of length 1).
+    """
+    return _fam.impl.unitwise_norms(x)
+
+
+def adaptive_grad_clip_(
+    grads: Arrays, params: Arrays, clipping: float = 0.01, eps: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Unit-wise adaptive gradient clipping in place (Brock et al. 2021).
+
+    Matches ``optax.adaptive_grad_clip(clipping, eps)``: for every unit (see
+    :func:`unitwise_norms`) with gradient norm ``||g||`` and parameter norm
+    ``||p||``, ``max_norm = clipping * max(||p||, eps)``, and the unit is
+    multiplied by ``max_norm / max(||g||, 1e-6)`` unless ``||g|| < max_norm``.
+    A NaN norm makes its unit NaN, as in optax. Every norm is computed before
+    any gradient is written.
+
+    Parameters
+    ----------
+    grads : ndarray or iterable of ndarray
+        Writeable float32/float64 gradients, modified in place; they must not
+        share memory with each other.
+    params : ndarray or iterable of ndarray
+        The parameters, same number and shapes as ``grads`` (read only).
+    clipping : float, default 0.01
+        The largest allowed ratio of unit gradient norm to unit parameter
+        norm, ``> 0`` (0.01 is the NFNet paper's default for batch size
+        up to 4096; optax has no default).
+    eps : float, default 1e-3
+        Floor of the parameter norm, so zero-initialised units can still
+        move, ``>= 0``.
+
+    Returns
+    -------
+    (ndarray, ndarray, int)
+        Per-array sums of squares of the gradients before and after clipping
+        (float64), and the number of units that were scaled.
+
+    Raises
+    ------
+    TypeError
+        A non-array element or an unsupported dtype.
+    ValueError
+        ``clipping <= 0``, ``eps < 0`` (or NaN), read-only or overlapping
+        gradients, a different number of params and grads, mismatched
+        shapes, or arrays with more than 4 dimensions.
+    """
+    return _fam.impl.adaptive_grad_clip_(grads, params, clipping, eps)
+
+
+# ---------------------------------------------------------------------------
+# helpers shared by the clipper classes
+# ---------------------------------------------------------------------------
+
+
+def _sqnorms_arg(sqnorms: Any, n: int) -> np.ndarray:
+    arr = np.asarray(sqnorms, dtype=np.float64)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(
+            f"sqnorms must be a 1-d array with one sum of squares per gradient ({n}), "
+            f"got shape {arr.shape}"
+        )
+    return arr
+
+
+def _global_from(grads: Arrays, sqnorms: Any) -> tuple[list[np.ndarray], bool, np.ndarray]:
+    """Validated in-place gradients and their per-array sums of squares."""
+    arrays, single = _v.check_arrays(grads, "grads", inplace=True)
+    if sqnorms is None:
+        sq = np.array([get_total_norm(a) ** 2 for a in arrays], dtype=np.float64)
+    else:
+        sq = _sqnorms_arg(sqnorms, len(arrays))
+    return arrays, single, sq
+
+
+def _total(sq: np.ndarray) -> float:
+    return math.sqrt(float(np.sum(sq))) if sq.size else 0.0
+
+
+def _copies(grads: Arrays) -> tuple[list[np.ndarray], bool]:
+    arrays, single = _v.check_arrays(grads, "grads", inplace=False)
+    return [np.array(a, copy=True) for a in arrays], single
+
+
+def _real_param(value: Any, name: str, *, low: float, low_open: bool, high: float | None = None,
+                high_open: bool = True) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    ok = not math.isnan(v) and (v > low if low_open else v >= low)
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        lo = f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
+        raise ValueError(f"{name} must be {lo}{hi}, got {value!r}")
+    return v
+
+
+def _int_param(value: Any, name: str, low: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if int(value) < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return int(value)
+
+
+def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value.lower() not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value.lower()
+
+
+class _Clipper:
+    """Shared interface: ``clip_`` (defined by each clipper) in place,
+    ``__call__`` on copies."""
+
+    #: whether :meth:`clip_` needs the parameters (fit passes them when True)
+    requires_params = False
+    clip_: Callable[..., float]
+
+    def __init__(self) -> None:
+        self.last_norm: float = math.nan
+        self.last_clipped: int = 0
+        self.last_sqnorms: np.ndarray = np.zeros(0)
+
+    def __call__(self, grads: Arrays, params: Arrays | None = None) -> Any:
+        """Clip copies of ``grads`` (the inputs are left unchanged).
+
+        Updates the clipper's state exactly as :meth:`clip_` does.
+
+        Returns
+        -------
+        ndarray or list of ndarray
+            The clipped copies (an ndarray for an ndarray input).
+        """
+        copies, single = _copies(grads)
+        self.clip_(copies, params)
+        return copies[0] if single else copies
+
+
+class AGC(_Clipper):
+    """Adaptive gradient clipping, unit-wise (Brock et al. 2021, NFNets).
+
+    Each output unit's gradient is scaled down so that its norm is at most
+    ``clipping * max(||p||, eps)``, where ``||p||`` is the norm of the same
+    unit of the parameters: optax's ``adaptive_grad_clip(clipping, eps)``
+    semantics, see :func:`adaptive_grad_clip_`. With fastclip's ``(in, out)``
+    weights a unit is a column (the norm is over axis 0); biases and other
+    vectors are single units. Norms and scaling run in C in two passes over
+    the gradients (the second only for arrays with a unit to clip).
+
+    AGC has no state besides its settings, but keeps the statistics of the
+    last call: ``last_norm`` (global gradient norm before clipping),
+    ``last_clipped`` (units scaled) and ``last_sqnorms`` (per-array sums of
+    squares after clipping).
+
+    Parameters
+    ----------
+    clipping : float, default 0.01
+        ``> 0``.
+    eps : float, default 1e-3
+        ``>= 0``.
+
+    Raises
+    ------
+    ValueError
+        For ``clipping <= 0`` or ``eps < 0`` (the message names them).
+
+    Examples
+    --------
+    >>> import numpy as np, fastclip
+    >>> w = np.ones((4, 2)); g = np.full((4, 2), 10.0)
+    >>> agc = fastclip.AGC(clipping=0.1)
+    >>> norm = agc.clip_([g], [w])
+    >>> round(float(np.linalg.norm(g[:, 0])), 6)   # 0.1 * ||w[:, 0]|| = 0.2
+    0.2
+    """
+
+    requires_params = True
+
+    def __init__(self, clipping: float = 0.01, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.clipping = _real_param(clipping, "clipping", low=0.0, low_open=True)
+        self.eps = _real_param(eps, "eps", low=0.0, low_open=False)
+
+    def clip_(self, grads: Arrays, params: Arrays | None = None, *,
+              sqnorms: Any = None) -> float:
+        """Clip ``grads`` in place, unit-wise, relative to ``params``.
+
+        Parameters
+        ----------
+        grads : ndarray or iterable of ndarray
+            Writeable gradients.
+        params : ndarray or iterable of ndarray
+            The parameters (required), same shapes as ``grads``.
+        sqnorms : array-like, optional
+            Ignored (accepted for interface compatibility: AGC computes its
+            per-unit norms, and from them the global norm, in one pass).
+
+        Returns
+        -------
+        float
+            The global L2 norm of the gradients before clipping.
+
+        Raises
+        ------
+        ValueError
+            When ``params`` is None or does not match ``grads``.
+        """
+        if params is None:
+            raise ValueError("params is required: AGC clips relative to the parameter norms")
+        before, after, clipped = adaptive_grad_clip_(grads, params, self.clipping, self.eps)
+        self.last_norm = _total(before)
+        self.last_clipped = clipped
+        self.last_sqnorms = after
+        return self.last_norm
+
+    def state_dict(self) -> dict[str, Any]:
+        """The settings (AGC keeps no statistics across steps)."""
+        return {"clipping": self.clipping, "eps": self.eps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore settings saved by :meth:`state_dict` (validated)."""
+        _require_keys(state, ("clipping", "eps"), "AGC")
+        clipping = _real_param(state["clipping"], "clipping", low=0.0, low_open=True)
+        eps = _real_param(state["eps"], "eps", low=0.0, low_open=False)
+        self.clipping, self.eps = clipping, eps
+
+    def __repr__(self) -> str:
+        return f"AGC(clipping={self.clipping!r}, eps={self.eps!r})"
+
+
+def _require_keys(state: Any, keys: tuple[str, ...], cls: str) -> None:
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict from {cls}.state_dict(), got {type(state).__name__}")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"state is missing {missing} (expected a {cls}.state_dict())")
+
+
+def _lerp_percentile(sorted_vals: list[float], q: float) -> float:
+    """``numpy.percentile(vals, q)`` (method "linear") on a sorted list."""
+    n = len(sorted_vals)
+    if n == 1:
+        return sorted_vals[0]
+    idx = q / 100.0 * (n - 1)
+    lo = math.floor(idx)
+    hi = min(lo + 1, n - 1)
+    t = idx - lo
+    a, b = sorted_vals[lo], sorted_vals[hi]
+    d = b - a
+    # NumPy's _lerp: a + d*t, or b - d*(1-t) for t >= 0.5 (monotone, exact ends)
+    return b - d * (1.0 - t) if t >= 0.5 else a + d * t
+
+
+class AutoClip(_Clipper):
+    """AutoClip: clip to a percentile of the history of gradient norms.
+
+    Seetharaman et al. 2020, "AutoClip: Adaptive Gradient Clipping for Source
+    Separation Networks": at every step the global L2 norm is appended to the
+    history, and the gradients are clipped as ``torch.nn.utils.clip_grad_norm_``
+    would with ``max_norm`` set to the ``percentile``-th percentile of the
+    history (NumPy's linear interpolation), which is what the authors'
+    reference code does. The history is kept sorted, so a step costs
+    ``O(log n)`` comparisons plus one list insertion, not a sort.
+
+    Parameters
+    ----------
+    percentile : float, default 10.0
+        In ``[0, 100]`` (the paper's recommended value is 10).
+    history_size : int, optional
+        Keep only the last ``history_size`` norms (``None``: all of them, as
+        in the paper).
+
+    Attributes
+    ----------
+    last_threshold : float
+        The clipping threshold of the last step (NaN before the first).
+    last_norm, last_clipped, last_sqnorms
+        The last step's pre-clip global norm, whether it was scaled (0/1), and
+        the per-array sums of squares after clipping.
+
+    Raises
+    ------
+    ValueError
+        For a percentile outside ``[0, 100]`` or ``history_size < 1``.
+    """
+
+    def __init__(self, percentile: float = 10.0, history_size: int | None = None) -> None:
+        super().__init__()
+        self.percentile = _real_param(percentile, "percentile", low=0.0, low_open=False,
+                                      high=100.0, high_open=False)
+        self.history_size = (None if history_size is None
+                             else _int_param(history_size, "history_size", 1))
+        self._order: deque[float] = deque()
+        self._sorted: list[float] = []
+        self.last_threshold = math.nan
+
+    @property
+    def history(self) -> np.ndarray:
+        """The norms kept, oldest first (a copy)."""
+        return np.array(self._order, dtype=np.float64)
+
+    def _push(self, norm: float) -> None:
+        self._order.append(norm)
+        bisect.insort(self._sorted, norm)
+        if self.history_size is not None and len(self._order) > self.history_size:
+            old = self._order.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+    def threshold(self) -> float:
+        """The current threshold: the percentile of the history (NaN if empty)."""
+        if not self._sorted:
+            return math.nan
+        return _lerp_percentile(self._sorted, self.percentile)
+
+    def clip_(self, grads: Arrays, params: Arrays | None = None, *,
+              sqnorms: Any = None) -> float:
+        """Record the global norm, then clip ``grads`` in place to the percentile.
+
+        Parameters
+        ----------
+        grads : ndarray or iterable of ndarray
+            Writeable gradients.
+        params : ignored
+            Accepted for interface compatibility.
+        sqnorms : array-like, optional
+            Per-array sums of squares of ``grads`` (e.g. ``model.grad_sqnorms()``);
+            saves the norm pass.
+
+        Returns
+        -------
+        float
+            The global L2 norm before clipping. A non-finite norm is not
+            recorded and nothing is scaled.
+        """
+        arrays, _, sq = _global_from(grads, sqnorms)
+        norm = _total(sq)
+        self.last_norm = norm
+        self.last_clipped = 0
+        self.last_sqnorms = sq
+        if not math.isfinite(norm):
+            return norm
+        self._push(norm)
+        thr = self.threshold()
+        self.last_threshold = thr
+        coef = min(1.0, thr / (norm + 1e-6))
+        if coef < 1.0:
+            clip_grads_with_norm_(arrays, thr, norm)
+            self.last_clipped = 1
+            self.last_sqnorms = sq * (coef * coef)
+        return norm
+
+    def state_dict(self) -> dict[str, Any]:
+        """Settings and the norm history (oldest first)."""
+        return {
+            "percentile": self.percentile,
+            "history_size": self.history_size,
+            "history": self.history,
+            "last_threshold": self.last_threshold,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (validated before anything changes)."""
+        _require_keys(state, ("percentile", "history_size", "history"), "AutoClip")
+        pct = _real_param(state["percentile"], "percentile", low=0.0, low_open=False,
+                          high=100.0, high_open=False)
+        size = (None if state["history_size"] is None
+                else _int_param(state["history_size"], "history_size", 1))
+        hist = np.asarray(state["history"], dtype=np.float64)
+        if hist.ndim != 1 or not np.all(np.isfinite(hist)) or np.any(hist < 0):
+            raise ValueError("history must be a 1-d array of finite norms >= 0")
+        if size is not None and hist.size > size:
+            raise ValueError(f"history holds {hist.size} norms, more than history_size={size}")
+        self.percentile, self.history_size = pct, size
+        self._order = deque(float(h) for h in hist)
+        self._sorted = sorted(self._order)
+        self.last_threshold = float(state.get("last_threshold", math.nan))
+
+    def __repr__(self) -> str:
+        return (f"AutoClip(percentile={self.percentile!r}, history_size={self.history_size!r}, "
+                f"{len(self._order)} norms recorded)")
+
+
+class ZClip(_Clipper):
+    """ZClip: z-score clipping against an EMA of the gradient norm.
+
+    Kumar et al. 2025, "ZClip: Adaptive Spike Mitigation for LLM
+    Pre-Training", with the defaults and modes of the authors' ``zclip``
+    package. For the first ``warmup_steps`` steps the global norms are only
+    collected (and clipped to ``max_grad_norm`` when it is set); then the
+    mean and (population) variance of those norms start an exponential
+    moving average. At every later step with norm ``g``, mean ``mu`` and
+    standard deviation ``sd``:
+
+    - ``mode="zscore"``: ``z = (g - mu) / (sd + eps)``; when ``z > z_thresh``
+      the threshold is ``(mu + z_thresh * sd / (z / z_thresh)) * clip_factor``
+      (``clip_option="adaptive_scaling"``) or ``mu`` (``clip_option="mean"``);
+    - ``mode="percentile"``: the threshold is ``mu + z_thresh * sd`` whenever
+      ``g`` exceeds it;
+
+    the threshold is capped at ``max_grad_norm``, the gradients are scaled by
+    ``threshold / (g + 1e-6)`` when ``g`` exceeds it, and the EMA is updated
+    with the threshold (a spike) or ``g``: ``mu <- alpha mu + (1 - alpha) x``,
+    then ``var <- alpha var + (1 - alpha) (x - mu)^2`` with the new ``mu``
+    (skipped for spikes when ``skip_update_on_spike``).
+
+    Deviation from the package: a non-finite norm leaves the gradients and
+    the statistics untouched (the package would turn its EMA into NaN).
+
+    Parameters
+    ----------
+    alpha : float, default 0.97
+        EMA smoothing factor, in ``(0, 1)``.
+    z_thresh : float, default 2.5
+        ``> 0``.
+    max_grad_norm : float, optional
+        A hard cap on the threshold, ``> 0``. The package's README documents
+        ``None`` as the default (its code has used 1.0); None here.
+    eps : float, default 1e-6
+        ``>= 0``.
+    warmup_steps : int, default 25
+        ``>= 1``.
+    mode : {"zscore", "percentile"}, default "zscore"
+    clip_option : {"adaptive_scaling", "mean"}, default "adaptive_scaling"
+        Used in ``"zscore"`` mode only.
+    clip_factor : float, default 1.0
+        ``> 0``; multiplies the adaptive-scaling threshold.
+    skip_update_on_spike : bool, default False
+        Leave the EMA unchanged on steps that were clipped.
+
+    Raises
+    ------
+    ValueError
+        For an invalid mode, clip_option or out-of-range number (the message
+        names the parameter).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.97,
+        z_thresh: float = 2.5,
+        max_grad_norm: float | None = None,
+        eps: float = 1e-6,
+        warmup_steps: int = 25,
+        mode: str = "zscore",
+        clip_option: str = "adaptive_scaling",
+        clip_factor: float = 1.0,
+        skip_update_on_spike: bool = False,
+    ) -> None:
+        super().__init__()
+        self.alpha = _real_param(alpha, "alpha", low=0.0, low_open=True, high=1.0)
+        self.z_thresh = _real_param(z_thresh, "z_thresh", low=0.0, low_open=True)
+        self.max_grad_norm = (None if max_grad_norm is None else
+                              _real_param(max_grad_norm, "max_grad_norm", low=0.0, low_open=True))
+        self.eps = _real_param(eps, "eps", low=0.0, low_open=False)
+        self.warmup_steps = _int_param(warmup_steps, "warmup_steps", 1)
+        self.mode = _choice(mode, "mode", ("zscore", "percentile"))
+        self.clip_option = _choice(clip_option, "clip_option", ("adaptive_scaling", "mean"))
+        self.clip_factor = _real_param(clip_factor, "clip_factor", low=0.0, low_open=True)
+        self.skip_update_on_spike = bool(skip_update_on_spike)
+        self._buffer: list[float] = []
+        self.mean: float | None = None
+        self.var: float | None = None
+        self.last_threshold = math.nan
+
+    @property
+    def initialized(self) -> bool:
+        """Whether the warm-up is over and the EMA statistics exist."""
+        return self.mean is not None
+
+    def _clip_value(self, g: float) -> float | None:
+        assert self.mean is not None and self.var is not None
+        sd = math.sqrt(self.var)
+        if self.mode == "percentile":
+            thr = self.mean + self.z_thresh * sd
+            return thr if g > thr else None
+        z = (g - self.mean) / (sd + self.eps)
+        if z > self.z_thresh:
+            if self.clip_option == "adaptive_scaling":
+                eta = z / self.z_thresh
+                return (self.mean + self.z_thresh * sd / eta) * self.clip_factor
+            return self.mean
+        return None
+
+    def _scale(self, arrays: list[np.ndarray], sq: np.ndarray, g: float, limit: float) -> None:
+        if g > limit:
+            clip_grads_with_norm_(arrays, limit, g)
+            coef = limit / (g + 1e-6)
+            self.last_clipped = 1
+            self.last_sqnorms = sq * (coef * coef)
+
+    def clip_(self, grads: Arrays, params: Arrays | None = None, *,
+              sqnorms: Any = None) -> float:
+        """Update the statistics and clip ``grads`` in place.
+
+        Parameters
+        ----------
+        grads : ndarray or iterable of ndarray
+            Writeable gradients.
+        params : ignored
+            Accepted for interface compatibility.
+        sqnorms : array-like, optional
+            Per-array sums of squares of ``grads``; saves the norm pass.
+
+        Returns
+        -------
+        float
+            The global L2 norm before clipping.
+        """
+        arrays, _, sq = _global_from(grads, sqnorms)
+        g = _total(sq)
+        self.last_norm = g
+        self.last_clipped = 0
+        self.last_sqnorms = sq
+        if not math.isfinite(g):
+            return g
+        if self.mean is None:
+            self._buffer.append(g)
+            if len(self._buffer) >= self.warmup_steps:
+                n = len(self._buffer)
+                mean = sum(self._buffer) / n
+                self.var = sum((x - mean) ** 2 for x in self._buffer) / n
+                self.mean = mean
+                self._buffer = []
+            self.last_threshold = math.inf if self.max_grad_norm is None else self.max_grad_norm
+            if self.max_grad_norm is not None:
+                # torch.nn.utils.clip_grad_norm_(..., max_grad_norm), as the package
+                coef = min(1.0, self.max_grad_norm / (g + 1e-6))
+                if coef < 1.0:
+                    clip_grads_with_norm_(arrays, self.max_grad_norm, g)
+                    self.last_clipped = 1
+                    self.last_sqnorms = sq * (coef * coef)
+            return g
+        clip_val = self._clip_value(g)
+        limit = g if clip_val is None else clip_val
+        if self.max_grad_norm is not None:
+            limit = min(limit, self.max_grad_norm)
+        self.last_threshold = limit
+        self._scale(arrays, sq, g, limit)
+        if clip_val is not None and self.skip_update_on_spike:
+            return g
+        x = g if clip_val is None else clip_val
+        assert self.var is not None
+        self.mean = self.alpha * self.mean + (1.0 - self.alpha) * x
+        self.var = self.alpha * self.var + (1.0 - self.alpha) * (x - self.mean) ** 2
+        return g
+
+    _SETTINGS = ("alpha", "z_thresh", "max_grad_norm", "eps", "warmup_steps", "mode",
+                 "clip_option", "clip_factor", "skip_update_on_spike")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Settings, warm-up buffer and EMA statistics."""
+        d: dict[str, Any] = {k: getattr(self, k) for k in self._SETTINGS}
+        d.update(buffer=np.array(self._buffer, dtype=np.float64), mean=self.mean, var=self.var,
+                 last_threshold=self.last_threshold)
+        return d
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (validated before anything changes)."""
+        _require_keys(state, self._SETTINGS + ("buffer", "mean", "var"), "ZClip")
+        other = ZClip(**{k: state[k] for k in self._SETTINGS})
+        buf = np.asarray(state["buffer"], dtype=np.float64)
+        if buf.ndim != 1 or not np.all(np.isfinite(buf)):
+            raise ValueError("buffer must be a 1-d array of finite norms")
+        mean, var = state["mean"], state["var"]
+        if (mean is None) != (var is None):
+            raise ValueError("mean and var must both be None (warm-up) or both be numbers")
+        if mean is not None:
+            mean = _real_param(mean, "mean", low=-math.inf, low_open=True)
+            var = _real_param(var, "var", low=0.0, low_open=False)
+        for k in self._SETTINGS:
+            setattr(self, k, getattr(other, k))
+        self._buffer = [float(b) for b in buf]
+        self.mean, self.var = mean, var
+        self.last_threshold = float(state.get("last_threshold", math.nan))
+
+    def __repr__(self) -> str:
+        return (f"ZClip(alpha={self.alpha!r}, z_thresh={self.z_thresh!r}, mode={self.mode!r}, "
+                f"clip_option={self.clip_option!r}, warmup_steps={self.warmup_steps!r})")

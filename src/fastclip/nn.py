@@ -1,0 +1,717 @@
+"""Fused MLP layers, losses and initialisers on NumPy arrays.
+
+A block is ``y = act(x @ W + b)`` with ``W`` of shape ``(in_features,
+out_features)``. With the compiled kernels its forward is one BLAS GEMM
+followed by one pass that adds the bias and applies the activation while
+keeping what the backward needs; its backward is one pass for the activation
+derivative that also produces the bias gradient (and the PReLU slope gradient),
+then the GEMMs ``dW = x.T @ dz`` and ``dx = dz @ W.T``. Every gradient's sum of
+squares is recorded on the way (:meth:`MLP.grad_sqnorms`), so that global-norm
+clipping needs no extra pass over the gradients.
+
+Buffers are allocated per batch size and reused (the two most recent batch
+sizes are kept), so a training step at a fixed batch size allocates nothing.
+Consequently:
+
+- the array returned by ``forward`` is a read-only view of an internal buffer,
+  overwritten by the next ``forward`` with the same batch size (copy it to keep
+  it); likewise the ``dx`` returned by ``backward``;
+- ``forward`` keeps a reference to its input ``x`` for the backward: do not
+  modify ``x`` in place between ``forward`` and ``backward``;
+- ``backward`` overwrites the gradients (it does not accumulate into them):
+  :meth:`MLP.gradients` are the same array objects after every step.
+
+The kernels come from ``fastclip._nn`` or, after
+``fastclip.set_implementation("python")``, from ``fastclip.reference.nn``; the
+same model object switches with it.
+
+Activations: ``"identity"``, ``"relu"``, ``"leaky_relu"`` (fixed
+``negative_slope``, as ``torch.nn.LeakyReLU``) and ``"prelu"`` (one learnable
+scalar slope per block, as ``torch.nn.PReLU()`` with ``num_parameters=1``).
+At 0 the derivative is 0 for relu and the slope for leaky_relu/prelu, as in
+PyTorch; NaN propagates through every activation.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastclip._dispatch import family
+
+__all__ = [
+    "MLP",
+    "Linear",
+    "he_normal",
+    "he_uniform",
+    "mse",
+    "softmax_cross_entropy",
+    "xavier_normal",
+    "xavier_uniform",
+]
+
+_fam = family("nn")
+
+_ACTS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3}
+_INITS = {
+    "xavier_uniform": "xavier_uniform",
+    "xavier_normal": "xavier_normal",
+    "he_uniform": "he_uniform",
+    "he_normal": "he_normal",
+    "xavier": "xavier_uniform",
+    "glorot": "xavier_uniform",
+    "glorot_uniform": "xavier_uniform",
+    "glorot_normal": "xavier_normal",
+    "he": "he_normal",
+    "kaiming": "he_normal",
+    "kaiming_uniform": "he_uniform",
+    "kaiming_normal": "he_normal",
+}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_CACHED_BATCH_SIZES = 2
+
+
+# ---------------------------------------------------------------------------
+# Initialisers
+# ---------------------------------------------------------------------------
+_INIT_DOC = """
+
+    Parameters
+    ----------
+    shape : tuple of int
+        At least 2-D; ``fan_in = shape[0] * r`` and ``fan_out = shape[1] * r``
+        with ``r = prod(shape[2:])`` (fastclip's weights are ``(in, out)``,
+        the transpose of PyTorch's ``(out, in)``).
+    rng : numpy.random.Generator, int or None
+        The random generator (an int seed or None makes
+        ``numpy.random.default_rng(rng)``). The same generator state gives the
+        same array; samples are drawn in float64 and rounded to ``dtype``, so a
+        float32 array is the float64 one rounded.
+    gain : float, default 1.0
+        Multiplies the standard deviation / bound.
+    dtype : {numpy.float32, numpy.float64}, default float32
+
+    Returns
+    -------
+    ndarray of shape ``shape`` and dtype ``dtype``.
+
+    Raises
+    ------
+    TypeError
+        ``rng`` not a Generator/int/None, ``dtype`` not float32/float64, non-real gain.
+    ValueError
+        Fewer than 2 dimensions, negative sizes, or a negative/non-finite gain.
+    """
+
+
+def xavier_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
+    return _fam.impl.xavier_uniform(shape, rng, gain, dtype)
+
+
+def xavier_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
+    return _fam.impl.xavier_normal(shape, rng, gain, dtype)
+
+
+def he_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
+    return _fam.impl.he_uniform(shape, rng, gain, dtype)
+
+
+def he_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
+    return _fam.impl.he_normal(shape, rng, gain, dtype)
+
+
+xavier_uniform.__doc__ = (
+    "Glorot/Xavier uniform: U(-a, a) with ``a = gain * sqrt(6 / (fan_in + fan_out))``.\n\n"
+    "    Same distribution as ``torch.nn.init.xavier_uniform_`` (for the transposed\n"
+    "    shape) and Keras' ``GlorotUniform``." + _INIT_DOC
+)
+xavier_normal.__doc__ = (
+    "Glorot/Xavier normal: N(0, std^2) with ``std = gain * sqrt(2 / (fan_in + fan_out))``.\n\n"
+    "    Same distribution as ``torch.nn.init.xavier_normal_`` (not truncated)." + _INIT_DOC
+)
+he_uniform.__doc__ = (
+    "He/Kaiming uniform: U(-a, a) with ``a = gain * sqrt(6 / fan_in)``.\n\n"
+    "    With ``gain=1`` this is ``torch.nn.init.kaiming_uniform_(w, mode='fan_in',\n"
+    "    nonlinearity='relu')`` (PyTorch's gain sqrt(2) is built in); for a leaky ReLU\n"
+    "    of slope ``a`` pass ``gain=1/sqrt(1 + a**2)``." + _INIT_DOC
+)
+he_normal.__doc__ = (
+    "He/Kaiming normal: N(0, std^2) with ``std = gain * sqrt(2 / fan_in)``.\n\n"
+    "    With ``gain=1`` this is ``torch.nn.init.kaiming_normal_(w, mode='fan_in',\n"
+    "    nonlinearity='relu')`` (not truncated, unlike Keras' ``HeNormal``)." + _INIT_DOC
+)
+
+
+# ---------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Softmax cross-entropy, mean over rows, and its gradient, in one pass.
+
+    Matches ``torch.nn.CrossEntropyLoss()`` (``reduction="mean"``) for class
+    indices and for class probabilities. Numerically stable (log-sum-exp with
+    the row maximum subtracted, accumulated in float64).
+
+    Parameters
+    ----------
+    logits : ndarray of shape (N, C), float32 or float64
+    labels : ndarray
+        Integer class indices of shape ``(N,)`` in ``[0, C)``, or floating-point
+        one-hot/probability targets of shape ``(N, C)`` (cast to the logits'
+        dtype; rows need not sum to 1, as in PyTorch).
+
+    Returns
+    -------
+    loss : float
+        ``mean_i(logsumexp(z_i) - z_i[y_i])`` (or ``-sum_j t_ij log softmax(z_i)_j``).
+        NaN or inf when the logits hold NaN/inf, and NaN for ``N == 0`` (as
+        PyTorch): a non-finite loss is reported, never hidden.
+    dlogits : ndarray of shape (N, C), the logits' dtype
+        ``(softmax(z) * sum_j t_j - t) / N``: the gradient of the loss.
+
+    Raises
+    ------
+    TypeError
+        logits not float32/float64, labels neither integer nor floating point.
+    ValueError
+        logits not 2-D; labels of the wrong shape (both shapes named); a label
+        outside ``[0, C)``.
+    """
+    return _fam.impl.softmax_cross_entropy(logits, labels)
+
+
+def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean squared error over all elements and its gradient, in one pass.
+
+    Matches ``torch.nn.MSELoss()`` (``reduction="mean"``), without broadcasting.
+
+    Parameters
+    ----------
+    pred : ndarray, float32 or float64, any shape and layout
+    target : ndarray of the same shape, any real dtype (cast to pred's dtype)
+
+    Returns
+    -------
+    loss : float
+        ``mean((pred - target)**2)`` accumulated in float64; NaN for an empty
+        array (as PyTorch) and NaN/inf when the inputs hold them.
+    dpred : ndarray, C-contiguous, shape and dtype of pred
+        ``2 * (pred - target) / pred.size``.
+
+    Raises
+    ------
+    TypeError
+        pred not float32/float64, target not numeric.
+    ValueError
+        Different shapes (both are named).
+    """
+    return _fam.impl.mse(pred, target)
+
+
+# ---------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in _FLOATS:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _check_size(v: Any, name: str) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if int(v) < 1:
+        raise ValueError(f"{name} must be >= 1, got {int(v)}")
+    return int(v)
+
+
+def _check_activation(act: Any) -> int:
+    if not isinstance(act, str) or act.lower() not in _ACTS:
+        raise ValueError(f"activation must be one of {tuple(_ACTS)}, got {act!r}")
+    return _ACTS[act.lower()]
+
+
+def _check_slope(v: Any) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"negative_slope must be a real number, got {type(v).__name__}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"negative_slope must be finite, got {f!r}")
+    return f
+
+
+def _check_init(init: Any) -> str:
+    if not isinstance(init, str) or init.lower() not in _INITS:
+        raise ValueError(f"init must be one of {tuple(_INITS)}, got {init!r}")
+    return _INITS[init.lower()]
+
+
+def _check_rng(rng: Any) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_))):
+        return np.random.default_rng(int(rng) if rng is not None else None)
+    raise TypeError(
+        f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
+    )
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+class _Buffers:
+    __slots__ = ("dx", "dz", "out", "pre")
+
+    def __init__(self, n: int, blk: _Block) -> None:
+        dt = blk.dtype
+        self.out = np.empty((n, blk.out_features), dtype=dt)
+        self.pre = np.empty((n, blk.out_features), dtype=dt) if blk.needs_pre else None
+        self.dz = np.empty((n, blk.out_features), dtype=dt) if blk.act != 0 else None
+        self.dx: np.ndarray | None = None
+
+
+class _Block:
+    """One fused Linear + activation block (parameters, gradients, buffers)."""
+
+    __slots__ = (
+        "_bufs",
+        "_cur",
+        "_x",
+        "act",
+        "bias",
+        "dbias",
+        "dslope",
+        "dtype",
+        "dweight",
+        "in_features",
+        "needs_pre",
+        "negative_slope",
+        "out_features",
+        "slope",
+        "sqnorms",
+        "weight",
+    )
+
+    def __init__(self, n_in: int, n_out: int, act: int, negative_slope: float, dtype: np.dtype,
+                 weight: np.ndarray) -> None:
+        self.in_features = n_in
+        self.out_features = n_out
+        self.act = act
+        self.negative_slope = negative_slope
+        self.dtype = dtype
+        # leaky relu with a slope >= 0 keeps sign(y) == sign(z): y is enough
+        self.needs_pre = act == 3 or (act == 2 and negative_slope < 0)
+        self.weight = np.ascontiguousarray(weight, dtype=dtype)
+        self.bias = np.zeros(n_out, dtype=dtype)
+        self.slope = np.full(1, negative_slope, dtype=dtype) if act == 3 else None
+        self.dweight = np.zeros_like(self.weight)
+        self.dbias = np.zeros_like(self.bias)
+        self.dslope = np.zeros(1, dtype=dtype) if act == 3 else None
+        self.sqnorms: np.ndarray = np.zeros(3 if act == 3 else 2)
+        self._bufs: dict[int, _Buffers] = {}
+        self._x: np.ndarray | None = None
+        self._cur: _Buffers | None = None
+
+    def params(self) -> list[np.ndarray]:
+        ps = [self.weight, self.bias]
+        return ps + [self.slope] if self.slope is not None else ps
+
+    def grads(self) -> list[np.ndarray]:
+        gs = [self.dweight, self.dbias]
+        return gs + [self.dslope] if self.dslope is not None else gs
+
+    def buffers(self, n: int) -> _Buffers:
+        b = self._bufs.get(n)
+        if b is None:
+            while len(self._bufs) >= _CACHED_BATCH_SIZES:
+                del self._bufs[next(iter(self._bufs))]
+            b = self._bufs[n] = _Buffers(n, self)
+        return b
+
+    def forward(self, impl: Any, x: np.ndarray) -> np.ndarray:
+        b = self.buffers(x.shape[0])
+        impl.dense_forward(x, self.weight, self.bias, self.slope, self.act, self.negative_slope,
+                           b.pre, b.out)
+        self._x = x
+        self._cur = b
+        return b.out
+
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        b = self._cur
+        assert b is not None and self._x is not None
+        dx = None
+        if need_dx:
+            if b.dx is None:
+                b.dx = np.empty((b.out.shape[0], self.in_features), dtype=self.dtype)
+            dx = b.dx
+        impl.dense_backward(dy, self._x, self.weight, self.slope, self.act, self.negative_slope,
+                            b.pre, b.out, b.dz, dx, self.dweight, self.dbias, self.dslope,
+                            self.sqnorms)
+        return dx
+
+
+class _Network:
+    """Shared machinery of :class:`Linear` and :class:`MLP`."""
+
+    _blocks: list[_Block]
+    _names: list[str]
+
+    def _setup(self, blocks: list[_Block], names: list[str], dtype: np.dtype) -> None:
+        self._blocks = blocks
+        self._names = names
+        self._dtype = dtype
+        self._params = [p for blk in blocks for p in blk.params()]
+        self._grads = [g for blk in blocks for g in blk.grads()]
+        self._sq = np.zeros(len(self._grads))
+        k = 0
+        for blk in blocks:
+            n = len(blk.sqnorms)
+            blk.sqnorms = self._sq[k:k + n]
+            k += n
+        self._last_n: int | None = None
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of every parameter, gradient and accepted input."""
+        return self._dtype
+
+    @property
+    def in_features(self) -> int:
+        """Width of the input."""
+        return self._blocks[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        """Width of the output."""
+        return self._blocks[-1].out_features
+
+    # -- forward / backward -------------------------------------------------
+    def _check_rows(self, a: Any, name: str, width: int, what: str) -> np.ndarray:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+        if a.dtype != self._dtype:
+            raise TypeError(
+                f"{name} must have dtype {self._dtype} (the model's dtype), got {a.dtype}"
+            )
+        if a.ndim != 2 or a.shape[1] != width:
+            raise ValueError(
+                f"{name} has shape {a.shape} but the model expects {what} of shape "
+                f"(N, {width})"
+            )
+        if a.flags.c_contiguous and a.flags.aligned:
+            return a
+        it = a.itemsize
+        if (a.strides[1] == it and a.strides[0] >= width * it and a.strides[0] % it == 0
+                and a.flags.aligned):
+            return a
+        return np.ascontiguousarray(a)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Run the network on a batch.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, in_features), the model's dtype
+            Any layout (rows that are not unit-stride are copied once). Kept
+            by reference for :meth:`backward`: do not modify it in between.
+
+        Returns
+        -------
+        ndarray of shape (N, out_features)
+            A read-only view of an internal buffer, overwritten by the next
+            forward with the same N. ``N == 0`` gives an empty array.
+
+        Raises
+        ------
+        TypeError
+            x not an ndarray, or not of the model's dtype.
+        ValueError
+            x not of shape (N, in_features) (both shapes are named).
+        """
+        x = self._check_rows(x, "x", self._blocks[0].in_features, "an input")
+        impl = _fam.impl
+        for blk in self._blocks:
+            x = blk.forward(impl, x)
+        self._last_n = x.shape[0]
+        return _readonly(x)
+
+    __call__ = forward
+
+    def backward(self, dy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Back-propagate ``dy`` (the gradient of the loss w.r.t. the output).
+
+        Fills :meth:`gradients` (overwriting them) and :meth:`grad_sqnorms`.
+
+        Parameters
+        ----------
+        dy : ndarray of shape (N, out_features), the model's dtype
+            N must be the batch size of the last :meth:`forward`.
+        input_grad : bool, default True
+            Compute and return the gradient of the input. ``False`` skips the
+            first block's ``dz @ W.T`` GEMM (a training step does not need it)
+            and returns None.
+
+        Returns
+        -------
+        ndarray of shape (N, in_features) or None
+            A read-only view of an internal buffer (overwritten by the next
+            backward with the same N).
+
+        Raises
+        ------
+        RuntimeError
+            No forward has run.
+        TypeError, ValueError
+            dy not an ndarray of the model's dtype and of shape (N, out_features).
+        """
+        if self._last_n is None:
+            raise RuntimeError("backward called before forward")
+        dy = self._check_rows(dy, "dy", self._blocks[-1].out_features, "an output gradient")
+        if dy.shape[0] != self._last_n:
+            raise ValueError(
+                f"dy has shape {dy.shape} but the last forward produced an output of shape "
+                f"({self._last_n}, {self._blocks[-1].out_features})"
+            )
+        impl = _fam.impl
+        blocks = self._blocks
+        last = len(blocks) - 1
+        g: np.ndarray = dy
+        for i in range(last, 0, -1):
+            gi = blocks[i].backward(impl, g, True)
+            assert gi is not None
+            g = gi
+        dx = blocks[0].backward(impl, g, bool(input_grad))
+        return None if dx is None else _readonly(dx)
+
+    # -- parameters ---------------------------------------------------------
+    def parameters(self) -> list[np.ndarray]:
+        """The parameters: per block, weight ``(in, out)``, bias ``(out,)`` and,
+        for prelu, the slope ``(1,)``. The arrays themselves (update them in place)."""
+        return list(self._params)
+
+    def gradients(self) -> list[np.ndarray]:
+        """The gradients, in the order and shapes of :meth:`parameters`; the same
+        array objects after every :meth:`backward` (which fills them in place)."""
+        return list(self._grads)
+
+    def parameter_names(self) -> list[str]:
+        """Names in the order of :meth:`parameters` (the keys of :meth:`state_dict`)."""
+        return list(self._names)
+
+    def grad_sqnorms(self) -> np.ndarray:
+        """float64 sums of squares of each gradient from the last backward (a copy).
+
+        Computed by the backward's fused passes: ``sqrt(grad_sqnorms().sum())``
+        is the global L2 norm, with no extra pass over the gradients. Zeros
+        before the first backward.
+        """
+        return self._sq.copy()
+
+    def num_parameters(self) -> int:
+        """Total number of scalar parameters."""
+        return int(sum(p.size for p in self._params))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``{name: copy of the parameter}`` in the order of :meth:`parameter_names`."""
+        return {n: p.copy() for n, p in zip(self._names, self._params)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Copy parameters in place from ``state`` (as returned by :meth:`state_dict`).
+
+        Every entry is validated before any parameter is written; the
+        parameter arrays stay the same objects (an optimiser holding them keeps
+        working). Values are cast to the model's dtype.
+
+        Raises
+        ------
+        TypeError
+            ``state`` not a mapping, a value not a real numeric array.
+        ValueError
+            Missing or unexpected keys, or a shape mismatch (both shapes named).
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
+        missing = [n for n in self._names if n not in state]
+        unexpected = [k for k in state if k not in self._names]
+        if missing or unexpected:
+            raise ValueError(
+                f"state does not match the model's parameters: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        values = []
+        for n, p in zip(self._names, self._params):
+            v = state[n]
+            if not isinstance(v, np.ndarray):
+                v = np.asarray(v)
+            if v.dtype.kind not in "iuf":
+                raise TypeError(f"state[{n!r}] must be a real numeric array, got dtype {v.dtype}")
+            if v.shape != p.shape:
+                raise ValueError(
+                    f"state[{n!r}] has shape {v.shape} but the parameter has shape {p.shape}"
+                )
+            values.append(v)
+        for p, v in zip(self._params, values):
+            np.copyto(p, v, casting="unsafe")
+
+
+class Linear(_Network):
+    """A fused affine layer with activation: ``y = act(x @ weight + bias)``.
+
+    Like ``torch.nn.Linear`` followed by the activation, but ``weight`` has
+    shape ``(in_features, out_features)`` (the transpose of PyTorch's).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes (>= 1).
+    activation : {"identity", "relu", "leaky_relu", "prelu"}, default "identity"
+    negative_slope : float, default 0.01
+        The slope for negative inputs of ``leaky_relu`` (any finite value, as
+        ``torch.nn.LeakyReLU``), and the initial value of the learnable slope of
+        ``prelu`` (PyTorch's ``PReLU`` starts at 0.25).
+    init : str, default "he_normal"
+        ``"xavier_uniform"``, ``"xavier_normal"``, ``"he_uniform"`` or
+        ``"he_normal"`` (aliases: ``"xavier"``, ``"glorot"``, ``"he"``,
+        ``"kaiming"``, ...). For leaky_relu/prelu the He gain is
+        ``1/sqrt(1 + slope**2)`` (PyTorch's ``calculate_gain('leaky_relu')``
+        divided by sqrt(2), which He's formula holds). The bias starts at 0.
+    dtype : {numpy.float32, numpy.float64}, default float32
+        The dtype of the parameters, gradients and accepted inputs.
+    rng : numpy.random.Generator, int or None
+        Source of the initial weights (reproducible with a seed).
+
+    Attributes
+    ----------
+    weight, bias : ndarray
+    slope : ndarray of shape (1,) or None
+        The PReLU slope (None for other activations).
+
+    Notes
+    -----
+    :meth:`parameters` is ``[weight, bias]`` (plus ``slope`` for prelu), named
+    ``"weight"``, ``"bias"``, ``"slope"``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "identity", *,
+                 negative_slope: float = 0.01, init: str = "he_normal", dtype: Any = np.float32,
+                 rng: Any = None) -> None:
+        n_in = _check_size(in_features, "in_features")
+        n_out = _check_size(out_features, "out_features")
+        act = _check_activation(activation)
+        ns = _check_slope(negative_slope)
+        init_name = _check_init(init)
+        dt = _check_dtype(dtype)
+        gen = _check_rng(rng)
+        w = _init_weight(init_name, n_in, n_out, act, ns, gen, dt)
+        blk = _Block(n_in, n_out, act, ns, dt, w)
+        self.activation = activation.lower()
+        names = ["weight", "bias"] + (["slope"] if act == 3 else [])
+        self._setup([blk], names, dt)
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The weight, shape ``(in_features, out_features)``."""
+        return self._blocks[0].weight
+
+    @property
+    def bias(self) -> np.ndarray:
+        """The bias, shape ``(out_features,)``."""
+        return self._blocks[0].bias
+
+    @property
+    def slope(self) -> np.ndarray | None:
+        """The PReLU slope, shape ``(1,)``, or None."""
+        return self._blocks[0].slope
+
+    def __repr__(self) -> str:
+        return (f"Linear({self.in_features}, {self.out_features}, "
+                f"activation={self.activation!r}, dtype={self._dtype.name})")
+
+
+def _init_weight(init_name: str, n_in: int, n_out: int, act: int, slope: float,
+                 rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    gain = 1.0
+    if init_name.startswith("he") and act in (2, 3):
+        gain = 1.0 / math.sqrt(1.0 + slope * slope)
+    fn: Callable[..., np.ndarray] = getattr(_fam.impl, init_name)
+    return fn((n_in, n_out), rng, gain, dtype)
+
+
+class MLP(_Network):
+    """A multilayer perceptron of fused Linear + activation blocks.
+
+    ``len(sizes) - 1`` blocks; block ``i`` maps ``sizes[i]`` to ``sizes[i+1]``.
+    Hidden blocks use ``activation``; the last block is linear (identity) and
+    returns the logits. Equivalent to PyTorch's
+    ``nn.Sequential(nn.Linear, act, ..., nn.Linear)`` with transposed weights.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        At least two sizes, each >= 1, e.g. ``(784, 512, 512, 10)``.
+    activation : {"relu", "leaky_relu", "prelu", "identity"}, default "relu"
+    init : str, default "he_normal"
+        As for :class:`Linear`; the weights of every block are drawn from ``rng``
+        in order.
+    negative_slope : float, default 0.01
+        leaky_relu slope, or the initial slope of every prelu block.
+    dtype : {numpy.float32, numpy.float64}, default float32
+    rng : numpy.random.Generator, int or None
+
+    Notes
+    -----
+    :meth:`parameters` / :meth:`gradients` order: ``W0, b0, [a0], W1, b1, [a1],
+    ...`` (no slope on the last block), named ``"0.weight"``, ``"0.bias"``,
+    ``"0.slope"``, ``"1.weight"``, ...
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.nn import MLP, softmax_cross_entropy
+    >>> model = MLP([4, 8, 3], rng=0)
+    >>> x = np.ones((2, 4), dtype=np.float32)
+    >>> loss, dlogits = softmax_cross_entropy(model(x), np.array([0, 2]))
+    >>> _ = model.backward(dlogits, input_grad=False)
+    >>> [g.shape for g in model.gradients()]
+    [(4, 8), (8,), (8, 3), (3,)]
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str = "relu", init: str = "he_normal", *,
+                 negative_slope: float = 0.01, dtype: Any = np.float32, rng: Any = None) -> None:
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) and not (
+                isinstance(sizes, np.ndarray)):
+            raise TypeError(f"sizes must be a sequence of ints, got {type(sizes).__name__}")
+        szs = [_check_size(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        if len(szs) < 2:
+            raise ValueError(f"sizes must have at least 2 entries, got {len(szs)}")
+        act = _check_activation(activation)
+        ns = _check_slope(negative_slope)
+        init_name = _check_init(init)
+        dt = _check_dtype(dtype)
+        gen = _check_rng(rng)
+        blocks = []
+        names = []
+        for i in range(len(szs) - 1):
+            a = act if i < len(szs) - 2 else 0
+            w = _init_weight(init_name, szs[i], szs[i + 1], a, ns, gen, dt)
+            blocks.append(_Block(szs[i], szs[i + 1], a, ns, dt, w))
+            names += [f"{i}.weight", f"{i}.bias"] + ([f"{i}.slope"] if a == 3 else [])
+        self.sizes = tuple(szs)
+        self.activation = activation.lower()
+        self._setup(blocks, names, dt)
+
+    def __repr__(self) -> str:
+        return (f"MLP({list(self.sizes)}, activation={self.activation!r}, "
+                f"dtype={self._dtype.name})")

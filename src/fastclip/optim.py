@@ -1,0 +1,629 @@
+"""Optimisers whose update is fused with gradient clipping: SGD, Adam, AdamW, RMSprop.
+
+Each optimiser follows PyTorch's update rule (``torch.optim.SGD``, ``Adam``,
+``AdamW``, ``RMSprop``; the single-tensor implementation, operations in the same
+order) and is tested against it step by step. A call to :meth:`Optimizer.step`
+makes one C call for the whole parameter list, with the GIL released:
+
+1. the global L2 norm of the gradients (skipped when ``sqnorms`` is given, e.g.
+   ``model.grad_sqnorms()`` from :mod:`fastclip.nn`), deterministic whatever the
+   number of threads;
+2. one pass over each parameter that clips the gradient and applies the update.
+
+Clipping acts on the raw gradient before weight decay is added, as
+``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_`` followed by
+``optimizer.step()`` do. The gradient arrays are **not** modified: the clipped
+value is computed on the fly inside the update pass (PyTorch clips ``p.grad`` in
+place; here gradients are read-only inputs).
+
+A step whose gradient norm is not finite is never applied: with
+``on_nonfinite="raise"`` (default) it raises :class:`FloatingPointError` naming
+the first non-finite gradient, with ``"skip"`` it returns the norm; in both
+cases neither the parameters nor the optimiser state are modified and
+``step_count`` does not advance. (PyTorch's ``clip_grad_norm_`` with its default
+``error_if_nonfinite=False`` would instead write NaN into every parameter.)
+
+``lr`` is a float or any callable ``step -> float`` such as a schedule of
+:mod:`fastclip.schedules`; it is evaluated at :attr:`Optimizer.step_count` (the
+first step uses ``lr(0)``) and multiplied by :attr:`Optimizer.lr_scale`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from fastclip import _validation as _v
+from fastclip._dispatch import family
+from fastclip.reference import optim as _ref
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
+
+LR = Union[float, Callable[[int], float]]
+
+_fam = family("optim")
+
+
+def _nonneg(value: Any, name: str) -> float:
+    return _v.check_nonnegative(value, name)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Hyper-parameter equality (tuples element by element, no array truth values)."""
+    if isinstance(b, tuple):
+        return isinstance(a, tuple) and len(a) == len(b) and all(map(_same, a, b))
+    try:
+        return bool(a == b) and type(a) is not str
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_lr(lr: Any) -> LR:
+    if callable(lr):
+        return lr
+    v = _v.check_real(lr, "lr")
+    if v < 0:
+        raise ValueError(f"lr must be >= 0 (invalid learning rate), got {v!r}")
+    return v
+
+
+class Optimizer:
+    """Base class of the fused optimisers (not instantiated directly).
+
+    Attributes
+    ----------
+    params : list of ndarray
+        The parameters, updated in place by :meth:`step`.
+    step_count : int
+        Number of applied steps (skipped steps do not count).
+    lr : float
+        The learning rate the next step will use: ``lr(step_count)`` (or the
+        float ``lr``) times ``lr_scale``.
+    lr_scale : float
+        Multiplier of the learning rate, default 1.0, settable (e.g. halved by a
+        rollback policy).
+    clip_norm, clip_value : float or None
+        The clipping applied by every step.
+    """
+
+    _kind = ""
+
+    def __init__(
+        self,
+        params: Iterable[np.ndarray],
+        lr: LR,
+        hyper: dict[str, Any],
+        kernel: dict[str, Any],
+        *,
+        clip_norm: float | None,
+        clip_value: float | None,
+    ) -> None:
+        plist = _ref.check_params_list(params)
+        if len(plist) == 0:
+            raise ValueError("params is an empty list: the optimiser has nothing to update")
+        self._params: list[np.ndarray] = plist
+        self._lr = _check_lr(lr)
+        self._clip_norm, self._clip_value = _ref.check_clip(clip_norm, clip_value)
+        self._hyper = hyper  # the public hyper-parameters (validated by subclasses)
+        self._kernel = kernel  # the same, as keyword arguments of fused_step
+        self._names = _ref.state_names(
+            self._kind,
+            momentum=kernel.get("momentum", 0.0),
+            amsgrad=kernel.get("amsgrad", False),
+            centered=kernel.get("centered", False),
+        )
+        self._state: list[tuple[np.ndarray, ...]] = [
+            tuple(np.zeros(p.shape, p.dtype, order=_ref.layout_order(p)) for _ in self._names)
+            for p in plist
+        ]
+        self._step_count = 0
+        self._lr_scale = 1.0
+
+    # -- attributes ---------------------------------------------------------------------
+    @property
+    def params(self) -> list[np.ndarray]:
+        """The parameter arrays (a new list holding the same arrays)."""
+        return list(self._params)
+
+    @property
+    def step_count(self) -> int:
+        """Number of applied steps."""
+        return self._step_count
+
+    @property
+    def lr_scale(self) -> float:
+        """Multiplier applied to the learning rate (default 1.0)."""
+        return self._lr_scale
+
+    @lr_scale.setter
+    def lr_scale(self, value: float) -> None:
+        v = _v.check_real(value, "lr_scale")
+        if not (v >= 0 and math.isfinite(v)):
+            raise ValueError(f"lr_scale must be finite and >= 0, got {v!r}")
+        self._lr_scale = v
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step: ``lr(step_count) * lr_scale``."""
+        return self._lr_at(self._step_count)
+
+    @property
+    def clip_norm(self) -> float | None:
+        return self._clip_norm
+
+    @property
+    def clip_value(self) -> float | None:
+        return self._clip_value
+
+    @property
+    def hyperparams(self) -> dict[str, Any]:
+        """The hyper-parameters other than ``lr`` and clipping (a copy)."""
+        return dict(self._hyper)
+
+    def _lr_at(self, step: int) -> float:
+        if callable(self._lr):
+            raw = self._lr(step)
+            try:
+                v = _v.check_real(raw, "lr")
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(
+                    f"the lr callable returned {raw!r} at step {step}; it must return a "
+                    "real number >= 0"
+                ) from None
+            if v < 0:
+                raise ValueError(
+                    f"the lr callable returned {v!r} at step {step}; a learning rate must "
+                    "be >= 0"
+                )
+        else:
+            v = self._lr
+        return v * self._lr_scale
+
+    # -- the step -------------------------------------------------------------------------
+    def step(
+        self,
+        grads: Sequence[np.ndarray],
+        *,
+        sqnorms: Any = None,
+        on_nonfinite: str = "raise",
+    ) -> float:
+        """Clip the gradients and update every parameter, in one fused pass.
+
+        Parameters
+        ----------
+        grads : list of ndarray
+            One gradient per parameter, same dtype and shape, in the order of
+            :attr:`params`. Read only: the clipped gradient is used on the fly and
+            never written back.
+        sqnorms : array of float, optional
+            Per-gradient sums of squares (e.g. ``model.grad_sqnorms()``); the global
+            norm is then ``sqrt(sum(sqnorms))`` (computed with rescaling) and the
+            gradients are not read for it. The non-finite check then relies on
+            ``sqnorms`` too: they must come from the same gradients (a NaN gradient
+            gives a NaN sum of squares).
+        on_nonfinite : {"raise", "skip"}
+            What to do when the global norm is NaN or inf: raise
+            :class:`FloatingPointError` naming the first non-finite gradient, or
+            skip the step and return the norm. Either way nothing is modified.
+
+        Returns
+        -------
+        float
+            The global L2 norm of the gradients before clipping.
+
+        Raises
+        ------
+        TypeError
+            A gradient that is not a float32/float64 ndarray, or whose dtype
+            differs from its parameter's.
+        ValueError
+            A gradient count or shape that does not match the parameters (the
+            message names both shapes), a gradient sharing memory with a
+            parameter, bad ``sqnorms``, or an unknown ``on_nonfinite``.
+        FloatingPointError
+            With ``on_nonfinite="raise"``, when the norm is not finite.
+        """
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        lr = self._lr_at(self._step_count)
+        total, bad = _fam.impl.fused_step(
+            self._kind,
+            self._params,
+            grads,
+            self._state,
+            lr=lr,
+            step=self._step_count + 1,
+            clip_norm=self._clip_norm,
+            clip_value=self._clip_value,
+            sqnorms=sqnorms,
+            **self._kernel,
+        )
+        if not math.isfinite(total):
+            if on_nonfinite == "raise":
+                where = (
+                    f"grads[{bad}] holds a non-finite value"
+                    if bad >= 0
+                    else "the sum of squares overflowed"
+                )
+                raise FloatingPointError(
+                    f"the global norm of grads is {total!r}: {where}; nothing was modified "
+                    "(pass on_nonfinite='skip' to skip such steps)"
+                )
+            return total
+        self._step_count += 1
+        return total
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser state, as deep copies.
+
+        Returns
+        -------
+        dict
+            ``{"optimizer": name, "step_count": int, "lr_scale": float,
+            "hyperparams": dict, "state": [dict name -> ndarray per parameter]}``
+            with PyTorch's state names (``momentum_buffer``, ``exp_avg``,
+            ``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, ``grad_avg``).
+        """
+        return {
+            "optimizer": type(self).__name__,
+            "step_count": self._step_count,
+            "lr_scale": self._lr_scale,
+            "hyperparams": dict(self._hyper),
+            "state": [
+                {name: arr.copy(order="K") for name, arr in zip(self._names, st)}
+                for st in self._state
+            ],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` (values are copied in).
+
+        The optimiser class and every hyper-parameter other than ``lr`` and the
+        clipping must equal this optimiser's, and every array must have its
+        parameter's shape and dtype; everything is checked before anything is
+        written.
+
+        Raises
+        ------
+        TypeError
+            Not a dict, an array that is not an ndarray or has the wrong dtype.
+        ValueError
+            Another optimiser class, different hyper-parameters, a missing or
+            extra key, a wrong parameter count or array shape, a bad step count or
+            lr scale.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        keys = {"optimizer", "step_count", "lr_scale", "hyperparams", "state"}
+        if set(state_dict) != keys:
+            raise ValueError(
+                f"state_dict must have the keys {sorted(keys)}, got {sorted(state_dict)}"
+            )
+        name = type(self).__name__
+        if state_dict["optimizer"] != name:
+            raise ValueError(
+                f"state_dict['optimizer'] is {state_dict['optimizer']!r} but this optimiser "
+                f"is {name!r}"
+            )
+        hyper = state_dict["hyperparams"]
+        if not isinstance(hyper, dict) or set(hyper) != set(self._hyper):
+            raise ValueError(
+                f"state_dict['hyperparams'] must have the keys {sorted(self._hyper)}"
+            )
+        for k, v in self._hyper.items():
+            got = hyper[k]
+            if isinstance(v, tuple) and isinstance(got, (list, tuple, np.ndarray)):
+                got = tuple(got)  # betas after a JSON or npz round trip
+            if not _same(got, v):
+                raise ValueError(
+                    f"state_dict['hyperparams'][{k!r}] is {hyper[k]!r} but this optimiser "
+                    f"has {k}={v!r}; create the optimiser with the same hyper-parameters"
+                )
+        sc = state_dict["step_count"]
+        try:
+            if isinstance(sc, (bool, np.bool_)):
+                raise TypeError
+            sc = operator.index(sc)
+        except TypeError:
+            sc = -1
+        if sc < 0:
+            raise ValueError(
+                f"state_dict['step_count'] must be an int >= 0, got {state_dict['step_count']!r}"
+            )
+        scale = _v.check_real(state_dict["lr_scale"], "state_dict['lr_scale']")
+        if not (scale >= 0 and math.isfinite(scale)):
+            raise ValueError(f"state_dict['lr_scale'] must be finite and >= 0, got {scale!r}")
+        st = state_dict["state"]
+        if not isinstance(st, (list, tuple)) or len(st) != len(self._params):
+            n = len(st) if isinstance(st, (list, tuple)) else type(st).__name__
+            raise ValueError(
+                f"state_dict['state'] must be a list of {len(self._params)} dicts (one per "
+                f"parameter), got {n}"
+            )
+        for i, (entry, p) in enumerate(zip(st, self._params)):
+            if not isinstance(entry, dict) or set(entry) != set(self._names):
+                raise ValueError(
+                    f"state_dict['state'][{i}] must be a dict with the keys "
+                    f"{sorted(self._names)}"
+                )
+            for k in self._names:
+                a = entry[k]
+                lab = f"state_dict['state'][{i}][{k!r}]"
+                if not isinstance(a, np.ndarray):
+                    raise TypeError(f"{lab} must be a numpy.ndarray, got {type(a).__name__}")
+                if a.dtype != p.dtype:
+                    raise TypeError(
+                        f"{lab} has dtype {a.dtype} but params[{i}] has dtype {p.dtype}"
+                    )
+                if a.shape != p.shape:
+                    raise ValueError(
+                        f"{lab} has shape {a.shape} but params[{i}] has shape {p.shape}"
+                    )
+        for entry, arrs in zip(st, self._state):
+            for k, dst in zip(self._names, arrs):
+                np.copyto(dst, entry[k])
+        self._step_count = int(sc)
+        self._lr_scale = scale
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())
+        lr = self._lr if not callable(self._lr) else repr(self._lr)
+        clip = ""
+        if self._clip_norm is not None:
+            clip = f", clip_norm={self._clip_norm!r}"
+        elif self._clip_value is not None:
+            clip = f", clip_value={self._clip_value!r}"
+        return (
+            f"{type(self).__name__}({len(self._params)} params, lr={lr}, {hp}{clip}, "
+            f"step_count={self._step_count})"
+        )
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, fused with clipping (``torch.optim.SGD``).
+
+    With ``d = clip(g) + weight_decay * p``: the momentum buffer is ``d`` at the
+    first step and ``momentum * buf + (1 - dampening) * d`` afterwards; the update
+    direction is ``d + momentum * buf`` (Nesterov) or ``buf``; ``p -= lr * dir``.
+
+    Parameters
+    ----------
+    params : iterable of ndarray
+        Writeable float32/float64 arrays not sharing memory (any layout).
+    lr : float or callable
+        Learning rate ``>= 0``, or a callable ``step -> float`` evaluated at
+        :attr:`step_count`.
+    momentum : float, default 0.0
+        ``>= 0``.
+    dampening : float, default 0.0
+    nesterov : bool, default False
+        Requires ``momentum > 0`` and ``dampening == 0``.
+    weight_decay : float, default 0.0
+        L2 penalty ``>= 0``, added to the clipped gradient.
+    clip_norm : float, optional
+        Clip the global L2 norm of the gradients to this (``>= 0``).
+    clip_value : float, optional
+        Clamp every gradient element to ``[-clip_value, clip_value]``; exclusive
+        with ``clip_norm``.
+
+    Raises
+    ------
+    ValueError
+        A hyper-parameter out of range (named in the message), an empty or
+        read-only parameter list, parameters sharing memory, or both
+        ``clip_norm`` and ``clip_value``.
+    TypeError
+        A parameter that is not a float32/float64 ndarray.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.optim import SGD
+    >>> w = np.ones(3)
+    >>> opt = SGD([w], lr=0.1, momentum=0.9, clip_norm=1.0)
+    >>> opt.step([np.array([3.0, 4.0, 0.0])])
+    5.0
+    >>> np.round(w, 6)
+    array([0.94, 0.92, 1.  ])
+    """
+
+    _kind = "sgd"
+
+    def __init__(
+        self,
+        params: Iterable[np.ndarray],
+        lr: LR,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ) -> None:
+        momentum = _nonneg(momentum, "momentum")
+        dampening = _v.check_real(dampening, "dampening")
+        nesterov = _bool(nesterov, "nesterov")
+        weight_decay = _nonneg(weight_decay, "weight_decay")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                "nesterov=True requires momentum > 0 and dampening == 0 (as torch.optim.SGD), "
+                f"got momentum={momentum!r}, dampening={dampening!r}"
+            )
+        hyper = dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                     weight_decay=weight_decay)
+        super().__init__(params, lr, hyper, dict(hyper), clip_norm=clip_norm,
+                         clip_value=clip_value)
+
+
+def _betas(betas: Any) -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
+    out = []
+    for k, b in enumerate(betas):
+        v = _v.check_real(b, f"betas[{k}]")
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"betas[{k}] must be in [0, 1), got {v!r}")
+        out.append(v)
+    return out[0], out[1]
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and optional AMSGrad, fused with clipping (``torch.optim.Adam``).
+
+    With ``d = clip(g) + weight_decay * p``: ``m = lerp(m, d, 1 - beta1)``,
+    ``v = beta2 * v + (1 - beta2) * d * d``, ``vmax = max(vmax, v)`` (AMSGrad),
+    ``p -= lr / (1 - beta1**t) * m / (sqrt(v or vmax) / sqrt(1 - beta2**t) + eps)``.
+
+    Parameters
+    ----------
+    params : iterable of ndarray
+        Writeable float32/float64 arrays not sharing memory (any layout).
+    lr : float or callable, default 1e-3
+        Learning rate ``>= 0``, or a callable ``step -> float``.
+    betas : (float, float), default (0.9, 0.999)
+        Each in ``[0, 1)``.
+    eps : float, default 1e-8
+        ``>= 0``.
+    weight_decay : float, default 0.0
+        L2 penalty ``>= 0`` added to the clipped gradient (coupled, as
+        ``torch.optim.Adam``; see :class:`AdamW` for the decoupled form).
+    amsgrad : bool, default False
+        Keep the running maximum ``max_exp_avg_sq`` of the second moment.
+    clip_norm, clip_value : float, optional
+        Global-norm or value clipping of the raw gradient (exclusive).
+
+    Raises
+    ------
+    ValueError
+        A hyper-parameter out of range (named), bad parameters, both clippings.
+    TypeError
+        Bad parameter types, ``betas`` not a pair.
+    """
+
+    _kind = "adam"
+    _decoupled = False
+
+    def __init__(
+        self,
+        params: Iterable[np.ndarray],
+        lr: LR = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ) -> None:
+        b1, b2 = _betas(betas)
+        eps = _nonneg(eps, "eps")
+        weight_decay = _nonneg(weight_decay, "weight_decay")
+        amsgrad = _bool(amsgrad, "amsgrad")
+        hyper = dict(betas=(b1, b2), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        kernel = dict(beta1=b1, beta2=b2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                      decoupled=self._decoupled)
+        super().__init__(params, lr, hyper, kernel, clip_norm=clip_norm, clip_value=clip_value)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, fused with clipping (``torch.optim.AdamW``).
+
+    As :class:`Adam`, except that weight decay multiplies the parameter by
+    ``1 - lr * weight_decay`` before the Adam update instead of being added to
+    the gradient.
+
+    Parameters
+    ----------
+    params : iterable of ndarray
+        Writeable float32/float64 arrays not sharing memory.
+    lr : float or callable, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 1e-2
+        Decoupled decay ``>= 0``.
+    amsgrad : bool, default False
+    clip_norm, clip_value : float, optional
+        Global-norm or value clipping of the raw gradient (exclusive).
+    """
+
+    _decoupled = True
+
+    def __init__(
+        self,
+        params: Iterable[np.ndarray],
+        lr: LR = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, clip_norm=clip_norm,
+                         clip_value=clip_value)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (centered, momentum) fused with clipping (``torch.optim.RMSprop``).
+
+    With ``d = clip(g) + weight_decay * p``: ``s = alpha * s + (1 - alpha) * d * d``;
+    centered: ``a = lerp(a, d, 1 - alpha)``, ``avg = sqrt(s - a * a) + eps``,
+    otherwise ``avg = sqrt(s) + eps``; with momentum ``buf = momentum * buf +
+    d / avg`` and ``p -= lr * buf``, otherwise ``p -= lr * d / avg``.
+
+    Parameters
+    ----------
+    params : iterable of ndarray
+        Writeable float32/float64 arrays not sharing memory.
+    lr : float or callable, default 1e-2
+    alpha : float, default 0.99
+        Smoothing constant ``>= 0``.
+    eps : float, default 1e-8
+        ``>= 0``.
+    weight_decay : float, default 0.0
+        ``>= 0``.
+    momentum : float, default 0.0
+        ``>= 0``.
+    centered : bool, default False
+        Normalise by the estimated variance of the gradient.
+    clip_norm, clip_value : float, optional
+        Global-norm or value clipping of the raw gradient (exclusive).
+    """
+
+    _kind = "rmsprop"
+
+    def __init__(
+        self,
+        params: Iterable[np.ndarray],
+        lr: LR = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ) -> None:
+        alpha = _nonneg(alpha, "alpha")
+        eps = _nonneg(eps, "eps")
+        weight_decay = _nonneg(weight_decay, "weight_decay")
+        momentum = _nonneg(momentum, "momentum")
+        centered = _bool(centered, "centered")
+        hyper = dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                     centered=centered)
+        super().__init__(params, lr, hyper, dict(hyper), clip_norm=clip_norm,
+                         clip_value=clip_value)

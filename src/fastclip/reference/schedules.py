@@ -1,0 +1,454 @@
+"""Reference learning-rate schedules: the closed forms of csrc/schedules.c in Python/NumPy.
+
+Same names as the compiled ``fastclip._schedules``: :class:`Schedule`,
+:func:`evaluate` and :class:`PlateauState`. Scalar steps are evaluated with
+:mod:`math` (the C library's functions, as in C), arrays with NumPy; both
+follow the operation order of the C code, so results agree to the last bit for
+scalars and to a few ulp for arrays (where NumPy's ``cos``/``pow`` may differ
+from the C library's by an ulp). Documentation lives in
+:mod:`fastclip.schedules`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from fastclip import _schedules_spec as _s
+
+__all__ = ["PlateauState", "Schedule", "evaluate"]
+
+_PI = math.pi
+
+
+# ---------------------------------------------------------------------------
+# scalar closed forms
+# ---------------------------------------------------------------------------
+
+
+def _count_le(bounds: tuple[float, ...], x: float, strict: bool) -> int:
+    lo, hi = 0, len(bounds)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        before = bounds[mid] < x if strict else bounds[mid] <= x
+        if before:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _lerp_end(a: float, b: float, f: float) -> float:
+    return (a - b) * (1.0 - f) + b
+
+
+def _restart_start(t0: float, tm: float, i: float) -> float:
+    return t0 * (math.pow(tm, i) - 1.0) / (tm - 1.0)
+
+
+def _anneal(start: float, end: float, pct: float, linear: bool) -> float:
+    if linear:
+        return (end - start) * pct + start
+    cos_out = math.cos(_PI * pct) + 1.0
+    return end + (start - end) / 2.0 * cos_out
+
+
+def _pow(x: float, y: float) -> float:
+    try:
+        return math.pow(x, y)
+    except OverflowError:
+        return math.inf
+
+
+def _powe(x: float, e: float) -> float:
+    """x ** e with the exponents 1, 2 and 0.5 special-cased exactly as in C."""
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    if e == 0.5:
+        return math.sqrt(x)
+    return _pow(x, e)
+
+
+def _powe_a(x: np.ndarray, e: float) -> np.ndarray:
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    if e == 0.5:
+        return np.sqrt(x)
+    return _npow(x, e)
+
+
+def eval_scalar(low: _s.Lowered, x: float) -> float:
+    """The value at one valid step ``x`` (finite, >= 0)."""
+    c, p, f = low.code, low.p, low.flags
+    if c == 0:  # constant
+        return p[0]
+    if c == 1:  # step
+        return p[0] * _pow(p[2], math.floor(x / p[1]))
+    if c == 2:  # multistep
+        return p[0] * _pow(p[1], float(_count_le(low.bounds, x, False)))
+    if c == 3:  # piecewise_constant
+        return low.values[_count_le(low.bounds, x, bool(f & _s.F_AFTER))]
+    if c == 4:  # exponential
+        d = x - p[3]
+        if d <= 0.0:
+            v = p[0]
+        else:
+            e = d / p[1]
+            if f & _s.F_STAIRCASE:
+                e = float(math.floor(e))
+            v = p[0] * _pow(p[2], e)
+        if f & _s.F_HAS_END:
+            v = max(v, p[4]) if p[2] < 1.0 else min(v, p[4])
+        return v
+    if c == 5:  # polynomial
+        d = x - p[4]
+        T = p[2]
+        d = max(d, 0.0)
+        if f & _s.F_CYCLE:
+            if d > 0.0:
+                T = T * math.ceil(d / T)
+        elif d > T:
+            d = T
+        return (p[0] - p[1]) * _powe(1.0 - d / T, p[3]) + p[1]
+    if c == 6:  # inverse_time
+        r = x / p[1]
+        if f & _s.F_STAIRCASE:
+            r = float(math.floor(r))
+        return p[0] / _powe(1.0 + p[2] * r, p[3])
+    if c == 7:  # inverse_sqrt
+        return p[0] / math.sqrt(1.0 + x / p[1])
+    if c == 8:  # cosine
+        cc = min(p[1], x)
+        cd = 0.5 * (1.0 + math.cos(_PI * cc / p[1]))
+        return p[0] * ((1.0 - p[2]) * _powe(cd, p[3]) + p[2])
+    if c == 9:  # linear
+        d = x - p[3]
+        d = max(d, 0.0)
+        d = min(d, p[2])
+        return _lerp_end(p[0], p[1], d / p[2])
+    if c == 10:  # warmup
+        w = p[0]
+        shift = bool(f & _s.F_SHIFT)
+        inner = low.children[0]._fc_lowered
+        if x < w:
+            target = eval_scalar(inner, 0.0 if shift else w)
+            return _lerp_end(p[1], target, x / w)
+        return eval_scalar(inner, x - w if shift else x)
+    if c == 11:  # warmup_cosine
+        w = p[2]
+        if x < w:
+            return _lerp_end(p[0], p[1], x / w)
+        cc = x - w
+        cc = min(cc, p[3])
+        cd = 0.5 * (1.0 + math.cos(_PI * cc / p[3]))
+        return p[1] * ((1.0 - p[4]) * _powe(cd, p[5]) + p[4])
+    if c == 12:  # cosine_restarts
+        init, t0, tm, eta, m = p[0], p[1], p[2], p[3], p[4]
+        if tm == 1.0:
+            i = float(math.floor(x / t0))
+            tcur = x - i * t0
+            ti = t0
+        else:
+            i = float(math.floor(math.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm)))
+            i = max(i, 0.0)
+            if i > 0.0 and x < _restart_start(t0, tm, i):
+                i -= 1.0
+            if x >= _restart_start(t0, tm, i + 1.0):
+                i += 1.0
+            tcur = x - _restart_start(t0, tm, i)
+            ti = t0 * math.pow(tm, i)
+        peak = init * math.pow(m, i)
+        return eta + (peak - eta) * (1.0 + math.cos(_PI * tcur / ti)) / 2.0
+    if c == 13:  # one_cycle
+        linear = bool(f & _s.F_LINEAR_ANNEAL)
+        initial, mx, mn = p[0], p[1], p[2]
+        phases: tuple[tuple[float, float, float], ...]
+        if f & _s.F_THREE_PHASE:
+            phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
+        else:
+            phases = ((initial, mx, p[3]), (mx, mn, p[4]))
+        start_step = 0.0
+        last = len(phases) - 1
+        for k, (a, b, end) in enumerate(phases):
+            if x <= end or k == last:
+                pct = (x - start_step) / (end - start_step)
+                pct = min(pct, 1.0)
+                return _anneal(a, b, pct, linear)
+            start_step = end
+    if c == 14:  # cyclic
+        base, mx, total, ratio = p[0], p[1], p[2], p[3]
+        cycle = float(math.floor(1.0 + x / total))
+        xx = 1.0 + x / total - cycle
+        scale = xx / ratio if xx <= ratio else (xx - 1.0) / (ratio - 1.0)
+        height = (mx - base) * scale
+        if low.mode == 1:
+            return base + height * (1.0 / _pow(2.0, cycle - 1.0))
+        if low.mode == 2:
+            return base + height * _pow(p[4], x)
+        return base + height * 1.0
+    if c == 15:  # join
+        k = _count_le(low.bounds, x, False)
+        return eval_scalar(low.children[k]._fc_lowered, x - low.bounds[k - 1] if k > 0 else x)
+    raise ValueError(f"unknown schedule code {c}")
+
+
+# ---------------------------------------------------------------------------
+# array closed forms (x: float64 array, every entry finite and >= 0)
+# ---------------------------------------------------------------------------
+
+
+def _lerp_end_a(a: Any, b: Any, f: np.ndarray) -> np.ndarray:
+    return (a - b) * (1.0 - f) + b
+
+
+def _npow(x: Any, y: Any) -> np.ndarray:
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return np.power(x, y)
+
+
+def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
+    """Values at a float64 array of valid steps (same shape)."""
+    c, p, f = low.code, low.p, low.flags
+    if c == 0:
+        return np.full(x.shape, p[0])
+    if c == 1:
+        return p[0] * _npow(p[2], np.floor(x / p[1]))
+    if c == 2:
+        k = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x, side="right")
+        return p[0] * _npow(p[1], k.astype(np.float64))
+    if c == 3:
+        kk = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x,
+                             side="left" if f & _s.F_AFTER else "right")
+        return np.asarray(low.values, dtype=np.float64)[kk]
+    if c == 4:
+        d = x - p[3]
+        e = d / p[1]
+        if f & _s.F_STAIRCASE:
+            e = np.floor(e)
+        v = np.where(d <= 0.0, p[0], p[0] * _npow(p[2], e))
+        if f & _s.F_HAS_END:
+            v = np.maximum(v, p[4]) if p[2] < 1.0 else np.minimum(v, p[4])
+        return v
+    if c == 5:
+        d = np.maximum(x - p[4], 0.0)
+        if f & _s.F_CYCLE:
+            Tc = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
+            return (p[0] - p[1]) * _powe_a(1.0 - d / Tc, p[3]) + p[1]
+        d = np.minimum(d, p[2])
+        return (p[0] - p[1]) * _powe_a(1.0 - d / p[2], p[3]) + p[1]
+    if c == 6:
+        r = x / p[1]
+        if f & _s.F_STAIRCASE:
+            r = np.floor(r)
+        return p[0] / _powe_a(1.0 + p[2] * r, p[3])
+    if c == 7:
+        return p[0] / np.sqrt(1.0 + x / p[1])
+    if c == 8:
+        cc = np.minimum(x, p[1])
+        cd = 0.5 * (1.0 + np.cos(_PI * cc / p[1]))
+        return p[0] * ((1.0 - p[2]) * _powe_a(cd, p[3]) + p[2])
+    if c == 9:
+        d = np.minimum(np.maximum(x - p[3], 0.0), p[2])
+        return _lerp_end_a(p[0], p[1], d / p[2])
+    if c == 10:
+        w = p[0]
+        shift = bool(f & _s.F_SHIFT)
+        inner = low.children[0]._fc_lowered
+        out = np.empty(x.shape)
+        warm = x < w
+        if np.any(warm):
+            target = eval_scalar(inner, 0.0 if shift else w)
+            out[warm] = _lerp_end_a(p[1], target, x[warm] / w)
+        rest = ~warm
+        out[rest] = eval_array(inner, x[rest] - w if shift else x[rest])
+        return out
+    if c == 11:
+        w = p[2]
+        cc = np.minimum(x - w, p[3])
+        with np.errstate(invalid="ignore"):
+            cd = 0.5 * (1.0 + np.cos(_PI * cc / p[3]))
+            decay = p[1] * ((1.0 - p[4]) * _powe_a(cd, p[5]) + p[4])
+        if w > 0:
+            return np.where(x < w, _lerp_end_a(p[0], p[1], x / w), decay)
+        return decay
+    if c == 12:
+        init, t0, tm, eta, m = p[0], p[1], p[2], p[3], p[4]
+        if tm == 1.0:
+            i = np.floor(x / t0)
+            tcur = x - i * t0
+            ti = np.full(x.shape, t0)
+        else:
+            i = np.floor(np.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm))
+            i = np.maximum(i, 0.0)
+            i = np.where((i > 0.0) & (x < t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)), i - 1.0, i)
+            i = np.where(x >= t0 * (_npow(tm, i + 1.0) - 1.0) / (tm - 1.0), i + 1.0, i)
+            tcur = x - t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)
+            ti = t0 * _npow(tm, i)
+        peak = init * _npow(m, i)
+        return eta + (peak - eta) * (1.0 + np.cos(_PI * tcur / ti)) / 2.0
+    if c == 13:
+        linear = bool(f & _s.F_LINEAR_ANNEAL)
+        initial, mx, mn = p[0], p[1], p[2]
+        phases: tuple[tuple[float, float, float], ...]
+        if f & _s.F_THREE_PHASE:
+            phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
+        else:
+            phases = ((initial, mx, p[3]), (mx, mn, p[4]))
+        out = np.empty(x.shape)
+        done = np.zeros(x.shape, dtype=bool)
+        start_step = 0.0
+        last = len(phases) - 1
+        for ph, (a, b, end) in enumerate(phases):
+            sel = ~done if ph == last else (~done & (x <= end))
+            pct = np.minimum((x[sel] - start_step) / (end - start_step), 1.0)
+            if linear:
+                out[sel] = (b - a) * pct + a
+            else:
+                out[sel] = b + (a - b) / 2.0 * (np.cos(_PI * pct) + 1.0)
+            done |= sel
+            start_step = end
+        return out
+    if c == 14:
+        base, mx, total, ratio = p[0], p[1], p[2], p[3]
+        cycle = np.floor(1.0 + x / total)
+        xx = 1.0 + x / total - cycle
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(xx <= ratio, xx / ratio, (xx - 1.0) / (ratio - 1.0))
+        height = (mx - base) * scale
+        if low.mode == 1:
+            return base + height * (1.0 / _npow(2.0, cycle - 1.0))
+        if low.mode == 2:
+            return base + height * _npow(p[4], x)
+        return base + height * 1.0
+    if c == 15:
+        bnd = np.asarray(low.bounds, dtype=np.float64)
+        kj = np.searchsorted(bnd, x, side="right")
+        out = np.empty(x.shape)
+        for j, child in enumerate(low.children):
+            sel = kj == j
+            if np.any(sel):
+                out[sel] = eval_array(child._fc_lowered,
+                                      x[sel] - bnd[j - 1] if j > 0 else x[sel])
+        return out
+    raise ValueError(f"unknown schedule code {c}")
+
+
+def evaluate(low: _s.Lowered, step: Any) -> Any:
+    """The schedule described by ``low`` at ``step`` (a number or an array of them).
+
+    A number gives a Python float, an array (or list) a float64 ndarray of the
+    same shape. Raises TypeError for a non-numeric step and ValueError for a
+    negative, NaN or infinite one.
+    """
+    if isinstance(step, (np.ndarray, list, tuple)):
+        arr = _s.steps_array(step)
+        x = np.asarray(arr, dtype=np.float64)
+        _s.check_steps(x)
+        if x.ndim == 0:
+            return np.asarray(eval_scalar(low, float(x)))
+        return eval_array(low, x)
+    return eval_scalar(low, _s.scalar_step(step))
+
+
+class Schedule:
+    """A learning-rate schedule (reference implementation); see fastclip.schedules."""
+
+    __slots__ = ("__weakref__", "_fc_lowered", "_kind", "_params")
+    _fc_schedule = True
+
+    def __init__(self, kind: str, params: dict[str, Any], lowered: _s.Lowered) -> None:
+        self._kind = kind
+        self._params = dict(params)
+        self._fc_lowered = lowered
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    def __call__(self, step: Any) -> Any:
+        return evaluate(self._fc_lowered, step)
+
+    def __eq__(self, other: object) -> bool:
+        if not _s.is_schedule(other):
+            return NotImplemented
+        return _s.key(self._kind, self._params) == _s.key(other.kind, other.params)
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(_s.key(self._kind, self._params))
+
+    def __repr__(self) -> str:
+        return _s.schedule_repr(self._kind, self._params)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from fastclip.schedules import _rebuild
+
+        return (_rebuild, (self._kind, self._params))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _s.to_dict(self._kind, self._params)
+
+
+class PlateauState:
+    """The state machine of PyTorch's ReduceLROnPlateau for one learning rate (reference).
+
+    ``params`` are the validated parameters of fastclip.schedules.ReduceLROnPlateau.
+    """
+
+    _STATE = ("lr", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self._params = dict(params)
+        self._mode_max = params["mode"] == "max"
+        self._abs = params["threshold_mode"] == "abs"
+        self.lr = float(params["init_value"])
+        self.best = -math.inf if self._mode_max else math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.last_epoch = 0
+
+    def step(self, metric: Any) -> float:
+        current = _s.metric_value(metric)
+        prm = self._params
+        self.last_epoch += 1
+        thr = prm["threshold"]
+        if self._mode_max:
+            better = current > self.best + thr if self._abs else current > self.best * (thr + 1.0)
+        else:
+            better = current < self.best - thr if self._abs else current < self.best * (1.0 - thr)
+        if better:
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > prm["patience"]:
+            old = self.lr
+            new = max(old * prm["factor"], prm["min_lr"])
+            if old - new > prm["eps"]:
+                self.lr = new
+            self.cooldown_counter = prm["cooldown"]
+            self.num_bad_epochs = 0
+        return self.lr
+
+    def get_state(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for k in self._STATE:
+            setattr(self, k, state[k])
