@@ -253,9 +253,150 @@ CLIP_CASES = [
 ]
 
 # ---------------------------------------------------------------------------
+# schedules, nn, optim, adaptive: through the public API (the implementation
+# in use is the compiled one unless FASTCLIP_IMPLEMENTATION says otherwise;
+# ``mod`` is not needed because the public objects dispatch themselves).
+# ---------------------------------------------------------------------------
+
+
+def _sched_state(rng: np.random.Generator, n: int) -> State:
+    from fastclip import schedules as S
+
+    return {
+        "steps": rng.uniform(0.0, 20000.0, n),
+        "steps32": rng.uniform(0.0, 500.0, max(n // 16, 1)).astype(np.float32)[::-1],
+        "scheds": [
+            S.warmup_cosine(1.0, 100, 10000, init_value=0.01),
+            S.cosine_restarts(0.5, 300, 2, eta_min=0.01),
+            S.piecewise_constant([10, 100, 1000], [1.0, 0.5, 0.1, 0.01]),
+            S.join([S.linear(0.0, 1.0, 50), S.exponential(1.0, 100, 0.5)], [50]),
+            S.one_cycle(0.1, 2000),
+        ],
+    }
+
+
+def _sched_call(mod: ModuleType, s: State) -> Any:
+    out = []
+    for sc in s["scheds"]:
+        out += [sc(s["steps"]), sc(s["steps32"]), sc(17), sc(123.5)]
+    return out
+
+
+def _nn_state(rng: np.random.Generator, n: int, act: str = "relu",
+              dtype: Any = np.float32) -> State:
+    from fastclip import nn
+
+    d_in = 16
+    rows = max(n // d_in, 2)
+    model = nn.MLP([d_in, 32, 10], activation=act, dtype=dtype, rng=int(rng.integers(1 << 30)))
+    x = rng.standard_normal((rows, d_in)).astype(dtype)
+    return {"model": model, "x": x, "y": rng.integers(0, 10, rows),
+            "target": rng.standard_normal((rows, 10)).astype(dtype)}
+
+
+def _nn_xent(mod: ModuleType, s: State) -> Any:
+    from fastclip import nn
+
+    m = s["model"]
+    logits = m.forward(s["x"])
+    loss, dl = nn.softmax_cross_entropy(logits, s["y"])
+    dx = m.backward(dl)
+    return [logits, loss, dl, dx, m.gradients(), m.grad_sqnorms()]
+
+
+def _nn_mse(mod: ModuleType, s: State) -> Any:
+    from fastclip import nn
+
+    m = s["model"]
+    pred = m.forward(s["x"])
+    loss, dp = nn.mse(pred, s["target"])
+    dx = m.backward(dp)
+    return [pred, loss, dp, dx, m.gradients(), m.grad_sqnorms()]
+
+
+def _params(rng: np.random.Generator, n: int, dtype: Any = np.float32) -> list[np.ndarray]:
+    k = max(n // 2, 1)
+    return [rng.standard_normal((max(k // 64, 1), 64)).astype(dtype),
+            np.asfortranarray(rng.standard_normal((max(k // 96, 1), 96)).astype(dtype)),
+            rng.standard_normal(31).astype(dtype)]
+
+
+def _optim_state(make: Callable[[list[np.ndarray]], Any]) -> Callable:
+    def setup(rng: np.random.Generator, n: int) -> State:
+        params = _params(rng, n)
+        grads = [rng.standard_normal(p.shape).astype(p.dtype) * 3 for p in params]
+        grads = [np.asfortranarray(g) if p.flags.f_contiguous and not p.flags.c_contiguous
+                 else g for g, p in zip(grads, params)]
+        return {"params": params, "grads": grads, "opt": make(params),
+                "bad": [np.full(g.shape, np.nan, g.dtype) for g in grads]}
+
+    return setup
+
+
+def _optim_call(mod: ModuleType, s: State) -> Any:
+    norm = s["opt"].step(s["grads"])
+    return [norm, s["params"], s["opt"].lr]
+
+
+def _optim_errors() -> tuple:
+    return (
+        (ValueError, lambda m, s: s["opt"].step(s["grads"][:-1])),
+        (FloatingPointError, lambda m, s: s["opt"].step(s["bad"])),
+    )
+
+
+def _adaptive_state(rng: np.random.Generator, n: int) -> State:
+    params = _params(rng, n, np.float64)
+    return {"params": params,
+            "grads": [rng.standard_normal(p.shape) * 5 for p in params],
+            "bad": [np.ones((3, 4))], "badp": [np.ones((3, 5))]}
+
+
+def _optim_cases() -> list[Case]:
+    from fastclip import optim
+
+    makers = {
+        "SGD[momentum,nesterov,clip_value]": lambda p: optim.SGD(
+            p, 0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, clip_value=0.5),
+        "Adam[clip_norm]": lambda p: optim.Adam(p, 1e-3, clip_norm=1.0),
+        "AdamW[amsgrad]": lambda p: optim.AdamW(p, 1e-3, amsgrad=True, clip_norm=10.0),
+        "RMSprop[centered,momentum]": lambda p: optim.RMSprop(
+            p, 1e-2, centered=True, momentum=0.9, clip_norm=1.0),
+    }
+    return [Case(f"optim.{name}", "optim", _optim_state(mk), _optim_call, _optim_errors())
+            for name, mk in makers.items()]
+
+
+OTHER_CASES = [
+    Case("schedules.evaluate", "schedules", _sched_state, _sched_call,
+         ((TypeError, lambda m, s: s["scheds"][0]("x")),
+          (TypeError, lambda m, s: s["scheds"][1](np.array([1 + 1j])))),
+         kernel_calls=20),
+    Case("nn.MLP+softmax_cross_entropy", "nn", _nn_state, _nn_xent,
+         ((ValueError, lambda m, s: s["model"].forward(s["x"][:, :-1])),
+          (ValueError, lambda m, s: __import__("fastclip").nn.softmax_cross_entropy(
+              s["model"].forward(s["x"]), s["y"][:-1]))),
+         kernel_calls=3),
+    Case("nn.MLP[prelu,float64]+mse", "nn",
+         lambda rng, n: _nn_state(rng, n, "prelu", np.float64), _nn_mse,
+         ((ValueError, lambda m, s: __import__("fastclip").nn.mse(
+             s["target"], s["target"][:-1])),),
+         kernel_calls=3),
+    *_optim_cases(),
+    Case("adaptive.adaptive_grad_clip_", "adaptive", _adaptive_state,
+         lambda m, s: [__import__("fastclip").adaptive_grad_clip_(s["grads"], s["params"], 0.01),
+                       s["grads"]],
+         ((ValueError, lambda m, s: __import__("fastclip").adaptive_grad_clip_(
+             s["bad"], s["badp"])),)),
+    Case("adaptive.unitwise_norms", "adaptive", _adaptive_state,
+         lambda m, s: __import__("fastclip").unitwise_norms(s["grads"]),
+         ((TypeError, lambda m, s: __import__("fastclip").unitwise_norms([np.arange(3)])),)),
+]
+
+# ---------------------------------------------------------------------------
 # All families
 # ---------------------------------------------------------------------------
 
-CASES: list[Case] = [*CLIP_CASES]
+CASES: list[Case] = [*CLIP_CASES, *OTHER_CASES]
 
 CASE_IDS = [c.id for c in CASES]

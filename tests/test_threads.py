@@ -105,7 +105,12 @@ def _run_all(script: str, envs: dict[int, dict[str, str]], timeout: float = 300)
 
 def test_bit_identical_across_omp_num_threads() -> None:
     script = _DIGEST_SCRIPT.format(here=str(HERE), big=BIG)
-    runs = _run_all(script, {n: {"OMP_NUM_THREADS": str(n)} for n in (1, 2, 3, 8)})
+    # fastclip's own OpenMP threads vary; the BLAS (OpenBLAS also reads
+    # OMP_NUM_THREADS) is pinned to one thread: a threaded float32 GEMM of
+    # OpenBLAS does not give the single-threaded bits, which is BLAS's
+    # business, not the kernels' (fastclip.nn's matrix products go through it).
+    blas = {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    runs = _run_all(script, {n: {"OMP_NUM_THREADS": str(n), **blas} for n in (1, 2, 3, 8)})
     if _common.openmp_enabled():
         assert {n: r.pop("threads") for n, r in runs.items()} == {1: 1, 2: 2, 3: 3, 8: 8}
     else:
