@@ -199,7 +199,104 @@ CLIP_ROWS = [
         lambda: ([_f64(2)], 1.0, -3.0), ValueError, r"^use_norm must be >= 0"),
 ]
 
-ROWS: list[Bad] = [*CLIP_ROWS]
+# ---------------------------------------------------------------------------
+# schedules, nn, optim, adaptive, train
+# ---------------------------------------------------------------------------
+from fastclip import nn, optim  # noqa: E402
+from fastclip import schedules as S  # noqa: E402
+
+
+def method(make: Callable[[], Any], name: str, *args: Any, **kwargs: Any):
+    """A row calling ``make().name(*args)``; the object is built inside the
+    implementation being tested, and its arrays are checked too."""
+    return lambda: (getattr(make(), name), args, kwargs)
+
+
+def _sgd() -> optim.SGD:
+    return optim.SGD([_f32(3, 4), _f64(5)], 0.1, momentum=0.9)
+
+
+def _adam() -> optim.Adam:
+    opt = optim.Adam([_f32(3, 4), _f32(4)], 1e-2, clip_norm=1.0)
+    opt.step([_f32(3, 4), _f32(4)])  # non-trivial state that must survive the error
+    return opt
+
+
+def _mlp() -> nn.MLP:
+    return nn.MLP([4, 5, 3], activation="prelu", rng=0)
+
+
+OTHER_ROWS = [
+    row("schedules.cosine/init_value-negative", S.cosine, lambda: (-1.0, 100), ValueError,
+        r"^init_value must be >= 0, got -1\.0"),
+    row("schedules.cosine/decay_steps-zero", S.cosine, lambda: (1.0, 0), ValueError,
+        r"^decay_steps must be > 0"),
+    row("schedules.step/gamma-str", S.step, lambda: (1.0, 10), TypeError,
+        r"^gamma must be a real number, got str", gamma="a"),
+    row("schedules.multistep/milestones-unsorted", S.multistep, lambda: (1.0, [30, 10]),
+        ValueError, r"^milestones must be strictly increasing"),
+    row("schedules.piecewise_constant/values-length", S.piecewise_constant,
+        lambda: ([10, 20], [1.0]), ValueError, r"^values must have len\(boundaries\) \+ 1"),
+    row("schedules.warmup_cosine/warmup_steps-negative", S.warmup_cosine,
+        lambda: (1.0, -5, 100), ValueError, r"^warmup_steps must be >= 0"),
+    Bad("schedules.Schedule/step-negative",
+        method(lambda: S.cosine(1.0, 100), "__call__", -1.0), ValueError,
+        r"^step must be a finite number >= 0, got -1\.0"),
+    Bad("schedules.Schedule/steps-nan",
+        method(lambda: S.cosine(1.0, 100), "__call__", np.array([1.0, np.nan])), ValueError,
+        r"^steps\[1\] must be a finite number >= 0, got nan"),
+    Bad("schedules.Schedule/steps-str", method(lambda: S.cosine(1.0, 100), "__call__", "x"),
+        TypeError, r"^step must be a real number or an array of them, got str"),
+    row("nn.Linear/in_features-zero", nn.Linear, lambda: (0, 3), ValueError,
+        r"^in_features must be >= 1, got 0"),
+    row("nn.Linear/activation-unknown", nn.Linear, lambda: (3, 4, "tanh"), ValueError,
+        r"^activation must be one of .* got 'tanh'"),
+    row("nn.MLP/sizes-short", nn.MLP, lambda: ([4],), ValueError,
+        r"^sizes must have at least 2 entries, got 1"),
+    row("nn.MLP/dtype-int", nn.MLP, lambda: ([4, 3],), TypeError,
+        r"^dtype must be float32 or float64, got int32", dtype=np.int32),
+    row("nn.MLP/rng-str", nn.MLP, lambda: ([4, 3],), TypeError,
+        r"^rng must be None, an int seed or a numpy\.random\.Generator, got str", rng="seed"),
+    Bad("nn.MLP.forward/x-shape", method(_mlp, "forward", _f32(3, 7)), ValueError,
+        r"^x has shape \(3, 7\) but the model expects an input of shape \(N, 4\)"),
+    row("nn.softmax_cross_entropy/labels-range", nn.softmax_cross_entropy,
+        lambda: (_f64(2, 3), np.array([0, 3])), ValueError,
+        r"^labels must be in \[0, 3\) .* got 3 at row 1"),
+    row("nn.softmax_cross_entropy/labels-length", nn.softmax_cross_entropy,
+        lambda: (_f32(3, 4), np.array([0, 1])), ValueError, r"labels must have shape \(N,\)"),
+    row("optim.SGD/lr-negative", optim.SGD, lambda: ([_f64(3)], -0.1), ValueError,
+        r"^lr must be >= 0"),
+    row("optim.SGD/params-int", optim.SGD, lambda: ([_f64(2), np.arange(3)], 0.1), TypeError,
+        r"^params\[1\] must have dtype float32 or float64, got int64"),
+    row("optim.SGD/nesterov-without-momentum", optim.SGD, lambda: ([_f64(3)], 0.1),
+        ValueError, r"^nesterov=True requires momentum > 0", nesterov=True),
+    row("optim.SGD/clip_norm-negative", optim.SGD, lambda: ([_f64(3)], 0.1), ValueError,
+        r"^clip_norm must be >= 0, got -1\.0", clip_norm=-1.0),
+    row("optim.Adam/betas-one", optim.Adam, lambda: ([_f64(3)],), ValueError,
+        r"^betas\[1\] must be in \[0, 1\), got 1\.0", betas=(0.9, 1.0)),
+    row("optim.Adam/eps-negative", optim.Adam, lambda: ([_f64(3)],), ValueError,
+        r"^eps must be >= 0, got -1", eps=-1),
+    Bad("optim.SGD.step/grads-count", method(_sgd, "step", [_f32(3, 4)]), ValueError,
+        r"^grads has 1 arrays but params has 2"),
+    Bad("optim.SGD.step/grads-shape", method(_sgd, "step", [_f32(4, 3), _f64(5)]), ValueError,
+        r"^grads\[0\] has shape \(4, 3\) but params\[0\] has shape \(3, 4\)"),
+    Bad("optim.SGD.step/on_nonfinite", method(_sgd, "step", [_f32(3, 4), _f64(5)],
+                                              on_nonfinite="ignore"),
+        ValueError, r"^on_nonfinite must be 'raise' or 'skip', got 'ignore'"),
+    Bad("optim.Adam.step/nonfinite", method(_adam, "step", [_f32(3, 4), np.full(4, np.inf,
+                                                                              np.float32)]),
+        FloatingPointError, r"grads\[1\] holds a non-finite value; nothing was modified"),
+    row("adaptive_grad_clip_/clipping-negative", fastclip.adaptive_grad_clip_,
+        lambda: ([_f64(3) * 9], [_f64(3)]), ValueError, r"^clipping must be > 0, got -1\.0",
+        clipping=-1.0),
+    row("adaptive_grad_clip_/shape-mismatch", fastclip.adaptive_grad_clip_,
+        lambda: ([_f64(3, 4) * 9], [_f64(3, 5)]), ValueError,
+        r"^params\[0\] has shape \(3, 5\) but grads\[0\] has shape \(3, 4\)"),
+    row("ZClip/alpha", fastclip.ZClip, lambda: (), ValueError,
+        r"^alpha must be > 0 and < 1, got 2\.0", alpha=2.0),
+]
+
+ROWS: list[Bad] = [*CLIP_ROWS, *OTHER_ROWS]
 
 # Rows that expose a bug in a family's code (reported to its owner). Strict:
 # once the bug is fixed the row passes, XPASS fails, and the entry must go.
