@@ -357,3 +357,142 @@ def test_layouts_are_what_they_claim() -> None:
     spec = ArraySpec("float64", (3, 2), "neg", True, 1, 0, ((0, np.nan),))
     b = spec.build()
     assert b.dtype.byteorder == ">" and np.isnan(b[0, 0])
+
+
+# ---------------------------------------------------------------------------
+# nn losses, adaptive clipping, schedules
+# ---------------------------------------------------------------------------
+
+
+@st.composite
+def matrix_specs(draw: Any, rows: int, cols: int, dtype: str | None = None) -> ArraySpec:
+    spec = draw(array_specs(bad_dtypes=dtype is None))
+    return ArraySpec(dtype or spec.dtype, (rows, cols), spec.layout, spec.big_endian,
+                     spec.seed, draw(st.integers(-3, 3)) if draw(st.booleans())
+                     else spec.exponent, spec.specials)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two array specs (plus scalars) built into positional arguments."""
+
+    a: ArraySpec
+    b: Any  # ArraySpec, or a labels recipe (kind, seed, n, c)
+    scalars: tuple = ()
+
+    def build(self) -> tuple[Any, list[np.ndarray]]:
+        a = self.a.build()
+        if isinstance(self.b, ArraySpec):
+            b = self.b.build()
+        else:
+            kind, seed, n, c = self.b
+            rng = np.random.default_rng(seed)
+            b = (rng.integers(-1 if kind == "bad" else 0, max(c, 1) + (kind == "bad"), n)
+                 if kind in ("int", "bad") else rng.dirichlet(np.ones(max(c, 1)), n)[:, :c])
+        return (a, b, *self.scalars), [x for x in (a, b) if isinstance(x, np.ndarray)]
+
+
+@st.composite
+def xent_args(draw: Any) -> Pair:
+    n, c = draw(st.integers(0, 5)), draw(st.integers(1, 6))
+    logits = draw(matrix_specs(n, c))
+    kind = draw(st.sampled_from(["int", "int", "prob", "bad"]))
+    return Pair(logits, (kind, draw(st.integers(0, 999)), n + draw(st.sampled_from([0, 0, 0, 1])),
+                         c))
+
+
+@st.composite
+def mse_args(draw: Any) -> Pair:
+    n, c = draw(st.integers(0, 5)), draw(st.integers(1, 6))
+    pred = draw(matrix_specs(n, c))
+    target = draw(matrix_specs(n, c + draw(st.sampled_from([0, 0, 0, 1])), pred.dtype))
+    return Pair(pred, target)
+
+
+@st.composite
+def agc_args(draw: Any) -> Call:
+    g = draw(list_specs())
+    params = ListSpec("list", tuple(
+        ArraySpec(s.dtype, s.shape, "C", False, s.seed + 1, 0, ()) for s in g.items), None, None)
+    clipping = draw(POSITIVE)
+    eps = draw(NONNEG)
+
+    @dataclass(frozen=True)
+    class AGC:
+        grads: ListSpec
+        params: ListSpec
+        scalars: tuple
+
+        def build(self) -> tuple[Any, list[np.ndarray]]:
+            gv, ga = self.grads.build()
+            pv, pa = self.params.build()
+            return (gv, pv, *self.scalars), ga + pa
+
+    return AGC(g, params, (clipping, eps))  # type: ignore[return-value]
+
+
+OTHER_FUZZ = {
+    "nn.softmax_cross_entropy": ("nn", xent_args(), False),
+    "nn.mse": ("nn", mse_args(), False),
+    "adaptive.unitwise_norms": ("adaptive", st.builds(lambda g: Call(g, ()), list_specs()), False),
+    "adaptive.adaptive_grad_clip_": ("adaptive", agc_args(), True),
+}
+
+
+@pytest.mark.parametrize("fid", list(OTHER_FUZZ))
+def test_fuzz_other_families(fid: str) -> None:
+    family, strategy, inplace = OTHER_FUZZ[fid]
+    name = fid.split(".", 1)[1]
+
+    @given(strategy)
+    def check(spec: Any) -> None:
+        differential(family, lambda mod, args: getattr(mod, name)(*args), spec, inplace)
+
+    check()
+
+
+SCHEDULES = [
+    ("warmup_cosine", (1.0, 100, 10000), {"init_value": 0.01}),
+    ("cosine_restarts", (0.5, 300, 2), {"eta_min": 0.01}),
+    ("piecewise_constant", ([10, 100, 1000], [1.0, 0.5, 0.1, 0.01]), {}),
+    ("one_cycle", (0.1, 2000), {}),
+    ("polynomial", (1.0, 500), {"power": 2.0, "end_value": 0.01}),
+    ("inverse_sqrt", (1.0, 50.0), {}),
+    ("cyclic", (0.001, 0.1, 200), {"mode": "exp_range", "gamma": 0.999}),
+    ("exponential", (1.0, 100, 0.5), {"staircase": True}),
+]
+
+
+@st.composite
+def step_specs(draw: Any) -> ArraySpec:
+    spec = draw(array_specs())
+    return ArraySpec(spec.dtype, spec.shape, spec.layout, spec.big_endian, spec.seed,
+                     draw(st.integers(-2, 6)), spec.specials)
+
+
+def test_fuzz_schedules() -> None:
+    import fastclip
+    from fastclip import schedules as S
+
+    @given(st.sampled_from(SCHEDULES), step_specs())
+    def check(sched: tuple, steps: ArraySpec) -> None:
+        name, args, kwargs = sched
+        out = {}
+        for impl in ("c", "python"):
+            with fastclip.use_implementation(impl):
+                fn = getattr(S, name)(*args, **kwargs)
+                x = np.abs(steps.build()) if steps.dtype.startswith("float") else steps.build()
+                before = np.array(x, copy=True)
+                try:
+                    out[impl] = ("ok", fn(x))
+                except (TypeError, ValueError) as exc:
+                    out[impl] = ("error", (type(exc), str(exc)))
+                assert np.array(x, copy=True).tobytes() == before.tobytes()
+        c, r = out["c"], out["python"]
+        assert c[0] == r[0], (c, r)
+        if c[0] == "error":
+            assert c[1] == r[1]
+        else:
+            assert_same(c[1], r[1])
+
+    check()
