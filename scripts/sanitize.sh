@@ -72,7 +72,11 @@ assert b.sanitize, "fastclip was not built with FASTCLIP_SANITIZE=ON"
 assert not fastclip.__file__.startswith(os.getcwd()), fastclip.__file__
 print(f"sanitized fastclip from {os.path.dirname(fastclip.__file__)}")
 EOF
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@" 2>&1 | tee "$work/log"
+# The PyTorch comparisons are left out: torch's C++ runtime aborts (without any
+# sanitizer report) under the preloaded ASan runtime, and they test semantics,
+# which the normal run covers, not memory safety.
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --ignore-glob='*_torch.py' tests "$@" \
+  2>&1 | tee "$work/log"
 status=${PIPESTATUS[0]}
 if grep -qE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" "$work/log"; then
   echo "sanitize.sh: sanitizer reports found" >&2

@@ -496,3 +496,17 @@ def test_fuzz_schedules() -> None:
             assert_same(c[1], r[1])
 
     check()
+
+
+@pytest.mark.xfail(strict=True, reason="schedules: cosine_restarts(t_mul=2) at step 1.8e308 "
+                   "gives NaN in C and 'math domain error' (ValueError naming nothing) in the "
+                   "reference; found by the long fuzz profile")
+def test_known_bug_cosine_restarts_at_huge_step() -> None:
+    import fastclip
+    from fastclip import schedules as S
+
+    got = []
+    for impl in ("c", "python"):
+        with fastclip.use_implementation(impl):
+            got.append(S.cosine_restarts(0.5, 300, 2, eta_min=0.01)(float(np.finfo(float).max)))
+    assert all(0.01 <= g <= 0.5 for g in got) and got[0] == got[1]
