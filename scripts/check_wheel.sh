@@ -77,7 +77,7 @@ fi
 step "test suite against the installed wheel"
 run="$OUT/run"
 mkdir -p "$run"
-cp -r "$ROOT/tests" "$ROOT/pyproject.toml" "$run/"
+cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" "$run/"  # tests run the examples
 cd "$run"
 "$OUT/venv/bin/python" - <<'EOF'
 import os, sys, sysconfig

@@ -45,7 +45,7 @@ CC="$CC" "$VENV/bin/python" -m pip install --quiet --no-build-isolation \
 # Run from a directory where the source tree's src/ is not importable.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r "$ROOT/tests" "$ROOT/pyproject.toml" "$work/"
+cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" "$work/"  # tests run the examples
 
 # The ASan runtime must be loaded before anything else in the process.
 # CPython frees little at exit by design: no leak detection. UBSan findings
