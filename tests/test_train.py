@@ -418,3 +418,20 @@ def test_history_grows_past_its_initial_capacity():
         h.record_step(t, t // 100, float(t), 1.0, 0.1, t % 7 != 0, np.array([1.0, 4.0]))
     assert h.n_steps == 1000 and h.loss[-1] == 999.0 and h.layer_norms[999].tolist() == [1.0, 2.0]
     assert np.count_nonzero(~h.applied) == 143
+
+
+def test_labels_as_floats_and_one_hot():
+    X, y = blobs()
+    m = MLP([6, 16, 3], rng=0)
+    opt = SGD(m.parameters(), lr=0.1)
+    h = fit(m, X.astype(np.float32), y.astype(np.float64), optimizer=opt, epochs=1,
+            batch_size=40, progress=False, seed=0)
+    assert h.n_steps == 6
+    onehot = np.eye(3)[y]
+    h = fit(m, X, onehot, optimizer=opt, epochs=1, batch_size=40, progress=False,
+            validation=(X, onehot), seed=0)
+    assert 0.0 <= h.val_accuracy[0] <= 1.0
+    bad = y.astype(np.float64)
+    bad[5] = 1.5
+    with pytest.raises(ValueError, match="row 5 is 1.5, not an integer"):
+        fit(m, X, bad, optimizer=opt, progress=False)

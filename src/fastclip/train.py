@@ -1032,6 +1032,8 @@ def fit(
                         bar.set_postfix(loss=f"{lo:.4g}", norm=f"{gnorm:.3g}", lr=f"{lr:.3g}",
                                         refresh=False)
                         last_post = now
+            if bar is not None and history.n_steps:  # the epoch's last values, always shown
+                bar.set_postfix(loss=f"{lo:.4g}", norm=f"{gnorm:.3g}", lr=f"{lr:.3g}")
             val_loss = val_acc = math.nan
             if validation is not None:
                 val_loss, val_acc = _evaluate(model, Xv, yv, loss_fn, classification)
