@@ -8,6 +8,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:-python3}
+case "$PY" in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac
 "$PY" -c "import mypy" 2>/dev/null || "$PY" -m pip install --quiet "mypy>=1.10"
 # From a neutral directory, so that the installed package is the one checked.
 cd "$(mktemp -d)"
