@@ -7,7 +7,29 @@
 
 static int fc_serial_flag = 0;
 
-void fc_set_serial_only(int on) { fc_serial_flag = on ? 1 : 0; }
+/* Every extension module links its own copy of this file (the kernels
+ * library is static), so fc_serial_flag alone would keep only the module
+ * whose set_serial_only was called serial: a forked child then hangs in the
+ * first parallel region of another module (libgomp waits for the parent's
+ * pool workers, which the child does not have). The OpenMP nthreads ICV
+ * lives in the one OpenMP runtime all modules share and is per thread: set
+ * to 1 on the calling thread (a forked child's only thread), every module's
+ * fc_use_parallel() says no and regions run as 1-thread teams, which never
+ * touch the old pool. Threads the child starts later get fresh pools. */
+#ifdef _OPENMP
+static int fc_saved_threads = 0;
+#endif
+void fc_set_serial_only(int on) {
+#ifdef _OPENMP
+    if (on && !fc_serial_flag) {
+        fc_saved_threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+    } else if (!on && fc_serial_flag && fc_saved_threads > 0) {
+        omp_set_num_threads(fc_saved_threads);
+    }
+#endif
+    fc_serial_flag = on ? 1 : 0;
+}
 int fc_serial_only(void) { return fc_serial_flag; }
 
 int fc_openmp_enabled(void) {

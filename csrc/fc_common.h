@@ -19,6 +19,12 @@
 extern "C" {
 #endif
 
+/* MSVC's C compiler knows `restrict` only in /std:c11 mode; `__restrict` always. */
+#if defined(_MSC_VER) && !defined(__clang__) && !defined(restrict) && \
+    (!defined(__STDC_VERSION__) || __STDC_VERSION__ < 199901L)
+#define restrict __restrict
+#endif
+
 #define FC_MAXDIMS 64
 
 enum { FC_FLOAT32 = 0, FC_FLOAT64 = 1 };

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from fastclip import _fork  # noqa: F401  (hardening: serial kernels in forked children)
 from fastclip._config import get_config, show_config
 from fastclip._dispatch import get_implementation, set_implementation, use_implementation
 from fastclip.clip import (
