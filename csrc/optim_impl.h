@@ -45,7 +45,15 @@ static void FN(make_coefs)(const fc_optim_coefs *k, FN(fc_optim_coefs) *o) {
     o->oma = (FC_T)k->oma;
 }
 
+#ifndef FC_INLINE
+#if defined(__GNUC__) || defined(__clang__)
 #define FC_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define FC_INLINE static __forceinline
+#else
+#define FC_INLINE static inline
+#endif
+#endif
 
 FC_INLINE FC_T FN(clipg)(FC_T g, FC_T c, FC_T lo, FC_T hi) {
     FC_T v = g * c;

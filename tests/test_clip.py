@@ -44,7 +44,7 @@ def _view(values: np.ndarray, layout: str) -> np.ndarray:
     if layout == "C":
         return v.copy()
     if layout == "F":
-        return np.asfortranarray(v.reshape(_shape2(v.size)))
+        return np.array(v.reshape(_shape2(v.size)), order="F", copy=True)
     if layout == "step":  # every other element of a bigger buffer
         base = np.full(2 * v.size + 1, 7.0, dtype=v.dtype)
         base[1::2] = v.ravel()
