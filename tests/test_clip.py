@@ -254,9 +254,10 @@ def test_clip_grad_value_matches_reference(spec, clip_value):
 @given(spec=grad_lists())
 def test_zero_nans_matches_reference(spec):
     a_c, a_r = _build(spec), _build(spec)
+    expected = sum(int(np.isnan(a).sum()) for a in a_c)  # layouts may keep a subset
     nc = C.zero_nans_(a_c)
     nr = R.zero_nans_(a_r)
-    assert nc == nr == sum(int(np.isnan(v).sum()) for v, _ in spec)
+    assert nc == nr == expected
     for x, y in zip(a_c, a_r):
         np.testing.assert_array_equal(x, y)
         assert not np.isnan(x).any()
