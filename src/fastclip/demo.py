@@ -276,7 +276,9 @@ def plot(results: Sequence[RunResult], out: str) -> str | None:
     for ax in axes:
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if not os.path.splitext(str(path))[1]:
+        path = f"{path}.png"  # what matplotlib would write; report the real name
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
     return path
 
