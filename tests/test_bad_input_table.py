@@ -300,10 +300,7 @@ ROWS: list[Bad] = [*CLIP_ROWS, *OTHER_ROWS]
 
 # Rows that expose a bug in a family's code (reported to its owner). Strict:
 # once the bug is fixed the row passes, XPASS fails, and the entry must go.
-KNOWN_BUGS = {
-    "clip_by_global_norm/use_norm-negative": "clip: a bad use_norm is reported as 'total_norm' "
-    "(_validation.check_total_norm has the name built in)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _params() -> list:

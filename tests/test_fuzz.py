@@ -313,12 +313,10 @@ CLIP_FUZZ = {
 # Known bugs of a family's code, reported to its owner. Each has a strict xfail
 # test below (it fails once the bug is fixed: then delete it and the entry); the
 # fuzz tests tolerate only that difference meanwhile.
-ZERO_D_SCALAR_BUG = {"clip_by_value", "clip_by_norm", "clip_by_global_norm"}
+ZERO_D_SCALAR_BUG: set[str] = set()
 
 
-@pytest.mark.xfail(strict=True, reason="clip reference: clip_by_value/clip_by_norm/"
-                   "clip_by_global_norm return a NumPy scalar for a 0-d input (C: 0-d ndarray)")
-def test_known_bug_reference_returns_0d_arrays() -> None:
+def test_reference_returns_0d_arrays() -> None:
     ref = H.reference("clip")
     x = np.array(2.0)
     assert isinstance(ref.clip_by_value(x, -1.0, 1.0), np.ndarray)

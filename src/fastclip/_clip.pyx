@@ -228,7 +228,7 @@ def clip_by_global_norm(xs, clip_norm, use_norm=None):
             g = fc_total_norm(norms.buf, al.n, 2.0)
         raise_rc(rc)
     else:
-        g = _v.check_total_norm(use_norm)
+        g = _v.check_total_norm(use_norm, "use_norm")
     # TensorFlow: clip_norm * min(1/g, 1/clip_norm), NaN when g is inf or NaN.
     cdef double inv = 1.0 / g if g != 0.0 else float("inf")
     cdef double coef = c * (inv if inv < 1.0 / c else 1.0 / c)

@@ -162,11 +162,11 @@ def check_norm_type(value: Any) -> float:
     return p
 
 
-def check_total_norm(value: Any) -> float:
+def check_total_norm(value: Any, name: str = "total_norm") -> float:
     """A total norm as returned by get_total_norm: >= 0, inf or NaN."""
-    v = _real(value, "total_norm")
+    v = _real(value, name)
     if v < 0:
-        raise ValueError(f"total_norm must be >= 0 (a norm), got {v!r}")
+        raise ValueError(f"{name} must be >= 0 (a norm), got {v!r}")
     return v
 
 

@@ -135,7 +135,7 @@ def clip_grad_value_(grads: Any, clip_value: Any) -> None:
 def clip_by_value(x: Any, lo: Any, hi: Any) -> Any:
     lo_f, hi_f = _v.check_range(lo, hi)
     arrays, single = _v.check_arrays(x, "x", inplace=False)
-    outs = [np.clip(a, a.dtype.type(lo_f), a.dtype.type(hi_f)) for a in arrays]
+    outs = [np.asarray(np.clip(a, a.dtype.type(lo_f), a.dtype.type(hi_f))) for a in arrays]
     return outs[0] if single else outs
 
 
@@ -147,7 +147,7 @@ def clip_by_norm(x: Any, clip_norm: Any) -> Any:
     for a in arrays:
         n = _norm(a, 2.0)
         coef = c / (n if (n > c or math.isnan(n)) else c)
-        outs.append(a * a.dtype.type(coef))
+        outs.append(np.asarray(a * a.dtype.type(coef)))
     return outs[0] if single else outs
 
 
@@ -158,12 +158,12 @@ def clip_by_global_norm(xs: Any, clip_norm: Any, use_norm: Any = None) -> tuple[
     if use_norm is None:
         g = _total(np.array([_norm(a, 2.0) for a in arrays], dtype=np.float64), 2.0)
     else:
-        g = _v.check_total_norm(use_norm)
+        g = _v.check_total_norm(use_norm, "use_norm")
     inv = 1.0 / g if g != 0.0 else math.inf
     coef = c * min(inv, 1.0 / c)
     if not math.isfinite(g):
         coef = math.nan
-    return [a * a.dtype.type(coef) for a in arrays], g
+    return [np.asarray(a * a.dtype.type(coef)) for a in arrays], g
 
 
 def zero_nans_(grads: Any) -> int:
