@@ -51,9 +51,16 @@ static inline double poly_kernel(const double *p, double x, double e) {
     return (p[0] - p[1]) * powe(1.0 - d / p[2], e) + p[1];
 }
 
+/* cos(pi * a / b), rounded as PyTorch and optax write it (pi * a, then / b),
+ * unless pi * a overflows (a near DBL_MAX): then pi * (a / b), the same angle. */
+static inline double cos_pi_ratio(double a, double b) {
+    const double t = M_PI * a;
+    return cos(isinf(t) ? M_PI * (a / b) : t / b);
+}
+
 static inline double cos_kernel(const double *p, double x) {
     const double c = x < p[1] ? x : p[1];
-    const double cd = 0.5 * (1.0 + cos(M_PI * c / p[1]));
+    const double cd = 0.5 * (1.0 + cos_pi_ratio(c, p[1]));
     return p[0] * ((1.0 - p[2]) * powe(cd, p[3]) + p[2]);
 }
 
@@ -92,7 +99,7 @@ static double eval_cosine_restarts(const fc_schedule *s, double x) {
         ti = t0 * pow(tm, i);
     }
     const double peak = m == 1.0 ? init : init * pow(m, i); /* pow(1, i) == 1 */
-    return eta + (peak - eta) * (1.0 + cos(M_PI * tcur / ti)) / 2.0;
+    return eta + (peak - eta) * (1.0 + cos_pi_ratio(tcur, ti)) / 2.0;
 }
 
 static inline double anneal(double start, double end, double pct, int linear) {
@@ -195,7 +202,7 @@ double fc_schedule_eval(const fc_schedule *s, double x) {
         if (x < w) return lerp_end(p[0], p[1], x / w);
         double c = x - w;
         if (c > p[3]) c = p[3];
-        const double cd = 0.5 * (1.0 + cos(M_PI * c / p[3]));
+        const double cd = 0.5 * (1.0 + cos_pi_ratio(c, p[3]));
         return p[1] * ((1.0 - p[4]) * powe(cd, p[5]) + p[4]);
     }
     case FC_SCHED_COSINE_RESTARTS:

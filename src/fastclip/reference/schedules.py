@@ -44,6 +44,19 @@ def _lerp_end(a: float, b: float, f: float) -> float:
     return (a - b) * (1.0 - f) + b
 
 
+def _cos_pi_ratio(a: float, b: float) -> float:
+    """cos(pi * a / b), rounded as PyTorch writes it, unless pi * a overflows."""
+    t = _PI * a
+    return math.cos(_PI * (a / b) if math.isinf(t) else t / b)
+
+
+def _cos_pi_ratio_a(a: np.ndarray, b: Any) -> np.ndarray:
+    """Array twin of _cos_pi_ratio."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = _PI * a
+        return np.cos(np.where(np.isinf(t), _PI * (a / b), t / b))
+
+
 def _restart_start(t0: float, tm: float, i: float) -> float:
     return t0 * (math.pow(tm, i) - 1.0) / (tm - 1.0)
 
@@ -125,7 +138,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         return p[0] / math.sqrt(1.0 + x / p[1])
     if c == 8:  # cosine
         cc = min(p[1], x)
-        cd = 0.5 * (1.0 + math.cos(_PI * cc / p[1]))
+        cd = 0.5 * (1.0 + _cos_pi_ratio(cc, p[1]))
         return p[0] * ((1.0 - p[2]) * _powe(cd, p[3]) + p[2])
     if c == 9:  # linear
         d = x - p[3]
@@ -146,7 +159,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
             return _lerp_end(p[0], p[1], x / w)
         cc = x - w
         cc = min(cc, p[3])
-        cd = 0.5 * (1.0 + math.cos(_PI * cc / p[3]))
+        cd = 0.5 * (1.0 + _cos_pi_ratio(cc, p[3]))
         return p[1] * ((1.0 - p[4]) * _powe(cd, p[5]) + p[4])
     if c == 12:  # cosine_restarts
         init, t0, tm, eta, m = p[0], p[1], p[2], p[3], p[4]
@@ -164,7 +177,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
             tcur = x - _restart_start(t0, tm, i)
             ti = t0 * math.pow(tm, i)
         peak = init * math.pow(m, i)
-        return eta + (peak - eta) * (1.0 + math.cos(_PI * tcur / ti)) / 2.0
+        return eta + (peak - eta) * (1.0 + _cos_pi_ratio(tcur, ti)) / 2.0
     if c == 13:  # one_cycle
         linear = bool(f & _s.F_LINEAR_ANNEAL)
         initial, mx, mn = p[0], p[1], p[2]
@@ -251,7 +264,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         return p[0] / np.sqrt(1.0 + x / p[1])
     if c == 8:
         cc = np.minimum(x, p[1])
-        cd = 0.5 * (1.0 + np.cos(_PI * cc / p[1]))
+        cd = 0.5 * (1.0 + _cos_pi_ratio_a(cc, p[1]))
         return p[0] * ((1.0 - p[2]) * _powe_a(cd, p[3]) + p[2])
     if c == 9:
         d = np.minimum(np.maximum(x - p[3], 0.0), p[2])
@@ -272,7 +285,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         w = p[2]
         cc = np.minimum(x - w, p[3])
         with np.errstate(invalid="ignore"):
-            cd = 0.5 * (1.0 + np.cos(_PI * cc / p[3]))
+            cd = 0.5 * (1.0 + _cos_pi_ratio_a(cc, p[3]))
             decay = p[1] * ((1.0 - p[4]) * _powe_a(cd, p[5]) + p[4])
         if w > 0:
             return np.where(x < w, _lerp_end_a(p[0], p[1], x / w), decay)
@@ -284,14 +297,15 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
             tcur = x - i * t0
             ti = np.full(x.shape, t0)
         else:
-            i = np.floor(np.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm))
-            i = np.maximum(i, 0.0)
-            i = np.where((i > 0.0) & (x < t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)), i - 1.0, i)
-            i = np.where(x >= t0 * (_npow(tm, i + 1.0) - 1.0) / (tm - 1.0), i + 1.0, i)
-            tcur = x - t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)
-            ti = t0 * _npow(tm, i)
+            with np.errstate(over="ignore"):  # restart starts past DBL_MAX are inf
+                i = np.floor(np.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm))
+                i = np.maximum(i, 0.0)
+                i = np.where((i > 0.0) & (x < t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)), i - 1.0, i)
+                i = np.where(x >= t0 * (_npow(tm, i + 1.0) - 1.0) / (tm - 1.0), i + 1.0, i)
+                tcur = x - t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)
+                ti = t0 * _npow(tm, i)
         peak = init * _npow(m, i)
-        return eta + (peak - eta) * (1.0 + np.cos(_PI * tcur / ti)) / 2.0
+        return eta + (peak - eta) * (1.0 + _cos_pi_ratio_a(tcur, ti)) / 2.0
     if c == 13:
         linear = bool(f & _s.F_LINEAR_ANNEAL)
         initial, mx, mn = p[0], p[1], p[2]
