@@ -208,6 +208,21 @@ class _Clipper:
             check_comm(comm)
         self.comm = comm
 
+    def _local(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """This rank's part of a step, before the collective of :meth:`_global`.
+
+        With ``comm``, an exception here is reported through that collective (the
+        other ranks are in it): every rank raises, none waits forever."""
+        if self.comm is None:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except Exception as exc:
+            from fastclip.distributed import _gather_failed
+
+            _gather_failed(self.comm, exc)  # raises exc here, the others theirs
+            raise
+
     def _global(self, sq: np.ndarray) -> float:
         """The global norm from per-array sums of squares; with ``comm``, of every rank's
         arrays (all-gathered in rank order: the same value on every rank, equal to the
@@ -307,13 +322,16 @@ class AGC(_Clipper):
         ValueError
             When ``params`` is None or does not match ``grads``.
         """
-        if params is None:
-            raise ValueError("params is required: AGC clips relative to the parameter norms")
-        before, after, clipped = adaptive_grad_clip_(grads, params, self.clipping, self.eps)
+        before, after, clipped = self._local(self._clip_local, grads, params)
         self.last_norm = self._global(before)
         self.last_clipped = clipped
         self.last_sqnorms = after
         return self.last_norm
+
+    def _clip_local(self, grads: Arrays, params: Arrays | None) -> Any:
+        if params is None:
+            raise ValueError("params is required: AGC clips relative to the parameter norms")
+        return adaptive_grad_clip_(grads, params, self.clipping, self.eps)
 
     def state_dict(self) -> dict[str, Any]:
         """The settings (AGC keeps no statistics across steps)."""
@@ -440,7 +458,7 @@ class AutoClip(_Clipper):
             The global L2 norm before clipping. A non-finite norm is not
             recorded and nothing is scaled.
         """
-        arrays, _, sq = _global_from(grads, sqnorms)
+        arrays, _, sq = self._local(_global_from, grads, sqnorms)
         norm = self._global(sq)
         self.last_norm = norm
         self.last_clipped = 0
@@ -621,7 +639,7 @@ class ZClip(_Clipper):
         float
             The global L2 norm before clipping.
         """
-        arrays, _, sq = _global_from(grads, sqnorms)
+        arrays, _, sq = self._local(_global_from, grads, sqnorms)
         g = self._global(sq)
         self.last_norm = g
         self.last_clipped = 0

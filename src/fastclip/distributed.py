@@ -303,6 +303,17 @@ def allgather_norms(local_norms: Any, comm: Any) -> np.ndarray:
     return _gather_norms(comm, norms, math.nan, exc)[0]
 
 
+def _gather_failed(comm: Any, exc: BaseException) -> None:
+    """Take part in the collective of :func:`allgather_norms` with a local error.
+
+    For a caller whose own part failed while the other ranks call
+    :func:`allgather_norms`: raises ``exc`` here and an exception naming this
+    rank on every other rank, so that none of them waits forever.
+    """
+    _gather_norms(comm, np.empty(0), math.nan, exc)
+    raise exc
+
+
 def _sequence(obj: Any, name: str) -> tuple[Any, bool]:
     """One ndarray (kept, for messages) or the items of an iterable (consumed once)."""
     items, single = _v.as_sequence(obj, name)

@@ -106,6 +106,23 @@ def main(comm):
             np.array_equal(np.asarray(s1[k], dtype=object), np.asarray(s2[k], dtype=object))
             for k in s1), (s1, s2)
     expect(TypeError, AutoClip, comm="world", match="comm")
+    # Bad input to a clipper on one rank only: every rank raises, no deadlock, and the
+    # next collective call still works (the ranks are in step).
+    for make in (lambda: AutoClip(50.0, comm=comm), lambda: ZClip(comm=comm),
+                 lambda: AGC(0.05, comm=comm)):
+        clipper = make()
+        g = [np.ones(3), np.ones(2)]
+        p = [np.ones(3), np.ones(2)]
+        if rank == size - 1:
+            g = [np.ones(3, dtype=np.int64), np.ones(2)]
+        e = expect(TypeError, clipper.clip_, g, p)
+        if rank != size - 1:
+            assert f"rank {size - 1} of {size}" in str(e), str(e)
+        if isinstance(clipper, AGC):
+            e = expect(ValueError, clipper.clip_, [np.ones(3)], None if rank == 0 else [np.ones(3)])
+            assert "params" in str(e), str(e)
+        good = [np.ones(3), np.ones(2)]
+        assert clipper.clip_(good, [np.ones(3), np.ones(2)]) == math.sqrt(5 * size)
 
     # A single ndarray per rank: the norm of all ranks' arrays together.
     x = np.arange(size * 4, dtype=np.float64).reshape(size, 4)
