@@ -896,62 +896,73 @@ def fit(
         When the monitor's policy stops training (see :class:`GradientMonitor`).
     """
     # ---- validate everything before training ---------------------------------------
-    _check_model(model)
-    loss_fn, classification = _resolve_loss(loss)
-    epochs = _int_arg(epochs, "epochs", 1)
-    batch_size = _int_arg(batch_size, "batch_size", 1)
-    mon = _resolve_monitor(monitor)
-    clip = _resolve_clipper(clipper)
-    cbs = list(callbacks)
-    for i, cb in enumerate(cbs):
-        if not callable(cb):
-            raise TypeError(f"callbacks[{i}] must be callable, got {type(cb).__name__}")
-    rng = seed if isinstance(seed, np.random.Generator) else None
-    if rng is None:
-        if seed is not None and (isinstance(seed, (bool, np.bool_))
-                                 or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"seed must be None, an int or a numpy.random.Generator, "
-                            f"got {type(seed).__name__}")
-        rng = np.random.default_rng(None if seed is None else int(seed))
-    dtype = np.dtype(getattr(model, "dtype", np.float64))
-    X = _check_X(X, "X", dtype)
-    n_out = _output_size(model, X)
-    y = _check_y(y, "y", X.shape[0], n_out, classification, dtype)
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise TypeError("validation must be a pair (X_val, y_val)")
-        Xv = _check_X(validation[0], "validation[0]", dtype)
-        if Xv.shape[1] != X.shape[1]:
-            raise ValueError(f"validation[0] has {Xv.shape[1]} features but X has {X.shape[1]}")
-        yv = _check_y(validation[1], "validation[1]", Xv.shape[0], n_out, classification,
-                      dtype)
-    params = list(model.parameters())
-    if optimizer is None:
-        from fastclip.optim import Adam
-
-        optimizer = Adam(params)
-    if not callable(getattr(optimizer, "step", None)):
-        raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
-                        f"{type(optimizer).__name__}")
-    opt_params = getattr(optimizer, "params", None)
-    if opt_params is not None and (len(opt_params) != len(params) or any(
-            a is not b for a, b in zip(opt_params, params))):
-        raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
-                         "the same order)")
-    if mon is not None and mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
-        raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
-    try:
-        backward_kw = ({"input_grad": False}
-                       if "input_grad" in inspect.signature(model.backward).parameters else {})
-    except (TypeError, ValueError):  # builtins without a signature
-        backward_kw = {}
-    names = (list(model.parameter_names()) if callable(getattr(model, "parameter_names", None))
-             else [f"param{i}" for i in range(len(params))])
-
-    reducer = None
+    # (with comm, a local error is agreed on by every rank before the first collective)
     if comm is not None:
         from fastclip import distributed  # type: ignore[attr-defined]  # (branch mpi)
 
+        distributed.check_comm(comm)
+    local_error: BaseException | None = None
+    try:
+        _check_model(model)
+        loss_fn, classification = _resolve_loss(loss)
+        epochs = _int_arg(epochs, "epochs", 1)
+        batch_size = _int_arg(batch_size, "batch_size", 1)
+        mon = _resolve_monitor(monitor)
+        clip = _resolve_clipper(clipper)
+        cbs = list(callbacks)
+        for i, cb in enumerate(cbs):
+            if not callable(cb):
+                raise TypeError(f"callbacks[{i}] must be callable, got {type(cb).__name__}")
+        rng = seed if isinstance(seed, np.random.Generator) else None
+        if rng is None:
+            if seed is not None and (isinstance(seed, (bool, np.bool_))
+                                     or not isinstance(seed, numbers.Integral)):
+                raise TypeError(f"seed must be None, an int or a numpy.random.Generator, "
+                                f"got {type(seed).__name__}")
+            rng = np.random.default_rng(None if seed is None else int(seed))
+        dtype = np.dtype(getattr(model, "dtype", np.float64))
+        X = _check_X(X, "X", dtype)
+        n_out = _output_size(model, X)
+        y = _check_y(y, "y", X.shape[0], n_out, classification, dtype)
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise TypeError("validation must be a pair (X_val, y_val)")
+            Xv = _check_X(validation[0], "validation[0]", dtype)
+            if Xv.shape[1] != X.shape[1]:
+                raise ValueError(f"validation[0] has {Xv.shape[1]} features but X has {X.shape[1]}")
+            yv = _check_y(validation[1], "validation[1]", Xv.shape[0], n_out, classification,
+                          dtype)
+        params = list(model.parameters())
+        if optimizer is None:
+            from fastclip.optim import Adam
+
+            optimizer = Adam(params)
+        if not callable(getattr(optimizer, "step", None)):
+            raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
+                            f"{type(optimizer).__name__}")
+        opt_params = getattr(optimizer, "params", None)
+        if opt_params is not None and (len(opt_params) != len(params) or any(
+                a is not b for a, b in zip(opt_params, params))):
+            raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
+                             "the same order)")
+        if mon is not None and mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
+            raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
+        try:
+            backward_kw = ({"input_grad": False}
+                           if "input_grad" in inspect.signature(model.backward).parameters else {})
+        except (TypeError, ValueError):  # builtins without a signature
+            backward_kw = {}
+        names = (list(model.parameter_names()) if callable(getattr(model, "parameter_names", None))
+                 else [f"param{i}" for i in range(len(params))])
+    except Exception as exc:
+        if comm is None:
+            raise
+        local_error = exc
+    if comm is not None:
+        distributed._agree_or_raise(comm, local_error)
+
+    reducer = None
+    if comm is not None:
         reducer, rng = distributed.fit_setup(model, X, y, rng, comm)
         if comm.Get_rank() != 0:
             progress = False

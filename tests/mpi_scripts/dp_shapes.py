@@ -64,6 +64,23 @@ def main(comm):
     # Bad comm.
     expect(TypeError, GradientAllreducer, grads, "comm", match="comm must be an mpi4py")
 
+    # fit(comm=) with a bad argument on one rank only: every rank raises, none waits in
+    # the first collective; then a good fit runs (the ranks are still in step).
+    from fastclip.train import fit
+
+    X = np.random.default_rng(0).standard_normal((16, 4))
+    y = np.arange(16) % 2
+    model = nn.MLP([4, 8, 2], rng=0)
+    e = expect(ValueError, fit, model, X, y, optimizer=optim.SGD(model.parameters(), 0.1), epochs=1,
+               batch_size=0 if rank == last else 4, progress=False, seed=0, comm=comm)
+    if rank == last:
+        assert "batch_size" in str(e), str(e)
+    else:
+        assert f"rank {last} of {size}" in str(e) and "batch_size" in str(e), str(e)
+    hist = fit(model, X, y, optimizer=optim.SGD(model.parameters(), 0.1), epochs=1, batch_size=4,
+               progress=False, seed=0, comm=comm)
+    assert len(hist) == 4, len(hist)
+
 
 if __name__ == "__main__":
     run(main)
