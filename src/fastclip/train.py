@@ -960,6 +960,7 @@ def fit(
         local_error = exc
     if comm is not None:
         distributed._agree_or_raise(comm, local_error)
+    assert rng is not None  # (for mypy: the validation above set it or raised)
 
     reducer = None
     if comm is not None:
