@@ -18,8 +18,10 @@ GEMM share: the 8 GEMMs of a fastclip step (3 forward, 3 dW, 2 dx; no dx for
 the input) are timed alone through ``scipy.linalg.blas`` (the BLAS fastclip
 calls) with preallocated outputs; share = GEMM median / fastclip step median.
 
-Run ``python bench/bench_mlp.py [--threads N] [--reps 30]`` for the table
-(steps interleaved round-robin so that machine load hits all three alike), or
+Run ``python bench/bench_mlp.py [--threads N] [--reps 30]`` for the table (each
+candidate in fresh processes, rounds alternating between the candidates, so that
+no library's spinning idle threads slow another's step; ``--same-process``
+interleaves the steps in one process instead), or
 ``pytest bench/bench_mlp.py --benchmark-only`` (threads: ``FASTCLIP_BENCH_THREADS``,
 default every CPU; BLAS, OpenMP and torch all get the same number).
 """
@@ -238,22 +240,38 @@ def test_mlp_step_gemms_only(benchmark, problem):
 # ---------------------------------------------------------------------------
 # stand-alone table
 # ---------------------------------------------------------------------------
+def _make_impls(batch: int) -> dict:
+    x, y = make_problem(batch)
+    fc = FastclipStep(x, y)
+    params = fc.initial_params()
+    impls = {"fastclip": fc, "numpy": NumpyStep(x, y, params), "gemm": GemmOnly(x, params)}
+    try:
+        impls["torch"] = TorchStep(x, y, params)
+    except ImportError:
+        pass
+    return impls
+
+
+def _time(f, reps: int) -> list[float]:
+    f()  # warm up (allocations, thread pools)
+    f()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        f()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def run(batches, reps: int, threads: int) -> list[dict]:
+    """Same process, the candidates interleaved step by step."""
     set_threads(threads)
     rows = []
     for batch in batches:
-        x, y = make_problem(batch)
-        fc = FastclipStep(x, y)
-        params = fc.initial_params()
-        impls = {"fastclip": fc, "numpy": NumpyStep(x, y, params),
-                 "gemm": GemmOnly(x, params)}
-        try:
-            impls["torch"] = TorchStep(x, y, params)
-        except ImportError:
-            pass
+        impls = _make_impls(batch)
         r = max(5, reps if batch < 2048 else reps // 3)
         times = {k: [] for k in impls}
-        for f in impls.values():  # warm up (allocations, thread pools)
+        for f in impls.values():
             f()
             f()
         for _ in range(r):
@@ -261,9 +279,42 @@ def run(batches, reps: int, threads: int) -> list[dict]:
                 t0 = time.perf_counter()
                 f()
                 times[k].append(time.perf_counter() - t0)
-        med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-        rows.append({"batch": batch, **med})
+        rows.append({"batch": batch, **{k: float(np.median(v)) * 1e3 for k, v in times.items()}})
     return rows
+
+
+def run_isolated(batches, reps: int, threads: int, rounds: int = 3) -> list[dict]:
+    """One fresh process per candidate and round, rounds alternating between the
+    candidates: no library's idle worker threads (OpenBLAS, OpenMP and torch all
+    spin for a while after a call) compete with another library's step."""
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for batch in batches:
+        r = max(5, reps if batch < 2048 else reps // 3)
+        per = max(3, -(-r // rounds))
+        names = ["fastclip", "numpy", "gemm", "torch"]
+        times: dict[str, list[float]] = {k: [] for k in names}
+        for _ in range(rounds):
+            for k in names:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", k, "--batches", str(batch),
+                     "--reps", str(per), "--threads", str(threads)],
+                    check=True, capture_output=True, text=True).stdout
+                times[k] += json.loads(out.strip().splitlines()[-1])
+        rows.append({"batch": batch, **{k: float(np.median(v)) * 1e3
+                                        for k, v in times.items() if v}})
+    return rows
+
+
+def _worker(name: str, batch: int, reps: int, threads: int) -> None:
+    import json
+
+    set_threads(threads)
+    impls = _make_impls(batch)
+    print(json.dumps(_time(impls[name], reps) if name in impls else []))
 
 
 def main() -> None:
@@ -271,9 +322,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    ap.add_argument("--same-process", action="store_true",
+                    help="interleave the candidates step by step in this process "
+                         "(default: a fresh process per candidate and round)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    rows = run([int(b) for b in a.batches.split(",")], a.reps, a.threads)
-    print(f"threads={a.threads}, medians in ms")
+    batches = [int(b) for b in a.batches.split(",")]
+    if a.worker:
+        _worker(a.worker, batches[0], a.reps, a.threads)
+        return
+    how = "same process, interleaved" if a.same_process else "one process per candidate"
+    rows = (run if a.same_process else run_isolated)(batches, a.reps, a.threads)
+    print(f"threads={a.threads}, {how}, medians in ms")
     print("| batch | fastclip | NumPy | PyTorch | vs torch | vs NumPy | GEMM share |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
