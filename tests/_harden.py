@@ -30,8 +30,12 @@ from fastclip._dispatch import family
 
 State = dict[str, Any]
 
-# FC_PARALLEL_MIN of csrc/fc_common.h: calls over fewer elements stay serial.
-PARALLEL_MIN = 1 << 20
+# FC_PARALLEL_MIN of csrc/fc_common.h: calls over fewer elements stay serial
+# (the compiled value; the documented default when only the reference is there).
+try:
+    from fastclip._common import PARALLEL_MIN
+except ImportError:
+    PARALLEL_MIN = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ cdef extern from "fc_common.h" nogil:
         FC_ENOMEM
         FC_ENONFINITE
         FC_EINVAL
+    int64_t FC_PARALLEL_MIN
     int fc_max_threads()
     int fc_openmp_enabled()
     void fc_set_serial_only(int on)

@@ -1,6 +1,9 @@
 """Type stubs for fastclip._common: the array collector shared by the compiled
 bindings (its C-level API is in _common.pxd) and a few runtime facts."""
 
+PARALLEL_MIN: int
+"""Calls over fewer elements run on the calling thread (FC_PARALLEL_MIN)."""
+
 class ArrayList:
     """Validated arrays described for the C kernels (built by the C-level collect())."""
 

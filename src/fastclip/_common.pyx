@@ -104,6 +104,10 @@ cdef int raise_rc(int rc) except -1:
     return 0
 
 
+#: Calls over fewer elements run on the calling thread (FC_PARALLEL_MIN, fc_common.h).
+PARALLEL_MIN = FC_PARALLEL_MIN
+
+
 def max_threads():
     """Threads an OpenMP region of fastclip may use now."""
     return fc_max_threads()
