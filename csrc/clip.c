@@ -168,61 +168,38 @@ static fc_block *make_blocks(const fc_array *arrs, int64_t n, int64_t *first, in
     return b;
 }
 
-static void block_ssq(const fc_array *a, int64_t start, int64_t count, double *s, double *m) {
-    double ss = 0, mm = 0;
-    FC_RUNS(a, start, count, p, len, st, {
-        double rs, rm;
-        if (a->dtype == FC_FLOAT32) {
-            if (st == 4) ssq_f32((const float *)p, len, &rs, &rm);
-            else ssq_strided_f32(p, len, st, &rs, &rm);
-        } else {
-            if (st == 8) ssq_dense_f64((const double *)p, len, &rs, &rm);
-            else ssq_strided_f64(p, len, st, &rs, &rm);
-        }
-        ss += rs;
-        mm = rm > mm ? rm : mm;
-    });
-    *s = ss;
-    *m = mm;
-}
-
-static void block_sabs(const fc_array *a, int64_t start, int64_t count, double *s, double *m) {
-    double ss = 0, mm = 0;
-    FC_RUNS(a, start, count, p, len, st, {
-        double rs, rm;
-        if (a->dtype == FC_FLOAT32) {
-            if (st == 4) sabs_dense_f32((const float *)p, len, &rs, &rm);
-            else sabs_strided_f32(p, len, st, &rs, &rm);
-        } else {
-            if (st == 8) sabs_dense_f64((const double *)p, len, &rs, &rm);
-            else sabs_strided_f64(p, len, st, &rs, &rm);
-        }
-        ss += rs;
-        mm = rm > mm ? rm : mm;
-    });
-    *s = ss;
-    *m = mm;
-}
-
-static void block_amax(const fc_array *a, int64_t start, int64_t count, double *m, int *nan) {
-    double mm = 0;
-    int nn = 0;
-    FC_RUNS(a, start, count, p, len, st, {
-        double rm;
-        int rn;
-        if (a->dtype == FC_FLOAT32) {
-            if (st == 4) amax_dense_f32((const float *)p, len, &rm, &rn);
-            else amax_strided_f32(p, len, st, &rm, &rn);
-        } else {
-            if (st == 8) amax_dense_f64((const double *)p, len, &rm, &rn);
-            else amax_strided_f64(p, len, st, &rm, &rn);
-        }
-        mm = rm > mm ? rm : mm;
-        nn |= rn;
-    });
-    *m = mm;
-    *nan = nn;
-}
+/* One reduction over the runs of a block: DENSE32/DENSE64 for unit-stride runs,
+ * <KERNEL>_strided_<dtype> otherwise; per-run results (R1 a double, R2 of type T2)
+ * are combined in run order: R1 with ACC1, R2 with ACC2. */
+#define FC_BLOCK_REDUCE(NAME, KERNEL, DENSE32, DENSE64, T2, ACC1, ACC2)                     \
+    static void NAME(const fc_array *a, int64_t start, int64_t count, double *o1, T2 *o2) { \
+        double v1 = 0;                                                                      \
+        T2 v2 = 0;                                                                          \
+        FC_RUNS(a, start, count, p, len, st, {                                              \
+            double r1;                                                                      \
+            T2 r2;                                                                          \
+            if (a->dtype == FC_FLOAT32) {                                                   \
+                if (st == 4) DENSE32((const float *)p, len, &r1, &r2);                      \
+                else KERNEL##_strided_f32(p, len, st, &r1, &r2);                            \
+            } else {                                                                        \
+                if (st == 8) DENSE64((const double *)p, len, &r1, &r2);                     \
+                else KERNEL##_strided_f64(p, len, st, &r1, &r2);                            \
+            }                                                                               \
+            ACC1;                                                                           \
+            ACC2;                                                                           \
+        });                                                                                 \
+        *o1 = v1;                                                                           \
+        *o2 = v2;                                                                           \
+    }
+/* sum of squares and max |x| */
+FC_BLOCK_REDUCE(block_ssq, ssq, ssq_f32, ssq_dense_f64, double, v1 += r1, v2 = r2 > v2 ? r2 : v2)
+/* sum of |x| and max |x| */
+FC_BLOCK_REDUCE(block_sabs, sabs, sabs_dense_f32, sabs_dense_f64, double, v1 += r1,
+                v2 = r2 > v2 ? r2 : v2)
+/* max |x| and whether a NaN was seen */
+FC_BLOCK_REDUCE(block_amax, amax, amax_dense_f32, amax_dense_f64, int, v1 = r1 > v1 ? r1 : v1,
+                v2 |= r2)
+#undef FC_BLOCK_REDUCE
 
 static double block_powsum(const fc_array *a, int64_t start, int64_t count, double m, double pw) {
     double ss = 0;
