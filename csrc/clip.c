@@ -400,7 +400,11 @@ static void scale_block(const fc_array *a, int64_t start, int64_t count, double 
     });
 }
 
-int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
+/* Splits the arrays into blocks and runs fn(ctx, g) for every block g with
+ * fc_parallel_for; *blocks_slot (read by fn through ctx) points at the blocks
+ * meanwhile, and *nb_slot (when not NULL) receives their number. */
+static int for_each_block(const fc_array *arrs, int64_t n, fc_item_fn fn, void *ctx,
+                          const fc_block **blocks_slot, int64_t *nb_slot) {
     if (n <= 0) return FC_OK;
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
@@ -409,37 +413,30 @@ int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
-    fc_items t = {0};
-    t.arrs = arrs;
-    t.blocks = blocks;
-    t.nb = nb;
-    t.coef = coef;
-    t.c32 = (float)coef;
-    fc_parallel_for(nb, item_scale_rev, &t, work);
+    *blocks_slot = blocks;
+    if (nb_slot) *nb_slot = nb;
+    fc_parallel_for(nb, fn, ctx, work);
+    *blocks_slot = NULL;
     free(blocks);
     return FC_OK;
 }
 
-int fc_clip_value_(const fc_array *arrs, int64_t n, double lo, double hi) {
-    if (n <= 0) return FC_OK;
-    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
-    if (!first) return FC_ENOMEM;
-    int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
-    free(first);
-    if (nb == 0) return FC_OK;
-    if (!blocks) return FC_ENOMEM;
+int fc_scale_(const fc_array *arrs, int64_t n, double coef) {
     fc_items t = {0};
+    t.coef = coef;
+    t.c32 = (float)coef;
     t.arrs = arrs;
-    t.blocks = blocks;
-    t.nb = nb;
+    return for_each_block(arrs, n, item_scale_rev, &t, &t.blocks, &t.nb);
+}
+
+int fc_clip_value_(const fc_array *arrs, int64_t n, double lo, double hi) {
+    fc_items t = {0};
     t.lo = lo;
     t.hi = hi;
     t.lo32 = (float)lo;
     t.hi32 = (float)hi;
-    fc_parallel_for(nb, item_clamp, &t, work);
-    free(blocks);
-    return FC_OK;
+    t.arrs = arrs;
+    return for_each_block(arrs, n, item_clamp, &t, &t.blocks, &t.nb);
 }
 
 /* Dense src -> dense dst, elementwise; blocks of FC_BLOCK on fc_parallel_for. */
@@ -482,20 +479,9 @@ static int run_into(const fc_array *src, const fc_array *dst, int64_t n, fc_into
             src[i].dtype != dst[i].dtype)
             return FC_EINVAL;
     }
-    if (n <= 0) return FC_OK;
-    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
-    if (!first) return FC_ENOMEM;
-    int64_t nb, work;
-    fc_block *blocks = make_blocks(src, n, first, &nb, &work);
-    free(first);
-    if (nb == 0) return FC_OK;
-    if (!blocks) return FC_ENOMEM;
     t->src = src;
     t->dst = dst;
-    t->blocks = blocks;
-    fc_parallel_for(nb, fn, t, work);
-    free(blocks);
-    return FC_OK;
+    return for_each_block(src, n, fn, t, &t->blocks, NULL);
 }
 
 int fc_scale_into(const fc_array *src, const fc_array *dst, int64_t n, const double *coefs) {
