@@ -223,6 +223,16 @@ class _Clipper:
             _gather_failed(self.comm, exc)  # raises exc here, the others theirs
             raise
 
+    def _begin(self, grads: Arrays, sqnorms: Any) -> tuple[list[np.ndarray], np.ndarray, float]:
+        """Validated gradients, their sums of squares and the global norm; records the
+        norm and resets ``last_clipped``/``last_sqnorms`` (a step that clips updates them)."""
+        arrays, _, sq = self._local(_global_from, grads, sqnorms)
+        norm = self._global(sq)
+        self.last_norm = norm
+        self.last_clipped = 0
+        self.last_sqnorms = sq
+        return arrays, sq, norm
+
     def _global(self, sq: np.ndarray) -> float:
         """The global norm from per-array sums of squares; with ``comm``, of every rank's
         arrays (all-gathered in rank order: the same value on every rank, equal to the
@@ -458,11 +468,7 @@ class AutoClip(_Clipper):
             The global L2 norm before clipping. A non-finite norm is not
             recorded and nothing is scaled.
         """
-        arrays, _, sq = self._local(_global_from, grads, sqnorms)
-        norm = self._global(sq)
-        self.last_norm = norm
-        self.last_clipped = 0
-        self.last_sqnorms = sq
+        arrays, sq, norm = self._begin(grads, sqnorms)
         if not math.isfinite(norm):
             return norm
         self._push(norm)
@@ -639,11 +645,7 @@ class ZClip(_Clipper):
         float
             The global L2 norm before clipping.
         """
-        arrays, _, sq = self._local(_global_from, grads, sqnorms)
-        g = self._global(sq)
-        self.last_norm = g
-        self.last_clipped = 0
-        self.last_sqnorms = sq
+        arrays, sq, g = self._begin(grads, sqnorms)
         if not math.isfinite(g):
             return g
         if self.mean is None:
