@@ -155,10 +155,14 @@ class TorchStep:
 # GEMMs alone (the 8 GEMMs of a fastclip step, same BLAS)
 # ---------------------------------------------------------------------------
 class GemmOnly:
-    def __init__(self, x, params):
-        from scipy.linalg import blas
+    """The 8 GEMMs of a fastclip step, through the BLAS fastclip's layers call
+    (``fastclip._blas``: scipy-openblas32 when loaded, else scipy.linalg.blas)."""
 
-        self.sgemm = blas.sgemm
+    def __init__(self, x, params):
+        import ctypes
+
+        from fastclip import _blas
+
         n = x.shape[0]
         self.x = x
         self.W = [params[0], params[2], params[4]]
@@ -166,18 +170,39 @@ class GemmOnly:
         self.dz = [np.ones((n, s), np.float32) * 1e-3 for s in SIZES[1:]]
         self.dW = [np.zeros_like(w) for w in self.W]
         self.dx = [np.zeros((n, s), np.float32) for s in SIZES[1:-1]]
+        if _blas._lib is not None:  # the library fastclip.nn uses
+            f = _blas._lib.scipy_sgemm_
+            c_int, c_float, ref = ctypes.c_int, ctypes.c_float, ctypes.byref
+            one, zero = c_float(1.0), c_float(0.0)
+
+            def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
+                f(ctypes.c_char_p(ta), ctypes.c_char_p(tb), ref(c_int(m)), ref(c_int(nn)),
+                  ref(c_int(k)), ref(one), ctypes.c_void_p(a.ctypes.data), ref(c_int(lda)),
+                  ctypes.c_void_p(b.ctypes.data), ref(c_int(ldb)), ref(zero),
+                  ctypes.c_void_p(c.ctypes.data), ref(c_int(ldc)))
+        else:  # scipy.linalg.blas takes arrays: the same column-major calls
+            from scipy.linalg import blas
+
+            def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
+                # a, b, c are row-major arrays whose .T are the column-major operands
+                blas.sgemm(1.0, a.T, b.T, trans_a=ta == b"T", trans_b=tb == b"T", beta=0.0,
+                           c=c.T, overwrite_c=1)
+        self.sg = sg
 
     def __call__(self):
-        sg = self.sgemm
-        # row-major C = A @ B as column-major C^T = B^T A^T (the .T views are F-ordered)
+        sg = self.sg
+        # row-major C = A @ B is column-major C^T = B^T A^T (what fastclip.nn calls)
         for i, w in enumerate(self.W):
-            sg(1.0, w.T, self.acts[i].T, beta=0.0, c=self.acts[i + 1].T, overwrite_c=1)
+            a, y = self.acts[i], self.acts[i + 1]
+            n_in, n_out = w.shape
+            sg(b"N", b"N", n_out, a.shape[0], n_in, w, n_out, a, n_in, y, n_out)
         for i, w in enumerate(self.W):
-            sg(1.0, self.dz[i].T, self.acts[i].T, trans_b=1, beta=0.0, c=self.dW[i].T,
-               overwrite_c=1)
+            a, dz = self.acts[i], self.dz[i]
+            n_in, n_out = w.shape
+            sg(b"N", b"T", n_out, n_in, a.shape[0], dz, n_out, a, n_in, self.dW[i], n_out)
             if i > 0:
-                sg(1.0, w.T, self.dz[i].T, trans_a=1, beta=0.0, c=self.dx[i - 1].T,
-                   overwrite_c=1)
+                sg(b"T", b"N", n_in, a.shape[0], n_out, w, n_out, dz, n_out, self.dx[i - 1],
+                   n_in)
 
 
 def default_threads() -> int:
@@ -325,6 +350,8 @@ def main() -> None:
     ap.add_argument("--same-process", action="store_true",
                     help="interleave the candidates step by step in this process "
                          "(default: a fresh process per candidate and round)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="fresh processes per candidate (alternating), default 5")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
@@ -332,7 +359,10 @@ def main() -> None:
         _worker(a.worker, batches[0], a.reps, a.threads)
         return
     how = "same process, interleaved" if a.same_process else "one process per candidate"
-    rows = (run if a.same_process else run_isolated)(batches, a.reps, a.threads)
+    if a.same_process:
+        rows = run(batches, a.reps, a.threads)
+    else:
+        rows = run_isolated(batches, a.reps, a.threads, a.rounds)
     print(f"threads={a.threads}, {how}, medians in ms")
     print("| batch | fastclip | NumPy | PyTorch | vs torch | vs NumPy | GEMM share |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

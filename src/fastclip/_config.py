@@ -52,6 +52,12 @@ def get_config() -> dict[str, Any]:
             "serial_only": _common.serial_only(),
             "simd": _common.simd_level(),
         }
+        try:
+            from fastclip import _nn
+
+            info["kernels"]["gemm"] = _nn.gemm_library()
+        except ImportError as exc:
+            info["kernels"]["gemm"] = f"unavailable: {exc}"
     except ImportError as exc:
         info["kernels"] = {"compiled": False, "error": str(exc)}
     try:
@@ -103,6 +109,7 @@ def show_config(as_json: bool = False) -> None:
             + (f" (version {b.get('openmp_version')})" if k["openmp"] else "")
             + f", threads: {k['threads']}"
             + (" (serial after fork)" if k["serial_only"] else ""),
+            f"  GEMMs (nn):      {k['gemm']}",
         ]
     pools = info["threadpools"]
     if isinstance(pools, str):

@@ -6,6 +6,9 @@ import numpy as np
 
 ACTIVATIONS: dict[str, int]
 
+def gemm_library() -> str:
+    """The BLAS library the GEMMs call (for show_config)."""
+
 def check_xent_args(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, bool]: ...
 def check_loss_pred_target(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]: ...
 def dense_forward(

@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """C bindings of the MLP kernels (csrc/nn.c) and BLAS GEMMs.
 
-The GEMMs are called without the GIL through ``scipy.linalg.cython_blas``
-(the pattern of scikit-learn's ``sklearn/utils/_cython_blas.pyx``). BLAS is
+The GEMMs are called without the GIL through function pointers: those of
+``scipy.linalg.cython_blas`` (the pattern of scikit-learn's
+``sklearn/utils/_cython_blas.pyx``) or, when fastclip._blas loads it, those of
+the ``scipy-openblas32`` library (same Fortran interface). BLAS is
 column-major: a row-major ``C = A @ B`` is computed as the column-major
 ``C^T = B^T A^T``, so no array is ever transposed or copied. The elementwise
 passes around the GEMMs (bias + activation, activation derivative + bias
@@ -74,17 +76,48 @@ DEF INT_MAX = 2147483647
 # ---------------------------------------------------------------------------
 # Row-major GEMMs on column-major BLAS
 # ---------------------------------------------------------------------------
+# The Fortran BLAS interface, as scipy.linalg.cython_blas declares it. The
+# pointers start at scipy's cython_blas; fastclip._blas may point them at the
+# scipy-openblas32 library when the module is imported (FASTCLIP_BLAS).
+ctypedef void (*sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
+                          float *a, int *lda, float *b, int *ldb, float *beta, float *c,
+                          int *ldc) noexcept nogil
+ctypedef void (*dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, double *alpha,
+                          double *a, int *lda, double *b, int *ldb, double *beta, double *c,
+                          int *ldc) noexcept nogil
+cdef sgemm_fn _sgemm = sgemm
+cdef dgemm_fn _dgemm = dgemm
+_gemm_library = "scipy.linalg.cython_blas"
+
+
+def _set_gemm(size_t sgemm_address, size_t dgemm_address, str description):
+    """Use the sgemm/dgemm at these addresses (0, 0: scipy's cython_blas). Not
+    public: fastclip._blas calls it once, at import, before any GEMM runs."""
+    global _sgemm, _dgemm, _gemm_library
+    if sgemm_address == 0 or dgemm_address == 0:
+        _sgemm, _dgemm, _gemm_library = sgemm, dgemm, "scipy.linalg.cython_blas"
+    else:
+        _sgemm = <sgemm_fn><void *>sgemm_address
+        _dgemm = <dgemm_fn><void *>dgemm_address
+        _gemm_library = description
+
+
+def gemm_library():
+    """The BLAS library the GEMMs call (for show_config)."""
+    return _gemm_library
+
+
 cdef inline void _gemm(bint f32, char ta, char tb, int m, int n, int k, const void *a, int lda,
                        const void *b, int ldb, void *c, int ldc) noexcept nogil:
     """Column-major C(m, n) = op(A) op(B) (alpha 1, beta 0)."""
     cdef float one_f = 1.0, zero_f = 0.0
     cdef double one_d = 1.0, zero_d = 0.0
     if f32:
-        sgemm(&ta, &tb, &m, &n, &k, &one_f, <float *>a, &lda, <float *>b, &ldb, &zero_f,
-              <float *>c, &ldc)
+        _sgemm(&ta, &tb, &m, &n, &k, &one_f, <float *>a, &lda, <float *>b, &ldb, &zero_f,
+               <float *>c, &ldc)
     else:
-        dgemm(&ta, &tb, &m, &n, &k, &one_d, <double *>a, &lda, <double *>b, &ldb, &zero_d,
-              <double *>c, &ldc)
+        _dgemm(&ta, &tb, &m, &n, &k, &one_d, <double *>a, &lda, <double *>b, &ldb, &zero_d,
+               <double *>c, &ldc)
 
 
 # ---------------------------------------------------------------------------
@@ -353,3 +386,8 @@ def mse(pred, target):
             rc = fc_nn_mse_f64(<const double *>pp, <const double *>pt, <double *>pg, size, &loss)
     raise_rc(rc)
     return loss, g
+
+
+from fastclip import _blas  # noqa: E402  (after _set_gemm exists)
+
+_blas.install(_set_gemm)
