@@ -81,6 +81,31 @@ __attribute__((target("avx2"))) static void scale_f32_avx2(float *x, int64_t n, 
     for (; i < n; i++) x[i] = x[i] * c;
 }
 
+/* x = clamp(x, lo, hi), AVX2 by hand. max_ps(lo, v) is `v < lo ? lo : v` and
+ * min_ps(hi, v) is `v > hi ? hi : v` exactly (NaN and signed zeros included:
+ * both return their second operand when the comparison is false). */
+__attribute__((target("avx2"))) static void clamp_f32_avx2(float *x, int64_t n, float lo,
+                                                           float hi) {
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    int64_t i = 0;
+#define FC_CLAMP8(p) _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_loadu_ps(p)))
+    for (; i + 32 <= n; i += 32) {
+        __m256 v0 = FC_CLAMP8(x + i), v1 = FC_CLAMP8(x + i + 8);
+        __m256 v2 = FC_CLAMP8(x + i + 16), v3 = FC_CLAMP8(x + i + 24);
+        _mm256_storeu_ps(x + i, v0);
+        _mm256_storeu_ps(x + i + 8, v1);
+        _mm256_storeu_ps(x + i + 16, v2);
+        _mm256_storeu_ps(x + i + 24, v3);
+    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, FC_CLAMP8(x + i));
+#undef FC_CLAMP8
+    for (; i < n; i++) {
+        float v = x[i];
+        v = v < lo ? lo : v;
+        x[i] = v > hi ? hi : v;
+    }
+}
+
 static int fc_has_avx2 = -1;
 static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
     if (fc_has_avx2 < 0) {
@@ -102,9 +127,18 @@ static void scale_f32(float *x, int64_t n, float c) {
     if (fc_has_avx2) scale_f32_avx2(x, n, c);
     else scale_dense_f32(x, n, c);
 }
+static void clamp_f32(float *x, int64_t n, float lo, float hi) {
+    if (fc_has_avx2 < 0) {
+        __builtin_cpu_init();
+        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    if (fc_has_avx2) clamp_f32_avx2(x, n, lo, hi);
+    else clamp_dense_f32(x, n, lo, hi);
+}
 #else
 #define ssq_f32 ssq_dense_f32
 #define scale_f32 scale_dense_f32
+#define clamp_f32 clamp_dense_f32
 #endif
 
 /* Sums of squares below this may have lost digits to underflow. */
@@ -271,7 +305,7 @@ static void clamp_block(const fc_array *a, int64_t start, int64_t count, double 
                         float lo32, float hi32) {
     FC_RUNS(a, start, count, p, len, st, {
         if (a->dtype == FC_FLOAT32) {
-            if (st == 4) clamp_dense_f32((float *)p, len, lo32, hi32);
+            if (st == 4) clamp_f32((float *)p, len, lo32, hi32);
             else clamp_strided_f32(p, len, st, lo32, hi32);
         } else {
             if (st == 8) clamp_dense_f64((double *)p, len, lo, hi);

@@ -58,6 +58,7 @@ int fc_use_parallel(int64_t work) {
 #if (defined(__unix__) || defined(__APPLE__)) && !defined(FASTCLIP_NO_POOL)
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #define FC_POOL_MAX 63
 
@@ -91,6 +92,37 @@ static void fc_run_items(fc_item_fn fn, void *ctx, int64_t n) {
     __atomic_fetch_add(&fc_job_done, mine, __ATOMIC_ACQ_REL);
 }
 
+#ifndef FC_SPIN_NS
+#define FC_SPIN_NS 200000 /* how long an idle helper polls for the next job */
+#endif
+static inline void fc_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+static int64_t fc_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+/* Polls (without the lock) until a job newer than `seen` is posted or FC_SPIN_NS
+ * have passed: kernels come in pairs (a norm pass, then the scaling pass) and
+ * waking a sleeping thread costs tens of microseconds. Yields between polls, so
+ * that a thread sharing this CPU is never held up by the polling. */
+static void fc_poll_for_job(uint64_t seen) {
+    const int64_t t0 = fc_now_ns();
+    for (;;) {
+        for (int k = 0; k < 16; k++) {
+            if (__atomic_load_n(&fc_job_gen, __ATOMIC_ACQUIRE) != seen) return;
+            fc_cpu_relax();
+        }
+        sched_yield();
+        if (fc_now_ns() - t0 > FC_SPIN_NS) return;
+    }
+}
+
 static void *fc_helper_main(void *arg) {
     const int index = (int)(intptr_t)arg;
     uint64_t seen = 0;
@@ -104,11 +136,15 @@ static void *fc_helper_main(void *arg) {
         fc_item_fn fn = fc_job_fn;
         void *ctx = fc_job_ctx;
         int64_t n = fc_job_n;
-        fc_job_inside++;
+        __atomic_add_fetch(&fc_job_inside, 1, __ATOMIC_ACQ_REL);
         pthread_mutex_unlock(&fc_pool_mu);
         fc_run_items(fn, ctx, n);
         pthread_mutex_lock(&fc_pool_mu);
-        if (--fc_job_inside == 0) pthread_cond_signal(&fc_pool_cv_left);
+        if (__atomic_sub_fetch(&fc_job_inside, 1, __ATOMIC_ACQ_REL) == 0)
+            pthread_cond_signal(&fc_pool_cv_left);
+        pthread_mutex_unlock(&fc_pool_mu);
+        fc_poll_for_job(seen);
+        pthread_mutex_lock(&fc_pool_mu);
     }
     return NULL;
 }
@@ -134,7 +170,8 @@ static int fc_pool_grow(int want) {
 }
 
 void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
-    int helpers = (fc_use_parallel(work) && n > 1 && !fc_pool_forked) ? fc_max_threads() - 1 : 0;
+    int helpers =
+        (work >= FC_POOL_MIN && fc_max_threads() > 1 && n > 1 && !fc_pool_forked) ? fc_max_threads() - 1 : 0;
     if (helpers > 0 && pthread_mutex_trylock(&fc_pool_busy) != 0) helpers = 0;
     if (helpers <= 0) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
@@ -148,7 +185,7 @@ void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
     fc_job_helpers = helpers;
     __atomic_store_n(&fc_job_next, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&fc_job_done, 0, __ATOMIC_RELEASE);
-    fc_job_gen++;
+    __atomic_store_n(&fc_job_gen, fc_job_gen + 1, __ATOMIC_RELEASE);
     fc_job_open = 1;
     pthread_cond_broadcast(&fc_pool_cv_job);
     pthread_mutex_unlock(&fc_pool_mu);
@@ -160,7 +197,18 @@ void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
     }
     pthread_mutex_lock(&fc_pool_mu);
     fc_job_open = 0; /* a helper waking up from now on finds nothing to do */
-    while (fc_job_inside > 0) pthread_cond_wait(&fc_pool_cv_left, &fc_pool_mu);
+    if (__atomic_load_n(&fc_job_inside, __ATOMIC_ACQUIRE) > 0) {
+        /* helpers still inside have no item left and are about to leave: poll
+         * for them rather than sleep (a wake-up costs tens of microseconds) */
+        pthread_mutex_unlock(&fc_pool_mu);
+        for (int spins = 0; __atomic_load_n(&fc_job_inside, __ATOMIC_ACQUIRE) > 0; spins++) {
+            if (spins > 64) sched_yield();
+            else fc_cpu_relax();
+        }
+        pthread_mutex_lock(&fc_pool_mu);
+        while (__atomic_load_n(&fc_job_inside, __ATOMIC_ACQUIRE) > 0)
+            pthread_cond_wait(&fc_pool_cv_left, &fc_pool_mu);
+    }
     pthread_mutex_unlock(&fc_pool_mu);
     pthread_mutex_unlock(&fc_pool_busy);
 }
