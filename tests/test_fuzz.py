@@ -212,12 +212,9 @@ def _close_float(a: float, b: float, rtol: float) -> bool:
     return abs(a - b) <= rtol * max(abs(a), abs(b)) + 1e-300
 
 
-def assert_same(a: Any, b: Any, where: str = "result", lenient_0d: bool = False) -> None:
+def assert_same(a: Any, b: Any, where: str = "result") -> None:
     """C result ``a`` equals reference result ``b`` (types, dtypes, shapes,
-    NaN/inf positions exactly; finite values to a few ulps). ``lenient_0d``
-    accepts a NumPy scalar for a 0-d array (a known bug, see KNOWN_BUGS)."""
-    if lenient_0d and isinstance(a, np.ndarray) and a.ndim == 0 and isinstance(b, np.generic):
-        b = np.asarray(b)
+    NaN/inf positions exactly; finite values to a few ulps)."""
     assert type(a) is type(b), f"{where}: {type(a).__name__} vs {type(b).__name__}"
     if isinstance(a, np.ndarray):
         assert a.dtype == b.dtype, f"{where}: dtype {a.dtype} vs {b.dtype}"
@@ -239,7 +236,7 @@ def assert_same(a: Any, b: Any, where: str = "result", lenient_0d: bool = False)
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), f"{where}: length {len(a)} vs {len(b)}"
         for i, (u, v) in enumerate(zip(a, b)):
-            assert_same(u, v, f"{where}[{i}]", lenient_0d)
+            assert_same(u, v, f"{where}[{i}]")
     elif isinstance(a, float):
         assert _close_float(a, b, NORM_RTOL), f"{where}: {a!r} vs {b!r}"
     else:
@@ -259,7 +256,7 @@ def _outcome(mod: ModuleType, fn: Callable[[ModuleType, Any], Any], spec: Any) -
 
 
 def differential(family: str, fn: Callable[[ModuleType, Any], Any], spec: Any,
-                 inplace: bool, lenient_0d: bool = False) -> None:
+                 inplace: bool) -> None:
     c = _outcome(H.compiled(family), fn, spec)
     r = _outcome(H.reference(family), fn, spec)
     if "error" in c or "error" in r:
@@ -267,7 +264,7 @@ def differential(family: str, fn: Callable[[ModuleType, Any], Any], spec: Any,
             f"C: {c.get('error') or 'no error'}; reference: {r.get('error') or 'no error'}"
         )
     else:
-        assert_same(c["result"], r["result"], lenient_0d=lenient_0d)
+        assert_same(c["result"], r["result"])
     for out in (c, r):
         if inplace and "result" in out:
             continue
@@ -310,12 +307,7 @@ CLIP_FUZZ = {
     "zero_nans_": (_call(), True),
 }
 
-# Known bugs of a family's code, reported to its owner. Each has a strict xfail
-# test below (it fails once the bug is fixed: then delete it and the entry); the
-# fuzz tests tolerate only that difference meanwhile.
-ZERO_D_SCALAR_BUG: set[str] = set()
-
-
+# Was a bug: the reference returned NumPy scalars where the C path returns 0-d arrays.
 def test_reference_returns_0d_arrays() -> None:
     ref = H.reference("clip")
     x = np.array(2.0)
@@ -330,8 +322,7 @@ def test_fuzz_clip(name: str) -> None:
 
     @given(strategy)
     def check(spec: Call) -> None:
-        differential("clip", lambda mod, args: getattr(mod, name)(*args), spec, inplace,
-                     lenient_0d=name in ZERO_D_SCALAR_BUG)
+        differential("clip", lambda mod, args: getattr(mod, name)(*args), spec, inplace)
 
     check()
 
