@@ -294,7 +294,14 @@ static void item_powsum(void *c, int64_t g) {
 
 static void scale_block(const fc_array *a, int64_t start, int64_t count, double coef, float c32);
 
-/* last blocks first: the tail of a norm pass is still in cache */
+/* blocks in order */
+static void item_scale(void *c, int64_t k) {
+    const fc_items *t = (const fc_items *)c;
+    const fc_block *b = t->blocks + k;
+    scale_block(t->arrs + b->arr, b->start, b->count, t->coef, t->c32);
+}
+
+/* last blocks first: on one thread the tail of a norm pass is still in cache */
 static void item_scale_rev(void *c, int64_t k) {
     const fc_items *t = (const fc_items *)c;
     const fc_block *b = t->blocks + (t->nb - 1 - k);
@@ -610,7 +617,11 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     if (do_scale) {
         t.coef = coef;
         t.c32 = (float)coef;
-        fc_parallel_for(nb, item_scale_rev, &t, work);
+        /* One thread: last block first (its tail is in cache). Threads: in order,
+         * as in the norm pass, so that each thread tends to get back the blocks it
+         * just read (669,706-element MLP set, 2 threads: 58 us vs 76 us for the
+         * call; 1 thread: 104 us reversed vs 110 us in order). */
+        fc_parallel_for(nb, fc_pool_parallel(work) ? item_scale : item_scale_rev, &t, work);
     }
 #undef FC_DECIDE
     *scaled = do_scale;

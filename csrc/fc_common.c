@@ -169,9 +169,12 @@ static int fc_pool_grow(int want) {
     return fc_pool_started;
 }
 
+int fc_pool_parallel(int64_t work) {
+    return work >= FC_POOL_MIN && fc_max_threads() > 1 && !fc_pool_forked;
+}
+
 void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
-    int helpers =
-        (work >= FC_POOL_MIN && fc_max_threads() > 1 && n > 1 && !fc_pool_forked) ? fc_max_threads() - 1 : 0;
+    int helpers = (n > 1 && fc_pool_parallel(work)) ? fc_max_threads() - 1 : 0;
     if (helpers > 0 && pthread_mutex_trylock(&fc_pool_busy) != 0) helpers = 0;
     if (helpers <= 0) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
@@ -213,6 +216,11 @@ void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
     pthread_mutex_unlock(&fc_pool_busy);
 }
 #else
+int fc_pool_parallel(int64_t work) {
+    (void)work;
+    return 0;
+}
+
 void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
     (void)work;
     for (int64_t i = 0; i < n; i++) fn(ctx, i);

@@ -106,6 +106,8 @@ int fc_use_parallel(int64_t work);
  * combine them in item order). Calls from several threads at once are safe
  * (all but one run serially). */
 typedef void (*fc_item_fn)(void *ctx, int64_t i);
+/* Whether fc_parallel_for(n, fn, ctx, work) may use helper threads. */
+int fc_pool_parallel(int64_t work);
 void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work);
 
 /* Name of the SIMD clone the dispatcher picked ("avx2", "baseline"). */
