@@ -298,19 +298,8 @@ OTHER_ROWS = [
 
 ROWS: list[Bad] = [*CLIP_ROWS, *OTHER_ROWS]
 
-# Rows that expose a bug in a family's code (reported to its owner). Strict:
-# once the bug is fixed the row passes, XPASS fails, and the entry must go.
-KNOWN_BUGS: dict[str, str] = {}
-
-
 def _params() -> list:
-    out = []
-    for r in ROWS:
-        marks = []
-        if r.id in KNOWN_BUGS:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[r.id]))
-        out.append(pytest.param(r, id=r.id, marks=marks))
-    return out
+    return [pytest.param(r, id=r.id) for r in ROWS]
 
 
 def _arrays(obj: Any, out: list[np.ndarray]) -> None:
@@ -339,7 +328,6 @@ def _snapshot(args: tuple, kwargs: dict, fn: Callable) -> list[tuple[np.ndarray,
 def test_table_is_large_enough() -> None:
     assert len(ROWS) >= 30
     assert len({r.id for r in ROWS}) == len(ROWS)
-    assert set(KNOWN_BUGS) <= {r.id for r in ROWS}
 
 
 @pytest.mark.parametrize("bad", _params())
