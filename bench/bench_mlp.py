@@ -15,8 +15,9 @@ weights, same data and the same number of threads for the three.
   ``CrossEntropyLoss``, ``clip_grad_norm_``, ``optim.SGD``.
 
 GEMM share: the 8 GEMMs of a fastclip step (3 forward, 3 dW, 2 dx; no dx for
-the input) are timed alone through ``scipy.linalg.blas`` (the BLAS fastclip
-calls) with preallocated outputs; share = GEMM median / fastclip step median.
+the input) are timed alone through the scipy-openblas32 library that fastclip's
+layers call (``fastclip._blas``, through ctypes) with preallocated outputs;
+share = GEMM median / fastclip step median.
 
 Run ``python bench/bench_mlp.py [--threads N] [--reps 30]`` for the table (each
 candidate in fresh processes, rounds alternating between the candidates, so that
@@ -156,12 +157,12 @@ class TorchStep:
 # ---------------------------------------------------------------------------
 class GemmOnly:
     """The 8 GEMMs of a fastclip step, through the BLAS fastclip's layers call
-    (``fastclip._blas``: scipy-openblas32 when loaded, else scipy.linalg.blas)."""
+    (``fastclip._blas``: the scipy-openblas32 library)."""
 
     def __init__(self, x, params):
         import ctypes
 
-        from fastclip import _blas
+        from fastclip import _blas, _nn  # importing _nn loads the library into _blas
 
         n = x.shape[0]
         self.x = x
@@ -170,23 +171,16 @@ class GemmOnly:
         self.dz = [np.ones((n, s), np.float32) * 1e-3 for s in SIZES[1:]]
         self.dW = [np.zeros_like(w) for w in self.W]
         self.dx = [np.zeros((n, s), np.float32) for s in SIZES[1:-1]]
-        if _blas._lib is not None:  # the library fastclip.nn uses
-            f = _blas._lib.scipy_sgemm_
-            c_int, c_float, ref = ctypes.c_int, ctypes.c_float, ctypes.byref
-            one, zero = c_float(1.0), c_float(0.0)
+        assert _nn.gemm_library() and _blas._lib is not None
+        f = _blas._lib.scipy_sgemm_
+        c_int, c_float, ref = ctypes.c_int, ctypes.c_float, ctypes.byref
+        one, zero = c_float(1.0), c_float(0.0)
 
-            def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
-                f(ctypes.c_char_p(ta), ctypes.c_char_p(tb), ref(c_int(m)), ref(c_int(nn)),
-                  ref(c_int(k)), ref(one), ctypes.c_void_p(a.ctypes.data), ref(c_int(lda)),
-                  ctypes.c_void_p(b.ctypes.data), ref(c_int(ldb)), ref(zero),
-                  ctypes.c_void_p(c.ctypes.data), ref(c_int(ldc)))
-        else:  # scipy.linalg.blas takes arrays: the same column-major calls
-            from scipy.linalg import blas
-
-            def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
-                # a, b, c are row-major arrays whose .T are the column-major operands
-                blas.sgemm(1.0, a.T, b.T, trans_a=ta == b"T", trans_b=tb == b"T", beta=0.0,
-                           c=c.T, overwrite_c=1)
+        def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
+            f(ctypes.c_char_p(ta), ctypes.c_char_p(tb), ref(c_int(m)), ref(c_int(nn)),
+              ref(c_int(k)), ref(one), ctypes.c_void_p(a.ctypes.data), ref(c_int(lda)),
+              ctypes.c_void_p(b.ctypes.data), ref(c_int(ldb)), ref(zero),
+              ctypes.c_void_p(c.ctypes.data), ref(c_int(ldc)))
         self.sg = sg
 
     def __call__(self):
