@@ -21,10 +21,9 @@ Regimes: ``clip`` (max_norm = total norm / 2: every array is scaled) and
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from _common import gradient_set
 
 from fastclip import _dispatch
 from fastclip.reference import clip as ref
@@ -40,24 +39,8 @@ if _fam.compiled is None:
 C = _fam.compiled
 
 
-def _mlp(rng):
-    sizes = [784, 512, 512, 10]
-    out = []
-    for a, b in itertools.pairwise(sizes):
-        out.append(rng.standard_normal((a, b), dtype=np.float32) * np.float32(0.05))
-        out.append(rng.standard_normal(b, dtype=np.float32) * np.float32(0.05))
-    return out
-
-
 def _make(name):
-    rng = np.random.default_rng(2024)
-    if name == "mlp":
-        return _mlp(rng)
-    if name == "500x256":
-        return [rng.standard_normal(256, dtype=np.float32) for _ in range(500)]
-    if name == "8x4M":
-        return [rng.standard_normal(4 << 20, dtype=np.float32) for _ in range(8)]
-    raise ValueError(name)
+    return gradient_set(name)
 
 
 ROUNDS = {"mlp": 200, "500x256": 200, "8x4M": 12}

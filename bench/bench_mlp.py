@@ -35,20 +35,15 @@ import time
 
 import numpy as np
 import pytest
+from _common import LR, MAX_NORM, SIZES, fastclip_mlp, mlp_batch, torch_mlp, values
 
 from fastclip import nn as fnn
 
-SIZES = (784, 512, 512, 10)
 BATCHES = (32, 256, 2048)
-LR = 0.01
-MAX_NORM = 1.0
 
 
 def make_problem(batch: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
-    y = rng.integers(0, SIZES[-1], size=batch)
-    return x, y
+    return mlp_batch(batch, seed)
 
 
 # ---------------------------------------------------------------------------
@@ -58,13 +53,13 @@ class FastclipStep:
     def __init__(self, x, y, seed=0):
         from fastclip.optim import SGD
 
-        self.model = fnn.MLP(SIZES, activation="relu", rng=seed)
+        self.model = fastclip_mlp(seed)
         self.opt = SGD(self.model.parameters(), lr=LR, clip_norm=MAX_NORM)
         self.grads = self.model.gradients()
         self.x, self.y = x, y
 
     def initial_params(self):
-        return [p.copy() for p in self.model.parameters()]
+        return [p.copy() for p in values(self.model)]
 
     def __call__(self):
         m = self.model
@@ -128,16 +123,7 @@ class TorchStep:
         import torch
 
         self.torch = torch
-        layers = []
-        for i in range(len(SIZES) - 1):
-            lin = torch.nn.Linear(SIZES[i], SIZES[i + 1])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(params[2 * i].T.copy()))
-                lin.bias.copy_(torch.from_numpy(params[2 * i + 1]))
-            layers.append(lin)
-            if i < len(SIZES) - 2:
-                layers.append(torch.nn.ReLU())
-        self.model = torch.nn.Sequential(*layers)
+        self.model = torch_mlp(params)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.x = torch.from_numpy(x)

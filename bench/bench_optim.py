@@ -19,23 +19,18 @@ import math
 
 import numpy as np
 import pytest
+from _common import mlp_params_and_grads
+
 from fastclip._common import max_threads
 
 from fastclip import optim
 
-SIZES = [784, 512, 512, 10]
 CLIP = 1.0
 LR = 1e-3
 
 
 def make_data(seed: int = 0, dtype=np.float32):
-    rng = np.random.default_rng(seed)
-    params, grads = [], []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
-        for shape in ((fan_in, fan_out), (fan_out,)):
-            params.append((rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype))
-            grads.append((rng.standard_normal(shape) * 0.01).astype(dtype))
-    return params, grads
+    return mlp_params_and_grads(seed, dtype)
 
 
 # ---------------------------------------------------------------------------
