@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'fastclip[mpi]')")
 
-from test_mpi import launch, passed  # noqa: E402  (the launcher of the other MPI tests)
+from test_mpi import launch, passed  # the launcher of the other MPI tests
 
 pytestmark = pytest.mark.mpi
 

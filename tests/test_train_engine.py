@@ -57,10 +57,16 @@ def test_rollback_restores_and_multiplies_the_learning_rate():
     mon = GradientMonitor("rollback", lr_factor=0.25, checkpoint_every=2, max_rollbacks=2)
     h = History(["p"])
     eng = StepEngine(mon, opt, [p], history=h)
-    p += 1; opt.count += 1; eng.applied()  # noqa: E702  (1 good step: no checkpoint yet)
-    p += 1; opt.count += 1; eng.applied()  # noqa: E702  (2: checkpoint)
+
+    def good_step(delta):
+        p[:] += delta
+        opt.count += 1
+        eng.applied()
+
+    good_step(1)  # 1 good step: no checkpoint yet
+    good_step(1)  # 2: checkpoint
     saved = p.copy()
-    p += 100; opt.count += 1; eng.applied()  # noqa: E702
+    good_step(100)
     ev = mon.observe(3, [math.inf], names=["p"])
     assert eng.flagged(ev) is ev and h.events == [ev]
     np.testing.assert_array_equal(p, saved)
