@@ -89,3 +89,74 @@ def torch_mlp(params: list[np.ndarray], sizes: tuple[int, ...] = SIZES) -> Any:
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     return torch.nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------------------
+# Timing: each candidate in fresh processes, rounds alternating between them
+# ---------------------------------------------------------------------------
+def warm(fn: Any, setup: Any = None, seconds: float = 0.5) -> None:
+    """Run ``fn`` for a while first: a thread that a library (fastclip's helpers,
+    OpenMP, OpenBLAS, torch) has just started shares its creator's CPU until the
+    scheduler moves it. A training run lives far longer; every candidate gets the
+    same warm-up."""
+    import time
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        if setup is not None:
+            setup()
+        fn()
+
+
+def other_work(batch: int = 128) -> Any:
+    """About 1 ms of other work, as between two clipping calls in a training loop:
+    the forward GEMM of the MLP's first layer (``batch`` x 784 @ 784 x 512, float32,
+    through NumPy's BLAS). Returns a callable."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((batch, SIZES[0]), dtype=np.float32)
+    b = rng.standard_normal((SIZES[0], SIZES[1]), dtype=np.float32)
+    c = np.empty((batch, SIZES[1]), np.float32)
+    return lambda: np.matmul(a, b, out=c)
+
+
+def time_calls(fn: Any, reps: int, setup: Any = None, between: Any = None) -> list[float]:
+    """Seconds per call of ``fn``; ``setup`` and ``between`` run before each call,
+    untimed (``between`` is the loop pattern's other work)."""
+    import time
+
+    out = []
+    for _ in range(reps):
+        if setup is not None:
+            setup()
+        if between is not None:
+            between()
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def alternate_in_processes(script: str, candidates: list[str], args: list[str],
+                           rounds: int) -> dict[str, list[float]]:
+    """Run ``python script --worker <candidate> *args`` for every candidate, in
+    ``rounds`` rounds alternating between the candidates, each in a fresh process
+    (no library's idle threads compete with another's call, no shared cache
+    state); each worker prints a JSON list of seconds per call as its last line."""
+    import json
+    import subprocess
+    import sys
+
+    times: dict[str, list[float]] = {c: [] for c in candidates}
+    for _ in range(rounds):
+        for c in candidates:
+            out = subprocess.run([sys.executable, script, "--worker", c, *args], check=True,
+                                 capture_output=True, text=True).stdout
+            times[c] += json.loads(out.strip().splitlines()[-1])
+    return times
+
+
+def median_table(times: dict[str, list[float]], base: str) -> list[str]:
+    """Markdown rows: candidate, median (us), ratio of medians to ``base``."""
+    med = {k: float(np.median(v)) * 1e6 for k, v in times.items() if v}
+    rows = [f"| {k} | {m:.1f} | {m / med[base]:.2f}x |" for k, m in med.items()]
+    return ["| candidate | median (us) | / " + base + " |", "|---|---:|---:|", *rows]
