@@ -552,6 +552,13 @@ class _FitPrivacy:
     def epsilon(self) -> float:
         return self.accountant.get_epsilon(self.config.delta)
 
+    def summary(self) -> dict[str, Any]:
+        c = self.config
+        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "max_grad_norm": c.max_grad_norm, "delta": c.delta,
+                "accountant": c.accountant,
+                "expected_batch_size": self.sampler.expected_batch_size}
+
 
 def fit_setup(privacy: Any, model: Any, optimizer: Any, n: int, batch_size: int, epochs: int,
               rng: np.random.Generator, *, clipper: Any, comm: Any) -> _FitPrivacy:
