@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fastclip._checks import train as _ct
+from fastclip.train.checkpoint import value_arrays
 from fastclip.train.engine import StepEngine
 from fastclip.train.history import History
 from fastclip.train.monitor import GradientMonitor
@@ -174,15 +175,17 @@ def fit(
             if Xv.shape[1] != X.shape[1]:
                 raise ValueError(f"validation[0] has {Xv.shape[1]} features but X has {X.shape[1]}")
             yv = _ct.check_y(validation[1], "validation[1]", Xv.shape[0], n_out, is_cls, dtype)
-        params = list(model.parameters())
+        params = value_arrays(list(model.parameters()))
         if optimizer is None:
             from fastclip.optim import Adam
 
-            optimizer = Adam(params)
+            optimizer = Adam(list(model.parameters()))
         if not callable(getattr(optimizer, "step", None)):
             raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
                             f"{type(optimizer).__name__}")
         opt_params = getattr(optimizer, "params", None)
+        if opt_params is not None:
+            opt_params = value_arrays(list(opt_params))
         if opt_params is not None and (len(opt_params) != len(params) or any(
                 a is not b for a, b in zip(opt_params, params))):
             raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
@@ -243,7 +246,7 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
     if comm is not None:
         from fastclip import distributed
     from fastclip.clip import array_norms
-    params = list(model.parameters())
+    params = value_arrays(list(model.parameters()))
     n = X.shape[0]
     steps_per_epoch = -(-n // batch_size) if dp is None else dp.sampler.steps_per_epoch
     clips = clip is not None or any(
