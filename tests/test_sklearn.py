@@ -6,12 +6,12 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_digits, make_classification, make_regression  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.datasets import load_digits, make_classification, make_regression
+from sklearn.model_selection import train_test_split
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastclip import schedules  # noqa: E402
-from fastclip.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastclip import schedules
+from fastclip.sklearn import MLPClassifier, MLPRegressor
 
 # Small networks and few epochs keep the checks fast; every check runs.
 _FAST = dict(max_iter=60, random_state=0)
@@ -163,3 +163,34 @@ def test_bad_parameters_are_named(kw, exc, word):
     X, y = make_classification(n_samples=30, n_features=4, random_state=0)
     with pytest.raises(exc, match=word):
         MLPClassifier(**kw).fit(X, y)
+
+
+def test_shuffle_false_visits_rows_in_order_and_is_deterministic():
+    import warnings
+
+    X, y = make_classification(n_samples=90, n_features=5, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = MLPClassifier((8,), shuffle=False, batch_size=30, max_iter=3, random_state=0,
+                          dtype="float64").fit(X, y)
+        b = MLPClassifier((8,), shuffle=False, batch_size=30, max_iter=3, random_state=5,
+                          dtype="float64")
+        b.set_params(random_state=0)
+        b.fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    # by hand: the same initial network, batches of rows 0-29, 30-59, 60-89 in order
+    from fastclip import nn, optim
+
+    c = MLPClassifier((8,), shuffle=False, batch_size=30, max_iter=1, random_state=0,
+                      dtype="float64", alpha=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c.fit(X[:0 + 90], y)
+        m = nn.MLP(**{**c._model_args})
+        o = optim.Adam(m.parameters(), lr=1e-3)
+        for s in range(0, 90, 30):
+            _, d = nn.softmax_cross_entropy(m(X[s:s + 30]), y[s:s + 30])
+            m.backward(d, input_grad=False)
+            o.step(m.gradients())
+    for p, q in zip(c.model_.parameters(), m.parameters()):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)

@@ -11,15 +11,22 @@ clipping needs no extra pass over the gradients.
 
 Buffers are allocated per batch size and reused (the two most recent batch
 sizes are kept), so a training step at a fixed batch size allocates nothing.
-Consequently:
+Each thread has its own buffers, so one model can serve inference (``forward``)
+from several threads at once. Consequently:
 
 - the array returned by ``forward`` is a read-only view of an internal buffer,
-  overwritten by the next ``forward`` with the same batch size (copy it to keep
-  it); likewise the ``dx`` returned by ``backward``;
+  overwritten by the next ``forward`` with the same batch size in the same
+  thread (copy it to keep it); likewise the ``dx`` returned by ``backward``;
 - ``forward`` keeps a reference to its input ``x`` for the backward: do not
   modify ``x`` in place between ``forward`` and ``backward``;
 - ``backward`` overwrites the gradients (it does not accumulate into them):
-  :meth:`MLP.gradients` are the same array objects after every step.
+  :meth:`MLP.gradients` are the same array objects after every step. It uses
+  the last ``forward`` of the calling thread; the gradients are shared, so
+  train from one thread at a time.
+
+Models can be copied with :func:`copy.deepcopy` and :mod:`pickle`; a copy
+behaves exactly like the original (same outputs, gradients and
+:meth:`MLP.grad_sqnorms`).
 
 The kernels come from ``fastclip._nn`` or, after
 ``fastclip.set_implementation("python")``, from ``fastclip.reference.nn``; the
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -191,6 +199,9 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     return _fam.impl.softmax_cross_entropy(logits, labels)
 
 
+softmax_cross_entropy.classification = True  # type: ignore[attr-defined]  # (fastclip.train.fit)
+
+
 def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean squared error over all elements and its gradient, in one pass.
 
@@ -217,6 +228,9 @@ def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         Different shapes (both are named).
     """
     return _fam.impl.mse(pred, target)
+
+
+mse.classification = False  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------
@@ -288,13 +302,37 @@ class _Buffers:
         self.dx: np.ndarray | None = None
 
 
+class _BlockRun:
+    """One thread's state of a block: buffers per batch size, the last input and buffers."""
+
+    __slots__ = ("bufs", "cur", "x")
+
+    def __init__(self) -> None:
+        # per batch size (a fused block's _Buffers; the other layers keep lists)
+        self.bufs: dict[Any, Any] = {}
+        self.x: np.ndarray | None = None
+        self.cur: Any = None
+
+
+class _Run:
+    """One thread's state of a network: the last forward's batch size and the blocks' state."""
+
+    __slots__ = ("blocks", "last_dtype", "last_n", "last_w")
+
+    def __init__(self, n_blocks: int) -> None:
+        self.last_n: int | None = None
+        self.last_w: int | None = None
+        self.last_dtype: np.dtype | None = None
+        self.blocks = [_BlockRun() for _ in range(n_blocks)]
+
+
+_RUNS_LOCK = threading.Lock()
+
+
 class _Block:
-    """One fused Linear + activation block (parameters, gradients, buffers)."""
+    """One fused Linear + activation block (parameters and gradients)."""
 
     __slots__ = (
-        "_bufs",
-        "_cur",
-        "_x",
         "act",
         "bias",
         "dbias",
@@ -326,9 +364,6 @@ class _Block:
         self.dbias = np.zeros_like(self.bias)
         self.dslope = np.zeros(1, dtype=dtype) if act == 3 else None
         self.sqnorms: np.ndarray = np.zeros(3 if act == 3 else 2)
-        self._bufs: dict[int, _Buffers] = {}
-        self._x: np.ndarray | None = None
-        self._cur: _Buffers | None = None
 
     def params(self) -> list[np.ndarray]:
         ps = [self.weight, self.bias]
@@ -338,31 +373,34 @@ class _Block:
         gs = [self.dweight, self.dbias]
         return gs + [self.dslope] if self.dslope is not None else gs
 
-    def buffers(self, n: int) -> _Buffers:
-        b = self._bufs.get(n)
+    def buffers(self, n: int, run: _BlockRun) -> _Buffers:
+        bufs = run.bufs
+        b = bufs.get(n)
         if b is None:
-            while len(self._bufs) >= _CACHED_BATCH_SIZES:
-                del self._bufs[next(iter(self._bufs))]
-            b = self._bufs[n] = _Buffers(n, self)
+            while len(bufs) >= _CACHED_BATCH_SIZES:
+                del bufs[next(iter(bufs))]
+            b = bufs[n] = _Buffers(n, self)
         return b
 
-    def forward(self, impl: Any, x: np.ndarray) -> np.ndarray:
-        b = self.buffers(x.shape[0])
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        b = self.buffers(x.shape[0], run)
         impl.dense_forward(x, self.weight, self.bias, self.slope, self.act, self.negative_slope,
                            b.pre, b.out)
-        self._x = x
-        self._cur = b
+        run.x = x
+        run.cur = b
         return b.out
 
-    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
-        b = self._cur
-        assert b is not None and self._x is not None
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
+        b = run.cur
+        x = run.x
+        assert b is not None and x is not None
         dx = None
         if need_dx:
             if b.dx is None:
                 b.dx = np.empty((b.out.shape[0], self.in_features), dtype=self.dtype)
             dx = b.dx
-        impl.dense_backward(dy, self._x, self.weight, self.slope, self.act, self.negative_slope,
+        impl.dense_backward(dy, x, self.weight, self.slope, self.act, self.negative_slope,
                             b.pre, b.out, b.dz, dx, self.dweight, self.dbias, self.dslope,
                             self.sqnorms)
         return dx
@@ -399,10 +437,6 @@ class _BatchNormLayer:
         self.running_var = np.ones(m, dtype=dtype) if track_running_stats else None
         self.num_batches_tracked = np.zeros((), dtype=np.int64) if track_running_stats else None
         self.sqnorms: np.ndarray = np.zeros(2 if affine else 0)
-        self.invstd = np.zeros(m, dtype=dtype)
-        self._bufs: dict[int, tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]] = {}
-        self._cur: tuple[np.ndarray, np.ndarray, list[np.ndarray | None]] | None = None
-        self._batch_stats = True
 
     def params(self) -> list[np.ndarray]:
         return [self.weight, self.bias] if self.weight is not None and self.bias is not None else []
@@ -418,10 +452,12 @@ class _BatchNormLayer:
         return [("running_mean", self.running_mean), ("running_var", self.running_var),
                 ("num_batches_tracked", self.num_batches_tracked)]
 
-    def forward(self, impl: Any, x: np.ndarray) -> np.ndarray:
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        # run.cur: [xhat, out, invstd, dx or None, batch statistics used]
         n, m = x.shape
         dt = self.dtype
-        b = _cached(self._bufs, n, lambda: (np.empty((n, m), dt), np.empty((n, m), dt), [None]))
+        b = _cached(run.bufs, n, lambda: [np.empty((n, m), dt), np.empty((n, m), dt),
+                                          np.empty(m, dt), None, True])
         batch_stats = self.training or self.running_mean is None
         update = self.training and self.running_mean is not None
         factor = 0.0
@@ -438,20 +474,21 @@ class _BatchNormLayer:
                               (None if batch_stats else self.running_mean),
                               self.running_var if update else
                               (None if batch_stats else self.running_var),
-                              batch_stats, self.eps, factor, self.invstd, b[0], b[1])
-        self._batch_stats = batch_stats
-        self._cur = b
+                              batch_stats, self.eps, factor, b[2], b[0], b[1])
+        b[4] = batch_stats
+        run.cur = b
         return b[1]
 
-    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
-        b = self._cur
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
+        b = run.cur
         assert b is not None
         dx = None
         if need_dx:
-            if b[2][0] is None:
-                b[2][0] = np.empty(b[0].shape, dtype=self.dtype)
-            dx = b[2][0]
-        _lfam.impl.bn_backward(dy, b[0], self.weight, self.invstd, self._batch_stats, dx,
+            if b[3] is None:
+                b[3] = np.empty(b[0].shape, dtype=self.dtype)
+            dx = b[3]
+        _lfam.impl.bn_backward(dy, b[0], self.weight, b[2], b[4], dx,
                                self.dweight, self.dbias, self.sqnorms if self.affine else None)
         return dx
 
@@ -466,10 +503,7 @@ class _DropoutLayer:
         self.training = True
         self.sqnorms: np.ndarray = np.zeros(0)
         self.dtype: np.dtype | None = None
-        self.mask: np.ndarray | None = None
-        self._bufs: dict[tuple[int, int, str], list[np.ndarray | None]] = {}
-        self._cur: list[np.ndarray | None] | None = None
-        self._active = False
+        self.mask: np.ndarray | None = None  # the last mask drawn (any thread)
 
     def params(self) -> list[np.ndarray]:
         return []
@@ -484,33 +518,31 @@ class _DropoutLayer:
     def scale(self) -> float:
         return 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
 
-    def forward(self, impl: Any, x: np.ndarray) -> np.ndarray:
-        self._active = self.training and self.p > 0.0
-        if not self._active:
-            self._cur = None
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        # run.cur: [out, dx or None, mask], or None when inactive (identity)
+        if not (self.training and self.p > 0.0):
+            run.cur = None
             return x
         n, m = x.shape
         dt = x.dtype
-        b = _cached(self._bufs, (n, m, dt.str), lambda: [np.empty((n, m), dt), None])
+        b = _cached(run.bufs, (n, m, dt.str), lambda: [np.empty((n, m), dt), None, None])
         # keep with probability 1 - p (torch: bernoulli(1 - p)); p == 1 drops all
         mask = self.rng.random((n, m)) < 1.0 - self.p
-        out = b[0]
-        assert out is not None
-        _lfam.impl.dropout(x, mask, self.scale, out)
-        self.mask = mask
-        self._cur = b
-        return out
+        _lfam.impl.dropout(x, mask, self.scale, b[0])
+        b[2] = self.mask = mask
+        run.cur = b
+        return b[0]
 
-    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
         if not need_dx:
             return None
-        if not self._active:
+        b = run.cur
+        if b is None:
             return dy
-        b = self._cur
-        assert b is not None and self.mask is not None and b[0] is not None
         if b[1] is None:
             b[1] = np.empty(b[0].shape, dtype=b[0].dtype)
-        _lfam.impl.dropout(dy, self.mask, self.scale, b[1])
+        _lfam.impl.dropout(dy, b[2], self.scale, b[1])
         return b[1]
 
 
@@ -530,9 +562,6 @@ class _ActLayer:
         else:
             self.slope = self.dslope = None
             self.sqnorms = np.zeros(0)
-        self._bufs: dict[tuple[int, int, str], list[np.ndarray | None]] = {}
-        self._cur: list[np.ndarray | None] | None = None
-        self._x: np.ndarray | None = None
 
     def params(self) -> list[np.ndarray]:
         return [self.slope] if self.slope is not None else []
@@ -546,23 +575,23 @@ class _ActLayer:
     def _s(self) -> float:
         return float(self.slope[0]) if self.slope is not None else self.negative_slope
 
-    def forward(self, impl: Any, x: np.ndarray) -> np.ndarray:
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        # run.cur: [out, dx or None]; run.x: the input
         n, m = x.shape
         dt = x.dtype
-        b = _cached(self._bufs, (n, m, dt.str), lambda: [np.empty((n, m), dt), None])
-        out = b[0]
-        assert out is not None
-        _lfam.impl.act_forward(x, self.act, self._s(), out)
-        self._x = x
-        self._cur = b
-        return out
+        b = _cached(run.bufs, (n, m, dt.str), lambda: [np.empty((n, m), dt), None])
+        _lfam.impl.act_forward(x, self.act, self._s(), b[0])
+        run.x = x
+        run.cur = b
+        return b[0]
 
-    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
-        b = self._cur
-        assert b is not None and b[0] is not None and self._x is not None
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
+        b = run.cur
+        assert b is not None and run.x is not None
         if b[1] is None:
             b[1] = np.empty(b[0].shape, dtype=b[0].dtype)
-        _lfam.impl.act_backward(dy, self._x, b[0], self.act, self._s(), b[1], self.dslope,
+        _lfam.impl.act_backward(dy, run.x, b[0], self.act, self._s(), b[1], self.dslope,
                                 self.sqnorms if self.act == 3 else None)
         return b[1] if need_dx else None
 
@@ -582,17 +611,50 @@ class _Network:
         self._params = [p for blk in blocks for p in blk.params()]
         self._grads = [g for blk in blocks for g in blk.grads()]
         self._sq = np.zeros(len(self._grads))
-        k = 0
-        for blk in blocks:
-            n = len(blk.sqnorms)
-            blk.sqnorms = self._sq[k:k + n]
-            k += n
+        self._link_sqnorms()
+        self._runs: dict[int, _Run] = {}
         prefixes = buffer_prefixes or [""] * len(blocks)
         self._buffers = [(pre + name, arr) for pre, blk in zip(prefixes, blocks)
-                         for name, arr in (blk.named_buffers() if hasattr(blk, "named_buffers") else [])]
-        self._last_n: int | None = None
-        self._last_dtype: np.dtype | None = None
+                         for name, arr in (blk.named_buffers() if hasattr(blk, "named_buffers")
+                                           else [])]
         self.training = True
+
+    def _link_sqnorms(self) -> None:
+        """Make each block's ``sqnorms`` a view of the network's ``_sq`` (the backward
+        writes the blocks' views; :meth:`grad_sqnorms` reads ``_sq``)."""
+        k = 0
+        for blk in self._blocks:
+            n = len(blk.sqnorms)
+            self._sq[k:k + n] = blk.sqnorms
+            blk.sqnorms = self._sq[k:k + n]
+            k += n
+
+    def _run(self, create: bool = True) -> _Run | None:
+        """The calling thread's forward/backward state."""
+        tid = threading.get_ident()
+        run = self._runs.get(tid)
+        if run is None and create:
+            with _RUNS_LOCK:
+                alive = {t.ident for t in threading.enumerate()}
+                for k in [k for k in self._runs if k not in alive]:
+                    del self._runs[k]  # threads that ended: their buffers go
+                run = self._runs[tid] = _Run(len(self._blocks))
+        return run
+
+    # -- copies -------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy keeps the copying thread's forward state (so a backward after the
+        # copy works as on the original); other threads' buffers are not copied.
+        state = self.__dict__.copy()
+        state["_runs"] = self._runs.get(threading.get_ident())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        run = state.pop("_runs", None)
+        self.__dict__.update(state)
+        self._runs = {} if run is None else {threading.get_ident(): run}
+        # copy and pickle copy the blocks' views of _sq as separate arrays: link them again
+        self._link_sqnorms()
 
     # -- properties ---------------------------------------------------------
     @property
@@ -690,11 +752,13 @@ class _Network:
         """
         x = self._check_rows(x, "x", self.in_features, "an input")
         impl = _fam.impl
-        for blk in self._blocks:
-            x = blk.forward(impl, x)
-        self._last_n = x.shape[0]
-        self._last_w = x.shape[1]
-        self._last_dtype = x.dtype
+        run = self._run()
+        assert run is not None
+        for blk, brun in zip(self._blocks, run.blocks):
+            x = blk.forward(impl, x, brun)
+        run.last_n = x.shape[0]
+        run.last_w = x.shape[1]
+        run.last_dtype = x.dtype
         return _readonly(x)
 
     __call__ = forward
@@ -728,23 +792,25 @@ class _Network:
         TypeError, ValueError
             dy not an ndarray of the model's dtype and of shape (N, out_features).
         """
-        if self._last_n is None:
-            raise RuntimeError("backward called before forward")
-        dy = self._check_rows(dy, "dy", self._last_w, "an output gradient", self._last_dtype)
-        if dy.shape[0] != self._last_n:
+        run = self._run(create=False)
+        if run is None or run.last_n is None:
+            raise RuntimeError("backward called before forward (in this thread)")
+        dy = self._check_rows(dy, "dy", run.last_w, "an output gradient", run.last_dtype)
+        if dy.shape[0] != run.last_n:
             raise ValueError(
                 f"dy has shape {dy.shape} but the last forward produced an output of shape "
-                f"({self._last_n}, {self._last_w})"
+                f"({run.last_n}, {run.last_w})"
             )
         impl = _fam.impl
         blocks = self._blocks
+        bruns = run.blocks
         last = len(blocks) - 1
         g: np.ndarray = dy
         for i in range(last, 0, -1):
-            gi = blocks[i].backward(impl, g, True)
+            gi = blocks[i].backward(impl, g, True, bruns[i])
             assert gi is not None
             g = gi
-        dx = blocks[0].backward(impl, g, bool(input_grad))
+        dx = blocks[0].backward(impl, g, bool(input_grad), bruns[0])
         return None if dx is None else _readonly(dx)
 
     # -- parameters ---------------------------------------------------------

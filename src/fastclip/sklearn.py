@@ -385,6 +385,7 @@ class _BaseMLP(BaseEstimator):
             nonlocal best
             if self.early_stopping:
                 assert self.validation_scores_ is not None
+                assert X_val is not None and y_val is not None
                 score = float(self._score_arrays(X_val, y_val))
                 self.validation_scores_.append(score)
                 bvs = self.best_validation_score_
@@ -413,22 +414,24 @@ class _BaseMLP(BaseEstimator):
             lo, d = loss_fn(out, target)
             return lo + net.penalty(), d
 
-        # fit checks the targets as class labels for a loss of this name
-        loss_with_penalty.__name__ = getattr(loss_fn, "__name__", "loss")
 
         seed = int(rs.randint(0, 2**31 - 1))
         order_rng = np.random.default_rng(seed)
         if self.shuffle:
             fit(net, X, yt, loss=loss_with_penalty, optimizer=self._optimizer, epochs=epochs,
                 batch_size=batch, monitor=self.monitor, callbacks=[after_epoch], progress=False,
-                seed=order_rng)
+                seed=order_rng, classification=self._classifier)
         else:
-            for _ in range(epochs):
-                # fit shuffles every epoch: without shuffling, one epoch per call
-                # over the rows in order (a generator whose permutation is the identity)
-                fit(net, X, yt, loss=loss_with_penalty, optimizer=self._optimizer, epochs=1,
-                    batch_size=batch, monitor=self.monitor, callbacks=[after_epoch],
-                    progress=False, seed=_InOrder())
+            for e in range(epochs):
+                # fit draws a permutation of the rows every epoch: hand it the rows
+                # arranged so that this permutation gives them back in order
+                perm = np.random.default_rng(seed + e).permutation(n)
+                inv = np.empty_like(perm)
+                inv[perm] = np.arange(n)
+                fit(net, X[inv], yt[inv], loss=loss_with_penalty, optimizer=self._optimizer,
+                    epochs=1, batch_size=batch, monitor=self.monitor, callbacks=[after_epoch],
+                    progress=False, seed=np.random.default_rng(seed + e),
+                    classification=self._classifier)
                 if converged[0]:
                     break
         self._model.eval()
@@ -446,7 +449,7 @@ class _BaseMLP(BaseEstimator):
         m = self._model
         m.eval()
         X = np.ascontiguousarray(X, dtype=m.dtype)
-        out = np.empty((X.shape[0], m.out_features), dtype=np.float64)
+        out = np.empty((X.shape[0], int(m.out_features or 0)), dtype=np.float64)
         for s in range(0, X.shape[0], 4096):
             out[s:s + 4096] = m.forward(X[s:s + 4096])
         return out
@@ -523,14 +526,6 @@ class _BaseMLP(BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = False
         return tags
-
-
-class _InOrder:
-    """A stand-in for a numpy Generator whose permutation keeps the order
-    (``shuffle=False``)."""
-
-    def permutation(self, n: int) -> np.ndarray:
-        return np.arange(n)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
