@@ -210,6 +210,55 @@ def _as_arrays(grads: Any) -> Any:
     return grads
 
 
+def _clip_rows(model: Any, rows: list[np.ndarray], slopes: list[np.ndarray | None],
+               xs: list[np.ndarray], clip: Any, per_layer: Any,
+               scale: float) -> list[np.ndarray]:
+    """Per-example factors of a model's per-example backward (``fastclip.nn``).
+
+    ``rows[l]`` is block ``l``'s output gradient ``dz`` (B, out), ``xs[l]`` its
+    input and ``slopes[l]`` the per-example PReLU slope gradients (or None).
+    Example ``i``'s gradient of block ``l`` is ``scale * x_i dz_i^T`` (weight),
+    ``scale * dz_i`` (bias) and ``scale * s_i`` (slope): their squared norms need
+    only ``|x_i|^2`` and ``|dz_i|^2``. Returns, per parameter array, the weights
+    ``scale * factor_i`` by which its rows are scaled (the same array object for
+    every parameter under global clipping), and records the global norms on the
+    model (:meth:`fastclip.nn.MLP.per_example_norms`).
+    """
+    impl = _fam.impl
+    sq: list[np.ndarray] = []  # per parameter array, (B,) squared per-example norms
+    sizes: list[int] = []
+    s2 = scale * scale
+    for dz, s, x in zip(rows, slopes, xs):
+        r = impl.row_sqnorms([x, dz])
+        sq.append(r[0] * r[1] * s2)
+        sq.append(r[1] * s2)
+        sizes += [x.shape[1] * dz.shape[1], dz.shape[1]]
+        if s is not None:
+            sq.append(s * s * s2)
+            sizes.append(1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        norms = np.sqrt(np.sum(sq, axis=0))
+        model._pe_norms = norms
+        if per_layer is None:
+            f = np.minimum(clip / (norms + 1e-6), 1.0) * scale
+            f[np.isnan(norms)] = np.nan
+            return [f] * len(sq)
+        if per_layer == "explicit":
+            clips = np.asarray(clip, dtype=np.float64)
+        elif per_layer == "equal":
+            clips = np.full(len(sq), clip / math.sqrt(len(sq)))
+        else:
+            d = np.array(sizes, dtype=np.float64)
+            clips = clip * np.sqrt(d / d.sum())
+        out = []
+        for k, q in enumerate(sq):
+            n = np.sqrt(q)
+            f = np.minimum(clips[k] / (n + 1e-6), 1.0) * scale
+            f[np.isnan(n)] = np.nan
+            out.append(f)
+        return out
+
+
 # ---------------------------------------------------------------------------
 # Noise
 # ---------------------------------------------------------------------------
