@@ -360,3 +360,14 @@ def test_bad_input_names_the_argument_and_changes_nothing(impl):
             nn.MLP([2, 3, 2], batchnorm="yes")
         with pytest.raises(ValueError, match="activation"):
             nn.MLP([2, 3, 2], activation="softplus")
+
+
+def test_per_example_clipping_refuses_batchnorm_and_dropout_models():
+    for kw in ({"batchnorm": True}, {"dropout": 0.2}):
+        m = nn.MLP([3, 4, 2], dtype=np.float64, rng=0, **kw)
+        y = m(np.random.default_rng(0).standard_normal((5, 3)))
+        g0 = [g.copy() for g in m.gradients()]
+        with pytest.raises(ValueError, match="per_example_clip"):
+            m.backward(np.ones_like(y), per_example_clip=1.0)
+        for a, b in zip(m.gradients(), g0):
+            np.testing.assert_array_equal(a, b)

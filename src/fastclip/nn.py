@@ -879,6 +879,11 @@ class _Network:
             if dy.shape[0] == 0:
                 raise ValueError("dy has a batch of size 0: per-example clipping needs "
                                  "at least one example")
+            if not all(isinstance(blk, _Block) for blk in self._blocks):
+                raise ValueError(
+                    "per_example_clip needs a model of Linear blocks only: batch "
+                    "normalisation mixes the examples of a batch (Opacus refuses it too), "
+                    "and the standalone dropout/activation layers have no per-example path")
             scale = float(dy.shape[0]) if loss_reduction == "mean" else 1.0
             return self._backward_per_example(dy, bool(input_grad), clip, layer_mode, scale)
         impl = _fam.impl
