@@ -51,6 +51,8 @@ from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastclip import nn as _nn
+from fastclip import optim as _optim
+from fastclip.train import fit as _fit
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -279,7 +281,7 @@ class _BaseMLP(BaseEstimator):
         and the current parameters."""
         self._model = _nn.MLP(**self._model_args)
         self._net = _Penalised(self._model, float(self.alpha))
-        from fastclip import optim
+        optim = _optim
 
         lr = self.schedule if self.schedule is not None else float(self.learning_rate_init)
         params = self._model.parameters()
@@ -354,8 +356,7 @@ class _BaseMLP(BaseEstimator):
 
     def _run(self, X: np.ndarray, y: np.ndarray, epochs: int, rs: np.random.RandomState,
              stopping: bool) -> None:
-        from fastclip.train import fit
-
+        fit = _fit
         _, loss_fn = self._loss()
         X_val = y_val = None
         if stopping and self.early_stopping:
