@@ -21,12 +21,20 @@
 
 #define FC_T float
 #define FC_SUF f32
+#define FC_EXP expf
+#define FC_TANH tanhf
 #include "nn_impl.h"
 #undef FC_T
 #undef FC_SUF
+#undef FC_EXP
+#undef FC_TANH
 
 #define FC_T double
 #define FC_SUF f64
+#define FC_EXP exp
+#define FC_TANH tanh
 #include "nn_impl.h"
 #undef FC_T
 #undef FC_SUF
+#undef FC_EXP
+#undef FC_TANH

@@ -16,8 +16,10 @@
  * double over fixed row blocks (a function of the shape only), each block
  * visiting its rows in order, and the block partials are added in block
  * order: results never depend on the number of threads.
- * Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu.
- * At 0, relu' = 0 and leaky/prelu' = slope (PyTorch); NaN propagates.
+ * Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu, 4 sigmoid,
+ * 5 tanh. At 0, relu' = 0 and leaky/prelu' = slope (PyTorch); NaN propagates.
+ * sigmoid and tanh take their derivative from the output y (y (1 - y) and
+ * 1 - y^2, PyTorch's formulas), so `ref` is the output for them.
  */
 #ifndef FASTCLIP_NN_H
 #define FASTCLIP_NN_H
@@ -28,7 +30,14 @@
 extern "C" {
 #endif
 
-enum { FC_ACT_IDENTITY = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY_RELU = 2, FC_ACT_PRELU = 3 };
+enum {
+    FC_ACT_IDENTITY = 0,
+    FC_ACT_RELU = 1,
+    FC_ACT_LEAKY_RELU = 2,
+    FC_ACT_PRELU = 3,
+    FC_ACT_SIGMOID = 4,
+    FC_ACT_TANH = 5
+};
 
 /* z[i,j] += b[j]; y[i,j] = act(z[i,j]) for an (n, m) block. z == y (same
  * pointer and ld) runs in place; otherwise z keeps the pre-activation.

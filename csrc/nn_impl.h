@@ -6,6 +6,12 @@
 #define FC_CAT(a, b) FC_CAT_(a, b)
 #define FN(name) FC_CAT(name, FC_SUF)
 
+/* ---- activations ------------------------------------------------------ */
+/* sigmoid(v) = 1 / (1 + exp(-v)), as PyTorch computes it: exp(-v) overflows
+ * to inf for v < -log(max) and the result is then 0; NaN propagates. */
+static inline FC_T FN(sigmoid)(FC_T v) { return (FC_T)1 / ((FC_T)1 + FC_EXP(-v)); }
+static inline FC_T FN(tanh)(FC_T v) { return FC_TANH(v); }
+
 /* ---- forward epilogue ------------------------------------------------- */
 static FC_TARGET_CLONES void FN(epi_inplace)(FC_T *y, int64_t ldy, int64_t r0, int64_t r1,
                                              int64_t m, const FC_T *restrict b, int act, FC_T s) {
@@ -18,6 +24,10 @@ static FC_TARGET_CLONES void FN(epi_inplace)(FC_T *y, int64_t ldy, int64_t r0, i
                 FC_T v = yr[j] + b[j];
                 yr[j] = v <= 0 ? (FC_T)0 : v; /* NaN stays NaN */
             }
+        } else if (act == FC_ACT_SIGMOID) {
+            for (int64_t j = 0; j < m; j++) yr[j] = FN(sigmoid)(yr[j] + b[j]);
+        } else if (act == FC_ACT_TANH) {
+            for (int64_t j = 0; j < m; j++) yr[j] = FN(tanh)(yr[j] + b[j]);
         } else {
             for (int64_t j = 0; j < m; j++) {
                 FC_T v = yr[j] + b[j];
@@ -45,6 +55,13 @@ static FC_TARGET_CLONES void FN(epi_split)(FC_T *z, int64_t ldz, FC_T *y, int64_
                 zr[j] = v;
                 yr[j] = v <= 0 ? (FC_T)0 : v;
             }
+        } else if (act == FC_ACT_SIGMOID || act == FC_ACT_TANH) {
+            const int sig = act == FC_ACT_SIGMOID;
+            for (int64_t j = 0; j < m; j++) {
+                FC_T v = zr[j] + b[j];
+                zr[j] = v;
+                yr[j] = sig ? FN(sigmoid)(v) : FN(tanh)(v);
+            }
         } else {
             for (int64_t j = 0; j < m; j++) {
                 FC_T v = zr[j] + b[j];
@@ -57,7 +74,7 @@ static FC_TARGET_CLONES void FN(epi_split)(FC_T *z, int64_t ldz, FC_T *y, int64_
 
 int FN(fc_nn_bias_act)(FC_T *z, int64_t ldz, FC_T *y, int64_t ldy, int64_t n, int64_t m,
                        const FC_T *b, int act, FC_T slope) {
-    if (act < FC_ACT_IDENTITY || act > FC_ACT_PRELU) return FC_EINVAL;
+    if (act < FC_ACT_IDENTITY || act > FC_ACT_TANH) return FC_EINVAL;
     if (n <= 0 || m <= 0) return FC_OK;
     int64_t rb = FC_BLOCK / m;
     if (rb < 1) rb = 1;
@@ -109,6 +126,23 @@ static FC_TARGET_CLONES void FN(bwd_rows)(const FC_T *dy, int64_t lddy, const FC
                 o[j] = v;
                 acc[j] += (double)v;
             }
+        } else if (act == FC_ACT_SIGMOID) {
+            /* r is the output y: sigmoid' = y (1 - y), as PyTorch's
+             * sigmoid_backward computes it: dy * (1 - y) * y */
+            for (int64_t j = 0; j < m; j++) {
+                FC_T y = r[j];
+                FC_T v = d[j] * ((FC_T)1 - y) * y;
+                o[j] = v;
+                acc[j] += (double)v;
+            }
+        } else if (act == FC_ACT_TANH) {
+            /* r is the output y: tanh' = 1 - y^2 (PyTorch: dy * (1 - y * y)) */
+            for (int64_t j = 0; j < m; j++) {
+                FC_T y = r[j];
+                FC_T v = d[j] * ((FC_T)1 - y * y);
+                o[j] = v;
+                acc[j] += (double)v;
+            }
         } else if (act == FC_ACT_LEAKY_RELU) {
             for (int64_t j = 0; j < m; j++) {
                 FC_T g = d[j], z = r[j], gs = g * s;
@@ -141,7 +175,7 @@ static void FN(sum_blocks)(double *part, int64_t nb, int64_t m) {
 int FN(fc_nn_act_backward)(const FC_T *dy, int64_t lddy, const FC_T *ref, int64_t ldr, FC_T *dz,
                            int64_t lddz, int64_t n, int64_t m, int act, FC_T slope, FC_T *db,
                            double *db_sq, FC_T *dslope, double *dslope_sq) {
-    if (act < FC_ACT_IDENTITY || act > FC_ACT_PRELU) return FC_EINVAL;
+    if (act < FC_ACT_IDENTITY || act > FC_ACT_TANH) return FC_EINVAL;
     if (act != FC_ACT_IDENTITY && (!dz || !ref)) return FC_EINVAL;
     if (act == FC_ACT_PRELU && (!dslope || !dslope_sq)) return FC_EINVAL;
     if (n < 0 || m < 0) return FC_EINVAL;
