@@ -15,7 +15,7 @@ sums the clipped gradients, adds Gaussian noise of standard deviation
 - :class:`PrivacyAccountant`, :func:`compute_epsilon` and
   :func:`get_noise_multiplier` account for the privacy spent with Google's
   ``dp-accounting`` package (RDP or PLD accountant; ``pip install
-  "fastclip-nn[privacy]"``), imported only when they are used.
+  "numpy-fastclip[privacy]"``), imported only when they are used.
 
 The norms and sums are computed by one C call per primitive (``fastclip._privacy``)
 or, after ``fastclip.set_implementation("python")``, by the NumPy reference
@@ -656,7 +656,7 @@ def _dp_accounting() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised without the extra
         raise ImportError(
             "privacy accounting needs Google's dp-accounting package: "
-            'pip install "fastclip-nn[privacy]" (or pip install dp-accounting)'
+            'pip install "numpy-fastclip[privacy]" (or pip install dp-accounting)'
         ) from exc
     return dp_accounting
 
