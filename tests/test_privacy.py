@@ -323,3 +323,12 @@ def test_noise_kernel_is_gaussian_and_independent_of_threads():
     tail = np.empty(1000)
     C.gaussian_(tail, None, 7, 1_000_000, 1.0, 1.0)
     np.testing.assert_array_equal(tail, z[1_000_000:1_001_000])
+
+
+def test_a_nan_example_makes_the_sum_nan_as_in_opacus(impl):
+    g = np.ones((3, 4))
+    g[1, 2] = np.nan
+    norms, s = P.per_example_clip_(g, 1.0)
+    assert np.isnan(norms[1]) and np.all(np.isfinite(norms[[0, 2]]))
+    assert np.all(np.isnan(s))
+    assert np.all(np.isfinite(g[[0, 2]]))

@@ -15,7 +15,7 @@ sums the clipped gradients, adds Gaussian noise of standard deviation
 - :class:`PrivacyAccountant`, :func:`compute_epsilon` and
   :func:`get_noise_multiplier` account for the privacy spent with Google's
   ``dp-accounting`` package (RDP or PLD accountant; ``pip install
-  "fastclip-nn[privacy]"``), imported only when they are used.
+  "numpy-fastclip[privacy]"``), imported only when they are used.
 
 The norms and sums are computed by one C call per primitive (``fastclip._privacy``)
 or, after ``fastclip.set_implementation("python")``, by the NumPy reference
@@ -107,7 +107,6 @@ def per_example_clip_(grads: Arrays, max_norm: float) -> tuple[np.ndarray, Any]:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         norms = np.sqrt(impl.row_sqnorms(arrays).sum(axis=0))
         factors = np.minimum(c / (norms + 1e-6), 1.0)
-        factors[np.isnan(norms)] = np.nan
     sums = impl.row_weighted_sum(arrays, np.broadcast_to(factors, (len(arrays), norms.size)),
                                  True)
     return norms, _one(single, sums)
@@ -243,7 +242,6 @@ def _clip_rows(model: Any, rows: list[np.ndarray], slopes: list[np.ndarray | Non
         model._pe_norms = norms
         if per_layer is None:
             f = np.minimum(clip / (norms + 1e-6), 1.0) * scale
-            f[np.isnan(norms)] = np.nan
             return [f] * len(sq)
         if per_layer == "explicit":
             clips = np.asarray(clip, dtype=np.float64)
@@ -256,7 +254,6 @@ def _clip_rows(model: Any, rows: list[np.ndarray], slopes: list[np.ndarray | Non
         for k, q in enumerate(sq):
             n = np.sqrt(q)
             f = np.minimum(clips[k] / (n + 1e-6), 1.0) * scale
-            f[np.isnan(n)] = np.nan
             out.append(f)
         return out
 
@@ -659,7 +656,7 @@ def _dp_accounting() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised without the extra
         raise ImportError(
             "privacy accounting needs Google's dp-accounting package: "
-            'pip install "fastclip-nn[privacy]" (or pip install dp-accounting)'
+            'pip install "numpy-fastclip[privacy]" (or pip install dp-accounting)'
         ) from exc
     return dp_accounting
 
