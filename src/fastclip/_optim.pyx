@@ -2,8 +2,8 @@
 """C binding of the fused optimiser step (csrc/optim.c).
 
 ``fused_step`` validates its arguments with the checks and messages of
-fastclip.reference.optim (shared, so both implementations raise the same
-exceptions), prepares dense descriptors (a gradient whose memory order differs
+fastclip._checks.optim (shared with fastclip.reference.optim, so both
+implementations raise the same exceptions), prepares dense descriptors (a gradient whose memory order differs
 from its parameter's, or a non-contiguous one, is copied; a non-contiguous
 parameter is updated through a C-ordered copy written back afterwards), then
 makes one C call for the whole parameter list with the GIL released.
@@ -15,7 +15,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastclip.reference import optim as _ref
+from fastclip._checks import optim as _co
 from fastclip._common cimport (fc_array, ArrayList, collect, fill, raise_rc, FC_OK,
                                FC_ENONFINITE, fc_extents_overlap)
 
@@ -53,8 +53,8 @@ cdef extern from "optim.h" nogil:
 
 __all__ = ["KINDS", "fused_step", "state_names"]
 
-KINDS = _ref.KINDS
-state_names = _ref.state_names
+KINDS = _co.KINDS
+state_names = _co.state_names
 
 cdef dict _KIND = {"sgd": FC_OPT_SGD, "adam": FC_OPT_ADAM, "rmsprop": FC_OPT_RMSPROP}
 
@@ -97,25 +97,25 @@ def fused_step(kind, params, grads, states, *, lr, step, weight_decay=0.0, momen
                dampening=0.0, nesterov=False, beta1=0.9, beta2=0.999, eps=1e-8,
                amsgrad=False, decoupled=False, alpha=0.99, centered=False, clip_norm=None,
                clip_value=None, sqnorms=None):
-    kind = _ref.check_kind(kind)
+    kind = _co.check_kind(kind)
     if cnp.PyArray_Check(params):
-        raise TypeError(_ref.single_msg("params"))
+        raise TypeError(_co.single_msg("params"))
     cdef ArrayList pal = collect(params, "params", True)
     if cnp.PyArray_Check(grads):
-        raise TypeError(_ref.single_msg("grads"))
+        raise TypeError(_co.single_msg("grads"))
     cdef ArrayList gal = collect(grads, "grads", False)
     cdef Py_ssize_t n = pal.n, i, j
     if gal.n != n:
-        raise ValueError(_ref.len_msg(gal.n, n))
+        raise ValueError(_co.len_msg(gal.n, n))
     cdef cnp.ndarray p, g, s
     cdef list parr = pal.arrays, garr = gal.arrays
     for i in range(n):
         p = <cnp.ndarray>parr[i]
         g = <cnp.ndarray>garr[i]
         if cnp.PyArray_TYPE(g) != cnp.PyArray_TYPE(p):
-            raise TypeError(_ref.dtype_msg(i, (<object>g).dtype, (<object>p).dtype))
+            raise TypeError(_co.dtype_msg(i, (<object>g).dtype, (<object>p).dtype))
         if not _same_shape(g, p):
-            raise ValueError(_ref.shape_msg(i, (<object>g).shape, (<object>p).shape))
+            raise ValueError(_co.shape_msg(i, (<object>g).shape, (<object>p).shape))
 
     cdef fc_optim_config cfg
     cfg.kind = _KIND[kind]
@@ -142,7 +142,7 @@ def fused_step(kind, params, grads, states, *, lr, step, weight_decay=0.0, momen
             pa[i] = pal.arrs[i]
             ga[i] = gal.arrs[i]
         if fc_extents_overlap(pa, 2 * n):
-            _ref.check_grads_disjoint(parr, garr)
+            _co.check_grads_disjoint(parr, garr)
 
     # the state arrays (owned by the optimiser): checked quickly, reported by _ref
     cdef bint bad = not isinstance(states, list) or len(<list>states) != n
@@ -169,8 +169,8 @@ def fused_step(kind, params, grads, states, *, lr, step, weight_decay=0.0, momen
             if bad:
                 break
     if bad:
-        _ref.check_states(states, parr, nstate)
-        raise ValueError(_ref.states_msg("must be a list of tuples of arrays"))
+        _co.check_states(states, parr, nstate)
+        raise ValueError(_co.states_msg("must be a list of tuples of arrays"))
 
     cdef cnp.ndarray sq = None
     cdef double *sqd
@@ -190,16 +190,16 @@ def fused_step(kind, params, grads, states, *, lr, step, weight_decay=0.0, momen
                     fast = False
                     break
         if not fast:
-            sq = _ref.check_sqnorms(sqnorms, n)
+            sq = _co.check_sqnorms(sqnorms, n)
     if (clip_value is None and (clip_norm is None or (type(clip_norm) is float
                                                       and <double>clip_norm >= 0))):
         cn, cv = clip_norm, None
     else:
-        cn, cv = _ref.check_clip(clip_norm, clip_value)
+        cn, cv = _co.check_clip(clip_norm, clip_value)
     if type(step) is int and step >= 1:
         cfg.step = step
     else:
-        cfg.step = _ref.check_step(step)
+        cfg.step = _co.check_step(step)
     cfg.lr = float(lr)
     if cn is not None:
         cfg.clip_mode = FC_CLIP_NORM

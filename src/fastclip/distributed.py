@@ -45,7 +45,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _ca
+from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
 
 __all__ = [
@@ -260,13 +261,13 @@ def allreduce_norm(local_norms: Any, norm_type: Any = 2.0, comm: Any = None) -> 
         arguments are bad every rank raises (no deadlock).
     """
     if comm is None:
-        p = _v.check_norm_type(norm_type)
+        p = _cs.check_norm_type(norm_type)
         return float(_dist.impl.total_norm(_as_norms(local_norms), p))
     check_comm(comm)
     exc: BaseException | None = None
     p, norms = math.nan, np.empty(0)
     try:
-        p = _v.check_norm_type(norm_type)
+        p = _cs.check_norm_type(norm_type)
         norms = _as_norms(local_norms)
     except Exception as e:  # reported to every rank by the collective
         exc = e
@@ -316,7 +317,7 @@ def _gather_failed(comm: Any, exc: BaseException) -> None:
 
 def _sequence(obj: Any, name: str) -> tuple[Any, bool]:
     """One ndarray (kept, for messages) or the items of an iterable (consumed once)."""
-    items, single = _v.as_sequence(obj, name)
+    items, single = _ca.as_sequence(obj, name)
     return (obj if single else items), single
 
 
@@ -326,7 +327,7 @@ def get_total_norm(grads: Any, norm_type: Any, error_if_nonfinite: bool, comm: A
     exc: BaseException | None = None
     p, norms = math.nan, np.empty(0)
     try:
-        p = _v.check_norm_type(norm_type)
+        p = _cs.check_norm_type(norm_type)
         arg, _ = _sequence(grads, "grads")
         norms = np.ascontiguousarray(_clip.impl.array_norms(arg, p), dtype=np.float64)
     except Exception as e:
@@ -348,10 +349,10 @@ def clip_grad_norm_(
     arrays: list[np.ndarray] = []
     p, mx, norms = math.nan, math.nan, np.empty(0)
     try:
-        mx = _v.check_nonnegative(max_norm, "max_norm")
-        p = _v.check_norm_type(norm_type)
+        mx = _cs.check_nonnegative(max_norm, "max_norm")
+        p = _cs.check_norm_type(norm_type)
         arg, _ = _sequence(grads, "grads")
-        arrays, _ = _v.check_arrays(arg, "grads", inplace=True)
+        arrays, _ = _ca.check_arrays(arg, "grads", inplace=True)
         norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, p), dtype=np.float64)
     except Exception as e:
         exc = e
@@ -375,9 +376,9 @@ def clip_by_global_norm(
     arrays: list[np.ndarray] = []
     c, norms = math.nan, np.empty(0)
     try:
-        c = _v.check_positive(clip_norm, "clip_norm")
+        c = _cs.check_positive(clip_norm, "clip_norm")
         arg, _ = _sequence(xs, "xs")
-        arrays, _ = _v.check_arrays(arg, "xs", inplace=False)
+        arrays, _ = _ca.check_arrays(arg, "xs", inplace=False)
         norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, 2.0), dtype=np.float64)
     except Exception as e:
         exc = e
@@ -439,7 +440,7 @@ def check_same_shapes(arrays: Any, comm: Any, name: str = "grads") -> None:
     sig: Any = None
     try:
         arg, _ = _sequence(arrays, name)
-        checked, _ = _v.check_arrays(arg, name, inplace=False)
+        checked, _ = _ca.check_arrays(arg, name, inplace=False)
         sig = _signature(checked)
     except Exception as e:
         exc = e
@@ -513,7 +514,7 @@ def broadcast_parameters(params: Any, comm: Any, root: int = 0) -> None:
     arrays: list[np.ndarray] = []
     try:
         arg, _ = _sequence(params, "params")
-        arrays, _ = _v.check_arrays(arg, "params", inplace=True)
+        arrays, _ = _ca.check_arrays(arg, "params", inplace=True)
     except Exception as e:
         exc = e
     _agree_or_raise(comm, exc)
@@ -639,7 +640,7 @@ class GradientAllreducer:
         arrays: list[np.ndarray] = []
         try:
             arg, _ = _sequence(grads, name)
-            arrays, _ = _v.check_arrays(arg, name, inplace=True)
+            arrays, _ = _ca.check_arrays(arg, name, inplace=True)
         except Exception as e:
             exc = e
         _agree_or_raise(comm, exc)
@@ -655,7 +656,7 @@ class GradientAllreducer:
 
     def _check_local(self, grads: Any) -> list[np.ndarray]:
         arg, _ = _sequence(grads, self.name)
-        arrays, _ = _v.check_arrays(arg, self.name, inplace=True)
+        arrays, _ = _ca.check_arrays(arg, self.name, inplace=True)
         sig = _signature(arrays)
         if sig != self._sig:
             diff = _describe_diff(self.name, sig, self._sig, "now", "at construction")
@@ -728,10 +729,10 @@ class GradientAllreducer:
         try:
             if grads is not None:
                 arrays = self._check_local(grads)
-            w = _v.check_nonnegative(weight, "weight")
+            w = _cs.check_nonnegative(weight, "weight")
             if math.isinf(w):
                 raise ValueError("weight must be finite")
-            v = _v._real(value, "value")  # NaN/inf allowed: a diverged loss is data
+            v = _cs.real(value, "value")  # NaN/inf allowed: a diverged loss is data
             if w > 0:
                 p.pack(arrays, w)
                 bad = self._local_nonfinite(sqnorms)

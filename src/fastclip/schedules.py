@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _schedules_spec as _s
+from fastclip._checks import schedules as _s
+from fastclip._checks.scalars import check_real
 from fastclip._dispatch import family
-from fastclip._validation import check_real
 
 __all__ = [
     "ReduceLROnPlateau",

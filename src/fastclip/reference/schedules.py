@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _schedules_spec as _s
+from fastclip._checks import schedules as _s
 
 __all__ = ["PlateauState", "Schedule", "evaluate"]
 
@@ -408,12 +408,16 @@ class Schedule:
         return _s.schedule_repr(self._kind, self._params)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from fastclip.schedules import _rebuild
-
         return (_rebuild, (self._kind, self._params))
 
     def to_dict(self) -> dict[str, Any]:
         return _s.to_dict(self._kind, self._params)
+
+
+def _rebuild(kind: str, params: dict[str, Any]) -> Schedule:
+    """Unpickling entry point: rebuild (and revalidate) from kind and parameters."""
+    norm_params, low = _s.normalize(kind, params)
+    return Schedule(kind, norm_params, low)
 
 
 class PlateauState:

@@ -1,4 +1,5 @@
-"""Parameter validation and lowering shared by the compiled and the reference schedules.
+"""Checks of schedule parameters and steps, and their lowering, shared by the
+compiled and the reference schedules.
 
 A schedule is identified by its ``kind`` (the name of its factory in
 :mod:`fastclip.schedules`) and its canonical parameters (an ordered dict, the
