@@ -499,7 +499,8 @@ HUGE = float(np.finfo(float).max)
         (lambda S: S.cosine_restarts(0.5, 300, 1, eta_min=0.01), 0.01, 0.5),
         (lambda S: S.cosine_restarts(0.5, HUGE / 2, 1, eta_min=0.01), 0.01, 0.5),
         (lambda S: S.cosine(0.5, HUGE, alpha=0.02), 0.01, 0.5),
-        (lambda S: S.warmup_cosine(0.5, 10, HUGE, end_value=0.01), 0.01, 0.5),
+        (lambda S: S.warmup_cosine(peak_value=0.5, warmup_steps=10, decay_steps=HUGE,
+                                   end_value=0.01), 0.01, 0.5),
     ],
     ids=["restarts-tmul2", "restarts-tmul1", "restarts-huge-t0", "cosine-huge-T", "warmup-cosine-huge-T"],
 )

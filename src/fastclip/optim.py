@@ -31,6 +31,7 @@ first step uses ``lr(0)``) and multiplied by :attr:`Optimizer.lr_scale`.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -97,7 +98,14 @@ class Optimizer:
             for p in plist
         ]
         self._step_count = 0
+        # step, state_dict and load_state_dict read and write the state as a whole:
+        # one at a time, so that threads sharing an optimiser see whole steps
+        self._lock = threading.RLock()
         self._lr_scale = 1.0
+        # validated once here, into the selected implementation's step plan
+        self._plan: Any = None
+        self._plan_impl: Any = None
+        self._current_plan()
 
     # -- attributes ---------------------------------------------------------------------
     @property
@@ -190,19 +198,13 @@ class Optimizer:
         """
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        with self._lock:
+            return self._step(grads, sqnorms, on_nonfinite)
+
+    def _step(self, grads: Sequence[np.ndarray], sqnorms: Any, on_nonfinite: str) -> float:
+        plan = self._current_plan()
         lr = self._lr_at(self._step_count)
-        total, bad = _fam.impl.fused_step(
-            self._kind,
-            self._params,
-            grads,
-            self._state,
-            lr=lr,
-            step=self._step_count + 1,
-            clip_norm=self._clip_norm,
-            clip_value=self._clip_value,
-            sqnorms=sqnorms,
-            **self._kernel,
-        )
+        total, bad = plan.step(grads, lr=lr, step=self._step_count + 1, sqnorms=sqnorms)
         if not math.isfinite(total):
             if on_nonfinite == "raise":
                 where = (
@@ -230,16 +232,17 @@ class Optimizer:
             with PyTorch's state names (``momentum_buffer``, ``exp_avg``,
             ``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, ``grad_avg``).
         """
-        return {
-            "optimizer": type(self).__name__,
-            "step_count": self._step_count,
-            "lr_scale": self._lr_scale,
-            "hyperparams": dict(self._hyper),
-            "state": [
-                {name: arr.copy(order="K") for name, arr in zip(self._names, st)}
-                for st in self._state
-            ],
-        }
+        with self._lock:
+            return {
+                "optimizer": type(self).__name__,
+                "step_count": self._step_count,
+                "lr_scale": self._lr_scale,
+                "hyperparams": dict(self._hyper),
+                "state": [
+                    {name: arr.copy(order="K") for name, arr in zip(self._names, st)}
+                    for st in self._state
+                ],
+            }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (values are copied in).
@@ -261,11 +264,36 @@ class Optimizer:
         sc, scale, st = _co.check_state_dict(
             state_dict, type(self).__name__, self._hyper, self._names, self._params
         )
-        for entry, arrs in zip(st, self._state):
-            for k, dst in zip(self._names, arrs):
-                np.copyto(dst, entry[k])
-        self._step_count = int(sc)
-        self._lr_scale = scale
+        with self._lock:
+            for entry, arrs in zip(st, self._state):
+                for k, dst in zip(self._names, arrs):
+                    np.copyto(dst, entry[k])
+            self._step_count = int(sc)
+            self._lr_scale = scale
+
+    def _current_plan(self) -> Any:
+        """The step plan of the implementation selected now (built on first use and
+        again after :func:`fastclip.set_implementation` switched it)."""
+        impl = _fam.impl
+        if self._plan_impl is not impl:
+            self._plan = impl.StepPlan(
+                self._kind, self._params, self._state, clip_norm=self._clip_norm,
+                clip_value=self._clip_value, **self._kernel,
+            )
+            self._plan_impl = impl
+        return self._plan
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        # a lock and a plan (views of this object's arrays) do not pickle or copy:
+        # each copy gets its own
+        del state["_lock"]
+        state["_plan"] = state["_plan_impl"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from fastclip._checks import arrays as _ca
 from fastclip._checks import optim as _co
 from fastclip.reference.clip import _coef, _norm, _total
 
-__all__ = ["KINDS", "fused_step", "state_names"]
+__all__ = ["KINDS", "StepPlan", "fused_step", "state_names"]
 
 KINDS = _co.KINDS
 state_names = _co.state_names
@@ -102,6 +103,66 @@ def _rmsprop(p, g, st, *, lr, weight_decay, momentum, alpha, eps, centered, **_)
 _UPDATES: dict[str, Callable[..., None]] = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
 
 
+class StepPlan:
+    """One optimiser's validated parameters, state and hyper-parameters.
+
+    Built once: the parameters, the state arrays and the clipping are checked
+    here; :meth:`step` then checks only the gradients, ``sqnorms``, ``lr`` and
+    ``step`` (and that every parameter is still writeable).
+    """
+
+    def __init__(self, kind: str, params: Any, states: Any, *, weight_decay: float = 0.0,
+                 momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 amsgrad: bool = False, decoupled: bool = False, alpha: float = 0.99,
+                 centered: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        self.kind = _co.check_kind(kind)
+        self.params = _co.check_params_list(params)
+        names = _co.state_names(self.kind, momentum=momentum, amsgrad=amsgrad,
+                                centered=centered)
+        self.states = _co.check_states(states, self.params, len(names))
+        self.clip_norm, self.clip_value = _co.check_clip(clip_norm, clip_value)
+        self.hyper = dict(
+            weight_decay=float(weight_decay), momentum=float(momentum),
+            dampening=float(dampening), nesterov=bool(nesterov), beta1=float(beta1),
+            beta2=float(beta2), eps=float(eps), amsgrad=bool(amsgrad),
+            decoupled=bool(decoupled), alpha=float(alpha), centered=bool(centered),
+        )
+
+    def step(self, grads: Any, *, lr: float, step: int, sqnorms: Any = None) -> tuple[float, int]:
+        """One update with these gradients; ``(norm, first_nonfinite)`` as
+        :func:`fused_step`."""
+        ps = self.params
+        gs = _co.check_grads(grads, ps)
+        for i, p in enumerate(ps):
+            if not p.flags.writeable:
+                raise ValueError(_ca.readonly_msg(_ca.label("params", i, False)))
+        _co.check_grads_disjoint(ps, gs)
+        sq = _co.check_sqnorms(sqnorms, len(ps))
+        step = _co.check_step(step)
+        lr = float(lr)
+        if sq is None:
+            norms = np.array([_norm(g, 2.0) for g in gs], dtype=np.float64)
+        else:
+            norms = np.sqrt(sq)
+        total = _total(norms, 2.0)
+        if not math.isfinite(total):
+            return total, _co.first_nonfinite(norms)
+        cn, cv = self.clip_norm, self.clip_value
+        coef = _coef(cn, total) if cn is not None else 1.0
+        upd = _UPDATES[self.kind]
+        hp = dict(lr=lr, step=step, **self.hyper)
+        for p, g, st in zip(ps, gs, self.states):
+            t = p.dtype.type
+            if coef != 1.0:
+                g = g * t(coef)
+            if cv is not None:
+                g = np.clip(g, t(-cv), t(cv))
+            upd(p, g, st, **hp)
+        return total, -1
+
+
 def fused_step(
     kind: str,
     params: Any,
@@ -158,36 +219,8 @@ def fused_step(
         modified and ``first_nonfinite`` is the index of the first gradient whose
         norm is not finite (``-1`` if the total overflowed); otherwise it is -1.
     """
-    kind = _co.check_kind(kind)
-    ps = _co.check_params_list(params)
-    gs = _co.check_grads(grads, ps)
-    _co.check_grads_disjoint(ps, gs)
-    names = _co.state_names(kind, momentum=momentum, amsgrad=amsgrad, centered=centered)
-    sts = _co.check_states(states, ps, len(names))
-    sq = _co.check_sqnorms(sqnorms, len(ps))
-    cn, cv = _co.check_clip(clip_norm, clip_value)
-    step = _co.check_step(step)
-    lr = float(lr)
-    if sq is None:
-        norms = np.array([_norm(g, 2.0) for g in gs], dtype=np.float64)
-    else:
-        norms = np.sqrt(sq)
-    total = _total(norms, 2.0)
-    if not math.isfinite(total):
-        return total, _co.first_nonfinite(norms)
-    coef = _coef(cn, total) if cn is not None else 1.0
-    upd = _UPDATES[kind]
-    hp = dict(
-        lr=lr, step=step, weight_decay=float(weight_decay), momentum=float(momentum),
-        dampening=float(dampening), nesterov=bool(nesterov), beta1=float(beta1),
-        beta2=float(beta2), eps=float(eps), amsgrad=bool(amsgrad), decoupled=bool(decoupled),
-        alpha=float(alpha), centered=bool(centered),
-    )
-    for p, g, st in zip(ps, gs, sts):
-        t = p.dtype.type
-        if coef != 1.0:
-            g = g * t(coef)
-        if cv is not None:
-            g = np.clip(g, t(-cv), t(cv))
-        upd(p, g, st, **hp)
-    return total, -1
+    plan = StepPlan(kind, params, states, weight_decay=weight_decay, momentum=momentum,
+                    dampening=dampening, nesterov=nesterov, beta1=beta1, beta2=beta2, eps=eps,
+                    amsgrad=amsgrad, decoupled=decoupled, alpha=alpha, centered=centered,
+                    clip_norm=clip_norm, clip_value=clip_value)
+    return plan.step(grads, lr=lr, step=step, sqnorms=sqnorms)
