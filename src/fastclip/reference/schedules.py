@@ -278,7 +278,8 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     if c == 0:
         return np.full(x.shape, p[0])
     if c == 1:
-        return p[0] * _npow(p[2], np.floor(x / p[1]))
+        with np.errstate(over="ignore"):  # a huge x / step_size is inf: gamma**inf
+            return p[0] * _npow(p[2], np.floor(x / p[1]))
     if c == 2:
         k = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x, side="right")
         return p[0] * _npow(p[1], k.astype(np.float64))
@@ -288,7 +289,8 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         return np.asarray(low.values, dtype=np.float64)[kk]
     if c == 4:
         d = x - p[3]
-        e = d / p[1]
+        with np.errstate(over="ignore"):
+            e = d / p[1]
         if f & _s.F_STAIRCASE:
             e = np.floor(e)
         v = np.where(d <= 0.0, p[0], p[0] * _npow(p[2], e))
@@ -305,7 +307,8 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         d = np.minimum(d, p[2])
         return (p[0] - p[1]) * _powe_a(1.0 - d / p[2], p[3]) + p[1]
     if c == 6:
-        r = x / p[1]
+        with np.errstate(over="ignore"):
+            r = x / p[1]
         if f & _s.F_STAIRCASE:
             r = np.floor(r)
         return p[0] / _powe_a(1.0 + p[2] * r, p[3])
