@@ -104,7 +104,7 @@ class Optimizer:
         self._lr_scale = 1.0
         # validated once here, into the selected implementation's step plan
         self._plan: Any = None
-        self._plan_impl: Any = None
+        self._plan_impl: str | None = None
         self._current_plan()
 
     # -- attributes ---------------------------------------------------------------------
@@ -275,12 +275,12 @@ class Optimizer:
         """The step plan of the implementation selected now (built on first use and
         again after :func:`fastclip.set_implementation` switched it)."""
         impl = _fam.impl
-        if self._plan_impl is not impl:
+        if self._plan_impl != impl.__name__:
             self._plan = impl.StepPlan(
                 self._kind, self._params, self._state, clip_norm=self._clip_norm,
                 clip_value=self._clip_value, **self._kernel,
             )
-            self._plan_impl = impl
+            self._plan_impl = impl.__name__  # the module's name: optimisers hold data only
         return self._plan
 
     def __getstate__(self) -> dict[str, Any]:
