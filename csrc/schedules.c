@@ -78,8 +78,28 @@ static inline double exp_kernel(const double *p, int32_t flags, double x) {
     return v;
 }
 
+/* Start of restart period i of cosine_restarts: t0 * (tm^i - 1) / (tm - 1). When
+ * tm^i overflows, the same start in the log domain (inf only if it truly exceeds
+ * DBL_MAX, i.e. lies beyond every finite step). */
 static double restart_start(double t0, double tm, double i) {
-    return t0 * (pow(tm, i) - 1.0) / (tm - 1.0);
+    double s = t0 * (pow(tm, i) - 1.0) / (tm - 1.0);
+    if (isinf(s)) s = exp(log(t0) + i * log(tm) - log(tm - 1.0));
+    return s;
+}
+
+/* Length t0 * tm^i of restart period i (log domain when tm^i overflows). */
+static double restart_len(double t0, double tm, double i) {
+    double t = t0 * pow(tm, i);
+    if (isinf(t)) t = exp(log(t0) + i * log(tm));
+    return t;
+}
+
+/* floor(log(x / t0 * (tm - 1) + 1) / log(tm)): the period that holds step x; the
+ * argument of the logarithm is taken in the log domain when it overflows. */
+static double restart_index(double x, double t0, double tm) {
+    const double q = x / t0 * (tm - 1.0);
+    const double lg = isinf(q) ? log(x) - log(t0) + log(tm - 1.0) : log(q + 1.0);
+    return floor(lg / log(tm));
 }
 
 static double eval_cosine_restarts(const fc_schedule *s, double x) {
@@ -87,16 +107,17 @@ static double eval_cosine_restarts(const fc_schedule *s, double x) {
     double i, tcur, ti;
     if (tm == 1.0) {
         i = floor(x / t0);
-        tcur = x - i * t0;
+        /* x / t0 overflows for a tiny t0: the position in the period is fmod */
+        tcur = isinf(i) ? fmod(x, t0) : x - i * t0;
         ti = t0;
     } else {
-        i = floor(log(x / t0 * (tm - 1.0) + 1.0) / log(tm));
+        i = restart_index(x, t0, tm);
         if (i < 0.0) i = 0.0;
         /* the logarithm can land one restart off at a boundary */
         if (i > 0.0 && x < restart_start(t0, tm, i)) i -= 1.0;
         if (x >= restart_start(t0, tm, i + 1.0)) i += 1.0;
         tcur = x - restart_start(t0, tm, i);
-        ti = t0 * pow(tm, i);
+        ti = restart_len(t0, tm, i);
     }
     const double peak = m == 1.0 ? init : init * pow(m, i); /* pow(1, i) == 1 */
     return eta + (peak - eta) * (1.0 + cos_pi_ratio(tcur, ti)) / 2.0;
@@ -138,8 +159,10 @@ static double eval_one_cycle(const fc_schedule *s, double x) {
 
 static double eval_cyclic(const fc_schedule *s, double x) {
     const double base = s->p[0], maxlr = s->p[1], total = s->p[2], ratio = s->p[3];
-    const double cycle = floor(1.0 + x / total);
-    const double xx = 1.0 + x / total - cycle;
+    const double q = x / total;
+    const double cycle = floor(1.0 + q);
+    /* q overflows for a tiny cycle: the position in the cycle is fmod */
+    const double xx = isinf(q) ? fmod(x, total) / total : 1.0 + q - cycle;
     double scale;
     if (xx <= ratio)
         scale = xx / ratio;
@@ -172,9 +195,11 @@ double fc_schedule_eval(const fc_schedule *s, double x) {
         if (d < 0.0) d = 0.0;
         if (s->flags & FC_SCHED_F_CYCLE) {
             if (d > 0.0) T = T * ceil(d / T);
-        } else if (d > T) {
-            d = T;
+            /* T * ceil(d / T) can round below d at huge steps: the decay is then over */
+            const double f = 1.0 - d / T;
+            return (p[0] - p[1]) * powe(f < 0.0 ? 0.0 : f, p[3]) + p[1];
         }
+        if (d > T) d = T;
         return (p[0] - p[1]) * powe(1.0 - d / T, p[3]) + p[1];
     }
     case FC_SCHED_INVERSE_TIME: {

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = epochs * -(-len(Xtr) // batch)
     peak = 0.1
     runs = {
-        "polynomial (power 2)": (schedules.polynomial(peak, steps, 0.0, power=2.0), {}),
+        "polynomial (power 2)": (schedules.polynomial(peak, decay_steps=steps, end_value=0.0,
+                                                      power=2.0), {}),
         "inverse sqrt": (schedules.inverse_sqrt(peak, timescale=max(1, steps / 20)), {}),
         "inverse time": (schedules.inverse_time(peak, decay_steps=max(1, steps / 4),
                                                 decay_rate=1.0), {}),

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> float:
 
     model = nn.MLP([64, 128, 128, 10], rng=args.seed + 1)
     steps = args.epochs * -(-len(Xtr) // args.batch_size)
-    lr = schedules.warmup_cosine(0.1, steps // 10, steps)
+    lr = schedules.warmup_cosine(peak_value=0.1, warmup_steps=steps // 10, decay_steps=steps)
     opt = optim.SGD(model.parameters(), lr, momentum=0.9, clip_norm=1.0)
     if rank == 0:
         print(f"{size} rank(s), {source}: {len(Xtr)} training rows, global batch "

@@ -270,7 +270,7 @@ def _sched_state(rng: np.random.Generator, n: int) -> State:
         "steps": rng.uniform(0.0, 20000.0, n),
         "steps32": rng.uniform(0.0, 500.0, max(n // 16, 1)).astype(np.float32)[::-1],
         "scheds": [
-            S.warmup_cosine(1.0, 100, 10000, init_value=0.01),
+            S.warmup_cosine(peak_value=1.0, warmup_steps=100, decay_steps=10000, init_value=0.01),
             S.cosine_restarts(0.5, 300, 2, eta_min=0.01),
             S.piecewise_constant([10, 100, 1000], [1.0, 0.5, 0.1, 0.01]),
             S.join([S.linear(0.0, 1.0, 50), S.exponential(1.0, 100, 0.5)], [50]),

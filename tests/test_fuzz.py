@@ -441,11 +441,12 @@ def test_fuzz_other_families(fid: str) -> None:
 
 
 SCHEDULES = [
-    ("warmup_cosine", (1.0, 100, 10000), {"init_value": 0.01}),
+    ("warmup_cosine", (),
+     {"peak_value": 1.0, "warmup_steps": 100, "decay_steps": 10000, "init_value": 0.01}),
     ("cosine_restarts", (0.5, 300, 2), {"eta_min": 0.01}),
     ("piecewise_constant", ([10, 100, 1000], [1.0, 0.5, 0.1, 0.01]), {}),
     ("one_cycle", (0.1, 2000), {}),
-    ("polynomial", (1.0, 500), {"power": 2.0, "end_value": 0.01}),
+    ("polynomial", (1.0,), {"decay_steps": 500, "power": 2.0, "end_value": 0.01}),
     ("inverse_sqrt", (1.0, 50.0), {}),
     ("cyclic", (0.001, 0.1, 200), {"mode": "exp_range", "gamma": 0.999}),
     ("exponential", (1.0, 100, 0.5), {"staircase": True}),
@@ -499,7 +500,8 @@ HUGE = float(np.finfo(float).max)
         (lambda S: S.cosine_restarts(0.5, 300, 1, eta_min=0.01), 0.01, 0.5),
         (lambda S: S.cosine_restarts(0.5, HUGE / 2, 1, eta_min=0.01), 0.01, 0.5),
         (lambda S: S.cosine(0.5, HUGE, alpha=0.02), 0.01, 0.5),
-        (lambda S: S.warmup_cosine(0.5, 10, HUGE, end_value=0.01), 0.01, 0.5),
+        (lambda S: S.warmup_cosine(peak_value=0.5, warmup_steps=10, decay_steps=HUGE,
+                                   end_value=0.01), 0.01, 0.5),
     ],
     ids=["restarts-tmul2", "restarts-tmul1", "restarts-huge-t0", "cosine-huge-T", "warmup-cosine-huge-T"],
 )

@@ -10,8 +10,8 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastclip import _validation as _v
-from fastclip.reference.adaptive import unit_split, check_agc_args
+from fastclip._checks import arrays as _ca
+from fastclip._checks.adaptive import unit_split, check_agc_args
 from fastclip._common cimport ArrayList, collect, raise_rc, FC_FLOAT32, FC_FLOAT64
 
 cnp.import_array()
@@ -54,7 +54,7 @@ def unitwise_norms(x):
     results = []
     for i in range(al.n):
         a = al.arrays[i]
-        rows, cols = unit_split(a.shape, _v.label("x", i, al.single))
+        rows, cols = unit_split(a.shape, _ca.label("x", i, al.single))
         m = _matrix(a, rows, cols)
         if m is None:
             m = np.ascontiguousarray(a).reshape(rows, cols)
@@ -82,9 +82,9 @@ def adaptive_grad_clip_(grads, params, clipping=0.01, eps=1e-3):
         p = pa.arrays[i]
         if g.shape != p.shape:
             raise ValueError(
-                f"{_v.label('params', i, pa.single)} has shape {p.shape} but "
-                f"{_v.label('grads', i, ga.single)} has shape {g.shape}; they must match")
-        shapes.append(unit_split(g.shape, _v.label("grads", i, ga.single)))
+                f"{_ca.label('params', i, pa.single)} has shape {p.shape} but "
+                f"{_ca.label('grads', i, ga.single)} has shape {g.shape}; they must match")
+        shapes.append(unit_split(g.shape, _ca.label("grads", i, ga.single)))
     # Everything is valid: describe the arrays as (rows, cols) matrices.
     cdef fc_units *gu = <fc_units *>malloc((n if n > 0 else 1) * sizeof(fc_units))
     cdef fc_units *pu = <fc_units *>malloc((n if n > 0 else 1) * sizeof(fc_units))

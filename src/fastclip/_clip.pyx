@@ -2,7 +2,7 @@
 """C bindings of the clipping kernels (csrc/clip.c).
 
 Each function validates its arguments (with the messages of
-fastclip._validation, shared with fastclip.reference.clip), releases the GIL
+fastclip._checks, shared with fastclip.reference.clip), releases the GIL
 and makes one C call for the whole list of arrays. Signatures and semantics are
 those of fastclip.reference.clip; the docstrings live in fastclip.clip.
 """
@@ -12,7 +12,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _ca, scalars as _cs
 from fastclip._common cimport fc_array, ArrayList, collect, fill, raise_rc, FC_OK, FC_ENONFINITE
 
 cnp.import_array()
@@ -39,7 +39,7 @@ cdef inline double _nonneg(object v, str name) except? -1.0:
         d = <double>v
         if d >= 0.0:  # false for NaN and negatives: the full check raises for those
             return d
-    return _v.check_nonnegative(v, name)
+    return _cs.check_nonnegative(v, name)
 
 
 cdef inline double _ptype(object v) except? -1.0:
@@ -49,7 +49,7 @@ cdef inline double _ptype(object v) except? -1.0:
         d = <double>v
         if d > 0.0:
             return d
-    return _v.check_norm_type(v)
+    return _cs.check_norm_type(v)
 
 
 cdef class _Norms:
@@ -94,7 +94,7 @@ def get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False):
         total = fc_total_norm(norms.buf, al.n, p)
     raise_rc(rc)
     if check and not (total - total == 0.0):
-        raise FloatingPointError(_v.nonfinite_msg(
+        raise FloatingPointError(_ca.nonfinite_msg(
             _first_nonfinite(norms.buf, al.n), al.single, "grads", total, p))
     return total
 
@@ -111,14 +111,14 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     with nogil:
         rc = fc_clip_grad_norm_(al.arrs, al.n, mx, p, check, norms.buf, &total, &bad, &scaled)
     if rc == FC_ENONFINITE:
-        raise FloatingPointError(_v.nonfinite_msg(<int>bad, al.single, "grads", total, p))
+        raise FloatingPointError(_ca.nonfinite_msg(<int>bad, al.single, "grads", total, p))
     raise_rc(rc)
     return total
 
 
 def clip_grads_with_norm_(grads, max_norm, total_norm):
     cdef double mx = _nonneg(max_norm, "max_norm")
-    cdef double total = _v.check_total_norm(total_norm)
+    cdef double total = _cs.check_total_norm(total_norm)
     cdef ArrayList al = collect(grads, "grads", True)
     cdef double coef = fc_clip_coef(mx, total)
     cdef int rc = FC_OK
@@ -193,14 +193,14 @@ cdef object _unary_into(ArrayList src, int op, double lo, double hi, const doubl
 
 
 def clip_by_value(x, lo, hi):
-    lo_f, hi_f = _v.check_range(lo, hi)
+    lo_f, hi_f = _cs.check_range(lo, hi)
     cdef ArrayList al = collect(x, "x", False)
     outs = _unary_into(al, 0, lo_f, hi_f, NULL)
     return outs[0] if al.single else outs
 
 
 def clip_by_norm(x, clip_norm):
-    cdef double c = _v.check_positive(clip_norm, "clip_norm")
+    cdef double c = _cs.check_positive(clip_norm, "clip_norm")
     cdef ArrayList al = collect(x, "x", False)
     cdef _Norms norms = _Norms(al.n)
     cdef Py_ssize_t i
@@ -216,7 +216,7 @@ def clip_by_norm(x, clip_norm):
 
 
 def clip_by_global_norm(xs, clip_norm, use_norm=None):
-    cdef double c = _v.check_positive(clip_norm, "clip_norm")
+    cdef double c = _cs.check_positive(clip_norm, "clip_norm")
     cdef ArrayList al = collect(xs, "xs", False)
     cdef _Norms norms = _Norms(al.n)
     cdef double g
@@ -228,7 +228,7 @@ def clip_by_global_norm(xs, clip_norm, use_norm=None):
             g = fc_total_norm(norms.buf, al.n, 2.0)
         raise_rc(rc)
     else:
-        g = _v.check_total_norm(use_norm, "use_norm")
+        g = _cs.check_total_norm(use_norm, "use_norm")
     # TensorFlow: clip_norm * min(1/g, 1/clip_norm), NaN when g is inf or NaN.
     cdef double inv = 1.0 / g if g != 0.0 else float("inf")
     cdef double coef = c * (inv if inv < 1.0 / c else 1.0 / c)

@@ -5,7 +5,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _ca
 
 cnp.import_array()
 
@@ -61,7 +61,7 @@ cdef ArrayList collect(object obj, str name, bint inplace):
     elif type(obj) is tuple:
         items = list(obj)
     else:
-        items, out.single = _v.as_sequence(obj, name)
+        items, out.single = _ca.as_sequence(obj, name)
     n = len(items)
     out.n = n
     out.arrays = items
@@ -74,23 +74,31 @@ cdef ArrayList collect(object obj, str name, bint inplace):
     for i in range(n):
         item = items[i]
         if not cnp.PyArray_Check(item):
-            raise TypeError(_v.not_array_msg(_v.label(name, i, out.single), item))
+            raise TypeError(_ca.not_array_msg(_ca.label(name, i, out.single), item))
+        if not cnp.PyArray_CheckExact(item):
+            # a subclass: a plain view of its memory (TypeError for a masked array)
+            if not copied:
+                items = list(items)
+                out.arrays = items
+                copied = True
+            item = _ca.check_array(item, _ca.label(name, i, out.single), inplace)
+            items[i] = item
         typenum = cnp.PyArray_TYPE(<cnp.ndarray>item)
         if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
-            raise TypeError(_v.bad_dtype_msg(_v.label(name, i, out.single), item.dtype))
+            raise TypeError(_ca.bad_dtype_msg(_ca.label(name, i, out.single), item.dtype))
         if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>item):
             if not copied:
                 items = list(items)
                 out.arrays = items
                 copied = True
-            item = _v.check_array(item, _v.label(name, i, out.single), inplace)
+            item = _ca.check_array(item, _ca.label(name, i, out.single), inplace)
             items[i] = item
         if inplace and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>item):
-            raise ValueError(_v.readonly_msg(_v.label(name, i, out.single)))
+            raise ValueError(_ca.readonly_msg(_ca.label(name, i, out.single)))
         fill(&out.arrs[i], item)
     if inplace and n > 1 and fc_extents_overlap(out.arrs, n):
         # Extents overlap: decide exactly (interleaved views do not share).
-        _v.check_no_shared_memory(items, name)
+        _ca.check_no_shared_memory(items, name)
     return out
 
 

@@ -20,15 +20,7 @@ cimport numpy as cnp
 import numpy as np
 
 from fastclip._common cimport raise_rc, FC_OK
-from fastclip.reference.nn import (
-    ACTIVATIONS,
-    check_loss_pred_target,
-    check_xent_args,
-    he_normal,
-    he_uniform,
-    xavier_normal,
-    xavier_uniform,
-)
+from fastclip._checks.nn import ACTIVATIONS, check_loss_pred_target, check_xent_args
 
 cnp.import_array()
 
@@ -38,12 +30,8 @@ __all__ = [
     "check_xent_args",
     "dense_backward",
     "dense_forward",
-    "he_normal",
-    "he_uniform",
     "mse",
     "softmax_cross_entropy",
-    "xavier_normal",
-    "xavier_uniform",
 ]
 
 cdef extern from "nn.h" nogil:

@@ -10,6 +10,31 @@ KINDS: tuple[str, ...]
 def state_names(
     kind: str, *, momentum: float = ..., amsgrad: bool = ..., centered: bool = ...
 ) -> tuple[str, ...]: ...
+class StepPlan:
+    def __init__(
+        self,
+        kind: str,
+        params: Sequence[np.ndarray],
+        states: list[tuple[np.ndarray, ...]],
+        *,
+        weight_decay: float = ...,
+        momentum: float = ...,
+        dampening: float = ...,
+        nesterov: bool = ...,
+        beta1: float = ...,
+        beta2: float = ...,
+        eps: float = ...,
+        amsgrad: bool = ...,
+        decoupled: bool = ...,
+        alpha: float = ...,
+        centered: bool = ...,
+        clip_norm: float | None = ...,
+        clip_value: float | None = ...,
+    ) -> None: ...
+    def step(
+        self, grads: Sequence[np.ndarray], *, lr: float, step: int, sqnorms: Any = ...
+    ) -> tuple[float, int]: ...
+
 def fused_step(
     kind: str,
     params: Sequence[np.ndarray],

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _schedules_spec as _s
+from fastclip._checks import schedules as _s
 
 __all__ = ["plot_schedule"]
 

@@ -5,7 +5,7 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from fastclip._schedules_spec import Lowered
+from fastclip._checks.schedules import Lowered
 
 __all__ = ["PlateauState", "Schedule", "evaluate"]
 

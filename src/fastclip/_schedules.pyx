@@ -2,12 +2,13 @@
 """C bindings of the learning-rate schedules (csrc/schedules.c).
 
 :class:`Schedule` owns an ``fc_schedule`` struct built once from the lowered
-description of fastclip._schedules_spec; calling it with a Python int or float
+description of fastclip._checks.schedules; calling it with a Python int or float
 goes straight to ``fc_schedule_eval`` (no allocation besides the result
 float), an array goes through one ``fc_schedule_eval_array`` call with the GIL
 released. Each call first checks that the compiled implementation is selected
 (``fastclip.set_implementation``); otherwise it evaluates with
-fastclip.reference.schedules. Documentation lives in fastclip.schedules.
+fastclip.reference.schedules (reached through fastclip._dispatch). Documentation
+lives in fastclip.schedules.
 """
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
@@ -21,8 +22,7 @@ import sys
 
 import numpy as np
 
-from fastclip import _schedules_spec as _s
-from fastclip.reference import schedules as _ref
+from fastclip._checks import schedules as _s
 
 cnp.import_array()
 
@@ -191,7 +191,7 @@ cdef class Schedule:
         if _FAM is None:
             _init_dispatch()
         if _FAM.impl is not _SELF:
-            return _ref.evaluate(self._fc_lowered, step)
+            return _FAM.reference.evaluate(self._fc_lowered, step)
         if type(step) is float:
             x = PyFloat_AS_DOUBLE(step)
         elif type(step) is int:

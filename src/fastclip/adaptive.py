@@ -25,13 +25,14 @@ explosion monitor (:class:`fastclip.train.GradientMonitor`) or of
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import adaptive as _cad
+from fastclip._checks import arrays as _ca
+from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
 from fastclip._window import SortedWindow
 from fastclip.clip import clip_grads_with_norm_, get_total_norm
@@ -130,23 +131,13 @@ def adaptive_grad_clip_(
 # ---------------------------------------------------------------------------
 
 
-def _sqnorms_arg(sqnorms: Any, n: int) -> np.ndarray:
-    arr = np.asarray(sqnorms, dtype=np.float64)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(
-            f"sqnorms must be a 1-d array with one sum of squares per gradient ({n}), "
-            f"got shape {arr.shape}"
-        )
-    return arr
-
-
 def _global_from(grads: Arrays, sqnorms: Any) -> tuple[list[np.ndarray], bool, np.ndarray]:
     """Validated in-place gradients and their per-array sums of squares."""
-    arrays, single = _v.check_arrays(grads, "grads", inplace=True)
+    arrays, single = _ca.check_arrays(grads, "grads", inplace=True)
     if sqnorms is None:
         sq = np.array([get_total_norm(a) ** 2 for a in arrays], dtype=np.float64)
     else:
-        sq = _sqnorms_arg(sqnorms, len(arrays))
+        sq = _cad.sqnorms_arg(sqnorms, len(arrays))
     return arrays, single, sq
 
 
@@ -155,37 +146,8 @@ def _total(sq: np.ndarray) -> float:
 
 
 def _copies(grads: Arrays) -> tuple[list[np.ndarray], bool]:
-    arrays, single = _v.check_arrays(grads, "grads", inplace=False)
+    arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
     return [np.array(a, copy=True) for a in arrays], single
-
-
-def _real_param(value: Any, name: str, *, low: float, low_open: bool, high: float | None = None,
-                high_open: bool = True) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    ok = not math.isnan(v) and (v > low if low_open else v >= low)
-    if ok and high is not None:
-        ok = v < high if high_open else v <= high
-    if not ok:
-        lo = f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
-        raise ValueError(f"{name} must be {lo}{hi}, got {value!r}")
-    return v
-
-
-def _int_param(value: Any, name: str, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if int(value) < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return int(value)
-
-
-def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-    return value.lower()
 
 
 class _Clipper:
@@ -304,8 +266,8 @@ class AGC(_Clipper):
 
     def __init__(self, clipping: float = 0.01, eps: float = 1e-3, *, comm: Any = None) -> None:
         super().__init__(comm)
-        self.clipping = _real_param(clipping, "clipping", low=0.0, low_open=True)
-        self.eps = _real_param(eps, "eps", low=0.0, low_open=False)
+        self.clipping = _cs.check_interval(clipping, "clipping", low=0.0, low_open=True)
+        self.eps = _cs.check_interval(eps, "eps", low=0.0, low_open=False)
 
     def clip_(self, grads: Arrays, params: Arrays | None = None, *,
               sqnorms: Any = None) -> float:
@@ -348,21 +310,13 @@ class AGC(_Clipper):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore settings saved by :meth:`state_dict` (validated)."""
-        _require_keys(state, ("clipping", "eps"), "AGC")
-        clipping = _real_param(state["clipping"], "clipping", low=0.0, low_open=True)
-        eps = _real_param(state["eps"], "eps", low=0.0, low_open=False)
+        _cad.require_keys(state, ("clipping", "eps"), "AGC")
+        clipping = _cs.check_interval(state["clipping"], "clipping", low=0.0, low_open=True)
+        eps = _cs.check_interval(state["eps"], "eps", low=0.0, low_open=False)
         self.clipping, self.eps = clipping, eps
 
     def __repr__(self) -> str:
         return f"AGC(clipping={self.clipping!r}, eps={self.eps!r})"
-
-
-def _require_keys(state: Any, keys: tuple[str, ...], cls: str) -> None:
-    if not isinstance(state, dict):
-        raise TypeError(f"state must be a dict from {cls}.state_dict(), got {type(state).__name__}")
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise ValueError(f"state is missing {missing} (expected a {cls}.state_dict())")
 
 
 def _lerp_percentile(sorted_vals: list[float], q: float) -> float:
@@ -421,10 +375,10 @@ class AutoClip(_Clipper):
     def __init__(self, percentile: float = 10.0, history_size: int | None = None, *,
                  comm: Any = None) -> None:
         super().__init__(comm)
-        self.percentile = _real_param(percentile, "percentile", low=0.0, low_open=False,
+        self.percentile = _cs.check_interval(percentile, "percentile", low=0.0, low_open=False,
                                       high=100.0, high_open=False)
         self.history_size = (None if history_size is None
-                             else _int_param(history_size, "history_size", 1))
+                             else _cs.check_int(history_size, "history_size", 1))
         self._window = SortedWindow(self.history_size)
         self.last_threshold = math.nan
 
@@ -483,11 +437,11 @@ class AutoClip(_Clipper):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (validated before anything changes)."""
-        _require_keys(state, ("percentile", "history_size", "history"), "AutoClip")
-        pct = _real_param(state["percentile"], "percentile", low=0.0, low_open=False,
+        _cad.require_keys(state, ("percentile", "history_size", "history"), "AutoClip")
+        pct = _cs.check_interval(state["percentile"], "percentile", low=0.0, low_open=False,
                           high=100.0, high_open=False)
         size = (None if state["history_size"] is None
-                else _int_param(state["history_size"], "history_size", 1))
+                else _cs.check_int(state["history_size"], "history_size", 1))
         hist = np.asarray(state["history"], dtype=np.float64)
         if hist.ndim != 1 or not np.all(np.isfinite(hist)) or np.any(hist < 0):
             raise ValueError("history must be a 1-d array of finite norms >= 0")
@@ -576,15 +530,15 @@ class ZClip(_Clipper):
         comm: Any = None,
     ) -> None:
         super().__init__(comm)
-        self.alpha = _real_param(alpha, "alpha", low=0.0, low_open=True, high=1.0)
-        self.z_thresh = _real_param(z_thresh, "z_thresh", low=0.0, low_open=True)
+        self.alpha = _cs.check_interval(alpha, "alpha", low=0.0, low_open=True, high=1.0)
+        self.z_thresh = _cs.check_interval(z_thresh, "z_thresh", low=0.0, low_open=True)
         self.max_grad_norm = (None if max_grad_norm is None else
-                              _real_param(max_grad_norm, "max_grad_norm", low=0.0, low_open=True))
-        self.eps = _real_param(eps, "eps", low=0.0, low_open=False)
-        self.warmup_steps = _int_param(warmup_steps, "warmup_steps", 1)
-        self.mode = _choice(mode, "mode", ("zscore", "percentile"))
-        self.clip_option = _choice(clip_option, "clip_option", ("adaptive_scaling", "mean"))
-        self.clip_factor = _real_param(clip_factor, "clip_factor", low=0.0, low_open=True)
+                              _cs.check_interval(max_grad_norm, "max_grad_norm", low=0.0, low_open=True))
+        self.eps = _cs.check_interval(eps, "eps", low=0.0, low_open=False)
+        self.warmup_steps = _cs.check_int(warmup_steps, "warmup_steps", 1)
+        self.mode = _cad.choice(mode, "mode", ("zscore", "percentile"))
+        self.clip_option = _cad.choice(clip_option, "clip_option", ("adaptive_scaling", "mean"))
+        self.clip_factor = _cs.check_interval(clip_factor, "clip_factor", low=0.0, low_open=True)
         self.skip_update_on_spike = bool(skip_update_on_spike)
         self._buffer: list[float] = []
         self.mean: float | None = None
@@ -681,7 +635,7 @@ class ZClip(_Clipper):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (validated before anything changes)."""
-        _require_keys(state, self._SETTINGS + ("buffer", "mean", "var"), "ZClip")
+        _cad.require_keys(state, self._SETTINGS + ("buffer", "mean", "var"), "ZClip")
         other = ZClip(**{k: state[k] for k in self._SETTINGS})
         buf = np.asarray(state["buffer"], dtype=np.float64)
         if buf.ndim != 1 or not np.all(np.isfinite(buf)):
@@ -690,8 +644,8 @@ class ZClip(_Clipper):
         if (mean is None) != (var is None):
             raise ValueError("mean and var must both be None (warm-up) or both be numbers")
         if mean is not None:
-            mean = _real_param(mean, "mean", low=-math.inf, low_open=True)
-            var = _real_param(var, "var", low=0.0, low_open=False)
+            mean = _cs.check_interval(mean, "mean", low=-math.inf, low_open=True)
+            var = _cs.check_interval(var, "var", low=0.0, low_open=False)
         for k in self._SETTINGS:
             setattr(self, k, getattr(other, k))
         self._buffer = [float(b) for b in buf]

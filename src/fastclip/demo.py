@@ -106,7 +106,9 @@ def _configs(steps: int) -> list[tuple[str, str, dict[str, Any], str]]:
         ("plain", f"plain SGD (lr={LR:g})", {}, "raise"),
         ("value", f"value clipping (+-{CLIP_VALUE:g})", {"clip_value": CLIP_VALUE}, "skip"),
         ("norm", f"global norm {CLIP_NORM:g} + warm-up/cosine",
-         {"clip_norm": CLIP_NORM, "lr": schedules.warmup_cosine(LR, max(1, steps // 10), steps)},
+         {"clip_norm": CLIP_NORM,
+          "lr": schedules.warmup_cosine(peak_value=LR, warmup_steps=max(1, steps // 10),
+                                        decay_steps=steps)},
          "skip"),
     ]
 

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from fastclip._checks import nn as _cn
 from fastclip._dispatch import family
 
 __all__ = [
@@ -124,20 +125,35 @@ _INIT_DOC = """
 
 
 def xavier_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    return _fam.impl.xavier_uniform(shape, rng, gain, dtype)
+    shp, fi, fo, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
+    bound = g * math.sqrt(6.0 / _cn.fan(fi + fo))
+    return r.uniform(-bound, bound, size=shp).astype(dt)
 
 
 def xavier_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    return _fam.impl.xavier_normal(shape, rng, gain, dtype)
+    shp, fi, fo, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
+    std = g * math.sqrt(2.0 / _cn.fan(fi + fo))
+    return (r.standard_normal(size=shp) * std).astype(dt)
 
 
 def he_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    return _fam.impl.he_uniform(shape, rng, gain, dtype)
+    shp, fi, _, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
+    bound = g * math.sqrt(6.0 / _cn.fan(fi))
+    return r.uniform(-bound, bound, size=shp).astype(dt)
 
 
 def he_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    return _fam.impl.he_normal(shape, rng, gain, dtype)
+    shp, fi, _, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
+    std = g * math.sqrt(2.0 / _cn.fan(fi))
+    return (r.standard_normal(size=shp) * std).astype(dt)
 
+
+_INIT_FUNCS: dict[str, Callable[..., np.ndarray]] = {
+    "xavier_uniform": xavier_uniform,
+    "xavier_normal": xavier_normal,
+    "he_uniform": he_uniform,
+    "he_normal": he_normal,
+}
 
 xavier_uniform.__doc__ = (
     "Glorot/Xavier uniform: U(-a, a) with ``a = gain * sqrt(6 / (fan_in + fan_out))``.\n\n"
@@ -1378,7 +1394,7 @@ def _init_weight(init_name: str, n_in: int, n_out: int, act: int, slope: float,
     gain = 1.0
     if init_name.startswith("he") and act in (2, 3):
         gain = 1.0 / math.sqrt(1.0 + slope * slope)
-    fn: Callable[..., np.ndarray] = getattr(_fam.impl, init_name)
+    fn: Callable[..., np.ndarray] = _INIT_FUNCS[init_name]
     return fn((n_in, n_out), rng, gain, dtype)
 
 

@@ -31,50 +31,21 @@ first step uses ``lr(0)``) and multiplied by :attr:`Optimizer.lr_scale`.
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import optim as _co
+from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
-from fastclip.reference import optim as _ref
 
 __all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
-LR = Union[float, Callable[[int], float]]
+LR = _co.LR
 
 _fam = family("optim")
-
-
-def _nonneg(value: Any, name: str) -> float:
-    return _v.check_nonnegative(value, name)
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Hyper-parameter equality (tuples element by element, no array truth values)."""
-    if isinstance(b, tuple):
-        return isinstance(a, tuple) and len(a) == len(b) and all(map(_same, a, b))
-    try:
-        return bool(a == b) and type(a) is not str
-    except (TypeError, ValueError):
-        return False
-
-
-def _check_lr(lr: Any) -> LR:
-    if callable(lr):
-        return lr
-    v = _v.check_real(lr, "lr")
-    if v < 0:
-        raise ValueError(f"lr must be >= 0 (invalid learning rate), got {v!r}")
-    return v
 
 
 class Optimizer:
@@ -108,26 +79,33 @@ class Optimizer:
         clip_norm: float | None,
         clip_value: float | None,
     ) -> None:
-        plist = _ref.check_params_list(params)
+        plist = _co.check_params_list(params)
         if len(plist) == 0:
             raise ValueError("params is an empty list: the optimiser has nothing to update")
         self._params: list[np.ndarray] = plist
-        self._lr = _check_lr(lr)
-        self._clip_norm, self._clip_value = _ref.check_clip(clip_norm, clip_value)
+        self._lr = _co.check_lr(lr)
+        self._clip_norm, self._clip_value = _co.check_clip(clip_norm, clip_value)
         self._hyper = hyper  # the public hyper-parameters (validated by subclasses)
         self._kernel = kernel  # the same, as keyword arguments of fused_step
-        self._names = _ref.state_names(
+        self._names = _co.state_names(
             self._kind,
             momentum=kernel.get("momentum", 0.0),
             amsgrad=kernel.get("amsgrad", False),
             centered=kernel.get("centered", False),
         )
         self._state: list[tuple[np.ndarray, ...]] = [
-            tuple(np.zeros(p.shape, p.dtype, order=_ref.layout_order(p)) for _ in self._names)
+            tuple(np.zeros(p.shape, p.dtype, order=_co.layout_order(p)) for _ in self._names)
             for p in plist
         ]
         self._step_count = 0
+        # step, state_dict and load_state_dict read and write the state as a whole:
+        # one at a time, so that threads sharing an optimiser see whole steps
+        self._lock = threading.RLock()
         self._lr_scale = 1.0
+        # validated once here, into the selected implementation's step plan
+        self._plan: Any = None
+        self._plan_impl: str | None = None
+        self._current_plan()
 
     # -- attributes ---------------------------------------------------------------------
     @property
@@ -147,10 +125,7 @@ class Optimizer:
 
     @lr_scale.setter
     def lr_scale(self, value: float) -> None:
-        v = _v.check_real(value, "lr_scale")
-        if not (v >= 0 and math.isfinite(v)):
-            raise ValueError(f"lr_scale must be finite and >= 0, got {v!r}")
-        self._lr_scale = v
+        self._lr_scale = _co.check_lr_scale(value, "lr_scale")
 
     @property
     def lr(self) -> float:
@@ -172,19 +147,7 @@ class Optimizer:
 
     def _lr_at(self, step: int) -> float:
         if callable(self._lr):
-            raw = self._lr(step)
-            try:
-                v = _v.check_real(raw, "lr")
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(
-                    f"the lr callable returned {raw!r} at step {step}; it must return a "
-                    "real number >= 0"
-                ) from None
-            if v < 0:
-                raise ValueError(
-                    f"the lr callable returned {v!r} at step {step}; a learning rate must "
-                    "be >= 0"
-                )
+            v = _co.check_lr_value(self._lr(step), step)
         else:
             v = self._lr
         return v * self._lr_scale
@@ -235,19 +198,13 @@ class Optimizer:
         """
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        with self._lock:
+            return self._step(grads, sqnorms, on_nonfinite)
+
+    def _step(self, grads: Sequence[np.ndarray], sqnorms: Any, on_nonfinite: str) -> float:
+        plan = self._current_plan()
         lr = self._lr_at(self._step_count)
-        total, bad = _fam.impl.fused_step(
-            self._kind,
-            self._params,
-            grads,
-            self._state,
-            lr=lr,
-            step=self._step_count + 1,
-            clip_norm=self._clip_norm,
-            clip_value=self._clip_value,
-            sqnorms=sqnorms,
-            **self._kernel,
-        )
+        total, bad = plan.step(grads, lr=lr, step=self._step_count + 1, sqnorms=sqnorms)
         if not math.isfinite(total):
             if on_nonfinite == "raise":
                 where = (
@@ -275,16 +232,17 @@ class Optimizer:
             with PyTorch's state names (``momentum_buffer``, ``exp_avg``,
             ``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, ``grad_avg``).
         """
-        return {
-            "optimizer": type(self).__name__,
-            "step_count": self._step_count,
-            "lr_scale": self._lr_scale,
-            "hyperparams": dict(self._hyper),
-            "state": [
-                {name: arr.copy(order="K") for name, arr in zip(self._names, st)}
-                for st in self._state
-            ],
-        }
+        with self._lock:
+            return {
+                "optimizer": type(self).__name__,
+                "step_count": self._step_count,
+                "lr_scale": self._lr_scale,
+                "hyperparams": dict(self._hyper),
+                "state": [
+                    {name: arr.copy(order="K") for name, arr in zip(self._names, st)}
+                    for st in self._state
+                ],
+            }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (values are copied in).
@@ -303,78 +261,39 @@ class Optimizer:
             extra key, a wrong parameter count or array shape, a bad step count or
             lr scale.
         """
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
-        keys = {"optimizer", "step_count", "lr_scale", "hyperparams", "state"}
-        if set(state_dict) != keys:
-            raise ValueError(
-                f"state_dict must have the keys {sorted(keys)}, got {sorted(state_dict)}"
+        sc, scale, st = _co.check_state_dict(
+            state_dict, type(self).__name__, self._hyper, self._names, self._params
+        )
+        with self._lock:
+            for entry, arrs in zip(st, self._state):
+                for k, dst in zip(self._names, arrs):
+                    np.copyto(dst, entry[k])
+            self._step_count = int(sc)
+            self._lr_scale = scale
+
+    def _current_plan(self) -> Any:
+        """The step plan of the implementation selected now (built on first use and
+        again after :func:`fastclip.set_implementation` switched it)."""
+        impl = _fam.impl
+        if self._plan_impl != impl.__name__:
+            self._plan = impl.StepPlan(
+                self._kind, self._params, self._state, clip_norm=self._clip_norm,
+                clip_value=self._clip_value, **self._kernel,
             )
-        name = type(self).__name__
-        if state_dict["optimizer"] != name:
-            raise ValueError(
-                f"state_dict['optimizer'] is {state_dict['optimizer']!r} but this optimiser "
-                f"is {name!r}"
-            )
-        hyper = state_dict["hyperparams"]
-        if not isinstance(hyper, dict) or set(hyper) != set(self._hyper):
-            raise ValueError(
-                f"state_dict['hyperparams'] must have the keys {sorted(self._hyper)}"
-            )
-        for k, v in self._hyper.items():
-            got = hyper[k]
-            if isinstance(v, tuple) and isinstance(got, (list, tuple, np.ndarray)):
-                got = tuple(got)  # betas after a JSON or npz round trip
-            if not _same(got, v):
-                raise ValueError(
-                    f"state_dict['hyperparams'][{k!r}] is {hyper[k]!r} but this optimiser "
-                    f"has {k}={v!r}; create the optimiser with the same hyper-parameters"
-                )
-        sc = state_dict["step_count"]
-        try:
-            if isinstance(sc, (bool, np.bool_)):
-                raise TypeError
-            sc = operator.index(sc)
-        except TypeError:
-            sc = -1
-        if sc < 0:
-            raise ValueError(
-                f"state_dict['step_count'] must be an int >= 0, got {state_dict['step_count']!r}"
-            )
-        scale = _v.check_real(state_dict["lr_scale"], "state_dict['lr_scale']")
-        if not (scale >= 0 and math.isfinite(scale)):
-            raise ValueError(f"state_dict['lr_scale'] must be finite and >= 0, got {scale!r}")
-        st = state_dict["state"]
-        if not isinstance(st, (list, tuple)) or len(st) != len(self._params):
-            n = len(st) if isinstance(st, (list, tuple)) else type(st).__name__
-            raise ValueError(
-                f"state_dict['state'] must be a list of {len(self._params)} dicts (one per "
-                f"parameter), got {n}"
-            )
-        for i, (entry, p) in enumerate(zip(st, self._params)):
-            if not isinstance(entry, dict) or set(entry) != set(self._names):
-                raise ValueError(
-                    f"state_dict['state'][{i}] must be a dict with the keys "
-                    f"{sorted(self._names)}"
-                )
-            for k in self._names:
-                a = entry[k]
-                lab = f"state_dict['state'][{i}][{k!r}]"
-                if not isinstance(a, np.ndarray):
-                    raise TypeError(f"{lab} must be a numpy.ndarray, got {type(a).__name__}")
-                if a.dtype != p.dtype:
-                    raise TypeError(
-                        f"{lab} has dtype {a.dtype} but params[{i}] has dtype {p.dtype}"
-                    )
-                if a.shape != p.shape:
-                    raise ValueError(
-                        f"{lab} has shape {a.shape} but params[{i}] has shape {p.shape}"
-                    )
-        for entry, arrs in zip(st, self._state):
-            for k, dst in zip(self._names, arrs):
-                np.copyto(dst, entry[k])
-        self._step_count = int(sc)
-        self._lr_scale = scale
+            self._plan_impl = impl.__name__  # the module's name: optimisers hold data only
+        return self._plan
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        # a lock and a plan (views of this object's arrays) do not pickle or copy:
+        # each copy gets its own
+        del state["_lock"]
+        state["_plan"] = state["_plan_impl"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self._hyper.items())
@@ -452,10 +371,10 @@ class SGD(Optimizer):
         clip_norm: float | None = None,
         clip_value: float | None = None,
     ) -> None:
-        momentum = _nonneg(momentum, "momentum")
-        dampening = _v.check_real(dampening, "dampening")
-        nesterov = _bool(nesterov, "nesterov")
-        weight_decay = _nonneg(weight_decay, "weight_decay")
+        momentum = _cs.check_nonnegative(momentum, "momentum")
+        dampening = _cs.check_real(dampening, "dampening")
+        nesterov = _cs.check_bool(nesterov, "nesterov")
+        weight_decay = _cs.check_nonnegative(weight_decay, "weight_decay")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
                 "nesterov=True requires momentum > 0 and dampening == 0 (as torch.optim.SGD), "
@@ -472,7 +391,7 @@ def _betas(betas: Any) -> tuple[float, float]:
         raise TypeError(f"betas must be a pair of floats, got {betas!r}")
     out = []
     for k, b in enumerate(betas):
-        v = _v.check_real(b, f"betas[{k}]")
+        v = _cs.check_real(b, f"betas[{k}]")
         if not 0.0 <= v < 1.0:
             raise ValueError(f"betas[{k}] must be in [0, 1), got {v!r}")
         out.append(v)
@@ -527,10 +446,10 @@ class Adam(Optimizer):
         clip_norm: float | None = None,
         clip_value: float | None = None,
     ) -> None:
-        b1, b2 = _betas(betas)
-        eps = _nonneg(eps, "eps")
-        weight_decay = _nonneg(weight_decay, "weight_decay")
-        amsgrad = _bool(amsgrad, "amsgrad")
+        b1, b2 = _co.check_betas(betas)
+        eps = _cs.check_nonnegative(eps, "eps")
+        weight_decay = _cs.check_nonnegative(weight_decay, "weight_decay")
+        amsgrad = _cs.check_bool(amsgrad, "amsgrad")
         hyper = dict(betas=(b1, b2), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
         kernel = dict(beta1=b1, beta2=b2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                       decoupled=self._decoupled)
@@ -618,11 +537,11 @@ class RMSprop(Optimizer):
         clip_norm: float | None = None,
         clip_value: float | None = None,
     ) -> None:
-        alpha = _nonneg(alpha, "alpha")
-        eps = _nonneg(eps, "eps")
-        weight_decay = _nonneg(weight_decay, "weight_decay")
-        momentum = _nonneg(momentum, "momentum")
-        centered = _bool(centered, "centered")
+        alpha = _cs.check_nonnegative(alpha, "alpha")
+        eps = _cs.check_nonnegative(eps, "eps")
+        weight_decay = _cs.check_nonnegative(weight_decay, "weight_decay")
+        momentum = _cs.check_nonnegative(momentum, "momentum")
+        centered = _cs.check_bool(centered, "centered")
         hyper = dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                      centered=centered)
         super().__init__(params, lr, hyper, dict(hyper), clip_norm=clip_norm,

@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _schedules_spec as _s
+from fastclip._checks import schedules as _s
+from fastclip._checks.scalars import check_real
 from fastclip._dispatch import family
-from fastclip._validation import check_real
 
 __all__ = [
     "ReduceLROnPlateau",
@@ -140,24 +140,65 @@ def from_dict(d: dict[str, Any]) -> Schedule:
     ValueError
         If ``kind`` is missing or unknown, or a parameter is invalid.
     """
+    return _from_dict(d, "d", 0, set())
+
+
+#: How deep child schedules may nest in :func:`from_dict` (a guard against cycles and
+#: hostile configuration files, far above any real schedule).
+_MAX_DEPTH = 64
+
+
+def _from_dict(d: Any, where: str, depth: int, active: set[int]) -> Schedule:
+    """:func:`from_dict` of the dict at ``where`` (``d['schedule']...``), ``depth``
+    levels down; ``active`` holds the ids of the dicts being converted above it."""
     if not isinstance(d, dict):
-        raise TypeError(f"d must be a dict, got {type(d).__name__}")
+        raise TypeError(f"{where} must be a dict, got {type(d).__name__}")
+    if id(d) in active:
+        raise ValueError(f"{where} contains itself: a schedule dict must be a tree")
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{where} nests schedules more than {_MAX_DEPTH} levels deep")
     if "kind" not in d:
-        raise ValueError("d must have a 'kind' entry naming the schedule")
-    params = {}
-    for k, v in d.items():
-        if k == "kind":
-            continue
-        if isinstance(v, dict) and "kind" in v:
-            v = from_dict(v)
-        elif isinstance(v, (list, tuple)) and v and all(
-            isinstance(x, dict) and "kind" in x for x in v
-        ):
-            v = tuple(from_dict(x) for x in v)
-        params[k] = v
+        raise ValueError(f"{where} must have a 'kind' entry naming the schedule")
+    active.add(id(d))
+    try:
+        params = {}
+        for k, v in d.items():
+            if k == "kind":
+                continue
+            field = f"{where}[{k!r}]"
+            if isinstance(v, dict) and "kind" in v:
+                v = _from_dict(v, field, depth + 1, active)
+            elif isinstance(v, (list, tuple)) and v and all(
+                isinstance(x, dict) and "kind" in x for x in v
+            ):
+                v = tuple(_from_dict(x, f"{field}[{i}]", depth + 1, active)
+                          for i, x in enumerate(v))
+            params[k] = v
+    finally:
+        active.discard(id(d))
     if d["kind"] == "reduce_on_plateau":
         raise ValueError("reduce_on_plateau is stateful: use ReduceLROnPlateau.load_state_dict")
-    return _make(d["kind"], **params)
+    if depth == 0:
+        return _make(d["kind"], **params)
+    try:
+        return _make(d["kind"], **params)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+_MISSING = object()
+
+
+def _alias(value: Any, name: str, other: Any, other_name: str, default: Any = _MISSING) -> Any:
+    """The one of two spellings of a parameter that was given."""
+    if value is not None and other is not None:
+        raise TypeError(f"pass {name} or {other_name}, not both")
+    got = value if value is not None else other
+    if got is None:
+        if default is _MISSING:
+            raise TypeError(f"missing the required argument {name} (or {other_name})")
+        return default
+    return got
 
 
 # ---------------------------------------------------------------------------
@@ -289,11 +330,13 @@ def exponential(
 
 def polynomial(
     init_value: float,
-    decay_steps: float,
+    *,
+    decay_steps: float | None = None,
     end_value: float = 0.0,
     power: float = 1.0,
     cycle: bool = False,
     transition_begin: float = 0,
+    transition_steps: float | None = None,
 ) -> Schedule:
     """Polynomial decay from ``init_value`` to ``end_value`` over ``decay_steps``.
 
@@ -304,23 +347,28 @@ def polynomial(
     from a lower height each period.
 
     Equals ``optax.polynomial_schedule(init_value, end_value, power,
-    transition_steps=decay_steps, transition_begin)``; Keras's
-    ``PolynomialDecay(init, decay_steps, end, power, cycle)``;
-    ``torch.optim.lr_scheduler.PolynomialLR(opt, total_iters, power)`` is
-    ``polynomial(lr, total_iters, 0.0, power)``.
+    transition_steps, transition_begin)``; Keras's ``PolynomialDecay(init,
+    decay_steps, end, power, cycle)``; ``torch.optim.lr_scheduler.PolynomialLR(opt,
+    total_iters, power)`` is ``polynomial(lr, decay_steps=total_iters,
+    power=power)``. optax and Keras order the arguments differently, so every
+    argument after ``init_value`` is keyword-only.
 
     Parameters
     ----------
     init_value, end_value : float
         Start and end learning rates (``>= 0``).
     decay_steps : float
-        ``> 0``.
+        ``> 0`` (required). ``transition_steps`` (optax's name) is accepted
+        instead.
     power : float, default 1.0
         ``> 0``.
     cycle : bool, default False
     transition_begin : float, default 0
         Steps of constant ``init_value`` first, ``>= 0``.
+    transition_steps : float, optional
+        optax's name for ``decay_steps``; pass one of the two.
     """
+    decay_steps = _alias(decay_steps, "decay_steps", transition_steps, "transition_steps")
     return _make("polynomial", init_value=init_value, decay_steps=decay_steps,
                  end_value=end_value, power=power, cycle=cycle,
                  transition_begin=transition_begin)
@@ -330,6 +378,7 @@ def inverse_time(
     init_value: float,
     decay_steps: float,
     decay_rate: float,
+    *,
     power: float = 1.0,
     staircase: bool = False,
 ) -> Schedule:
@@ -339,7 +388,8 @@ def inverse_time(
     decay_steps`` (floored when ``staircase``).
 
     At ``power=1`` equals Keras's ``InverseTimeDecay(init_value, decay_steps,
-    decay_rate, staircase)``.
+    decay_rate, staircase)``; ``power`` and ``staircase`` are keyword-only
+    (Keras's fourth argument is ``staircase``).
 
     Parameters
     ----------
@@ -457,6 +507,7 @@ def warmup(schedule: Schedule, warmup_steps: float, init_value: float = 0.0,
 
 
 def warmup_cosine(
+    *,
     peak_value: float,
     warmup_steps: float,
     decay_steps: float,
@@ -475,7 +526,9 @@ def warmup_cosine(
     c ** exponent + a)`` with ``a = end_value / peak_value``.
 
     Equals ``optax.warmup_cosine_decay_schedule(init_value, peak_value,
-    warmup_steps, decay_steps, end_value, exponent)``; with
+    warmup_steps, decay_steps, end_value, exponent)`` with the same keywords
+    (every argument is keyword-only, so a call in optax's positional order
+    fails instead of reading ``init_value`` as the peak); with
     ``warmup_in_decay=False`` Keras's ``CosineDecay(initial_learning_rate=
     init_value, decay_steps, alpha=end_value / peak_value,
     warmup_target=peak_value, warmup_steps)``.
@@ -497,8 +550,9 @@ def warmup_cosine(
                  exponent=exponent, warmup_in_decay=warmup_in_decay)
 
 
-def cosine_restarts(init_value: float, t_0: float, t_mul: float = 1, eta_min: float = 0.0,
-                    m_mul: float = 1.0) -> Schedule:
+def cosine_restarts(init_value: float, T_0: float | None = None, T_mult: float | None = None,
+                    *, eta_min: float = 0.0, m_mul: float = 1.0, t_0: float | None = None,
+                    t_mul: float | None = None) -> Schedule:
     """Cosine annealing with warm restarts (SGDR).
 
     Period ``i`` lasts ``T_i = t_0 * t_mul ** i`` steps and starts at
@@ -509,30 +563,38 @@ def cosine_restarts(init_value: float, t_0: float, t_mul: float = 1, eta_min: fl
 
     Equals ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0,
     T_mult, eta_min)`` at ``m_mul=1`` (PyTorch needs an integer ``T_mult``;
-    any real ``t_mul >= 1`` works here), and Keras's
-    ``CosineDecayRestarts(init_value, first_decay_steps=t_0, t_mul, m_mul,
-    alpha=0)`` at ``eta_min=0``.
+    any real ``T_mult >= 1`` works here), and Keras's
+    ``CosineDecayRestarts(init_value, first_decay_steps=T_0, t_mul, m_mul,
+    alpha=0)`` at ``eta_min=0``. ``eta_min`` and ``m_mul`` are keyword-only
+    (Keras's fourth argument is ``m_mul``, PyTorch's ``eta_min``).
 
     Parameters
     ----------
     init_value : float
         The peak of the first period.
-    t_0 : float
-        Length of the first period, ``> 0``.
-    t_mul : float, default 1
-        Period growth factor, ``>= 1``.
+    T_0 : float
+        Length of the first period, ``> 0`` (required; ``t_0`` is accepted
+        instead).
+    T_mult : float, default 1
+        Period growth factor, ``>= 1`` (``t_mul`` is accepted instead).
     eta_min : float, default 0.0
         The floor, ``>= 0``.
     m_mul : float, default 1.0
         Peak decay factor per restart, in ``[0, 1]``.
+    t_0, t_mul : float, optional
+        The same as ``T_0`` and ``T_mult`` (the names of :attr:`Schedule.params`
+        and :meth:`Schedule.to_dict`); pass one spelling of each.
     """
-    return _make("cosine_restarts", init_value=init_value, t_0=t_0, t_mul=t_mul,
+    t0 = _alias(T_0, "T_0", t_0, "t_0")
+    tm = _alias(T_mult, "T_mult", t_mul, "t_mul", default=1)
+    return _make("cosine_restarts", init_value=init_value, t_0=t0, t_mul=tm,
                  eta_min=eta_min, m_mul=m_mul)
 
 
 def one_cycle(
     max_lr: float,
     total_steps: int,
+    *,
     pct_start: float = 0.3,
     anneal_strategy: str = "cos",
     div_factor: float = 25.0,
@@ -551,9 +613,10 @@ def one_cycle(
     (``"linear"``).
 
     Equals ``torch.optim.lr_scheduler.OneCycleLR(opt, max_lr, total_steps,
-    pct_start, anneal_strategy, div_factor=..., final_div_factor=...,
+    pct_start=..., anneal_strategy=..., div_factor=..., final_div_factor=...,
     three_phase=...)`` for steps ``0 .. total_steps - 1``; later steps return
-    the final value ``min`` (PyTorch raises).
+    the final value ``min`` (PyTorch raises). The arguments after
+    ``total_steps`` are keyword-only (PyTorch's third one is ``epochs``).
 
     Parameters
     ----------
@@ -720,9 +783,9 @@ class ReduceLROnPlateau:
 
     def __call__(self, step: Any = 0) -> Any:
         """The current learning rate (a float, or an array of it for an array of steps)."""
-        if type(step) is int or type(step) is float:
+        if type(step) is float:
             if not (step >= 0 and step < _INF):
-                raise _s.bad_step_error(float(step))
+                raise _s.bad_step_error(step)
             return self._state.lr
         if isinstance(step, (np.ndarray, list, tuple)):
             x = np.asarray(_s.steps_array(step), dtype=np.float64)
@@ -780,9 +843,64 @@ def reduce_on_plateau(init_value: float, mode: str = "min", factor: float = 0.1,
                       patience: int = 10, threshold: float = 1e-4,
                       threshold_mode: str = "rel", cooldown: int = 0, min_lr: float = 0.0,
                       eps: float = 1e-8) -> ReduceLROnPlateau:
-    """A new :class:`ReduceLROnPlateau` (PyTorch's ``ReduceLROnPlateau`` semantics).
+    """Reduce the learning rate when a metric stops improving (a stateful schedule).
 
-    See :class:`ReduceLROnPlateau` for the rule and the parameters.
+    The factory of :class:`ReduceLROnPlateau`, PyTorch's
+    ``torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode, factor, patience,
+    threshold, threshold_mode, cooldown, min_lr, eps)`` for one learning rate,
+    with the optimiser's lr replaced by ``init_value`` (same positional order).
+    Call :meth:`ReduceLROnPlateau.step` with the metric once per epoch; calling
+    the schedule with any valid step returns the current rate, so it can be an
+    optimiser's ``lr``.
+
+    Parameters
+    ----------
+    init_value : float
+        The starting learning rate, finite and ``>= 0``.
+    mode : {"min", "max"}, default "min"
+        Whether the metric should decrease (a loss) or increase (an accuracy).
+    factor : float, default 0.1
+        Multiplier of the rate at each reduction, in ``[0, 1)``.
+    patience : int, default 10
+        Bad epochs tolerated before a reduction, ``>= 0``.
+    threshold : float, default 1e-4
+        Minimum improvement that counts, ``>= 0``.
+    threshold_mode : {"rel", "abs"}, default "rel"
+        ``"rel"``: better means beyond ``best * (1 -/+ threshold)``; ``"abs"``:
+        beyond ``best -/+ threshold``.
+    cooldown : int, default 0
+        Epochs after a reduction during which bad epochs are not counted, ``>= 0``.
+    min_lr : float, default 0.0
+        Lower bound of the rate, ``>= 0``.
+    eps : float, default 1e-8
+        A reduction smaller than this is not applied, ``>= 0``.
+
+    Returns
+    -------
+    ReduceLROnPlateau
+        The schedule, with its state at the start (``lr == init_value``).
+
+    Raises
+    ------
+    TypeError
+        A parameter of the wrong type (a non-number, a bool, a non-integer
+        ``patience``/``cooldown``, a non-string mode).
+    ValueError
+        A parameter out of range or not finite (the message names it), or an
+        unknown ``mode``/``threshold_mode``.
+
+    See Also
+    --------
+    ReduceLROnPlateau : the rule in detail, ``state_dict``/``load_state_dict``.
+
+    Examples
+    --------
+    >>> from fastclip import schedules as S
+    >>> sched = S.reduce_on_plateau(0.1, patience=1)
+    >>> [sched.step(loss) for loss in (1.0, 1.0, 1.0)]
+    [0.1, 0.1, 0.010000000000000002]
+    >>> sched(0)
+    0.010000000000000002
     """
     return ReduceLROnPlateau(init_value, mode, factor, patience, threshold, threshold_mode,
                              cooldown, min_lr, eps)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _ca
 from fastclip.distributed.comm import _EXC_TYPES, agree_or_raise, check_comm
 from fastclip.distributed.norms import sequence
 
@@ -63,7 +63,7 @@ def check_same_shapes(arrays: Any, comm: Any, name: str = "grads") -> None:
     sig: Any = None
     try:
         arg, _ = sequence(arrays, name)
-        checked, _ = _v.check_arrays(arg, name, inplace=False)
+        checked, _ = _ca.check_arrays(arg, name, inplace=False)
         sig = signature(checked)
     except Exception as e:
         exc = e
@@ -137,7 +137,7 @@ def broadcast_parameters(params: Any, comm: Any, root: int = 0) -> None:
     arrays: list[np.ndarray] = []
     try:
         arg, _ = sequence(params, "params")
-        arrays, _ = _v.check_arrays(arg, "params", inplace=True)
+        arrays, _ = _ca.check_arrays(arg, "params", inplace=True)
     except Exception as e:
         exc = e
     agree_or_raise(comm, exc)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _ca
+from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
 from fastclip.distributed.comm import check_comm, mpi, raise_everywhere
 
@@ -139,13 +140,13 @@ def allreduce_norm(local_norms: Any, norm_type: Any = 2.0, comm: Any = None) -> 
         arguments are bad every rank raises (no deadlock).
     """
     if comm is None:
-        p = _v.check_norm_type(norm_type)
+        p = _cs.check_norm_type(norm_type)
         return float(_dist.impl.total_norm(_as_norms(local_norms), p))
     check_comm(comm)
     exc: BaseException | None = None
     p, norms = math.nan, np.empty(0)
     try:
-        p = _v.check_norm_type(norm_type)
+        p = _cs.check_norm_type(norm_type)
         norms = _as_norms(local_norms)
     except Exception as e:  # reported to every rank by the collective
         exc = e
@@ -195,7 +196,7 @@ def gather_failed(comm: Any, exc: BaseException) -> None:
 
 def sequence(obj: Any, name: str) -> tuple[Any, bool]:
     """One ndarray (kept, for messages) or the items of an iterable (consumed once)."""
-    items, single = _v.as_sequence(obj, name)
+    items, single = _ca.as_sequence(obj, name)
     return (obj if single else items), single
 
 
@@ -205,7 +206,7 @@ def get_total_norm(grads: Any, norm_type: Any, error_if_nonfinite: bool, comm: A
     exc: BaseException | None = None
     p, norms = math.nan, np.empty(0)
     try:
-        p = _v.check_norm_type(norm_type)
+        p = _cs.check_norm_type(norm_type)
         arg, _ = sequence(grads, "grads")
         norms = np.ascontiguousarray(_clip.impl.array_norms(arg, p), dtype=np.float64)
     except Exception as e:
@@ -227,10 +228,10 @@ def clip_grad_norm_(
     arrays: list[np.ndarray] = []
     p, mx, norms = math.nan, math.nan, np.empty(0)
     try:
-        mx = _v.check_nonnegative(max_norm, "max_norm")
-        p = _v.check_norm_type(norm_type)
+        mx = _cs.check_nonnegative(max_norm, "max_norm")
+        p = _cs.check_norm_type(norm_type)
         arg, _ = sequence(grads, "grads")
-        arrays, _ = _v.check_arrays(arg, "grads", inplace=True)
+        arrays, _ = _ca.check_arrays(arg, "grads", inplace=True)
         norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, p), dtype=np.float64)
     except Exception as e:
         exc = e
@@ -254,9 +255,9 @@ def clip_by_global_norm(
     arrays: list[np.ndarray] = []
     c, norms = math.nan, np.empty(0)
     try:
-        c = _v.check_positive(clip_norm, "clip_norm")
+        c = _cs.check_positive(clip_norm, "clip_norm")
         arg, _ = sequence(xs, "xs")
-        arrays, _ = _v.check_arrays(arg, "xs", inplace=False)
+        arrays, _ = _ca.check_arrays(arg, "xs", inplace=False)
         norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, 2.0), dtype=np.float64)
     except Exception as e:
         exc = e

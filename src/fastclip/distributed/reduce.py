@@ -7,7 +7,8 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _ca
+from fastclip._checks import scalars as _cs
 from fastclip.distributed.broadcast import Packer, check_same_shapes, describe_diff, signature
 from fastclip.distributed.comm import agree_or_raise, check_comm, mpi, raise_everywhere
 from fastclip.distributed.norms import sequence
@@ -60,7 +61,7 @@ class GradientAllreducer:
         arrays: list[np.ndarray] = []
         try:
             arg, _ = sequence(grads, name)
-            arrays, _ = _v.check_arrays(arg, name, inplace=True)
+            arrays, _ = _ca.check_arrays(arg, name, inplace=True)
         except Exception as e:
             exc = e
         agree_or_raise(comm, exc)
@@ -76,7 +77,7 @@ class GradientAllreducer:
 
     def _check_local(self, grads: Any) -> list[np.ndarray]:
         arg, _ = sequence(grads, self.name)
-        arrays, _ = _v.check_arrays(arg, self.name, inplace=True)
+        arrays, _ = _ca.check_arrays(arg, self.name, inplace=True)
         sig = signature(arrays)
         if sig != self._sig:
             diff = describe_diff(self.name, sig, self._sig, "now", "at construction")
@@ -149,10 +150,10 @@ class GradientAllreducer:
         try:
             if grads is not None:
                 arrays = self._check_local(grads)
-            w = _v.check_nonnegative(weight, "weight")
+            w = _cs.check_nonnegative(weight, "weight")
             if math.isinf(w):
                 raise ValueError("weight must be finite")
-            v = _v._real(value, "value")  # NaN/inf allowed: a diverged loss is data
+            v = _cs.real(value, "value")  # NaN/inf allowed: a diverged loss is data
             if w > 0:
                 p.pack(arrays, w)
                 bad = self._local_nonfinite(sqnorms)

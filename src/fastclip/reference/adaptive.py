@@ -17,26 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import adaptive as _cad
+from fastclip._checks import arrays as _ca
 
 _SSQ_TINY = 2.0**-968
 _DIV_EPS = 1e-6
-
-
-def unit_split(shape: tuple[int, ...], lab: str) -> tuple[int, int]:
-    """``(rows, cols)``: the array seen as a matrix whose columns are the units."""
-    ndim = len(shape)
-    size = math.prod(shape)
-    if sum(1 for d in shape if d != 1) <= 1:
-        return size, 1
-    if ndim in (2, 3):
-        return shape[0], math.prod(shape[1:])
-    if ndim == 4:
-        return shape[0] * shape[1] * shape[2], shape[3]
-    raise ValueError(
-        f"{lab} has shape {shape}: unit-wise norms need a scalar, a vector, an (in, out) "
-        "weight, an (in, heads, out) weight or an HWIO kernel (at most 4 dimensions)"
-    )
 
 
 def _colnorms(a: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,33 +48,11 @@ def _colnorms(a: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarr
     return norms, sq
 
 
-def _check_pairs(grads: Any, params: Any) -> tuple[list[np.ndarray], list[np.ndarray], bool]:
-    garr, single = _v.check_arrays(grads, "grads", inplace=True)
-    parr, psingle = _v.check_arrays(params, "params", inplace=False)
-    if len(parr) != len(garr):
-        raise ValueError(
-            f"params must hold one array per gradient: got {len(parr)} params for "
-            f"{len(garr)} grads"
-        )
-    for i, (g, p) in enumerate(zip(garr, parr)):
-        if g.shape != p.shape:
-            raise ValueError(
-                f"{_v.label('params', i, psingle)} has shape {p.shape} but "
-                f"{_v.label('grads', i, single)} has shape {g.shape}; they must match"
-            )
-        unit_split(g.shape, _v.label("grads", i, single))
-    return garr, parr, single
-
-
-def check_agc_args(clipping: Any, eps: Any) -> tuple[float, float]:
-    return _v.check_positive(clipping, "clipping"), _v.check_nonnegative(eps, "eps")
-
-
 def unitwise_norms(x: Any) -> Any:
-    arrays, single = _v.check_arrays(x, "x", inplace=False)
+    arrays, single = _ca.check_arrays(x, "x", inplace=False)
     out = []
     for i, a in enumerate(arrays):
-        rows, cols = unit_split(a.shape, _v.label("x", i, single))
+        rows, cols = _cad.unit_split(a.shape, _ca.label("x", i, single))
         out.append(_colnorms(a, rows, cols)[0])
     return out[0] if single else out
 
@@ -97,15 +60,15 @@ def unitwise_norms(x: Any) -> Any:
 def adaptive_grad_clip_(
     grads: Any, params: Any, clipping: Any = 0.01, eps: Any = 1e-3
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    c, e = check_agc_args(clipping, eps)
-    garr, parr, _ = _check_pairs(grads, params)
+    c, e = _cad.check_agc_args(clipping, eps)
+    garr, parr, _ = _cad.check_pairs(grads, params)
     n = len(garr)
     before = np.zeros(n)
     after = np.zeros(n)
     coefs = []
     clipped = 0
     for i, (g, p) in enumerate(zip(garr, parr)):
-        rows, cols = unit_split(g.shape, "grads")
+        rows, cols = _cad.unit_split(g.shape, "grads")
         gn, gs = _colnorms(g, rows, cols)
         pn, _ = _colnorms(p, rows, cols)
         with np.errstate(invalid="ignore"):

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _ca
+from fastclip._checks import scalars as _cs
 
 _SSQ_TINY = 2.0**-968
 
@@ -74,21 +75,21 @@ def _scale_(arrays: list[np.ndarray], coef: float) -> None:
 
 @_quiet
 def array_norms(grads: Any, norm_type: Any = 2.0) -> np.ndarray:
-    p = _v.check_norm_type(norm_type)
-    arrays, _ = _v.check_arrays(grads, "grads", inplace=False)
+    p = _cs.check_norm_type(norm_type)
+    arrays, _ = _ca.check_arrays(grads, "grads", inplace=False)
     return np.array([_norm(a, p) for a in arrays], dtype=np.float64)
 
 
 @_quiet
 def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False) -> float:
-    p = _v.check_norm_type(norm_type)
-    arrays, single = _v.check_arrays(grads, "grads", inplace=False)
+    p = _cs.check_norm_type(norm_type)
+    arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
     norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
     total = _total(norms, p)
     if error_if_nonfinite and not math.isfinite(total):
         bad = np.flatnonzero(~np.isfinite(norms))
         raise FloatingPointError(
-            _v.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
+            _ca.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
         )
     return total
 
@@ -97,15 +98,15 @@ def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = 
 def clip_grad_norm_(
     grads: Any, max_norm: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False
 ) -> float:
-    mx = _v.check_nonnegative(max_norm, "max_norm")
-    p = _v.check_norm_type(norm_type)
-    arrays, single = _v.check_arrays(grads, "grads", inplace=True)
+    mx = _cs.check_nonnegative(max_norm, "max_norm")
+    p = _cs.check_norm_type(norm_type)
+    arrays, single = _ca.check_arrays(grads, "grads", inplace=True)
     norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
     total = _total(norms, p)
     if error_if_nonfinite and not math.isfinite(total):
         bad = np.flatnonzero(~np.isfinite(norms))
         raise FloatingPointError(
-            _v.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
+            _ca.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
         )
     coef = _coef(mx, total)
     if coef != 1.0:
@@ -115,9 +116,9 @@ def clip_grad_norm_(
 
 @_quiet
 def clip_grads_with_norm_(grads: Any, max_norm: Any, total_norm: Any) -> None:
-    mx = _v.check_nonnegative(max_norm, "max_norm")
-    total = _v.check_total_norm(total_norm)
-    arrays, _ = _v.check_arrays(grads, "grads", inplace=True)
+    mx = _cs.check_nonnegative(max_norm, "max_norm")
+    total = _cs.check_total_norm(total_norm)
+    arrays, _ = _ca.check_arrays(grads, "grads", inplace=True)
     coef = _coef(mx, total)
     if coef != 1.0:
         _scale_(arrays, coef)
@@ -125,24 +126,24 @@ def clip_grads_with_norm_(grads: Any, max_norm: Any, total_norm: Any) -> None:
 
 @_quiet
 def clip_grad_value_(grads: Any, clip_value: Any) -> None:
-    c = _v.check_nonnegative(clip_value, "clip_value")
-    arrays, _ = _v.check_arrays(grads, "grads", inplace=True)
+    c = _cs.check_nonnegative(clip_value, "clip_value")
+    arrays, _ = _ca.check_arrays(grads, "grads", inplace=True)
     for a in arrays:
         np.clip(a, a.dtype.type(-c), a.dtype.type(c), out=a)
 
 
 @_quiet
 def clip_by_value(x: Any, lo: Any, hi: Any) -> Any:
-    lo_f, hi_f = _v.check_range(lo, hi)
-    arrays, single = _v.check_arrays(x, "x", inplace=False)
+    lo_f, hi_f = _cs.check_range(lo, hi)
+    arrays, single = _ca.check_arrays(x, "x", inplace=False)
     outs = [np.asarray(np.clip(a, a.dtype.type(lo_f), a.dtype.type(hi_f))) for a in arrays]
     return outs[0] if single else outs
 
 
 @_quiet
 def clip_by_norm(x: Any, clip_norm: Any) -> Any:
-    c = _v.check_positive(clip_norm, "clip_norm")
-    arrays, single = _v.check_arrays(x, "x", inplace=False)
+    c = _cs.check_positive(clip_norm, "clip_norm")
+    arrays, single = _ca.check_arrays(x, "x", inplace=False)
     outs = []
     for a in arrays:
         n = _norm(a, 2.0)
@@ -153,12 +154,12 @@ def clip_by_norm(x: Any, clip_norm: Any) -> Any:
 
 @_quiet
 def clip_by_global_norm(xs: Any, clip_norm: Any, use_norm: Any = None) -> tuple[list, float]:
-    c = _v.check_positive(clip_norm, "clip_norm")
-    arrays, _ = _v.check_arrays(xs, "xs", inplace=False)
+    c = _cs.check_positive(clip_norm, "clip_norm")
+    arrays, _ = _ca.check_arrays(xs, "xs", inplace=False)
     if use_norm is None:
         g = _total(np.array([_norm(a, 2.0) for a in arrays], dtype=np.float64), 2.0)
     else:
-        g = _v.check_total_norm(use_norm, "use_norm")
+        g = _cs.check_total_norm(use_norm, "use_norm")
     inv = 1.0 / g if g != 0.0 else math.inf
     coef = c * min(inv, 1.0 / c)
     if not math.isfinite(g):
@@ -167,7 +168,7 @@ def clip_by_global_norm(xs: Any, clip_norm: Any, use_norm: Any = None) -> tuple[
 
 
 def zero_nans_(grads: Any) -> int:
-    arrays, _ = _v.check_arrays(grads, "grads", inplace=True)
+    arrays, _ = _ca.check_arrays(grads, "grads", inplace=True)
     count = 0
     for a in arrays:
         mask = np.isnan(a)

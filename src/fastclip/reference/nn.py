@@ -19,8 +19,6 @@ dweight, dbias, dslope, sqnorms)``
 ``softmax_cross_entropy(logits, labels)`` and ``mse(pred, target)``
     ``(loss, gradient)`` with the loss a Python float (mean over rows /
     elements).
-``xavier_uniform``, ``xavier_normal``, ``he_uniform``, ``he_normal``
-    Initialisers (NumPy random generators; shared by both modules).
 
 Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu, 4 sigmoid,
 5 tanh. The derivative is read from ``pre`` when given, otherwise from ``out``
@@ -32,10 +30,11 @@ Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu, 4 sigmoid,
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
+
+from fastclip._checks import nn as _cn
 
 __all__ = [
     "ACTIVATIONS",
@@ -43,171 +42,14 @@ __all__ = [
     "check_xent_args",
     "dense_backward",
     "dense_forward",
-    "he_normal",
-    "he_uniform",
     "mse",
     "softmax_cross_entropy",
-    "xavier_normal",
-    "xavier_uniform",
 ]
 
-ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3, "sigmoid": 4, "tanh": 5}
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+ACTIVATIONS = _cn.ACTIVATIONS
 
-
-# ---------------------------------------------------------------------------
-# Argument checks shared with fastclip._nn (same exceptions, same messages)
-# ---------------------------------------------------------------------------
-def _float_array(obj: Any, name: str) -> np.ndarray:
-    if not isinstance(obj, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
-    if obj.dtype not in _FLOATS:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {obj.dtype}")
-    return obj
-
-
-def _unit_rows(a: np.ndarray) -> np.ndarray:
-    """``a`` (2-D) if its rows are unit-stride with a positive row stride (what
-    BLAS accepts), else a C-contiguous native copy."""
-    if not a.dtype.isnative:
-        return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("=")))
-    if a.flags.c_contiguous:
-        return a
-    it = a.itemsize
-    m = a.shape[1]
-    if a.strides[1] == it and a.strides[0] >= m * it and a.strides[0] % it == 0:
-        return a
-    return np.ascontiguousarray(a)
-
-
-def check_xent_args(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Validate softmax cross-entropy arguments.
-
-    Returns ``(logits, labels, is_int)``: logits 2-D with unit-stride rows,
-    labels int64 ``(N,)`` or probabilities ``(N, C)`` in the logits' dtype
-    (C-contiguous)."""
-    logits = _float_array(logits, "logits")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D (N, C), got shape {logits.shape}")
-    n, c = logits.shape
-    if not isinstance(labels, np.ndarray):
-        raise TypeError(f"labels must be a numpy.ndarray, got {type(labels).__name__}")
-    kind = labels.dtype.kind
-    if kind in "iu":
-        if labels.shape != (n,):
-            raise ValueError(
-                f"integer labels must have shape (N,) = ({n},) for logits of shape "
-                f"{logits.shape}, got labels of shape {labels.shape}"
-            )
-        lab = np.ascontiguousarray(labels, dtype=np.int64)
-        if n:
-            lo, hi = int(lab.min()), int(lab.max())
-            if lo < 0 or hi >= c:
-                bad = lo if lo < 0 else hi
-                row = int(np.flatnonzero(lab == bad)[0])
-                raise ValueError(
-                    f"labels must be in [0, {c}) for logits of shape {logits.shape}, got "
-                    f"{bad} at row {row}"
-                )
-        return _unit_rows(logits), lab, True
-    if kind == "f":
-        if labels.shape != logits.shape:
-            raise ValueError(
-                f"probability labels must have the shape of logits {logits.shape}, got "
-                f"labels of shape {labels.shape}"
-            )
-        return _unit_rows(logits), np.ascontiguousarray(labels, dtype=logits.dtype), False
-    raise TypeError(
-        f"labels must be integers (N,) or floating-point probabilities (N, C), got dtype "
-        f"{labels.dtype}"
-    )
-
-
-def check_loss_pred_target(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate mse arguments: C-contiguous pred, and target cast to pred's dtype."""
-    pred = _float_array(pred, "pred")
-    if not isinstance(target, np.ndarray):
-        raise TypeError(f"target must be a numpy.ndarray, got {type(target).__name__}")
-    if target.dtype.kind not in "iuf":
-        raise TypeError(f"target must have a real numeric dtype, got {target.dtype}")
-    if target.shape != pred.shape:
-        raise ValueError(
-            f"target must have the shape of pred: pred has shape {pred.shape}, target has "
-            f"shape {target.shape}"
-        )
-    pred = np.ascontiguousarray(pred)
-    if not pred.dtype.isnative:
-        pred = pred.astype(pred.dtype.newbyteorder("="))
-    return pred, np.ascontiguousarray(target, dtype=pred.dtype)
-
-
-# ---------------------------------------------------------------------------
-# Initialisers
-# ---------------------------------------------------------------------------
-def _init_args(shape: Any, rng: Any, gain: Any, dtype: Any) -> tuple[tuple[int, ...], int, int,
-                                                                     np.random.Generator, float,
-                                                                     np.dtype]:
-    if isinstance(shape, numbers.Integral):
-        shape = (int(shape),)
-    try:
-        shp = tuple(int(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"shape must be a tuple of ints, got {type(shape).__name__}") from None
-    if len(shp) < 2:
-        raise ValueError(f"shape must have at least 2 dimensions (fan_in, fan_out), got {shp}")
-    if any(s < 0 for s in shp):
-        raise ValueError(f"shape must not have negative entries, got {shp}")
-    rf = int(np.prod(shp[2:])) if len(shp) > 2 else 1
-    fan_in, fan_out = shp[0] * rf, shp[1] * rf
-    if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
-        if isinstance(rng, (bool, np.bool_)):
-            raise TypeError("rng must be None, an int seed or a numpy.random.Generator, got bool")
-        rng = np.random.default_rng(rng if not isinstance(rng, numbers.Integral) else int(rng))
-    elif not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be None, an int seed or a numpy.random.Generator, got "
-            f"{type(rng).__name__}"
-        )
-    if isinstance(gain, (bool, np.bool_)) or not isinstance(gain, numbers.Real):
-        raise TypeError(f"gain must be a real number, got {type(gain).__name__}")
-    g = float(gain)
-    if not (math.isfinite(g) and g >= 0):
-        raise ValueError(f"gain must be finite and >= 0, got {g!r}")
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _FLOATS:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return shp, fan_in, fan_out, rng, g, dt
-
-
-def _fan(n: int) -> int:
-    return n if n > 0 else 1
-
-
-def xavier_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    shp, fi, fo, r, g, dt = _init_args(shape, rng, gain, dtype)
-    bound = g * math.sqrt(6.0 / _fan(fi + fo))
-    return r.uniform(-bound, bound, size=shp).astype(dt)
-
-
-def xavier_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    shp, fi, fo, r, g, dt = _init_args(shape, rng, gain, dtype)
-    std = g * math.sqrt(2.0 / _fan(fi + fo))
-    return (r.standard_normal(size=shp) * std).astype(dt)
-
-
-def he_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    shp, fi, _, r, g, dt = _init_args(shape, rng, gain, dtype)
-    bound = g * math.sqrt(6.0 / _fan(fi))
-    return r.uniform(-bound, bound, size=shp).astype(dt)
-
-
-def he_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
-    shp, fi, _, r, g, dt = _init_args(shape, rng, gain, dtype)
-    std = g * math.sqrt(2.0 / _fan(fi))
-    return (r.standard_normal(size=shp) * std).astype(dt)
+check_xent_args = _cn.check_xent_args
+check_loss_pred_target = _cn.check_loss_pred_target
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _schedules_spec as _s
+from fastclip._checks import schedules as _s
 
 __all__ = ["PlateauState", "Schedule", "evaluate"]
 
@@ -57,8 +57,45 @@ def _cos_pi_ratio_a(a: np.ndarray, b: Any) -> np.ndarray:
         return np.cos(np.where(np.isinf(t), _PI * (a / b), t / b))
 
 
+def _floor(v: float) -> float:
+    """floor(v) as a float (inf stays inf, as C's floor)."""
+    return float(math.floor(v)) if math.isfinite(v) else v
+
+
+def _ceil(v: float) -> float:
+    return float(math.ceil(v)) if math.isfinite(v) else v
+
+
+def _exp(v: float) -> float:
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
+
+
 def _restart_start(t0: float, tm: float, i: float) -> float:
-    return t0 * (math.pow(tm, i) - 1.0) / (tm - 1.0)
+    s = t0 * (_pow(tm, i) - 1.0) / (tm - 1.0)
+    if math.isinf(s):  # tm**i overflows: the same start in the log domain
+        s = _exp(math.log(t0) + i * math.log(tm) - math.log(tm - 1.0))
+    return s
+
+
+def _restart_len(t0: float, tm: float, i: float) -> float:
+    t = t0 * _pow(tm, i)
+    if math.isinf(t):
+        t = _exp(math.log(t0) + i * math.log(tm))
+    return t
+
+
+def _restart_index(x: float, t0: float, tm: float) -> float:
+    """floor(log(x / t0 * (tm - 1) + 1) / log(tm)); the argument of the
+    logarithm is taken in the log domain when it overflows."""
+    q = x / t0 * (tm - 1.0)
+    if math.isinf(q):
+        lg = math.log(x) - math.log(t0) + math.log(tm - 1.0)
+    else:
+        lg = math.log(q + 1.0)
+    return _floor(lg / math.log(tm))
 
 
 def _anneal(start: float, end: float, pct: float, linear: bool) -> float:
@@ -102,7 +139,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
     if c == 0:  # constant
         return p[0]
     if c == 1:  # step
-        return p[0] * _pow(p[2], math.floor(x / p[1]))
+        return p[0] * _pow(p[2], _floor(x / p[1]))
     if c == 2:  # multistep
         return p[0] * _pow(p[1], float(_count_le(low.bounds, x, False)))
     if c == 3:  # piecewise_constant
@@ -114,7 +151,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         else:
             e = d / p[1]
             if f & _s.F_STAIRCASE:
-                e = float(math.floor(e))
+                e = _floor(e)
             v = p[0] * _pow(p[2], e)
         if f & _s.F_HAS_END:
             v = max(v, p[4]) if p[2] < 1.0 else min(v, p[4])
@@ -125,14 +162,15 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         d = max(d, 0.0)
         if f & _s.F_CYCLE:
             if d > 0.0:
-                T = T * math.ceil(d / T)
-        elif d > T:
-            d = T
+                T = T * _ceil(d / T)
+            # T * ceil(d / T) can round below d at huge steps: the decay is then over
+            return (p[0] - p[1]) * _powe(max(1.0 - d / T, 0.0), p[3]) + p[1]
+        d = min(d, T)
         return (p[0] - p[1]) * _powe(1.0 - d / T, p[3]) + p[1]
     if c == 6:  # inverse_time
         r = x / p[1]
         if f & _s.F_STAIRCASE:
-            r = float(math.floor(r))
+            r = _floor(r)
         return p[0] / _powe(1.0 + p[2] * r, p[3])
     if c == 7:  # inverse_sqrt
         return p[0] / math.sqrt(1.0 + x / p[1])
@@ -164,19 +202,20 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
     if c == 12:  # cosine_restarts
         init, t0, tm, eta, m = p[0], p[1], p[2], p[3], p[4]
         if tm == 1.0:
-            i = float(math.floor(x / t0))
-            tcur = x - i * t0
+            i = _floor(x / t0)
+            # x / t0 overflows for a tiny t0: the position in the period is fmod
+            tcur = x - i * t0 if math.isfinite(i) else math.fmod(x, t0)
             ti = t0
         else:
-            i = float(math.floor(math.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm)))
+            i = _restart_index(x, t0, tm)
             i = max(i, 0.0)
             if i > 0.0 and x < _restart_start(t0, tm, i):
                 i -= 1.0
             if x >= _restart_start(t0, tm, i + 1.0):
                 i += 1.0
             tcur = x - _restart_start(t0, tm, i)
-            ti = t0 * math.pow(tm, i)
-        peak = init * math.pow(m, i)
+            ti = _restart_len(t0, tm, i)
+        peak = init if m == 1.0 else init * _pow(m, i)
         return eta + (peak - eta) * (1.0 + _cos_pi_ratio(tcur, ti)) / 2.0
     if c == 13:  # one_cycle
         linear = bool(f & _s.F_LINEAR_ANNEAL)
@@ -196,8 +235,10 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
             start_step = end
     if c == 14:  # cyclic
         base, mx, total, ratio = p[0], p[1], p[2], p[3]
-        cycle = float(math.floor(1.0 + x / total))
-        xx = 1.0 + x / total - cycle
+        q = x / total
+        cycle = _floor(1.0 + q)
+        # q overflows for a tiny cycle: the position in the cycle is fmod
+        xx = 1.0 + q - cycle if math.isfinite(q) else math.fmod(x, total) / total
         scale = xx / ratio if xx <= ratio else (xx - 1.0) / (ratio - 1.0)
         height = (mx - base) * scale
         if low.mode == 1:
@@ -225,13 +266,20 @@ def _npow(x: Any, y: Any) -> np.ndarray:
         return np.power(x, y)
 
 
+def _restart_start_a(t0: float, tm: float, i: np.ndarray) -> np.ndarray:
+    """Array twin of _restart_start (errors already silenced by the caller)."""
+    s = t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)
+    return np.where(np.isinf(s), np.exp(math.log(t0) + i * math.log(tm) - math.log(tm - 1.0)), s)
+
+
 def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     """Values at a float64 array of valid steps (same shape)."""
     c, p, f = low.code, low.p, low.flags
     if c == 0:
         return np.full(x.shape, p[0])
     if c == 1:
-        return p[0] * _npow(p[2], np.floor(x / p[1]))
+        with np.errstate(over="ignore"):  # a huge x / step_size is inf: gamma**inf
+            return p[0] * _npow(p[2], np.floor(x / p[1]))
     if c == 2:
         k = np.searchsorted(np.asarray(low.bounds, dtype=np.float64), x, side="right")
         return p[0] * _npow(p[1], k.astype(np.float64))
@@ -241,7 +289,8 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         return np.asarray(low.values, dtype=np.float64)[kk]
     if c == 4:
         d = x - p[3]
-        e = d / p[1]
+        with np.errstate(over="ignore"):
+            e = d / p[1]
         if f & _s.F_STAIRCASE:
             e = np.floor(e)
         v = np.where(d <= 0.0, p[0], p[0] * _npow(p[2], e))
@@ -251,12 +300,15 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     if c == 5:
         d = np.maximum(x - p[4], 0.0)
         if f & _s.F_CYCLE:
-            Tc = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
-            return (p[0] - p[1]) * _powe_a(1.0 - d / Tc, p[3]) + p[1]
+            with np.errstate(over="ignore", invalid="ignore"):
+                Tc = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
+                frac = np.maximum(1.0 - d / Tc, 0.0)
+            return (p[0] - p[1]) * _powe_a(frac, p[3]) + p[1]
         d = np.minimum(d, p[2])
         return (p[0] - p[1]) * _powe_a(1.0 - d / p[2], p[3]) + p[1]
     if c == 6:
-        r = x / p[1]
+        with np.errstate(over="ignore"):
+            r = x / p[1]
         if f & _s.F_STAIRCASE:
             r = np.floor(r)
         return p[0] / _powe_a(1.0 + p[2] * r, p[3])
@@ -293,18 +345,23 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
     if c == 12:
         init, t0, tm, eta, m = p[0], p[1], p[2], p[3], p[4]
         if tm == 1.0:
-            i = np.floor(x / t0)
-            tcur = x - i * t0
+            with np.errstate(over="ignore", invalid="ignore"):
+                i = np.floor(x / t0)
+                tcur = np.where(np.isinf(i), np.fmod(x, t0), x - i * t0)
             ti = np.full(x.shape, t0)
         else:
-            with np.errstate(over="ignore"):  # restart starts past DBL_MAX are inf
-                i = np.floor(np.log(x / t0 * (tm - 1.0) + 1.0) / math.log(tm))
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                q = x / t0 * (tm - 1.0)
+                lg = np.where(np.isinf(q), np.log(x) - math.log(t0) + math.log(tm - 1.0),
+                              np.log(q + 1.0))
+                i = np.floor(lg / math.log(tm))
                 i = np.maximum(i, 0.0)
-                i = np.where((i > 0.0) & (x < t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)), i - 1.0, i)
-                i = np.where(x >= t0 * (_npow(tm, i + 1.0) - 1.0) / (tm - 1.0), i + 1.0, i)
-                tcur = x - t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)
+                i = np.where((i > 0.0) & (x < _restart_start_a(t0, tm, i)), i - 1.0, i)
+                i = np.where(x >= _restart_start_a(t0, tm, i + 1.0), i + 1.0, i)
+                tcur = x - _restart_start_a(t0, tm, i)
                 ti = t0 * _npow(tm, i)
-        peak = init * _npow(m, i)
+                ti = np.where(np.isinf(ti), np.exp(math.log(t0) + i * math.log(tm)), ti)
+        peak = np.full(x.shape, init) if m == 1.0 else init * _npow(m, i)
         return eta + (peak - eta) * (1.0 + _cos_pi_ratio_a(tcur, ti)) / 2.0
     if c == 13:
         linear = bool(f & _s.F_LINEAR_ANNEAL)
@@ -330,8 +387,10 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         return out
     if c == 14:
         base, mx, total, ratio = p[0], p[1], p[2], p[3]
-        cycle = np.floor(1.0 + x / total)
-        xx = 1.0 + x / total - cycle
+        with np.errstate(over="ignore", invalid="ignore"):
+            q = x / total
+            cycle = np.floor(1.0 + q)
+            xx = np.where(np.isinf(q), np.fmod(x, total) / total, 1.0 + q - cycle)
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(xx <= ratio, xx / ratio, (xx - 1.0) / (ratio - 1.0))
         height = (mx - base) * scale
@@ -408,12 +467,16 @@ class Schedule:
         return _s.schedule_repr(self._kind, self._params)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from fastclip.schedules import _rebuild
-
         return (_rebuild, (self._kind, self._params))
 
     def to_dict(self) -> dict[str, Any]:
         return _s.to_dict(self._kind, self._params)
+
+
+def _rebuild(kind: str, params: dict[str, Any]) -> Schedule:
+    """Unpickling entry point: rebuild (and revalidate) from kind and parameters."""
+    norm_params, low = _s.normalize(kind, params)
+    return Schedule(kind, norm_params, low)
 
 
 class PlateauState:

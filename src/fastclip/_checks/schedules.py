@@ -1,4 +1,5 @@
-"""Parameter validation and lowering shared by the compiled and the reference schedules.
+"""Checks of schedule parameters and steps, and their lowering, shared by the
+compiled and the reference schedules.
 
 A schedule is identified by its ``kind`` (the name of its factory in
 :mod:`fastclip.schedules`) and its canonical parameters (an ordered dict, the
@@ -85,7 +86,10 @@ def _num(value: Any, name: str) -> float:
             value = value.item()
         else:
             raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got an int too large for a float") from None
     if math.isnan(v):
         raise ValueError(f"{name} must not be NaN")
     if math.isinf(v):
@@ -123,16 +127,22 @@ def steps_nonneg(value: Any, name: str) -> int | float:
     return _tidy(rate(value, name))
 
 
+#: The largest count an integer parameter may hold (the C state uses int64_t).
+INT_MAX = 2**63 - 1
+
+
 def integer(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
-                and float(value).is_integer():
+                and math.isfinite(float(value)) and float(value).is_integer():
             value = int(float(value))
         else:
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     v = int(value)
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+    if v > INT_MAX:
+        raise ValueError(f"{name} must be <= 2**63 - 1, got {v!r}")
     return v
 
 

@@ -1,13 +1,18 @@
-"""Argument checks and error messages shared by the C bindings and the reference.
+"""Checks of array arguments: one ndarray or an iterable of them.
 
 Both implementations raise the same exception type with the same message for the
 same bad input; the messages live here so that they cannot drift apart.
+
+Arrays must be float32/float64 ``numpy.ndarray`` objects. A subclass is used
+through a plain ndarray view of the same memory (``np.matrix`` and
+``np.memmap`` work like the ndarray they hold), except ``numpy.ma.MaskedArray``,
+which is rejected with a TypeError: the kernels read and write every element,
+so honouring a mask would need a different result per function, and silently
+dropping it clips and scales the masked-out values too.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +56,13 @@ def swapped_msg(lab: str, dtype: Any) -> str:
     )
 
 
+def masked_msg(lab: str) -> str:
+    return (
+        f"{lab} is a numpy.ma.MaskedArray; masks are not supported (every element "
+        "would be used, masked or not): pass arr.filled(0.0) or a plain ndarray"
+    )
+
+
 def readonly_msg(lab: str) -> str:
     return f"{lab} is read-only; this function modifies its arguments in place"
 
@@ -62,10 +74,19 @@ def shared_msg(lab_a: str, lab_b: str) -> str:
     )
 
 
+def base_view(obj: np.ndarray, lab: str) -> np.ndarray:
+    """A plain ndarray view of an ndarray subclass; TypeError for a masked array."""
+    if isinstance(obj, np.ma.MaskedArray):
+        raise TypeError(masked_msg(lab))
+    return obj.view(np.ndarray)
+
+
 def check_array(obj: Any, lab: str, inplace: bool) -> np.ndarray:
     """Validate one array; returns it (native byte order for read-only use)."""
     if not isinstance(obj, np.ndarray):
         raise TypeError(not_array_msg(lab, obj))
+    if type(obj) is not np.ndarray:
+        obj = base_view(obj, lab)
     dt = obj.dtype
     if dt.kind != "f" or dt.itemsize not in (4, 8):
         raise TypeError(bad_dtype_msg(lab, dt))
@@ -87,7 +108,7 @@ def check_arrays(obj: Any, name: str, inplace: bool) -> tuple[list[np.ndarray], 
     return arrays, single
 
 
-def _extent(a: np.ndarray) -> tuple[int, int]:
+def extent(a: np.ndarray) -> tuple[int, int]:
     lo = hi = a.__array_interface__["data"][0]
     if a.size == 0:
         return lo, lo
@@ -101,8 +122,8 @@ def _extent(a: np.ndarray) -> tuple[int, int]:
 
 def check_no_shared_memory(arrays: list[np.ndarray], name: str) -> None:
     """Raise ValueError naming the first pair of arrays that share an element."""
-    order = sorted(range(len(arrays)), key=lambda i: _extent(arrays[i]))
-    ext = [_extent(a) for a in arrays]
+    order = sorted(range(len(arrays)), key=lambda i: extent(arrays[i]))
+    ext = [extent(a) for a in arrays]
     for k, i in enumerate(order):
         lo_i, hi_i = ext[i]
         if hi_i == lo_i:
@@ -114,68 +135,6 @@ def check_no_shared_memory(arrays: list[np.ndarray], name: str) -> None:
             if hi_j > lo_j and np.shares_memory(arrays[i], arrays[j]):
                 a, b = sorted((i, j))
                 raise ValueError(shared_msg(label(name, a, False), label(name, b, False)))
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
-            return float(value)
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
-
-
-def check_real(value: Any, name: str) -> float:
-    """A real number, not NaN (inf allowed)."""
-    v = _real(value, name)
-    if math.isnan(v):
-        raise ValueError(f"{name} must not be NaN")
-    return v
-
-
-def check_nonnegative(value: Any, name: str) -> float:
-    """A real number >= 0, not NaN (inf allowed)."""
-    v = check_real(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v!r}")
-    return v
-
-
-def check_positive(value: Any, name: str) -> float:
-    """A real number > 0, not NaN (inf allowed)."""
-    v = check_real(value, name)
-    if not v > 0:
-        raise ValueError(f"{name} must be > 0, got {v!r}")
-    return v
-
-
-def check_norm_type(value: Any) -> float:
-    """A p > 0 or inf; the string 'inf' is accepted as PyTorch does."""
-    if isinstance(value, str) and value.lower() in ("inf", "infinity"):
-        return math.inf
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"norm_type must be a positive real number or inf, got {type(value).__name__}"
-        )
-    p = float(value)
-    if not p > 0:  # rejects NaN, 0, negatives and -inf
-        raise ValueError(f"norm_type must be a positive real number or inf, got {p!r}")
-    return p
-
-
-def check_total_norm(value: Any, name: str = "total_norm") -> float:
-    """A total norm as returned by get_total_norm: >= 0, inf or NaN."""
-    v = _real(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0 (a norm), got {v!r}")
-    return v
-
-
-def check_range(lo: Any, hi: Any) -> tuple[float, float]:
-    lo_f = check_real(lo, "lo")
-    hi_f = check_real(hi, "hi")
-    if lo_f > hi_f:
-        raise ValueError(f"lo must be <= hi, got lo={lo_f!r} > hi={hi_f!r}")
-    return lo_f, hi_f
 
 
 def nonfinite_msg(index: int, single: bool, name: str, total: float, norm_type: float) -> str:
