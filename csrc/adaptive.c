@@ -65,7 +65,7 @@ static int fc_colnorms(const fc_units *a, double *norms, double *sq) {
     const int par = fc_use_parallel(rows * cols);
     (void)par;
     const int adjacent = (a->cs == item);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
     for (int64_t k = 0; k < ntask; k++) {
         int64_t b = k / t.ncc, cc = k % t.ncc;
         int64_t r0 = b * t.rb, r1 = r0 + t.rb < rows ? r0 + t.rb : rows;
@@ -121,7 +121,7 @@ static int fc_scale_units(const fc_units *a, const void *k) {
     const int par = fc_use_parallel(rows * cols);
     (void)par;
     const int adjacent = (a->cs == item);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
     for (int64_t q = 0; q < ntask; q++) {
         int64_t b = q / t.ncc, cc = q % t.ncc;
         int64_t r0 = b * t.rb, r1 = r0 + t.rb < rows ? r0 + t.rb : rows;

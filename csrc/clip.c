@@ -106,13 +106,8 @@ __attribute__((target("avx2"))) static void clamp_f32_avx2(float *x, int64_t n, 
     }
 }
 
-static int fc_has_avx2 = -1;
 static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
-    if (fc_has_avx2 < 0) {
-        __builtin_cpu_init();
-        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (fc_has_avx2) {
+    if (fc_cpu_has_avx2()) {
         ssq_f32_avx2(x, n, s_out);
         *m_out = 0;
     } else {
@@ -120,19 +115,11 @@ static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
     }
 }
 static void scale_f32(float *x, int64_t n, float c) {
-    if (fc_has_avx2 < 0) {
-        __builtin_cpu_init();
-        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (fc_has_avx2) scale_f32_avx2(x, n, c);
+    if (fc_cpu_has_avx2()) scale_f32_avx2(x, n, c);
     else scale_dense_f32(x, n, c);
 }
 static void clamp_f32(float *x, int64_t n, float lo, float hi) {
-    if (fc_has_avx2 < 0) {
-        __builtin_cpu_init();
-        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (fc_has_avx2) clamp_f32_avx2(x, n, lo, hi);
+    if (fc_cpu_has_avx2()) clamp_f32_avx2(x, n, lo, hi);
     else clamp_dense_f32(x, n, lo, hi);
 }
 #else
@@ -143,64 +130,6 @@ static void clamp_f32(float *x, int64_t n, float lo, float hi) {
 
 /* Sums of squares below this may have lost digits to underflow. */
 #define FC_SSQ_TINY 0x1p-968
-
-/* Walks elements [start, start + count) of array `a` as runs:
- * PTR (char *), LEN and STRIDE (bytes) are bound for the body. */
-#define FC_RUNS(a, start, count, PTR, LEN, STRIDE, ...)                                   \
-    do {                                                                                  \
-        if ((a)->ndim == 0) {                                                             \
-            char *PTR = (a)->data + (start) * fc_itemsize((a)->dtype);                    \
-            int64_t LEN = (count);                                                        \
-            int64_t STRIDE = fc_itemsize((a)->dtype);                                     \
-            __VA_ARGS__                                                                   \
-        } else {                                                                          \
-            fc_iter it_;                                                                  \
-            fc_iter_init(&it_, (a), (start));                                             \
-            int64_t left_ = (count);                                                      \
-            while (left_ > 0) {                                                           \
-                int64_t LEN = fc_iter_run(&it_);                                          \
-                if (LEN > left_) LEN = left_;                                             \
-                char *PTR = it_.ptr;                                                      \
-                int64_t STRIDE = fc_iter_stride(&it_);                                    \
-                __VA_ARGS__                                                               \
-                left_ -= LEN;                                                             \
-                fc_iter_advance(&it_, LEN);                                               \
-            }                                                                             \
-        }                                                                                 \
-    } while (0)
-
-typedef struct {
-    int64_t arr, start, count;
-} fc_block;
-
-/* Splits every array into blocks of FC_BLOCK elements. first[i] .. first[i+1]
- * are the blocks of array i. Returns NULL on allocation failure (or when
- * there is nothing to do, with *nb_out == 0). */
-static fc_block *make_blocks(const fc_array *arrs, int64_t n, int64_t *first, int64_t *nb_out,
-                             int64_t *work_out) {
-    int64_t nb = 0, work = 0;
-    for (int64_t i = 0; i < n; i++) {
-        first[i] = nb;
-        nb += (arrs[i].size + FC_BLOCK - 1) / FC_BLOCK;
-        work += arrs[i].size;
-    }
-    first[n] = nb;
-    *nb_out = nb;
-    *work_out = work;
-    if (nb == 0) return NULL;
-    fc_block *b = (fc_block *)malloc((size_t)nb * sizeof(fc_block));
-    if (!b) return NULL;
-    int64_t g = 0;
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t s = 0; s < arrs[i].size; s += FC_BLOCK) {
-            b[g].arr = i;
-            b[g].start = s;
-            b[g].count = arrs[i].size - s < FC_BLOCK ? arrs[i].size - s : FC_BLOCK;
-            g++;
-        }
-    }
-    return b;
-}
 
 /* One reduction over the runs of a block: DENSE32/DENSE64 for unit-stride runs,
  * <KERNEL>_strided_<dtype> otherwise; per-run results (R1 a double, R2 of type T2)
@@ -332,7 +261,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     if (nb > 0 && !blocks) {
         free(first);
         return FC_ENOMEM;
@@ -450,7 +379,7 @@ static int for_each_block(const fc_array *arrs, int64_t n, fc_item_fn fn, void *
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
@@ -567,7 +496,7 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     if (nb > 0 && !blocks) {
         free(first);
         return FC_ENOMEM;
@@ -617,10 +546,9 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     if (do_scale) {
         t.coef = coef;
         t.c32 = (float)coef;
-        /* One thread: last block first (its tail is in cache). Threads: in order,
-         * as in the norm pass, so that each thread tends to get back the blocks it
-         * just read (669,706-element MLP set, 2 threads: 58 us vs 76 us for the
-         * call; 1 thread: 104 us reversed vs 110 us in order). */
+        /* One thread: last block first (its tail is still in cache). Threads: in
+         * order, as in the norm pass, so that each thread tends to get back the
+         * blocks it has just read (figures in bench/README.md). */
         fc_parallel_for(nb, fc_pool_parallel(work) ? item_scale : item_scale_rev, &t, work);
     }
 #undef FC_DECIDE
@@ -666,14 +594,14 @@ int fc_nan_to_num_(const fc_array *arrs, int64_t n, double nan, int replace_inf,
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
     const int par = fc_use_parallel(work);
     (void)par;
     int64_t total = 0;
-#pragma omp parallel for schedule(static) if (par) reduction(+ : total)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par) reduction(+ : total)
     for (int64_t g = 0; g < nb; g++) {
         const fc_array *a = arrs + blocks[g].arr;
         FC_RUNS(a, blocks[g].start, blocks[g].count, p, len, st, {

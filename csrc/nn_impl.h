@@ -64,7 +64,7 @@ int FN(fc_nn_bias_act)(FC_T *z, int64_t ldz, FC_T *y, int64_t ldy, int64_t n, in
     const int64_t nb = (n + rb - 1) / rb;
     const int inplace = (z == y);
     const int par = nb > 1 && FC_NN_PAR(n * m);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
         if (inplace) FN(epi_inplace)(y, ldy, r0, r1, m, b, act, slope);
@@ -161,7 +161,7 @@ int FN(fc_nn_act_backward)(const FC_T *dy, int64_t lddy, const FC_T *ref, int64_
     if (!part) return FC_ENOMEM;
     double *spart = prelu ? part + nb * m : NULL;
     const int par = nb > 1 && FC_NN_PAR(n * m);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         const int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
         FN(bwd_rows)(dy + r0 * lddy, lddy, ref ? ref + r0 * ldr : NULL, ldr,
@@ -218,7 +218,7 @@ double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
         return total;
     }
     const int par = FC_NN_PAR(n);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         int64_t s0 = k * FC_BLOCK;
         part[k] = FN(ssq_block)(x + s0, n - s0 < FC_BLOCK ? n - s0 : FC_BLOCK);
@@ -284,7 +284,7 @@ int FN(fc_nn_softmax_xent)(const FC_T *x, int64_t ldx, int64_t n, int64_t c,
     double *part = nb <= 64 ? stack : (double *)malloc((size_t)nb * sizeof(double));
     if (!part) return FC_ENOMEM;
     const int par = nb > 1 && fc_use_parallel(n * c * 8);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
         part[k] = FN(xent_rows)(x, ldx, r0, r1, c, labels, t, ldt, g, (double)n);
@@ -327,7 +327,7 @@ int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, double *l
     if (!part) return FC_ENOMEM;
     const double scale = 2.0 / (double)size;
     const int par = nb > 1 && fc_use_parallel(size);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
     for (int64_t k = 0; k < nb; k++) {
         int64_t s0 = k * FC_BLOCK;
         int64_t len = size - s0 < FC_BLOCK ? size - s0 : FC_BLOCK;

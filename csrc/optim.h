@@ -23,6 +23,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 enum { FC_OPT_SGD = 0, FC_OPT_ADAM = 1, FC_OPT_RMSPROP = 2 };
 enum { FC_CLIP_NONE = 0, FC_CLIP_NORM = 1, FC_CLIP_VALUE = 2 };
@@ -62,6 +63,7 @@ int fc_optim_step(const fc_optim_config *cfg, const fc_array *params, const fc_a
                   const fc_array *states, int64_t n, const double *sqnorms, double *norms,
                   double *total, int64_t *first_nonfinite);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -344,7 +344,7 @@ int fc_schedule_eval_array(const fc_schedule *s, const void *steps, int32_t dtyp
     const int64_t nblocks = (n + FC_SCHED_BLOCK - 1) / FC_SCHED_BLOCK;
     int bad = 0;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) reduction(| : bad) if (fc_use_parallel(n * 8))
+#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) reduction(| : bad) if (fc_use_parallel(n * 8))
 #endif
     for (int64_t b = 0; b < nblocks; b++) {
         const int64_t lo = b * FC_SCHED_BLOCK;

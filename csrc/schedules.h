@@ -40,6 +40,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 enum {
     FC_SCHED_CONSTANT = 0,
@@ -114,6 +115,7 @@ typedef struct {
 /* One step with a metric (NaN is never an improvement); returns the new lr. */
 double fc_plateau_step(fc_plateau *s, double metric);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif
