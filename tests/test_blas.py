@@ -37,6 +37,7 @@ def _child(blas: str | None) -> subprocess.CompletedProcess:
     if blas is not None:
         env["FASTCLIP_BLAS"] = blas
     env["FASTCLIP_IMPLEMENTATION"] = "c"
+    env["SKBUILD_EDITABLE_VERBOSE"] = "0"  # an editable install's rebuild log stays off stdout
     return subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 
