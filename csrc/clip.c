@@ -289,7 +289,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
 
     if (p == 2.0 || p == 1.0) {
         const int sq = (p == 2.0);
-        fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, work);
+        fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, fc_pool_parallel(work));
         for (int64_t i = 0; i < n; i++) {
             double s = 0, m = 0;
             for (int64_t g = first[i]; g < first[i + 1]; g++) {
@@ -306,7 +306,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
             }
         }
     } else {
-        fc_parallel_for(nb, item_amax, &t, work);
+        fc_parallel_for(nb, item_amax, &t, fc_pool_parallel(work));
         for (int64_t i = 0; i < n; i++) {
             double m = 0;
             int nan = 0;
@@ -318,7 +318,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
         }
         if (!isinf(p)) {
             /* second pass: sum of (|x|/max)^p, which cannot overflow */
-            fc_parallel_for(nb, item_powsum, &t, work);
+            fc_parallel_for(nb, item_powsum, &t, fc_pool_parallel(work));
             for (int64_t i = 0; i < n; i++) {
                 double m = norms[i];
                 if (!(m > 0) || !isfinite(m)) continue; /* 0, inf or NaN stay */
@@ -385,7 +385,7 @@ static int for_each_block(const fc_array *arrs, int64_t n, fc_item_fn fn, void *
     if (!blocks) return FC_ENOMEM;
     *blocks_slot = blocks;
     if (nb_slot) *nb_slot = nb;
-    fc_parallel_for(nb, fn, ctx, work);
+    fc_parallel_for(nb, fn, ctx, fc_pool_parallel(work));
     *blocks_slot = NULL;
     free(blocks);
     return FC_OK;
@@ -541,7 +541,7 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     t.nb = nb;
     t.ps = ps;
     t.pm = pm;
-    fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, work);
+    fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, fc_pool_parallel(work));
     FC_DECIDE;
     if (do_scale) {
         t.coef = coef;
@@ -549,7 +549,8 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
         /* One thread: last block first (its tail is still in cache). Threads: in
          * order, as in the norm pass, so that each thread tends to get back the
          * blocks it has just read (figures in bench/README.md). */
-        fc_parallel_for(nb, fc_pool_parallel(work) ? item_scale : item_scale_rev, &t, work);
+        const int par = fc_pool_parallel(work);
+        fc_parallel_for(nb, par ? item_scale : item_scale_rev, &t, par);
     }
 #undef FC_DECIDE
     *scaled = do_scale;
@@ -587,6 +588,32 @@ int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double 
     return fc_scale_(arrs, n, coef);
 }
 
+typedef struct {
+    const fc_array *arrs;
+    const fc_block *blocks;
+    int64_t *counts;
+    double nan;
+    int replace_inf;
+    double posinf, neginf;
+} fc_nan_items;
+
+/* replacements made in one block */
+static void item_nan_to_num(void *c, int64_t g) {
+    const fc_nan_items *t = (const fc_nan_items *)c;
+    const fc_block *b = t->blocks + g;
+    const fc_array *a = t->arrs + b->arr;
+    int64_t k = 0;
+    FC_RUNS(a, b->start, b->count, p, len, st, {
+        if (a->dtype == FC_FLOAT32)
+            k += nan_to_num_strided_f32(p, len, st, (float)t->nan, t->replace_inf,
+                                        (float)t->posinf, (float)t->neginf);
+        else
+            k += nan_to_num_strided_f64(p, len, st, t->nan, t->replace_inf, t->posinf,
+                                        t->neginf);
+    });
+    t->counts[g] = k;
+}
+
 int fc_nan_to_num_(const fc_array *arrs, int64_t n, double nan, int replace_inf, double posinf,
                    double neginf, int64_t *count) {
     *count = 0;
@@ -598,20 +625,16 @@ int fc_nan_to_num_(const fc_array *arrs, int64_t n, double nan, int replace_inf,
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
-    const int par = fc_use_parallel(work);
-    (void)par;
-    int64_t total = 0;
-#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par) reduction(+ : total)
-    for (int64_t g = 0; g < nb; g++) {
-        const fc_array *a = arrs + blocks[g].arr;
-        FC_RUNS(a, blocks[g].start, blocks[g].count, p, len, st, {
-            if (a->dtype == FC_FLOAT32)
-                total += nan_to_num_strided_f32(p, len, st, (float)nan, replace_inf, (float)posinf,
-                                                (float)neginf);
-            else
-                total += nan_to_num_strided_f64(p, len, st, nan, replace_inf, posinf, neginf);
-        });
+    int64_t *counts = (int64_t *)malloc((size_t)nb * sizeof(int64_t));
+    if (!counts) {
+        free(blocks);
+        return FC_ENOMEM;
     }
+    fc_nan_items t = {arrs, blocks, counts, nan, replace_inf, posinf, neginf};
+    fc_parallel_for(nb, item_nan_to_num, &t, fc_use_parallel(work));
+    int64_t total = 0;
+    for (int64_t g = 0; g < nb; g++) total += counts[g];
+    free(counts);
     free(blocks);
     *count = total;
     return FC_OK;

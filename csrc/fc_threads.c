@@ -8,25 +8,9 @@
 
 static int fc_serial_flag = 0;
 
-/* In a forked child GNU libgomp's pool is gone: the first parallel region
- * would wait for the parent's workers. Besides the flag, the OpenMP nthreads
- * ICV of the calling thread (a forked child's only thread) is set to 1, so
- * every region runs as a 1-thread team, which never touches the old pool.
- * Threads the child starts later get fresh pools. */
-#ifdef _OPENMP
-static int fc_saved_threads = 0;
-#endif
-void fc_set_serial_only(int on) {
-#ifdef _OPENMP
-    if (on && !fc_serial_flag) {
-        fc_saved_threads = omp_get_max_threads();
-        omp_set_num_threads(1);
-    } else if (!on && fc_serial_flag && fc_saved_threads > 0) {
-        omp_set_num_threads(fc_saved_threads);
-    }
-#endif
-    fc_serial_flag = on ? 1 : 0;
-}
+/* Set in a forked child (fastclip._fork): the pool's helpers exist only in the
+ * parent, so the child runs every kernel on its calling thread. */
+void fc_set_serial_only(int on) { fc_serial_flag = on ? 1 : 0; }
 int fc_serial_only(void) { return fc_serial_flag; }
 
 int fc_openmp_enabled(void) {
@@ -59,9 +43,6 @@ int fc_max_threads(void) {
 #endif
 }
 
-int fc_use_parallel(int64_t work) {
-    return work >= FC_PARALLEL_MIN && fc_max_threads() > 1;
-}
 
 /* ------------------------------------------------------------------------- */
 /* fc_parallel_for: a small pool of helper threads (POSIX threads).           */
@@ -179,12 +160,10 @@ static int fc_pool_grow(int want) {
     return fc_pool_started;
 }
 
-int fc_pool_parallel(int64_t work) {
-    return work >= FC_POOL_MIN && fc_max_threads() > 1 && !fc_pool_forked;
-}
+static int fc_forked(void) { return fc_pool_forked; }
 
-void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
-    int helpers = (n > 1 && fc_pool_parallel(work)) ? fc_max_threads() - 1 : 0;
+void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int parallel) {
+    int helpers = (n > 1 && parallel && !fc_pool_forked) ? fc_max_threads() - 1 : 0;
     if (helpers > 0 && pthread_mutex_trylock(&fc_pool_busy) != 0) helpers = 0;
     if (helpers <= 0) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
@@ -226,13 +205,15 @@ void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
     pthread_mutex_unlock(&fc_pool_busy);
 }
 #else
-int fc_pool_parallel(int64_t work) {
-    (void)work;
-    return 0;
-}
+static int fc_forked(void) { return 1; /* no helpers: always serial */ }
 
-void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int64_t work) {
-    (void)work;
+void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int parallel) {
+    (void)parallel;
     for (int64_t i = 0; i < n; i++) fn(ctx, i);
 }
 #endif
+
+
+int fc_parallel_worth(int64_t work, int64_t min_work) {
+    return work >= min_work && fc_max_threads() > 1 && !fc_forked();
+}

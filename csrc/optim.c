@@ -36,6 +36,26 @@ int fc_optim_nstate(const fc_optim_config *cfg) {
     }
 }
 
+typedef struct {
+    const fc_optim_config *cfg;
+    const fc_optim_coefs_f32 *k32;
+    const fc_optim_coefs_f64 *k64;
+    const fc_array *params, *grads, *states;
+    int nstate;
+    const fc_block *blocks;
+} upd_ctx;
+
+static void upd_item(void *c, int64_t q) {
+    const upd_ctx *u = (const upd_ctx *)c;
+    const fc_block *bl = u->blocks + q;
+    const int64_t i = bl->arr;
+    const fc_array *st = u->states + i * u->nstate;
+    if (u->params[i].dtype == FC_FLOAT32)
+        update_block_f32(u->cfg, u->k32, u->params + i, u->grads + i, st, u->nstate, bl->start, bl->count);
+    else
+        update_block_f64(u->cfg, u->k64, u->params + i, u->grads + i, st, u->nstate, bl->start, bl->count);
+}
+
 int fc_optim_step(const fc_optim_config *cfg, const fc_array *params, const fc_array *grads,
                   const fc_array *states, int64_t n, const double *sqnorms, double *norms,
                   double *total, int64_t *first_nonfinite) {
@@ -109,19 +129,9 @@ int fc_optim_step(const fc_optim_config *cfg, const fc_array *params, const fc_a
     fc_block *blocks = fc_make_blocks(params, n, NULL, &nb, &work);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
-    /* Adam/RMSprop touch 4-6 arrays per element: parallel pays earlier. */
-    const int par = fc_use_parallel(work * (nstate + 2) / 2);
-    (void)par;
-#pragma omp parallel for num_threads(fc_max_threads()) schedule(static) if (par)
-    for (int64_t q = 0; q < nb; q++) {
-        const fc_block *bl = blocks + q;
-        const int64_t i = bl->arr;
-        const fc_array *st = states + i * nstate;
-        if (params[i].dtype == FC_FLOAT32)
-            update_block_f32(cfg, &k32, params + i, grads + i, st, nstate, bl->start, bl->count);
-        else
-            update_block_f64(cfg, &k64, params + i, grads + i, st, nstate, bl->start, bl->count);
-    }
+    upd_ctx u = {cfg, &k32, &k64, params, grads, states, nstate, blocks};
+    /* Adam/RMSprop touch 4-6 arrays per element: helpers pay off earlier. */
+    fc_parallel_for(nb, upd_item, &u, fc_use_parallel(work * (nstate + 2) / 2));
     free(blocks);
     return FC_OK;
 }

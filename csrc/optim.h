@@ -7,8 +7,8 @@
  *      by per-gradient sums of squares;
  *   2. if that norm is not finite, nothing is written and FC_ENONFINITE is
  *      returned;
- *   3. one pass over each parameter, in blocks of FC_BLOCK elements (OpenMP
- *      across blocks), that clips the gradient on the fly
+ *   3. one pass over each parameter, in blocks of FC_BLOCK elements (the
+ *      blocks shared out by fc_parallel_for), that clips the gradient on the fly
  *      (g' = clamp(g * coef, lo, hi): coef = PyTorch's clip coefficient for
  *      global-norm clipping, [lo, hi] = [-clip_value, clip_value] for value
  *      clipping, 1 and [-inf, inf] otherwise; the gradient array is read only)

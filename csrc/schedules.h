@@ -95,9 +95,9 @@ double fc_schedule_eval(const fc_schedule *s, double step);
 
 /* out[i] = value at steps[i * stride] (stride in bytes, dtype FC_STEPS_*)
  * for i < n. Steps that are negative, NaN or infinite make the call return
- * FC_EINVAL (their outputs are unspecified); otherwise FC_OK. Runs on
- * several threads when n is large; every element is computed alone, so the
- * result does not depend on the thread count. */
+ * FC_EINVAL (their outputs are unspecified); FC_ENOMEM when out of memory;
+ * otherwise FC_OK. Runs on several threads when n is large; every element is
+ * computed alone, so the result does not depend on the thread count. */
 int fc_schedule_eval_array(const fc_schedule *s, const void *steps, int32_t dtype, int64_t n,
                            int64_t stride, double *out);
 

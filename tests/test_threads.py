@@ -1,8 +1,9 @@
-"""Threads: concurrent Python threads, OpenMP thread counts, fork, threadpoolctl.
+"""Threads: concurrent Python threads, thread counts, fork, threadpoolctl.
 
 Every case of ``_harden.CASES`` (one per public kernel of every family) runs on
-arrays large enough for the kernels to open OpenMP parallel regions
-(more than ``FC_PARALLEL_MIN`` elements, csrc/fc_common.h).
+arrays large enough for the kernels to use the pool's helper threads
+(more than ``FC_PARALLEL_MIN`` elements, csrc/fc_threads.h). The thread count is
+OpenMP's setting (OMP_NUM_THREADS, threadpoolctl), capped at the processors.
 """
 
 from __future__ import annotations
