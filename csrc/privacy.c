@@ -50,7 +50,8 @@ int fc_row_sqnorms(const fc_rows *arrays, int64_t n, double *out) {
     const int64_t batch = arrays[0].rows;
     ssq_task t = {arrays, n, (batch + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, out};
     if (t.items_per_array == 0) return FC_OK;
-    fc_parallel_for(n * t.items_per_array, item_ssq, &t, total_work(arrays, n));
+    const int par = fc_pool_parallel(total_work(arrays, n));
+    fc_parallel_for(n * t.items_per_array, item_ssq, &t, par);
     return FC_OK;
 }
 
@@ -86,7 +87,8 @@ int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int i
     for (int64_t k = 0; k < n; k++)
         first[k + 1] = first[k] + (arrays[k].cols + COLS_PER_ITEM - 1) / COLS_PER_ITEM;
     wsum_task t = {arrays, w, inplace, sums, first, n};
-    if (first[n] > 0) fc_parallel_for(first[n], item_wsum, &t, total_work(arrays, n));
+    if (first[n] > 0)
+        fc_parallel_for(first[n], item_wsum, &t, fc_pool_parallel(total_work(arrays, n)));
     free(first);
     return FC_OK;
 }

@@ -15,6 +15,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 typedef struct {
     char *data;
@@ -35,6 +36,7 @@ int fc_row_sqnorms(const fc_rows *arrays, int64_t n, double *out);
 int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int inplace,
                         char *const *sums);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif
