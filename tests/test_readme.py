@@ -11,38 +11,19 @@ block carries its own imports and data and never relies on an earlier block.
   a fastclip function that imports one lazily (``plot_schedule``: matplotlib) runs only
   when that package is importable here; otherwise it is skipped, naming the package.
   Any other failure, a missing non-optional package included, fails the test.
+
+The runner is shared with the documentation's blocks (tests/_codeblocks.py).
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _codeblocks import needs, run_block
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TIMEOUT = 600  # seconds per block; the slowest (a 20-epoch fit) takes seconds
-
-# import name -> what to install, for the packages a README block may need that the
-# core dependencies do not bring
-OPTIONAL = {
-    "torch": "torch",
-    "sklearn": "scikit-learn",
-    "matplotlib": "matplotlib",
-    "pandas": "pandas",
-    "tqdm": "tqdm",
-    "mpi4py": "mpi4py",
-    "opacus": "opacus",
-    "dp_accounting": "dp-accounting",
-}
-# fastclip names that import an optional package when called
-LAZY = {"plot_schedule": "matplotlib", "to_pandas": "pandas"}
 
 _MPI_MARK = re.compile(r"^<!--\s*mpiexec\s+-n\s+(\d+)\s*-->$")
 _FENCE = re.compile(r"^```(\S*)\s*$")
@@ -81,47 +62,6 @@ BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
 PYTHON = [b for b in BLOCKS if b["lang"] == "python"]
 
 
-def _needs(code: str) -> list[str]:
-    """The optional packages a block imports, or needs through a lazy fastclip call."""
-    found = []
-    for node in ast.walk(ast.parse(code)):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name.split(".")[0] for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module.split(".")[0]]
-        elif isinstance(node, ast.Attribute) and node.attr in LAZY:
-            names = [LAZY[node.attr]]
-        elif isinstance(node, ast.Name) and node.id in LAZY:
-            names = [LAZY[node.id]]
-        found += [n for n in names if n in OPTIONAL and n not in found]
-    return found
-
-
-def _skip_unless_installed(block: dict) -> None:
-    for name in _needs(block["code"]):
-        if importlib.util.find_spec(name) is None:
-            pytest.skip(f"the README block at line {block['line']} needs {name}, which is "
-                        f"not installed (pip install {OPTIONAL[name]})")
-
-
-def _run(cmd: list[str], cwd: Path, env: dict, what: str) -> None:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{what} did not finish in {TIMEOUT} s:\n{out}")
-    assert proc.returncode == 0, f"{what} exited with {proc.returncode}:\n{out}"
-
-
-def _env() -> dict:
-    # no display: matplotlib draws off-screen; the block's own cwd is a temporary directory
-    return dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
-
-
 def _params():
     for b in PYTHON:
         marks = [pytest.mark.mpi] if b["ranks"] else []
@@ -131,26 +71,8 @@ def _params():
 
 @pytest.mark.parametrize("block", list(_params()))
 def test_readme_python_block_runs(block, tmp_path):
-    _skip_unless_installed(block)
-    script = tmp_path / "readme_block.py"
-    script.write_text(block["code"], encoding="utf-8")
-    what = f"the README block at line {block['line']}"
-    if block["ranks"] is None:
-        _run([sys.executable, str(script)], tmp_path, _env(), what)
-        return
-    pytest.importorskip("mpi4py", reason="mpi4py is not installed "
-                        "(pip install 'numpy-fastclip[mpi]')")
-    import fastclip  # noqa: F401  (an editable build rebuilds here once, not once per rank)
-    from test_mpi import _mpiexec
-
-    exe = _mpiexec()
-    cmd = [exe, "-n", str(block["ranks"])]
-    version = subprocess.run([exe, "--version"], check=False, capture_output=True, text=True,
-                             timeout=60)
-    if "Open MPI" in version.stdout + version.stderr:
-        cmd.append("--oversubscribe")
-    _run(cmd + [sys.executable, str(script)], tmp_path, dict(_env(), OMP_NUM_THREADS="1"),
-         f"{what} under {' '.join(cmd)}")
+    run_block(block["code"], block["ranks"], f"the README block at line {block['line']}",
+              tmp_path)
 
 
 def test_readme_structure():
@@ -178,4 +100,4 @@ def test_block_parser_and_needs():
         readme_blocks("```python\nprint(1)\n")
     code = ("import numpy as np\nfrom sklearn.datasets import load_digits\nimport torch.nn\n"
             "# import pandas\nfastclip.plot_schedule(s, 10)\n")
-    assert _needs(code) == ["sklearn", "torch", "matplotlib"]
+    assert needs(code) == ["sklearn", "torch", "matplotlib"]
