@@ -24,6 +24,7 @@ or, after ``fastclip.set_implementation("python")``, by the NumPy reference
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -552,6 +553,13 @@ class _FitPrivacy:
     def epsilon(self) -> float:
         return self.accountant.get_epsilon(self.config.delta)
 
+    def summary(self) -> dict[str, Any]:
+        c = self.config
+        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "max_grad_norm": c.max_grad_norm, "delta": c.delta,
+                "accountant": c.accountant,
+                "expected_batch_size": self.sampler.expected_batch_size}
+
 
 def fit_setup(privacy: Any, model: Any, optimizer: Any, n: int, batch_size: int, epochs: int,
               rng: np.random.Generator, *, clipper: Any, comm: Any) -> _FitPrivacy:
@@ -665,8 +673,17 @@ def _epsilon(history: Sequence[tuple[float, float, int]], delta: float, mechanis
         acc = dpa.rdp.RdpAccountant(list(RDP_ORDERS))
     else:
         acc = dpa.pld.PLDAccountant(value_discretization_interval=value_discretization_interval)
-    acc.compose(_event(history))
-    return float(acc.get_epsilon(delta))
+    # dp-accounting logs (through absl) every Renyi order whose series it drops at
+    # small noise multipliers; the epsilon (from the other orders) remains an upper
+    # bound, and the user needs no log line per dropped order
+    log = logging.getLogger("absl")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        acc.compose(_event(history))
+        return float(acc.get_epsilon(delta))
+    finally:
+        log.setLevel(level)
 
 
 class PrivacyAccountant:

@@ -57,6 +57,10 @@ class History:
     n_steps, n_epochs : int
     n_explosions : int
         The number of flagged steps.
+    privacy : dict or None
+        For a private run (``fit(privacy=...)``): ``noise_multiplier``,
+        ``sample_rate``, ``max_grad_norm``, ``delta``, ``accountant`` and
+        ``expected_batch_size``; None otherwise.
 
     See Also
     --------
@@ -92,6 +96,7 @@ class History:
             "epsilon": []}
         self.events: list[Event] = []
         self.stopped_early = False
+        self.privacy: dict[str, Any] | None = None
 
     def _grow(self, cap: int) -> None:
         for name, dt in self._STEP_FIELDS:
