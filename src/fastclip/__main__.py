@@ -15,9 +15,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fastclip import __version__
+
     parser = argparse.ArgumentParser(
         prog="fastclip", description="fastclip: fast, stable training kernels for NumPy."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="command")
     info = sub.add_parser("info", help="show the build and run-time configuration")
     info.add_argument("--json", action="store_true", help="print JSON")

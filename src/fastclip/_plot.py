@@ -10,7 +10,8 @@ from fastclip._checks import schedules as _s
 
 __all__ = ["plot_schedule"]
 
-_INSTALL = 'plotting needs matplotlib: pip install "fastclip[plot]" (or pip install matplotlib)'
+_INSTALL = ('plotting needs matplotlib: pip install "numpy-fastclip[plot]" '
+            '(or pip install matplotlib)')
 
 
 def plot_schedule(sched: Any, steps: Any, ax: Any = None, **plot_kwargs: Any) -> Any:
@@ -37,7 +38,7 @@ def plot_schedule(sched: Any, steps: Any, ax: Any = None, **plot_kwargs: Any) ->
     Raises
     ------
     ImportError
-        If matplotlib is not installed (``pip install "fastclip[plot]"``).
+        If matplotlib is not installed (``pip install "numpy-fastclip[plot]"``).
     TypeError, ValueError
         For a non-callable ``sched`` or bad ``steps``.
     """

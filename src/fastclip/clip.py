@@ -267,6 +267,36 @@ def clip_by_global_norm(
 def zero_nans_(grads: Arrays) -> int:
     """Replace every NaN by 0 in place; returns how many were replaced.
 
-    Infinite values are left alone (clip them by value or norm).
+    A cheap repair for a step whose gradients picked up NaNs (from a 0/0 or an
+    overflow in a loss, say) when dropping the whole step is not wanted: the NaN
+    entries contribute nothing to the update while the finite ones are kept.
+    Infinite values are left alone (clip them by value or norm); to drop a
+    non-finite step instead, use the ``"skip"`` policy of :func:`fastclip.fit`
+    or ``error_if_nonfinite=True`` of :func:`clip_grad_norm_`.
+
+    Parameters
+    ----------
+    grads : ndarray or iterable of ndarray
+        Writeable float32 or float64 arrays, modified in place.
+
+    Returns
+    -------
+    int
+        The number of NaN entries replaced, over all arrays.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For arrays that are not float32/float64, read-only or sharing memory
+        (the message names ``grads``); nothing is modified.
+
+    Examples
+    --------
+    >>> import numpy as np, fastclip
+    >>> g = np.array([1.0, np.nan, -np.inf, np.nan])
+    >>> fastclip.zero_nans_(g)
+    2
+    >>> g
+    array([  1.,   0., -inf,   0.])
     """
     return _fam.impl.zero_nans_(grads)

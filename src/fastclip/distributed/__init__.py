@@ -1,7 +1,7 @@
 """Sharded gradient clipping and data-parallel training over MPI (mpi4py).
 
 fastclip runs on several processes through `mpi4py <https://mpi4py.readthedocs.io>`_,
-the standard MPI binding for NumPy codes (``pip install "fastclip[mpi]"`` brings
+the standard MPI binding for NumPy codes (``pip install "numpy-fastclip[mpi]"`` brings
 mpi4py and the MPICH wheel; launch with ``mpiexec -n 2 python script.py``).
 mpi4py is imported lazily: fastclip works without it, and ``comm=None`` (the
 default everywhere) never touches MPI.

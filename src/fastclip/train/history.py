@@ -15,20 +15,70 @@ __all__ = ["History"]
 class History:
     """What :func:`fit` recorded: per step, per epoch, and the events.
 
-    Per step (arrays of length :attr:`n_steps`): ``step``, ``epoch``, ``loss``
-    (the mini-batch loss), ``grad_norm`` (global L2 norm before clipping),
-    ``layer_norms`` (``(n_steps, n_params)``: each parameter's gradient norm,
-    columns named by :attr:`layer_names`), ``lr`` (the learning rate the step
-    used or would have used) and ``applied`` (False for skipped and rolled-back
-    steps). Per epoch: ``epoch_loss`` (mean loss of the applied steps),
-    ``val_loss``, ``val_accuracy`` (NaN without validation data / for
-    non-classification losses), ``epoch_time`` (seconds) and ``epsilon`` (the
-    epsilon of the (epsilon, delta)-DP guarantee spent up to the end of the
-    epoch when ``fit`` trains with ``privacy=``; NaN otherwise). :attr:`events`
-    lists every flagged step and every vanishing-gradient report
-    (:class:`Event`). :attr:`privacy` describes a private run (``fit(privacy=...)``):
-    ``noise_multiplier``, ``sample_rate``, ``max_grad_norm``, ``delta``,
-    ``accountant`` and ``expected_batch_size``; None otherwise.
+    :func:`fit` returns one (and attaches the history so far to an exception that
+    stops it, as ``exc.history``). Every per-step and per-epoch record is read as
+    an attribute and returned as a new NumPy array, so it can be kept or modified
+    without touching the history.
+
+    Parameters
+    ----------
+    layer_names : sequence of str, optional
+        The names of the model's parameters (``model.parameter_names()``, such
+        as ``"0.weight"``): the columns of :attr:`layer_norms`.
+
+    Attributes
+    ----------
+    step, epoch : ndarray of int64, shape (n_steps,)
+        The global step number and the epoch of each step.
+    loss : ndarray of float64, shape (n_steps,)
+        The mini-batch loss.
+    grad_norm : ndarray of float64, shape (n_steps,)
+        The global L2 norm of the gradients before clipping.
+    layer_norms : ndarray of float64, shape (n_steps, n_params)
+        Each parameter's gradient norm (before clipping), columns named by
+        :attr:`layer_names`.
+    lr : ndarray of float64, shape (n_steps,)
+        The learning rate the step used, or would have used.
+    applied : ndarray of bool, shape (n_steps,)
+        False for skipped and rolled-back steps.
+    epoch_loss : ndarray of float64, shape (n_epochs,)
+        The mean loss of the epoch's applied steps.
+    val_loss, val_accuracy : ndarray of float64, shape (n_epochs,)
+        On the validation data; NaN without validation data (accuracy: also for
+        losses that are not classifications).
+    epoch_time : ndarray of float64, shape (n_epochs,)
+        Seconds per epoch.
+    epsilon : ndarray of float64, shape (n_epochs,)
+        With ``fit(..., privacy=...)``: the epsilon of the (epsilon, delta)-DP
+        guarantee spent up to the end of each epoch; NaN otherwise.
+    events : list of Event
+        Every flagged step and every vanishing-gradient report (:class:`Event`).
+    layer_names : list of str
+    n_steps, n_epochs : int
+    n_explosions : int
+        The number of flagged steps.
+    privacy : dict or None
+        For a private run (``fit(privacy=...)``): ``noise_multiplier``,
+        ``sample_rate``, ``max_grad_norm``, ``delta``, ``accountant`` and
+        ``expected_batch_size``; None otherwise.
+
+    See Also
+    --------
+    fit, GradientMonitor
+
+    Examples
+    --------
+    >>> import numpy as np, fastclip
+    >>> from fastclip import nn, optim
+    >>> X = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    >>> y = (X[:, 0] > 0).astype(np.int64)
+    >>> model = nn.MLP([4, 8, 2], rng=0)
+    >>> h = fastclip.fit(model, X, y, optimizer=optim.SGD(model.parameters(), lr=0.1),
+    ...                  epochs=2, batch_size=16, progress=False, seed=0)
+    >>> h.n_steps, h.n_epochs, h.grad_norm.shape, h.layer_norms.shape
+    (8, 2, (8,), (8, 4))
+    >>> h.layer_names
+    ['0.weight', '0.bias', '1.weight', '1.bias']
     """
 
     _STEP_FIELDS = (("step", np.int64), ("epoch", np.int64), ("loss", np.float64),
