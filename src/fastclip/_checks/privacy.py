@@ -1,0 +1,99 @@
+"""Checks for per-example clipping and differential privacy (``fastclip.privacy``)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from fastclip import _validation as _v
+
+
+def check_batched_arrays(grads: Any, name: str, inplace: bool) -> tuple[list[np.ndarray], bool]:
+    """Arrays with a common leading batch axis of length >= 1: ``(arrays, single)``."""
+    arrays, single = _v.check_arrays(grads, name, inplace)
+    if not arrays:
+        raise ValueError(f"{name} is empty: there is no gradient to clip")
+    for i, a in enumerate(arrays):
+        if isinstance(a, np.ma.MaskedArray):
+            raise TypeError(
+                f"{_v.label(name, i, single)} is a numpy.ma.MaskedArray; per-example "
+                "clipping has no meaning for masked entries: pass a plain ndarray"
+            )
+        if a.ndim == 0:
+            raise ValueError(
+                f"{_v.label(name, i, single)} is 0-d; per-example gradients need a "
+                "leading batch axis (shape (batch, ...))"
+            )
+    batch = arrays[0].shape[0]
+    for i, a in enumerate(arrays):
+        if a.shape[0] != batch:
+            raise ValueError(
+                f"{_v.label(name, i, single)} has batch size {a.shape[0]}, but "
+                f"{_v.label(name, 0, single)} has {batch}: every per-example gradient "
+                "needs the same leading batch axis"
+            )
+    if batch == 0:
+        raise ValueError(f"{name} has a batch of size 0: there is no example to clip")
+    return arrays, single
+
+
+def check_clip_norm(value: Any, name: str, *, allow_zero: bool, allow_inf: bool) -> float:
+    """A clipping norm: real, not NaN, > 0 (or >= 0), finite unless ``allow_inf``."""
+    v = _v.check_real(value, name)
+    if v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+    if math.isinf(v) and not allow_inf:
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return v
+
+
+def check_noise_multiplier(value: Any) -> float:
+    v = _v.check_real(value, "noise_multiplier")
+    if v < 0 or math.isinf(v):
+        raise ValueError(f"noise_multiplier must be finite and >= 0, got {v!r}")
+    return v
+
+
+def check_delta(value: Any) -> float:
+    v = _v.check_real(value, "delta")
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {v!r}")
+    return v
+
+
+def check_sample_rate(value: Any, name: str = "sample_rate") -> float:
+    v = _v.check_real(value, name)
+    if not 0.0 < v <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {v!r}")
+    return v
+
+
+def check_epsilon(value: Any, name: str = "target_epsilon") -> float:
+    v = _v.check_real(value, name)
+    if not 0.0 < v < math.inf:
+        raise ValueError(f"{name} must be finite and > 0, got {v!r}")
+    return v
+
+
+def check_count(value: Any, name: str, low: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    v = int(value)
+    if v < low:
+        raise ValueError(f"{name} must be >= {low}, got {v}")
+    return v
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_accountant(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in ("rdp", "pld"):
+        raise ValueError(f"accountant must be 'rdp' or 'pld', got {value!r}")
+    return value.lower()
