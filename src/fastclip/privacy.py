@@ -24,6 +24,7 @@ or, after ``fastclip.set_implementation("python")``, by the NumPy reference
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ from fastclip._checks import privacy as _cp
 from fastclip._dispatch import family
 
 __all__ = [
+    "DPConfig",
     "DPOptimizer",
     "PoissonSampler",
     "PrivacyAccountant",
@@ -210,6 +212,55 @@ def _as_arrays(grads: Any) -> Any:
     return grads
 
 
+def _clip_rows(model: Any, rows: list[np.ndarray], slopes: list[np.ndarray | None],
+               xs: list[np.ndarray], clip: Any, per_layer: Any,
+               scale: float) -> list[np.ndarray]:
+    """Per-example factors of a model's per-example backward (``fastclip.nn``).
+
+    ``rows[l]`` is block ``l``'s output gradient ``dz`` (B, out), ``xs[l]`` its
+    input and ``slopes[l]`` the per-example PReLU slope gradients (or None).
+    Example ``i``'s gradient of block ``l`` is ``scale * x_i dz_i^T`` (weight),
+    ``scale * dz_i`` (bias) and ``scale * s_i`` (slope): their squared norms need
+    only ``|x_i|^2`` and ``|dz_i|^2``. Returns, per parameter array, the weights
+    ``scale * factor_i`` by which its rows are scaled (the same array object for
+    every parameter under global clipping), and records the global norms on the
+    model (:meth:`fastclip.nn.MLP.per_example_norms`).
+    """
+    impl = _fam.impl
+    sq: list[np.ndarray] = []  # per parameter array, (B,) squared per-example norms
+    sizes: list[int] = []
+    s2 = scale * scale
+    for dz, s, x in zip(rows, slopes, xs):
+        r = impl.row_sqnorms([x, dz])
+        sq.append(r[0] * r[1] * s2)
+        sq.append(r[1] * s2)
+        sizes += [x.shape[1] * dz.shape[1], dz.shape[1]]
+        if s is not None:
+            sq.append(s * s * s2)
+            sizes.append(1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        norms = np.sqrt(np.sum(sq, axis=0))
+        model._pe_norms = norms
+        if per_layer is None:
+            f = np.minimum(clip / (norms + 1e-6), 1.0) * scale
+            f[np.isnan(norms)] = np.nan
+            return [f] * len(sq)
+        if per_layer == "explicit":
+            clips = np.asarray(clip, dtype=np.float64)
+        elif per_layer == "equal":
+            clips = np.full(len(sq), clip / math.sqrt(len(sq)))
+        else:
+            d = np.array(sizes, dtype=np.float64)
+            clips = clip * np.sqrt(d / d.sum())
+        out = []
+        for k, q in enumerate(sq):
+            n = np.sqrt(q)
+            f = np.minimum(clips[k] / (n + 1e-6), 1.0) * scale
+            f[np.isnan(n)] = np.nan
+            out.append(f)
+        return out
+
+
 # ---------------------------------------------------------------------------
 # Noise
 # ---------------------------------------------------------------------------
@@ -235,21 +286,26 @@ def gaussian_noise(shape: Any, std: float, *, rng: Any = None, secure_mode: bool
                    dtype: Any = np.float64, out: np.ndarray | None = None) -> np.ndarray:
     """Gaussian noise N(0, std^2) of a given shape, seeded or cryptographically secure.
 
+    Without ``secure_mode`` the samples come from fastclip's noise kernel: a
+    counter-based stream (SplitMix64, 52-bit uniforms, Box-Muller) whose seed is
+    drawn from ``rng``, vectorised and threaded, with the same values whatever the
+    thread count or SIMD level (the NumPy reference gives the same bits).
+
     Parameters
     ----------
     shape : int or tuple of int
     std : float
         Standard deviation, finite and ``>= 0``.
     rng : numpy.random.Generator, int or None
-        The generator (an int seed or None makes ``numpy.random.default_rng(rng)``);
+        Seeds the stream (an int seed or None makes ``numpy.random.default_rng(rng)``);
         ignored with ``secure_mode=True``.
     secure_mode : bool, default False
-        Draw from the operating system's CSPRNG (:func:`os.urandom`) instead of
-        ``rng``; slower, not reproducible, and the right choice for a real
-        privacy guarantee.
+        Draw from the operating system's CSPRNG (:func:`os.urandom`) instead;
+        slower, not reproducible, and the right choice for a deployed privacy
+        guarantee.
     dtype : {float32, float64}
     out : ndarray, optional
-        A C-contiguous array of ``shape`` and ``dtype`` to fill.
+        A writeable C-contiguous array of ``shape`` and ``dtype`` to fill.
 
     Returns
     -------
@@ -262,12 +318,14 @@ def gaussian_noise(shape: Any, std: float, *, rng: Any = None, secure_mode: bool
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     if out is None:
         out = np.empty(shape, dtype=dt)
+    elif not (isinstance(out, np.ndarray) and out.dtype == dt and out.flags.c_contiguous
+              and out.flags.writeable and out.shape == np.empty(shape, dtype=bool).shape):
+        raise ValueError("out must be a writeable C-contiguous array of shape and dtype")
     if secure:
-        out[...] = _secure_standard_normal(out.size).reshape(out.shape)
+        out[...] = _secure_standard_normal(out.size).reshape(out.shape) * s
     else:
-        _rng(rng).standard_normal(out=out, dtype=out.dtype)
-    if s != 1.0:
-        out *= out.dtype.type(s)
+        seed = int(_rng(rng).integers(0, 2**63))
+        _fam.impl.gaussian_(out, None, seed, 0, s, 1.0)
     return out
 
 
@@ -339,6 +397,9 @@ class DPOptimizer:
         self.optimizer = optimizer
         self._noisy = [np.empty(_value(p).shape, dtype=_value(p).dtype)
                        for p in optimizer.params]
+        # the noise stream: one seed from rng, a counter that every element advances
+        self._seed = int(self._rng.integers(0, 2**63))
+        self._counter = 0
 
     @property
     def params(self) -> list[Any]:
@@ -360,14 +421,16 @@ class DPOptimizer:
                                 f"got {g.dtype}")
         std = self.noise_multiplier * self.max_grad_norm
         inv = 1.0 / self.expected_batch_size
+        impl = _fam.impl
         for g, buf in zip(grads, self._noisy):
-            if std > 0:
-                gaussian_noise(buf.shape, std, rng=self._rng, secure_mode=self.secure_mode,
-                               dtype=buf.dtype, out=buf)
-                buf += g
+            g = np.ascontiguousarray(g, dtype=buf.dtype)
+            if self.secure_mode and std > 0:
+                z = _secure_standard_normal(buf.size).reshape(buf.shape)
+                buf[...] = (g.astype(np.float64) + std * z) * inv
             else:
-                buf[...] = g
-            buf *= buf.dtype.type(inv)
+                # one fused pass: (summed + std * z) / expected_batch_size
+                impl.gaussian_(buf, g, self._seed, self._counter, std, inv)
+                self._counter += buf.size + (buf.size & 1)
         return self._noisy
 
     def step(self, summed_grads: Sequence[np.ndarray], **kwargs: Any) -> Any:
@@ -392,6 +455,152 @@ class DPOptimizer:
 def _value(p: Any) -> np.ndarray:
     data = getattr(p, "data", None)
     return data if isinstance(data, np.ndarray) else np.asarray(p)
+
+
+class DPConfig:
+    """Differentially private training for :func:`fastclip.train.fit` (``privacy=``).
+
+    ``fit(model, X, y, privacy=DPConfig(max_grad_norm=1.0, noise_multiplier=1.1))``
+    trains with DP-SGD: every step draws its batch by Poisson sampling with rate
+    ``sample_rate`` (default ``batch_size / n_samples``), clips each example's
+    gradient to ``max_grad_norm`` inside the backward pass
+    (``model.backward(per_example_clip=...)``), adds Gaussian noise of standard
+    deviation ``noise_multiplier * max_grad_norm`` to the summed gradients,
+    divides by the expected batch size and steps the optimiser. The privacy
+    spent is accounted with ``dp-accounting`` and reported per epoch as
+    ``History.epsilon`` (and in the progress bar).
+
+    Parameters
+    ----------
+    max_grad_norm : float
+        The per-example clipping norm ``C``, finite and ``> 0``.
+    noise_multiplier : float, optional
+        ``sigma >= 0``. Give this or ``target_epsilon``.
+    target_epsilon : float, optional
+        Find the noise multiplier that spends this epsilon over the ``epochs``
+        of ``fit`` (:func:`get_noise_multiplier`).
+    delta : float, default 1e-5
+        The delta of the reported (epsilon, delta) guarantee, in (0, 1); choose
+        it below ``1 / n_samples``.
+    sample_rate : float, optional
+        ``q`` in (0, 1]; default ``batch_size / n_samples``.
+    accountant : {"rdp", "pld"}, default "rdp"
+    per_layer : {None, "equal", "size"}, default None
+        Per-layer clipping (see :meth:`fastclip.nn.MLP.backward`).
+    secure_mode : bool, default False
+        Noise from the operating system's CSPRNG instead of ``fit``'s seed.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A bad argument, named; neither or both of ``noise_multiplier`` and
+        ``target_epsilon``.
+    """
+
+    def __init__(self, *, max_grad_norm: float, noise_multiplier: float | None = None,
+                 target_epsilon: float | None = None, delta: float = 1e-5,
+                 sample_rate: float | None = None, accountant: str = "rdp",
+                 per_layer: str | None = None, secure_mode: bool = False) -> None:
+        self.max_grad_norm = _cp.check_clip_norm(max_grad_norm, "max_grad_norm",
+                                                 allow_zero=False, allow_inf=False)
+        if (noise_multiplier is None) == (target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+        self.noise_multiplier = (None if noise_multiplier is None
+                                 else _cp.check_noise_multiplier(noise_multiplier))
+        self.target_epsilon = (None if target_epsilon is None
+                               else _cp.check_epsilon(target_epsilon))
+        self.delta = _cp.check_delta(delta)
+        self.sample_rate = None if sample_rate is None else _cp.check_sample_rate(sample_rate)
+        self.accountant = _cp.check_accountant(accountant)
+        if per_layer not in (None, "equal", "size"):
+            raise ValueError(f"per_layer must be None, 'equal' or 'size', got {per_layer!r}")
+        self.per_layer = per_layer
+        self.secure_mode = _cp.check_bool(secure_mode, "secure_mode")
+
+    def resolve(self, n_samples: int, batch_size: int, epochs: int) -> tuple[float, float]:
+        """``(sample_rate, noise_multiplier)`` for a run of ``epochs`` over ``n_samples``."""
+        q = self.sample_rate if self.sample_rate is not None else min(1.0, batch_size / n_samples)
+        q = _cp.check_sample_rate(q)
+        if self.noise_multiplier is not None:
+            return q, self.noise_multiplier
+        assert self.target_epsilon is not None
+        steps = max(1, int(round(1.0 / q))) * epochs
+        sigma = get_noise_multiplier(target_epsilon=self.target_epsilon,
+                                     target_delta=self.delta, sample_rate=q, steps=steps,
+                                     accountant=self.accountant)
+        return q, sigma
+
+    def __repr__(self) -> str:
+        noise = (f"noise_multiplier={self.noise_multiplier}" if self.noise_multiplier is not None
+                 else f"target_epsilon={self.target_epsilon}")
+        return (f"DPConfig(max_grad_norm={self.max_grad_norm}, {noise}, delta={self.delta}, "
+                f"accountant={self.accountant!r})")
+
+
+class _FitPrivacy:
+    """DP-SGD state of one :func:`fastclip.train.fit` run (see ``fit(privacy=...)``)."""
+
+    def __init__(self, config: DPConfig, optimizer: Any, n: int, batch_size: int, epochs: int,
+                 rng: np.random.Generator) -> None:
+        q, sigma = config.resolve(n, batch_size, epochs)
+        self.config = config
+        self.sample_rate = q
+        self.noise_multiplier = sigma
+        self.sampler = PoissonSampler(n, q, rng)
+        self.accountant = PrivacyAccountant(config.accountant)
+        self.dp = DPOptimizer(optimizer, noise_multiplier=sigma,
+                              max_grad_norm=config.max_grad_norm,
+                              expected_batch_size=self.sampler.expected_batch_size, rng=rng,
+                              secure_mode=config.secure_mode)
+        self.backward_kwargs: dict[str, Any] = {"per_example_clip": config.max_grad_norm,
+                                                "per_layer": config.per_layer}
+
+    def noisy_grads(self, summed: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The noisy average of one step's summed clipped gradients; counts the step."""
+        out = self.dp.noisy_average(summed)
+        self.accountant.step(noise_multiplier=self.noise_multiplier,
+                             sample_rate=self.sample_rate)
+        return out
+
+    def epsilon(self) -> float:
+        return self.accountant.get_epsilon(self.config.delta)
+
+    def summary(self) -> dict[str, Any]:
+        c = self.config
+        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "max_grad_norm": c.max_grad_norm, "delta": c.delta,
+                "accountant": c.accountant,
+                "expected_batch_size": self.sampler.expected_batch_size}
+
+
+def fit_setup(privacy: Any, model: Any, optimizer: Any, n: int, batch_size: int, epochs: int,
+              rng: np.random.Generator, *, clipper: Any, comm: Any) -> _FitPrivacy:
+    """Validate ``fit(privacy=...)`` and build its state (used by :func:`fastclip.train.fit`)."""
+    if not isinstance(privacy, DPConfig):
+        raise TypeError(f"privacy must be a fastclip.privacy.DPConfig, "
+                        f"got {type(privacy).__name__}")
+    if comm is not None:
+        raise ValueError("privacy and comm cannot be combined: data-parallel DP-SGD is not "
+                         "supported (train on one process)")
+    if clipper is not None:
+        raise ValueError("clipper cannot be combined with privacy: DP-SGD clips every "
+                         "example's gradient to privacy.max_grad_norm instead")
+    backward = getattr(model, "backward", None)
+    try:
+        import inspect
+
+        takes = "per_example_clip" in inspect.signature(backward).parameters  # type: ignore
+    except (TypeError, ValueError):
+        takes = False
+    if not takes:
+        raise TypeError(f"privacy needs a model whose backward takes per_example_clip "
+                        f"(fastclip.nn.MLP); {type(model).__name__} does not")
+    blocker = getattr(model, "per_example_blocker", None)
+    if callable(blocker):
+        why = blocker()
+        if why:
+            raise ValueError(why)
+    return _FitPrivacy(privacy, optimizer, n, batch_size, epochs, rng)
 
 
 # ---------------------------------------------------------------------------
@@ -476,8 +685,17 @@ def _epsilon(history: Sequence[tuple[float, float, int]], delta: float, mechanis
         acc = dpa.rdp.RdpAccountant(list(RDP_ORDERS))
     else:
         acc = dpa.pld.PLDAccountant(value_discretization_interval=value_discretization_interval)
-    acc.compose(_event(history))
-    return float(acc.get_epsilon(delta))
+    # dp-accounting logs (through absl) every Renyi order whose series it drops at
+    # small noise multipliers; the epsilon (from the other orders) remains an upper
+    # bound, and the user needs no log line per dropped order
+    log = logging.getLogger("absl")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        acc.compose(_event(history))
+        return float(acc.get_epsilon(delta))
+    finally:
+        log.setLevel(level)
 
 
 class PrivacyAccountant:

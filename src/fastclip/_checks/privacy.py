@@ -97,3 +97,24 @@ def check_accountant(value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in ("rdp", "pld"):
         raise ValueError(f"accountant must be 'rdp' or 'pld', got {value!r}")
     return value.lower()
+
+
+def check_per_example_clip(clip: Any, per_layer: Any, n_params: int) -> tuple[Any, Any]:
+    """``(clip, per_layer)`` of a per-example backward: a float C > 0 with per_layer
+    None/"equal"/"size", or a sequence of ``n_params`` per-parameter norms."""
+    if clip is None:
+        raise ValueError("per_layer needs per_example_clip (the clipping norm)")
+    if isinstance(clip, (list, tuple, np.ndarray)):
+        if per_layer is not None:
+            raise ValueError("per_layer must be None when per_example_clip gives one "
+                             "norm per parameter")
+        norms = [check_clip_norm(c, f"per_example_clip[{i}]", allow_zero=False,
+                                 allow_inf=False) for i, c in enumerate(clip)]
+        if len(norms) != n_params:
+            raise ValueError(f"per_example_clip has {len(norms)} norms, the model has "
+                             f"{n_params} parameters")
+        return np.array(norms, dtype=np.float64), "explicit"
+    c = check_clip_norm(clip, "per_example_clip", allow_zero=False, allow_inf=False)
+    if per_layer not in (None, "equal", "size"):
+        raise ValueError(f"per_layer must be None, 'equal' or 'size', got {per_layer!r}")
+    return c, per_layer

@@ -22,9 +22,13 @@ class History:
     used or would have used) and ``applied`` (False for skipped and rolled-back
     steps). Per epoch: ``epoch_loss`` (mean loss of the applied steps),
     ``val_loss``, ``val_accuracy`` (NaN without validation data / for
-    non-classification losses) and ``epoch_time`` (seconds). :attr:`events`
+    non-classification losses), ``epoch_time`` (seconds) and ``epsilon`` (the
+    epsilon of the (epsilon, delta)-DP guarantee spent up to the end of the
+    epoch when ``fit`` trains with ``privacy=``; NaN otherwise). :attr:`events`
     lists every flagged step and every vanishing-gradient report
-    (:class:`Event`).
+    (:class:`Event`). :attr:`privacy` describes a private run (``fit(privacy=...)``):
+    ``noise_multiplier``, ``sample_rate``, ``max_grad_norm``, ``delta``,
+    ``accountant`` and ``expected_batch_size``; None otherwise.
     """
 
     _STEP_FIELDS = (("step", np.int64), ("epoch", np.int64), ("loss", np.float64),
@@ -38,9 +42,11 @@ class History:
         self._layers = np.zeros((0, len(self.layer_names)))
         self._grow(256)
         self._epoch: dict[str, list[float]] = {
-            "epoch_loss": [], "val_loss": [], "val_accuracy": [], "epoch_time": []}
+            "epoch_loss": [], "val_loss": [], "val_accuracy": [], "epoch_time": [],
+            "epsilon": []}
         self.events: list[Event] = []
         self.stopped_early = False
+        self.privacy: dict[str, Any] | None = None
 
     def _grow(self, cap: int) -> None:
         for name, dt in self._STEP_FIELDS:
@@ -72,10 +78,11 @@ class History:
         self._n = n + 1
 
     def record_epoch(self, loss: float, val_loss: float, val_accuracy: float,
-                     seconds: float) -> None:
-        """Append one epoch's summary."""
+                     seconds: float, epsilon: float = float("nan")) -> None:
+        """Append one epoch's summary (``epsilon``: the privacy spent so far, or NaN)."""
         for k, v in (("epoch_loss", loss), ("val_loss", val_loss),
-                     ("val_accuracy", val_accuracy), ("epoch_time", seconds)):
+                     ("val_accuracy", val_accuracy), ("epoch_time", seconds),
+                     ("epsilon", epsilon)):
             self._epoch[k].append(float(v))
 
     @property
@@ -116,7 +123,7 @@ class History:
             The per-step arrays (``step``, ``epoch``, ``loss``, ``grad_norm``,
             ``lr``, ``applied``, ``layer_norms``), ``layer_names``, the
             per-epoch arrays (``epoch_loss``, ``val_loss``, ``val_accuracy``,
-            ``epoch_time``) and the events as parallel arrays
+            ``epoch_time``, ``epsilon``) and the events as parallel arrays
             (``event_step``, ``event_epoch``, ``event_kind``,
             ``event_action``, ``event_layer``, ``event_layer_norm``,
             ``event_norm``, ``event_threshold``).
