@@ -63,7 +63,7 @@ class FastclipStep:
         self.x, self.y = x, y
 
     def initial_params(self):
-        return [p.copy() for p in self.model.parameters()]
+        return [p.data.copy() for p in self.model.parameters()]
 
     def __call__(self):
         m = self.model

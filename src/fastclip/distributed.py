@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fastclip import _interop as _io
 from fastclip import _validation as _v
 from fastclip._dispatch import family
 
@@ -798,7 +799,7 @@ def fit_setup(
     if comm.Get_rank() != 0:
         rng = np.random.Generator(type(rng.bit_generator)())
         rng.bit_generator.state = state
-    broadcast_parameters(list(model.parameters()), comm)
+    broadcast_parameters(_io.values(model.parameters()), comm)
     return GradientAllreducer(list(model.gradients()), comm), rng
 
 
@@ -912,7 +913,7 @@ class DataParallel:
                     raise TypeError(f"model must have a {attr}() method")
             if not callable(getattr(optimizer, "step", None)):
                 raise TypeError("optimizer must have a step(grads, ...) method")
-            params = list(model.parameters())
+            params = _io.values(model.parameters())
             grads = list(model.gradients())
             if _signature(params) != _signature(grads):
                 raise ValueError(

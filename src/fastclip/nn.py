@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from fastclip._dispatch import family
 __all__ = [
     "MLP",
     "Linear",
+    "Parameter",
     "he_normal",
     "he_uniform",
     "mse",
@@ -213,6 +214,134 @@ def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------
+class Parameter:
+    """A model parameter: its value array and its gradient, as ``torch.nn.Parameter``.
+
+    ``model.parameters()`` returns these objects, so that
+    ``fastclip.clip_grad_norm_(model.parameters(), 1.0)`` clips the gradients
+    (``p.grad``), never the values, exactly as in PyTorch.
+
+    Parameters
+    ----------
+    data : ndarray
+        The value array, float32 or float64. Kept by reference: the parameter
+        is a handle on this array, not a copy.
+    grad : ndarray or None, default None
+        The gradient: an ndarray of the shape and dtype of ``data``, or None.
+    name : str, default ""
+        The parameter's name in its model (e.g. ``"0.weight"``).
+
+    Attributes
+    ----------
+    data : ndarray
+        The value array the model computes with (read-only attribute: the same
+        object for the parameter's life; update the values in place, e.g.
+        ``p.data[...] = x``).
+    grad : ndarray or None
+        The gradient array filled by the model's ``backward`` (the same array
+        object as in ``model.gradients()``), or None before the first backward
+        and after ``optimizer.zero_grad()``. Settable to None or to an ndarray
+        of the same shape and dtype as ``data``.
+    name : str
+
+    Notes
+    -----
+    ``numpy.asarray(p)`` is ``p.data`` (no copy), so NumPy functions read a
+    parameter's value; ``shape``, ``dtype``, ``ndim`` and ``size`` are those of
+    ``data``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.nn import Parameter
+    >>> p = Parameter(np.zeros(3), name="w")
+    >>> p.grad is None, p.shape
+    (True, (3,))
+    >>> p.grad = np.array([3.0, 4.0, 0.0])
+    >>> import fastclip
+    >>> fastclip.clip_grad_norm_([p], 1.0)   # clips p.grad, not p.data
+    5.0
+    """
+
+    __slots__ = ("__weakref__", "_data", "_grad", "name")
+
+    def __init__(self, data: np.ndarray, grad: np.ndarray | None = None, name: str = "") -> None:
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"data must be a numpy.ndarray, got {type(data).__name__}")
+        if data.dtype not in _FLOATS:
+            raise TypeError(f"data must have dtype float32 or float64, got {data.dtype}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self._data = data
+        self._grad: np.ndarray | None = None
+        self.grad = grad
+        self.name = name
+
+    @property
+    def data(self) -> np.ndarray:
+        """The value array (the same object for the parameter's life)."""
+        return self._data
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """The gradient array, or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray | None) -> None:
+        if value is not None:
+            d = self._data
+            if not isinstance(value, np.ndarray):
+                raise TypeError(
+                    f"grad must be a numpy.ndarray or None, got {type(value).__name__}"
+                )
+            if value.dtype != d.dtype:
+                raise TypeError(
+                    f"grad has dtype {value.dtype} but the parameter has dtype {d.dtype}"
+                )
+            if value.shape != d.shape:
+                raise ValueError(
+                    f"grad has shape {value.shape} but the parameter has shape {d.shape}"
+                )
+        self._grad = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of :attr:`data`."""
+        return self._data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of :attr:`data`."""
+        return self._data.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of :attr:`data`."""
+        return self._data.ndim
+
+    @property
+    def size(self) -> int:
+        """Number of elements of :attr:`data`."""
+        return self._data.size
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        a = self._data
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError("a copy is needed to change the dtype of a Parameter's data")
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def __repr__(self) -> str:
+        g = "None" if self._grad is None else "ndarray"
+        name = f"{self.name!r}, " if self.name else ""
+        return f"Parameter({name}shape={self.shape}, dtype={self.dtype.name}, grad={g})"
+
+
+# ---------------------------------------------------------------------------
 # Layers
 # ---------------------------------------------------------------------------
 def _check_dtype(dtype: Any) -> np.dtype:
@@ -373,6 +502,7 @@ class _Network:
         self._dtype = dtype
         self._params = [p for blk in blocks for p in blk.params()]
         self._grads = [g for blk in blocks for g in blk.grads()]
+        self._pobjs = [Parameter(p, None, n) for p, n in zip(self._params, names)]
         self._sq = np.zeros(len(self._grads))
         k = 0
         for blk in blocks:
@@ -493,17 +623,36 @@ class _Network:
             assert gi is not None
             g = gi
         dx = blocks[0].backward(impl, g, bool(input_grad))
+        for p, gr in zip(self._pobjs, self._grads):
+            p._grad = gr
         return None if dx is None else _readonly(dx)
 
     # -- parameters ---------------------------------------------------------
-    def parameters(self) -> list[np.ndarray]:
-        """The parameters: per block, weight ``(in, out)``, bias ``(out,)`` and,
-        for prelu, the slope ``(1,)``. The arrays themselves (update them in place)."""
-        return list(self._params)
+    def parameters(self) -> list[Parameter]:
+        """The parameters, as :class:`Parameter` objects (value ``p.data``, gradient ``p.grad``).
+
+        Per block: weight ``(in, out)``, bias ``(out,)`` and, for prelu, the
+        slope ``(1,)``. The same objects on every call; ``p.data`` is the array
+        the model computes with (update it in place), ``p.grad`` is None before
+        the first :meth:`backward` and afterwards the array of
+        :meth:`gradients` that the backward fills. Clipping functions and
+        optimisers given these objects act on ``p.grad``, as in PyTorch; use
+        ``[p.data for p in model.parameters()]`` for the value arrays.
+        """
+        return list(self._pobjs)
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(name, parameter)`` pairs in the order of :meth:`parameters`.
+
+        As ``torch.nn.Module.named_parameters``; the names are those of
+        :meth:`parameter_names` (``"0.weight"``, ``"0.bias"``, ...).
+        """
+        yield from zip(self._names, list(self._pobjs))
 
     def gradients(self) -> list[np.ndarray]:
-        """The gradients, in the order and shapes of :meth:`parameters`; the same
-        array objects after every :meth:`backward` (which fills them in place)."""
+        """The gradient arrays, in the order and shapes of :meth:`parameters`; the
+        same array objects after every :meth:`backward` (which fills them in
+        place, and sets each parameter's ``grad`` to them)."""
         return list(self._grads)
 
     def parameter_names(self) -> list[str]:

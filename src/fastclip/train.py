@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from fastclip import _interop as _io
+
 __all__ = [
     "POLICIES",
     "Event",
@@ -932,7 +934,7 @@ def fit(
                 raise ValueError(f"validation[0] has {Xv.shape[1]} features but X has {X.shape[1]}")
             yv = _check_y(validation[1], "validation[1]", Xv.shape[0], n_out, classification,
                           dtype)
-        params = list(model.parameters())
+        params = _io.values(model.parameters())
         if optimizer is None:
             from fastclip.optim import Adam
 
