@@ -52,7 +52,7 @@ def _have_openblas32() -> bool:
 def test_default_prefers_scipy_openblas32_and_reports_it() -> None:
     r = _child(None)
     assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout)
+    got = json.loads(r.stdout.splitlines()[-1])
     assert got["gemm"] == got["config"]
     if _have_openblas32():
         assert got["gemm"].startswith("scipy-openblas32 "), got["gemm"]
@@ -64,7 +64,7 @@ def test_default_prefers_scipy_openblas32_and_reports_it() -> None:
 def test_both_libraries_give_the_same_layers() -> None:
     a, b = _child("scipy-openblas32"), _child("scipy")
     assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
-    ra, rb = json.loads(a.stdout), json.loads(b.stdout)
+    ra, rb = json.loads(a.stdout.splitlines()[-1]), json.loads(b.stdout.splitlines()[-1])
     assert ra["gemm"].startswith("scipy-openblas32 ")
     assert rb["gemm"] == "scipy.linalg.cython_blas"
     for dtype, rtol in (("float32", 1e-5), ("float64", 1e-12)):
