@@ -23,7 +23,8 @@ from fastclip._dispatch import get_implementation, set_implementation, use_imple
 
 # Public submodules, imported when first accessed as attributes of the package.
 _SUBMODULES = frozenset(
-    {"adaptive", "clip", "distributed", "nn", "optim", "reference", "schedules", "train"}
+    {"adaptive", "clip", "distributed", "nn", "optim", "reference", "schedules", "serialize",
+     "train"}
 )
 
 # Public name -> module defining it, imported when the name is first accessed.
@@ -50,6 +51,8 @@ _LAZY: dict[str, str] = {
     "GradientMonitor": "fastclip.train",
     "History": "fastclip.train",
     "fit": "fastclip.train",
+    "load": "fastclip.serialize",
+    "save": "fastclip.serialize",
 }
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "nn",
     "optim",
     "schedules",
+    "serialize",
     "train",
     # implementation and configuration
     "get_config",
@@ -91,6 +95,9 @@ __all__ = [
     "GradientMonitor",
     "History",
     "fit",
+    # saving without pickle
+    "load",
+    "save",
 ]
 
 
@@ -120,6 +127,7 @@ if TYPE_CHECKING:  # what static checkers see; at run time __getattr__ provides 
         optim,
         reference,
         schedules,
+        serialize,
         train,
     )
     from fastclip._config import get_config, show_config
@@ -136,4 +144,5 @@ if TYPE_CHECKING:  # what static checkers see; at run time __getattr__ provides 
         get_total_norm,
         zero_nans_,
     )
+    from fastclip.serialize import load, save
     from fastclip.train import GradientExplosionError, GradientMonitor, History, fit

@@ -864,3 +864,143 @@ class MLP(_Network):
     def __repr__(self) -> str:
         return (f"MLP({list(self.sizes)}, activation={self.activation!r}, "
                 f"dtype={self._dtype.name})")
+
+    # -- torch interop --------------------------------------------------------------
+    def to_torch_state_dict(self, *, tensors: bool = False) -> dict[str, Any]:
+        """The parameters as the ``state_dict`` of the equivalent ``torch.nn.Sequential``.
+
+        The torch model is ``Sequential(Linear, act, Linear, act, ..., Linear)``:
+        block ``i`` is module ``2 * i`` (``"{2i}.weight"`` of shape ``(out, in)``,
+        the transpose of fastclip's weight, and ``"{2i}.bias"``) and, for
+        ``activation="prelu"``, its ``nn.PReLU()`` is module ``2 * i + 1``
+        (``"{2i+1}.weight"`` of shape ``(1,)``).
+
+        Parameters
+        ----------
+        tensors : bool, default False, keyword-only
+            Return ``torch.Tensor`` values (imports torch) instead of ndarrays.
+
+        Returns
+        -------
+        dict of str -> ndarray (or torch.Tensor)
+            New C-contiguous copies, in module order.
+        """
+        out: dict[str, Any] = {}
+        for i, blk in enumerate(self._blocks):
+            out[f"{2 * i}.weight"] = np.ascontiguousarray(blk.weight.T)
+            out[f"{2 * i}.bias"] = blk.bias.copy()
+            if blk.slope is not None:
+                out[f"{2 * i + 1}.weight"] = blk.slope.copy()
+        if tensors:
+            import torch
+
+            return {k: torch.from_numpy(v) for k, v in out.items()}
+        return out
+
+    @classmethod
+    def from_torch_state_dict(cls, state_dict: Mapping[str, Any], activation: str = "relu", *,
+                              negative_slope: float = 0.01, dtype: Any = None) -> MLP:
+        """Build an MLP from the ``state_dict`` of a torch ``nn.Sequential`` of Linear layers.
+
+        The modules holding parameters are taken in the order of the dict:
+        each ``nn.Linear`` (a 2-D ``weight`` of torch's layout ``(out, in)``,
+        always transposed into fastclip's ``(in, out)``, so a square layer can
+        never load transposed; an optional ``bias``, zero when absent) and, for
+        ``activation="prelu"``, one ``nn.PReLU()`` (a ``(1,)`` weight) after
+        every hidden Linear. Activations without parameters leave no trace in a
+        state_dict: pass ``activation`` (and ``negative_slope``) as in the torch
+        model. A prefix common to all keys (``"net.0.weight"``) is fine.
+
+        Parameters
+        ----------
+        state_dict : mapping of str -> torch.Tensor or ndarray
+        activation : str, default "relu"
+            The hidden activation of the torch model.
+        negative_slope : float, default 0.01
+            leaky_relu's slope (ignored for prelu: the slopes are loaded).
+        dtype : {None, numpy.float32, numpy.float64}
+            Default: the dtype of the first weight.
+
+        Returns
+        -------
+        MLP
+
+        Raises
+        ------
+        TypeError
+            Not a mapping, or a value that is not a real numeric array/tensor.
+        ValueError
+            Keys that are not ``<module>.weight``/``<module>.bias``, a layer whose
+            input width is not the previous layer's output width (both keys and
+            shapes named), PReLU weights without ``activation="prelu"`` or the
+            reverse, or fewer than one Linear.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"state_dict must be a mapping of name -> tensor, got {type(state_dict).__name__}"
+            )
+        modules: dict[str, dict[str, np.ndarray]] = {}
+        for key, v in state_dict.items():
+            if not isinstance(key, str) or "." not in key:
+                raise ValueError(f"state_dict key {key!r} is not of the form '<module>.<param>'")
+            mod, _, name = key.rpartition(".")
+            if name not in ("weight", "bias"):
+                raise ValueError(f"state_dict[{key!r}]: only Linear and PReLU parameters "
+                                 "(weight, bias) are supported")
+            if type(v).__module__.startswith("torch"):
+                v = v.detach().cpu().numpy()
+            a = np.asarray(v)
+            if a.dtype.kind not in "iuf":
+                raise TypeError(f"state_dict[{key!r}] must be a real numeric array, got dtype "
+                                f"{a.dtype}")
+            modules.setdefault(mod, {})[name] = a
+        linears: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+        slopes: list[tuple[str, np.ndarray]] = []
+        for mod, ps in modules.items():
+            w = ps.get("weight")
+            if w is None:
+                raise ValueError(f"state_dict has {mod}.bias but no {mod}.weight")
+            if w.ndim == 2:
+                b = ps.get("bias")
+                if b is not None and b.shape != (w.shape[0],):
+                    raise ValueError(f"state_dict[{mod + '.bias'!r}] has shape {b.shape} but "
+                                     f"{mod}.weight has shape {w.shape} (out, in)")
+                if slopes and len(slopes) != len(linears):
+                    raise ValueError(f"state_dict: two PReLU modules in a row before {mod}")
+                linears.append((mod, w, b))
+            elif w.shape == (1,) and "bias" not in ps:
+                if len(slopes) != len(linears) - 1:
+                    raise ValueError(f"state_dict[{mod + '.weight'!r}]: a PReLU that does not "
+                                     "follow a Linear")
+                slopes.append((mod, w))
+            else:
+                raise ValueError(f"state_dict[{mod + '.weight'!r}] has shape {w.shape}: neither "
+                                 "a Linear weight (out, in) nor a PReLU() weight (1,)")
+        if not linears:
+            raise ValueError("state_dict holds no Linear layer (no 2-D weight)")
+        act = activation.lower() if isinstance(activation, str) else activation
+        if slopes and act != "prelu":
+            raise ValueError(f"state_dict holds PReLU weights ({slopes[0][0]}.weight) but "
+                             f"activation is {activation!r}; pass activation='prelu'")
+        if act == "prelu" and len(slopes) != len(linears) - 1:
+            raise ValueError(f"activation='prelu' needs one PReLU() weight after each of the "
+                             f"{len(linears) - 1} hidden Linear layers, found {len(slopes)}")
+        for (m0, w0, _), (m1, w1, _) in zip(linears, linears[1:]):
+            if w1.shape[1] != w0.shape[0]:
+                raise ValueError(
+                    f"state_dict[{m1 + '.weight'!r}] has shape {w1.shape} (out, in) but the "
+                    f"previous layer {m0}.weight has {w0.shape[0]} outputs"
+                )
+        dt = _check_dtype(linears[0][1].dtype if dtype is None and linears[0][1].dtype.kind == "f"
+                          else (np.float32 if dtype is None else dtype))
+        sizes = [int(linears[0][1].shape[1])] + [int(w.shape[0]) for _, w, _ in linears]
+        model = cls(sizes, activation, negative_slope=negative_slope, dtype=dt, rng=0)
+        for i, ((_, w, b), blk) in enumerate(zip(linears, model._blocks)):
+            np.copyto(blk.weight, w.T, casting="unsafe")  # torch (out, in) -> fastclip (in, out)
+            if b is None:
+                blk.bias[...] = 0
+            else:
+                np.copyto(blk.bias, b, casting="unsafe")
+            if blk.slope is not None:
+                np.copyto(blk.slope, slopes[i][1], casting="unsafe")
+        return model
