@@ -315,44 +315,54 @@ class GradReader:
     ``zero_grad(set_to_none=True)`` and a backward) is viewed anew.
     """
 
-    __slots__ = ("_cache", "_handles", "_torch", "_vals")
+    __slots__ = ("_cache", "_handles", "_ptrs", "_torch", "_tidx", "_vals")
 
     def __init__(self, handles: list[Any], vals: list[np.ndarray]) -> None:
         self._handles = handles
         self._vals = vals
         self._torch = [is_torch(p) for p in handles]
+        self._tidx = [i for i, t in enumerate(self._torch) if t]
+        self._ptrs = [handles[i].data_ptr() for i in self._tidx]
         self._cache: list[Any] = [None] * len(handles)
 
     def refresh_values(self) -> None:
         """Re-view a torch parameter whose storage was replaced (``p.data = t``)."""
-        for i, p in enumerate(self._handles):
-            if self._torch[i]:
+        handles = self._handles
+        for k, i in enumerate(self._tidx):
+            p = handles[i]
+            if p.data_ptr() != self._ptrs[k]:
                 v = self._vals[i]
-                if v.size and p.data_ptr() != v.__array_interface__["data"][0]:
-                    new = torch_array(p, f"params[{i}]")
-                    if new.shape != v.shape or new.dtype != v.dtype:
-                        raise ValueError(
-                            f"params[{i}] changed from shape {v.shape} {v.dtype} to "
-                            f"{new.shape} {new.dtype} after the optimiser was built"
-                        )
-                    self._vals[i] = new
+                new = torch_array(p, f"params[{i}]")
+                if new.shape != v.shape or new.dtype != v.dtype:
+                    raise ValueError(
+                        f"params[{i}] changed from shape {v.shape} {v.dtype} to "
+                        f"{new.shape} {new.dtype} after the optimiser was built"
+                    )
+                self._vals[i] = new
+                self._ptrs[k] = p.data_ptr()
 
     def grads(self) -> tuple[list[np.ndarray], list[int]]:
         """``(gradients, indices)`` of the parameters whose grad is not None."""
         out: list[np.ndarray] = []
         idx: list[int] = []
         cache = self._cache
+        is_torch_ = self._torch
+        ptr = None
+        if self._tidx:
+            import torch
+
+            ptr = torch._C.TensorBase.data_ptr  # no __torch_function__ dispatch
         for i, p in enumerate(self._handles):
             g = p.grad
             if g is None:
                 continue
-            if self._torch[i]:
+            if is_torch_[i]:
                 c = cache[i]
-                if c is not None and c[0] is g and c[2] == g.data_ptr():
+                if c is not None and c[0] is g and c[2] == ptr(g):
                     a = c[1]
                 else:
                     a = torch_array(g, f"params[{i}].grad")
-                    cache[i] = (g, a, g.data_ptr())
+                    cache[i] = (g, a, ptr(g))
                 out.append(a)
             else:
                 out.append(g)
