@@ -24,10 +24,8 @@ explosion monitor (:class:`fastclip.train.GradientMonitor`) or of
 
 from __future__ import annotations
 
-import bisect
 import math
 import numbers
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
@@ -35,6 +33,7 @@ import numpy as np
 
 from fastclip import _validation as _v
 from fastclip._dispatch import family
+from fastclip._window import SortedWindow
 from fastclip.clip import clip_grads_with_norm_, get_total_norm
 
 __all__ = [
@@ -426,27 +425,19 @@ class AutoClip(_Clipper):
                                       high=100.0, high_open=False)
         self.history_size = (None if history_size is None
                              else _int_param(history_size, "history_size", 1))
-        self._order: deque[float] = deque()
-        self._sorted: list[float] = []
+        self._window = SortedWindow(self.history_size)
         self.last_threshold = math.nan
 
     @property
     def history(self) -> np.ndarray:
         """The norms kept, oldest first (a copy)."""
-        return np.array(self._order, dtype=np.float64)
-
-    def _push(self, norm: float) -> None:
-        self._order.append(norm)
-        bisect.insort(self._sorted, norm)
-        if self.history_size is not None and len(self._order) > self.history_size:
-            old = self._order.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        return np.array(self._window.order, dtype=np.float64)
 
     def threshold(self) -> float:
         """The current threshold: the percentile of the history (NaN if empty)."""
-        if not self._sorted:
+        if not self._window.sorted:
             return math.nan
-        return _lerp_percentile(self._sorted, self.percentile)
+        return _lerp_percentile(self._window.sorted, self.percentile)
 
     def clip_(self, grads: Arrays, params: Arrays | None = None, *,
               sqnorms: Any = None) -> float:
@@ -471,7 +462,7 @@ class AutoClip(_Clipper):
         arrays, sq, norm = self._begin(grads, sqnorms)
         if not math.isfinite(norm):
             return norm
-        self._push(norm)
+        self._window.push(norm)
         thr = self.threshold()
         self.last_threshold = thr
         coef = min(1.0, thr / (norm + 1e-6))
@@ -503,13 +494,12 @@ class AutoClip(_Clipper):
         if size is not None and hist.size > size:
             raise ValueError(f"history holds {hist.size} norms, more than history_size={size}")
         self.percentile, self.history_size = pct, size
-        self._order = deque(float(h) for h in hist)
-        self._sorted = sorted(self._order)
+        self._window = SortedWindow(size, hist)
         self.last_threshold = float(state.get("last_threshold", math.nan))
 
     def __repr__(self) -> str:
         return (f"AutoClip(percentile={self.percentile!r}, history_size={self.history_size!r}, "
-                f"{len(self._order)} norms recorded)")
+                f"{len(self._window)} norms recorded)")
 
 
 class ZClip(_Clipper):

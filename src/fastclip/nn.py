@@ -11,15 +11,22 @@ clipping needs no extra pass over the gradients.
 
 Buffers are allocated per batch size and reused (the two most recent batch
 sizes are kept), so a training step at a fixed batch size allocates nothing.
-Consequently:
+Each thread has its own buffers, so one model can serve inference (``forward``)
+from several threads at once. Consequently:
 
 - the array returned by ``forward`` is a read-only view of an internal buffer,
-  overwritten by the next ``forward`` with the same batch size (copy it to keep
-  it); likewise the ``dx`` returned by ``backward``;
+  overwritten by the next ``forward`` with the same batch size in the same
+  thread (copy it to keep it); likewise the ``dx`` returned by ``backward``;
 - ``forward`` keeps a reference to its input ``x`` for the backward: do not
   modify ``x`` in place between ``forward`` and ``backward``;
 - ``backward`` overwrites the gradients (it does not accumulate into them):
-  :meth:`MLP.gradients` are the same array objects after every step.
+  :meth:`MLP.gradients` are the same array objects after every step. It uses
+  the last ``forward`` of the calling thread; the gradients are shared, so
+  train from one thread at a time.
+
+Models can be copied with :func:`copy.deepcopy` and :mod:`pickle`; a copy
+behaves exactly like the original (same outputs, gradients and
+:meth:`MLP.grad_sqnorms`).
 
 The kernels come from ``fastclip._nn`` or, after
 ``fastclip.set_implementation("python")``, from ``fastclip.reference.nn``; the
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -185,6 +193,9 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
     return _fam.impl.softmax_cross_entropy(logits, labels)
 
 
+softmax_cross_entropy.classification = True  # type: ignore[attr-defined]  # (fastclip.train.fit)
+
+
 def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean squared error over all elements and its gradient, in one pass.
 
@@ -211,6 +222,9 @@ def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
         Different shapes (both are named).
     """
     return _fam.impl.mse(pred, target)
+
+
+mse.classification = False  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------
@@ -410,13 +424,34 @@ class _Buffers:
         self.dx: np.ndarray | None = None
 
 
+class _BlockRun:
+    """One thread's state of a block: buffers per batch size, the last input and buffers."""
+
+    __slots__ = ("bufs", "cur", "x")
+
+    def __init__(self) -> None:
+        self.bufs: dict[int, _Buffers] = {}
+        self.x: np.ndarray | None = None
+        self.cur: _Buffers | None = None
+
+
+class _Run:
+    """One thread's state of a network: the last forward's batch size and the blocks' state."""
+
+    __slots__ = ("blocks", "last_n")
+
+    def __init__(self, n_blocks: int) -> None:
+        self.last_n: int | None = None
+        self.blocks = [_BlockRun() for _ in range(n_blocks)]
+
+
+_RUNS_LOCK = threading.Lock()
+
+
 class _Block:
-    """One fused Linear + activation block (parameters, gradients, buffers)."""
+    """One fused Linear + activation block (parameters and gradients)."""
 
     __slots__ = (
-        "_bufs",
-        "_cur",
-        "_x",
         "act",
         "bias",
         "dbias",
@@ -448,9 +483,6 @@ class _Block:
         self.dbias = np.zeros_like(self.bias)
         self.dslope = np.zeros(1, dtype=dtype) if act == 3 else None
         self.sqnorms: np.ndarray = np.zeros(3 if act == 3 else 2)
-        self._bufs: dict[int, _Buffers] = {}
-        self._x: np.ndarray | None = None
-        self._cur: _Buffers | None = None
 
     def params(self) -> list[np.ndarray]:
         ps = [self.weight, self.bias]
@@ -460,31 +492,34 @@ class _Block:
         gs = [self.dweight, self.dbias]
         return gs + [self.dslope] if self.dslope is not None else gs
 
-    def buffers(self, n: int) -> _Buffers:
-        b = self._bufs.get(n)
+    def buffers(self, n: int, run: _BlockRun) -> _Buffers:
+        bufs = run.bufs
+        b = bufs.get(n)
         if b is None:
-            while len(self._bufs) >= _CACHED_BATCH_SIZES:
-                del self._bufs[next(iter(self._bufs))]
-            b = self._bufs[n] = _Buffers(n, self)
+            while len(bufs) >= _CACHED_BATCH_SIZES:
+                del bufs[next(iter(bufs))]
+            b = bufs[n] = _Buffers(n, self)
         return b
 
-    def forward(self, impl: Any, x: np.ndarray) -> np.ndarray:
-        b = self.buffers(x.shape[0])
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        b = self.buffers(x.shape[0], run)
         impl.dense_forward(x, self.weight, self.bias, self.slope, self.act, self.negative_slope,
                            b.pre, b.out)
-        self._x = x
-        self._cur = b
+        run.x = x
+        run.cur = b
         return b.out
 
-    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool) -> np.ndarray | None:
-        b = self._cur
-        assert b is not None and self._x is not None
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
+        b = run.cur
+        x = run.x
+        assert b is not None and x is not None
         dx = None
         if need_dx:
             if b.dx is None:
                 b.dx = np.empty((b.out.shape[0], self.in_features), dtype=self.dtype)
             dx = b.dx
-        impl.dense_backward(dy, self._x, self.weight, self.slope, self.act, self.negative_slope,
+        impl.dense_backward(dy, x, self.weight, self.slope, self.act, self.negative_slope,
                             b.pre, b.out, b.dz, dx, self.dweight, self.dbias, self.dslope,
                             self.sqnorms)
         return dx
@@ -504,12 +539,45 @@ class _Network:
         self._grads = [g for blk in blocks for g in blk.grads()]
         self._pobjs = [Parameter(p, None, n) for p, n in zip(self._params, names)]
         self._sq = np.zeros(len(self._grads))
+        self._link_sqnorms()
+        self._runs: dict[int, _Run] = {}
+
+    def _link_sqnorms(self) -> None:
+        """Make each block's ``sqnorms`` a view of the network's ``_sq`` (the backward
+        writes the blocks' views; :meth:`grad_sqnorms` reads ``_sq``)."""
         k = 0
-        for blk in blocks:
+        for blk in self._blocks:
             n = len(blk.sqnorms)
+            self._sq[k:k + n] = blk.sqnorms
             blk.sqnorms = self._sq[k:k + n]
             k += n
-        self._last_n: int | None = None
+
+    def _run(self, create: bool = True) -> _Run | None:
+        """The calling thread's forward/backward state."""
+        tid = threading.get_ident()
+        run = self._runs.get(tid)
+        if run is None and create:
+            with _RUNS_LOCK:
+                alive = {t.ident for t in threading.enumerate()}
+                for k in [k for k in self._runs if k not in alive]:
+                    del self._runs[k]  # threads that ended: their buffers go
+                run = self._runs[tid] = _Run(len(self._blocks))
+        return run
+
+    # -- copies -------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy keeps the copying thread's forward state (so a backward after the
+        # copy works as on the original); other threads' buffers are not copied.
+        state = self.__dict__.copy()
+        state["_runs"] = self._runs.get(threading.get_ident())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        run = state.pop("_runs", None)
+        self.__dict__.update(state)
+        self._runs = {} if run is None else {threading.get_ident(): run}
+        # copy and pickle copy the blocks' views of _sq as separate arrays: link them again
+        self._link_sqnorms()
 
     # -- properties ---------------------------------------------------------
     @property
@@ -572,9 +640,11 @@ class _Network:
         """
         x = self._check_rows(x, "x", self._blocks[0].in_features, "an input")
         impl = _fam.impl
-        for blk in self._blocks:
-            x = blk.forward(impl, x)
-        self._last_n = x.shape[0]
+        run = self._run()
+        assert run is not None
+        for blk, brun in zip(self._blocks, run.blocks):
+            x = blk.forward(impl, x, brun)
+        run.last_n = x.shape[0]
         return _readonly(x)
 
     __call__ = forward
@@ -606,23 +676,25 @@ class _Network:
         TypeError, ValueError
             dy not an ndarray of the model's dtype and of shape (N, out_features).
         """
-        if self._last_n is None:
-            raise RuntimeError("backward called before forward")
+        run = self._run(create=False)
+        if run is None or run.last_n is None:
+            raise RuntimeError("backward called before forward (in this thread)")
         dy = self._check_rows(dy, "dy", self._blocks[-1].out_features, "an output gradient")
-        if dy.shape[0] != self._last_n:
+        if dy.shape[0] != run.last_n:
             raise ValueError(
                 f"dy has shape {dy.shape} but the last forward produced an output of shape "
-                f"({self._last_n}, {self._blocks[-1].out_features})"
+                f"({run.last_n}, {self._blocks[-1].out_features})"
             )
         impl = _fam.impl
         blocks = self._blocks
+        bruns = run.blocks
         last = len(blocks) - 1
         g: np.ndarray = dy
         for i in range(last, 0, -1):
-            gi = blocks[i].backward(impl, g, True)
+            gi = blocks[i].backward(impl, g, True, bruns[i])
             assert gi is not None
             g = gi
-        dx = blocks[0].backward(impl, g, bool(input_grad))
+        dx = blocks[0].backward(impl, g, bool(input_grad), bruns[0])
         for p, gr in zip(self._pobjs, self._grads):
             p._grad = gr
         return None if dx is None else _readonly(dx)

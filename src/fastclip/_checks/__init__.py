@@ -1,0 +1,1 @@
+"""Argument checks shared by the public modules, the compiled bindings and the reference."""

@@ -1,0 +1,347 @@
+"""Data-parallel training: :class:`DataParallel` and what ``fit(..., comm=comm)`` sets up."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fastclip import _interop as _io
+from fastclip.distributed.broadcast import broadcast_parameters, signature
+from fastclip.distributed.comm import agree_or_raise, check_comm
+from fastclip.distributed.reduce import GradientAllreducer, ReduceResult
+
+__all__ = ["DataParallel", "StepResult", "fit_setup"]
+
+
+_POLICIES = ("raise", "skip", "rollback")
+
+
+def fit_setup(
+    model: Any, X: np.ndarray, y: np.ndarray, rng: np.random.Generator, comm: Any
+) -> tuple[GradientAllreducer, np.random.Generator]:
+    """What ``fastclip.train.fit(..., comm=comm)`` does before training.
+
+    Collective. Checks that every rank holds data of the same shapes (each rank
+    holds the whole training set and processes its shard of every batch), makes
+    every rank shuffle with the root's generator (a copy of its state, so that
+    ``seed=None`` works and ``seed=k`` shuffles as one process would),
+    broadcasts the root's parameters and builds the gradient all-reducer.
+
+    Returns
+    -------
+    (GradientAllreducer, numpy.random.Generator)
+    """
+    check_comm(comm)
+    shapes = comm.allgather((tuple(np.shape(X)), tuple(np.shape(y))))
+    for r, sh in enumerate(shapes):
+        if sh != shapes[0]:
+            raise ValueError(
+                f"every rank must hold the same training data: X, y have shapes {sh} on "
+                f"rank {r} but {shapes[0]} on rank 0"
+            )
+    state = comm.bcast(rng.bit_generator.state, root=0)
+    if comm.Get_rank() != 0:
+        rng = np.random.Generator(type(rng.bit_generator)())
+        rng.bit_generator.state = state
+    broadcast_parameters(_io.values(model.parameters()), comm)
+    return GradientAllreducer(list(model.gradients()), comm), rng
+
+
+class StepResult(NamedTuple):
+    """What :meth:`DataParallel.step` did."""
+
+    loss: float
+    """The mean loss over the global batch (before the update)."""
+    norm: float
+    """The pre-clip global norm of the averaged gradient (NaN if non-finite)."""
+    applied: bool
+    """Whether the update was applied (False: skipped or rolled back)."""
+
+
+class DataParallel:
+    """Data-parallel training of a model replica per rank, over MPI.
+
+    At construction the model's parameters are broadcast from ``root`` (one
+    ``Bcast``) and its gradient list is checked to match on every rank. Each
+    :meth:`step` runs forward and backward on this rank's shard of the batch,
+    averages the gradients over the global batch with one ``Allreduce`` on a
+    single contiguous buffer (:class:`GradientAllreducer`), then applies the
+    optimiser (whose ``clip_norm``/``clip_value`` clipping therefore acts on
+    the averaged, full-batch gradient, as in PyTorch's DDP). Every rank ends
+    the step with the same parameters.
+
+    A non-finite local gradient on any rank is counted in the same
+    all-reduce, so every rank takes the same decision, chosen by
+    ``on_nonfinite``: ``"raise"`` (:class:`fastclip.train.GradientExplosionError`,
+    a FloatingPointError, on every rank, nothing updated), ``"skip"`` (no
+    update anywhere) or ``"rollback"`` (every rank restores the last snapshot
+    of parameters and optimiser state and multiplies ``optimizer.lr_scale``
+    by ``lr_factor``). The decisions are taken by the same
+    :class:`fastclip.train.StepEngine` as :func:`fastclip.train.fit`'s.
+
+    Parameters
+    ----------
+    model : object
+        ``forward(x)``, ``backward(dy)``, ``parameters()``, ``gradients()``
+        (same array objects every step) and optionally ``grad_sqnorms()``,
+        ``state_dict()``/``load_state_dict()``: :class:`fastclip.nn.MLP` and
+        :class:`fastclip.nn.Linear` qualify.
+    optimizer : object
+        ``step(grads, *, on_nonfinite=...) -> norm`` (any of
+        :mod:`fastclip.optim`).
+    comm : mpi4py.MPI.Intracomm
+    root : int, default 0
+        The rank whose initial parameters every rank starts from.
+    on_nonfinite : {"raise", "skip", "rollback"}, default "raise"
+        Without ``monitor``: skipping and rolling back never give up.
+    snapshot_every : int, default 1
+        With ``"rollback"``: applied steps between snapshots.
+    lr_factor : float, default 0.5
+        With ``"rollback"``: learning-rate multiplier per rollback, in ``(0, 1)``.
+    clipper : callable, optional
+        ``clipper(grads) -> norm`` run on the averaged gradients before the
+        optimiser (e.g. ``lambda g: fastclip.clip_grad_norm_(g, 1.0)`` or an
+        adaptive clipper); the same on every rank since the gradients are.
+    monitor : fastclip.train.GradientMonitor, optional
+        Monitor the averaged gradient as :func:`fastclip.train.fit` does
+        (spikes, vanishing layers, and the monitor's own policy,
+        ``lr_factor``, ``checkpoint_every``, ``max_consecutive_errors`` and
+        ``max_rollbacks``), at the cost of one norm pass per step. It then
+        replaces ``on_nonfinite``, ``snapshot_every`` and ``lr_factor``, which
+        must be left at their defaults.
+
+    Attributes
+    ----------
+    steps, skipped, rollbacks : int
+        Applied, skipped and rolled-back steps so far.
+    events : list of fastclip.train.Event
+        Every flagged step.
+
+    Examples
+    --------
+    Run with ``mpiexec -n 2 python script.py``::
+
+        from mpi4py import MPI
+        import fastclip.nn as nn, fastclip.optim as optim
+        from fastclip.distributed import DataParallel, shard_slice
+        comm = MPI.COMM_WORLD
+        model = nn.MLP([784, 512, 512, 10], rng=0)
+        dp = DataParallel(model, optim.SGD(model.parameters(), 0.1, clip_norm=1.0), comm)
+        s = shard_slice(len(xb), comm)          # this rank's rows of the batch
+        dp.step(xb[s], yb[s], nn.softmax_cross_entropy)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any,
+        comm: Any,
+        *,
+        root: int = 0,
+        on_nonfinite: str = "raise",
+        snapshot_every: int = 1,
+        clipper: Callable[[list[np.ndarray]], float] | None = None,
+        lr_factor: float = 0.5,
+        monitor: Any = None,
+    ) -> None:
+        from fastclip.train import GradientMonitor, StepEngine
+        from fastclip.train.loop import _backward_kwargs
+
+        self.comm = check_comm(comm)
+        exc: BaseException | None = None
+        params: list[np.ndarray] = []
+        grads: list[np.ndarray] = []
+        mon: Any = None
+        try:
+            if on_nonfinite not in _POLICIES:
+                raise ValueError(f"on_nonfinite must be one of {_POLICIES}, got {on_nonfinite!r}")
+            if (
+                isinstance(snapshot_every, bool)
+                or not isinstance(snapshot_every, (int, np.integer))
+                or snapshot_every < 1
+            ):
+                raise ValueError(f"snapshot_every must be an int >= 1, got {snapshot_every!r}")
+            if monitor is None:
+                # no spike detection: only non-finite steps are flagged, and neither skipping
+                # nor rolling back gives up
+                mon = GradientMonitor(on_nonfinite, lr_factor=lr_factor,
+                                      checkpoint_every=int(snapshot_every),
+                                      max_consecutive_errors=sys.maxsize,
+                                      max_rollbacks=sys.maxsize)
+            elif not isinstance(monitor, GradientMonitor):
+                raise TypeError(f"monitor must be a fastclip.train.GradientMonitor or None, got "
+                                f"{type(monitor).__name__}")
+            elif on_nonfinite != "raise" or snapshot_every != 1 or lr_factor != 0.5:
+                raise ValueError("give either monitor or on_nonfinite/snapshot_every/lr_factor: "
+                                 "the monitor's policy, checkpoint_every and lr_factor apply")
+            else:
+                mon = monitor
+            if clipper is not None and not callable(clipper):
+                raise TypeError(f"clipper must be callable, got {type(clipper).__name__}")
+            for attr in ("forward", "backward", "parameters", "gradients"):
+                if not callable(getattr(model, attr, None)):
+                    raise TypeError(f"model must have a {attr}() method")
+            if not callable(getattr(optimizer, "step", None)):
+                raise TypeError("optimizer must have a step(grads, ...) method")
+            if mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
+                raise TypeError("policy 'rollback' needs an optimiser with lr_scale")
+            params = _io.values(model.parameters())
+            grads = list(model.gradients())
+            if signature(params) != signature(grads):
+                raise ValueError(
+                    "model.parameters() and model.gradients() differ in shapes or dtypes"
+                )
+        except Exception as e:
+            exc = e
+        agree_or_raise(comm, exc)
+        self.model = model
+        self.optimizer = optimizer
+        self._bw_kwargs = _backward_kwargs(model)
+        self.on_nonfinite = mon.policy
+        self.snapshot_every = mon.checkpoint_every
+        self.clipper = clipper
+        self.params = params
+        self.grads = grads
+        self.monitor = mon if monitor is not None else None
+        self._names = (list(model.parameter_names())
+                       if callable(getattr(model, "parameter_names", None)) else None)
+        self.reducer = GradientAllreducer(grads, comm)
+        broadcast_parameters(params, comm, root)
+        self.steps = 0
+        self.skipped = 0
+        self.engine = StepEngine(mon, optimizer, params,
+                                 clipper=clipper if hasattr(clipper, "state_dict") else None)
+
+    @property
+    def rank(self) -> int:
+        return int(self.comm.Get_rank())
+
+    @property
+    def size(self) -> int:
+        return int(self.comm.Get_size())
+
+    @property
+    def rollbacks(self) -> int:
+        return int(self.engine.monitor.rollbacks)
+
+    @property
+    def events(self) -> list[Any]:
+        return list(self.engine.monitor.events)
+
+    def forward_backward(self, x: np.ndarray, y: np.ndarray, loss: Callable) -> ReduceResult:
+        """Forward/backward on the local shard, then the gradient all-reduce.
+
+        Collective. ``loss(out, y) -> (mean_loss, dout)``. An empty shard
+        contributes weight 0. Returns the :class:`ReduceResult`; the model's
+        gradients then hold the average over the global batch.
+        """
+        n = 0
+        lval = 0.0
+        sq = None
+        try:
+            n = len(x)
+            if len(y) != n:
+                raise ValueError(f"x and y must have the same number of rows, got {n} and {len(y)}")
+            if n:
+                out = self.model.forward(x)
+                lval, dout = loss(out, y)
+                self.model.backward(dout, **self._bw_kwargs)
+                if callable(getattr(self.model, "grad_sqnorms", None)):
+                    sq = self.model.grad_sqnorms()
+            else:
+                for g in self.grads:
+                    g.fill(0)
+        except Exception as e:
+            self.reducer.abort(e)  # enters the all-reduce with the error flag: no rank waits
+        return self.reducer.reduce_(weight=float(n), value=float(lval), sqnorms=sq)
+
+    def step(self, x: np.ndarray, y: np.ndarray, loss: Callable) -> StepResult:
+        """One data-parallel training step on this rank's shard ``(x, y)``.
+
+        Collective: every rank calls it with its own shard of the same global
+        batch (see :func:`shard_slice`); shards may differ in size and be empty.
+
+        Returns
+        -------
+        StepResult
+            Global mean loss, pre-clip norm of the averaged gradient, whether
+            the update was applied. Identical on every rank.
+
+        Raises
+        ------
+        fastclip.train.GradientExplosionError
+            A FloatingPointError. With ``on_nonfinite="raise"``, on every
+            rank, naming the ranks whose gradient was not finite; nothing is
+            updated. With a ``monitor``, when its policy stops training.
+        """
+        res = self.forward_backward(x, y, loss)
+        if res.nonfinite_ranks:
+            return self._nonfinite(res)
+        norm = math.nan
+        if self.monitor is not None:
+            from fastclip.clip import array_norms
+
+            sq = array_norms(self.grads) ** 2
+            clips = self.clipper is not None or any(
+                getattr(self.optimizer, a, None) is not None for a in ("clip_norm", "clip_value"))
+            ev = self.monitor.observe(self._step_index(), sq, loss=res.value, names=self._names,
+                                      clipped=clips)
+            if ev is not None:
+                return self._flagged(res, ev)
+        if self.clipper is not None:
+            norm = float(self.clipper(self.grads))
+        onf = "raise" if self.on_nonfinite == "raise" else "skip"
+        n2 = float(self.optimizer.step(self.grads, on_nonfinite=onf))
+        if self.clipper is None:
+            norm = n2
+        if not math.isfinite(n2):  # the sum overflowed: same data, same decision everywhere
+            return self._nonfinite(res, overflow=True)
+        self.steps += 1
+        self.engine.applied()
+        return StepResult(res.value, norm, True)
+
+    def _step_index(self) -> int:
+        return self.steps + self.skipped + self.rollbacks
+
+    def _nonfinite(self, res: ReduceResult, overflow: bool = False) -> StepResult:
+        message = None
+        if self.on_nonfinite == "raise":
+            if overflow:
+                message = (f"the averaged gradient is not finite (its sum over {self.size} "
+                           "ranks overflowed); no update was applied")
+            else:
+                ranks = self.reducer.nonfinite_ranks(res.local_nonfinite)
+                message = (f"non-finite gradient on rank(s) {ranks} of {self.size} at step "
+                           f"{self._step_index()}; no rank applied the update (use "
+                           "on_nonfinite='skip' or 'rollback' to continue)")
+        ev = self.engine.monitor.flag(self._step_index())
+        return self._flagged(res, ev, message)
+
+    def _flagged(self, res: ReduceResult, ev: Any, message: str | None = None) -> StepResult:
+        self.engine.flagged(ev, stop_message=message)
+        if self.on_nonfinite == "skip":
+            self.skipped += 1
+        return StepResult(res.value, math.nan, False)
+
+    def parameters_digest(self) -> str:
+        """A hash of this rank's parameters (to compare replicas)."""
+        h = hashlib.blake2b(digest_size=16)
+        for a in self.params:
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def check_replicas(self) -> None:
+        """Collective: raise RuntimeError on every rank if the replicas differ.
+
+        Compares a hash of the parameters (one small ``allgather``); useful in
+        tests and as a periodic sanity check.
+        """
+        digests = self.comm.allgather(self.parameters_digest())
+        bad = [r for r, d in enumerate(digests) if d != digests[0]]
+        if bad:
+            raise RuntimeError(f"parameters differ from rank 0's on rank(s) {bad}")

@@ -1,0 +1,346 @@
+"""The training loop: :func:`fit`."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from fastclip import _interop as _io
+from fastclip._checks import train as _ct
+from fastclip.train.engine import StepEngine
+from fastclip.train.history import History
+from fastclip.train.monitor import GradientMonitor
+from fastclip.train.options import resolve_clipper, resolve_loss, resolve_monitor
+from fastclip.train.progress import make_bar, postfix
+
+__all__ = ["fit"]
+
+
+def fit(
+    model: Any,
+    X: Any,
+    y: Any,
+    loss: Any = "cross_entropy",
+    optimizer: Any = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    clipper: Any = None,
+    validation: tuple[Any, Any] | None = None,
+    monitor: Any = "skip",
+    callbacks: Iterable[Callable[[int, History], Any]] = (),
+    progress: bool = True,
+    seed: Any = None,
+    comm: Any = None,
+    *,
+    desc: str | None = None,
+    classification: bool | None = None,
+) -> History:
+    """Train ``model`` on ``(X, y)`` with mini-batches, monitoring every step.
+
+    Parameters
+    ----------
+    model : fastclip.nn.MLP or compatible
+        Provides ``forward``, ``backward``, ``parameters``, ``gradients``,
+        ``grad_sqnorms`` (and optionally ``parameter_names``, ``dtype``).
+    X : array_like, shape (n_samples, n_features)
+        Real numbers; cast once to the model's dtype. Must be finite, and
+        finite in the model's dtype (1e300 overflows float32 and is rejected).
+    y : array_like
+        For ``"cross_entropy"``: integer labels ``(n_samples,)`` in
+        ``[0, n_outputs)`` or class probabilities ``(n_samples, n_outputs)``;
+        for ``"mse"``: targets ``(n_samples, n_outputs)`` (or
+        ``(n_samples,)`` for one output). Must be finite (in the model's
+        dtype too). Whether ``y`` holds class labels is decided by the loss
+        (see ``classification``).
+    loss : {"cross_entropy", "softmax_cross_entropy", "mse"} or callable
+        A callable takes ``(output, target)`` and returns ``(loss, d_output)``
+        like :func:`fastclip.nn.softmax_cross_entropy`.
+    optimizer : fastclip.optim.Optimizer, optional
+        Built on ``model.parameters()``. Default: ``Adam(model.parameters())``.
+    epochs : int, default 10
+        ``>= 1``.
+    batch_size : int, default 32
+        ``>= 1``; the last batch of an epoch may be smaller.
+    clipper : {"agc", "autoclip", "zclip"} or clipper, optional
+        An adaptive clipper (:class:`fastclip.AGC`, :class:`fastclip.AutoClip`,
+        :class:`fastclip.ZClip`, or any object with
+        ``clip_(grads, params, sqnorms=...)``), run before the optimiser step.
+        A name builds one with default settings.
+    validation : (X_val, y_val), optional
+        Evaluated after every epoch (loss, and accuracy for classification).
+    monitor : {"raise", "skip", "rollback"}, GradientMonitor or None, default "skip"
+        Explosion policy (see :class:`GradientMonitor`). The default drops
+        flagged updates and stops after more than 5 in a row; ``"raise"``
+        stops at the first one. ``None`` disables the
+        monitor; a non-finite gradient then makes the optimiser raise
+        :class:`FloatingPointError`.
+    callbacks : iterable of callables
+        Called as ``cb(epoch, history)`` after every epoch; a callback that
+        returns True stops training (``history.stopped_early`` is then True).
+        Use one to drive :func:`fastclip.schedules.reduce_on_plateau`.
+    progress : bool, default True
+        Show a tqdm progress bar (when tqdm is installed and standard error is
+        a terminal).
+    seed : None, int or numpy.random.Generator
+        Seeds the shuffling of the mini-batches.
+    comm : mpi4py communicator, optional
+        Data-parallel training over MPI through :mod:`fastclip.distributed`
+        (each rank processes its shard of every batch; the gradients are
+        averaged before the monitor and the optimiser see them).
+    desc : str, optional
+        Label of the progress bar.
+    classification : bool, optional
+        Whether the loss takes class labels (integer labels are then checked
+        to lie in ``[0, n_outputs)``, and validation reports accuracy).
+        None (default): ``True`` for ``"cross_entropy"``, ``False`` for
+        ``"mse"``; for a callable, its ``classification`` attribute (looked
+        for through :func:`functools.partial`, so
+        ``partial(fastclip.nn.softmax_cross_entropy)`` is a classification
+        loss), else whether it is named ``softmax_cross_entropy``.
+
+    Returns
+    -------
+    History
+        Per-step loss, pre-clip global norm, per-layer norms, learning rate,
+        per-epoch summaries and events.
+
+    Raises
+    ------
+    TypeError
+        A model/optimiser/clipper without the needed methods, non-numeric data.
+    ValueError
+        Mismatched shapes, non-finite data (the message gives the row and
+        column), labels out of range, bad ``epochs``/``batch_size``, an
+        unknown loss, policy or clipper name.
+    GradientExplosionError
+        When the monitor's policy stops training (see :class:`GradientMonitor`).
+
+    Notes
+    -----
+    An exception raised during training (a :class:`KeyboardInterrupt`, an
+    error of a callback, of the loss or of the model, and
+    :class:`GradientExplosionError`) keeps what was recorded: its ``history``
+    attribute holds the :class:`History` up to the last completed step, as
+    :class:`GradientExplosionError` always did::
+
+        try:
+            history = fit(model, X, y)
+        except KeyboardInterrupt as exc:
+            history = exc.history
+    """
+    # ---- validate everything before training ---------------------------------------
+    # (with comm, a local error is agreed on by every rank before the first collective)
+    if comm is not None:
+        from fastclip import distributed
+
+        distributed.check_comm(comm)
+    local_error: BaseException | None = None
+    rng: np.random.Generator | None = None
+    try:
+        _ct.check_model(model)
+        loss_fn, is_cls = resolve_loss(loss, classification)
+        epochs = _ct.int_arg(epochs, "epochs", 1)
+        batch_size = _ct.int_arg(batch_size, "batch_size", 1)
+        mon = resolve_monitor(monitor)
+        clip = resolve_clipper(clipper)
+        cbs = _ct.check_callbacks(callbacks)
+        rng = _ct.rng_arg(seed)
+        dtype = np.dtype(getattr(model, "dtype", np.float64))
+        X = _ct.check_X(X, "X", dtype)
+        n_out = _output_size(model, X)
+        y = _ct.check_y(y, "y", X.shape[0], n_out, is_cls, dtype)
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise TypeError("validation must be a pair (X_val, y_val)")
+            Xv = _ct.check_X(validation[0], "validation[0]", dtype)
+            if Xv.shape[1] != X.shape[1]:
+                raise ValueError(f"validation[0] has {Xv.shape[1]} features but X has {X.shape[1]}")
+            yv = _ct.check_y(validation[1], "validation[1]", Xv.shape[0], n_out, is_cls, dtype)
+        params = _io.values(model.parameters())
+        if optimizer is None:
+            from fastclip.optim import Adam
+
+            optimizer = Adam(params)
+        if not callable(getattr(optimizer, "step", None)):
+            raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
+                            f"{type(optimizer).__name__}")
+        opt_params = getattr(optimizer, "params", None)
+        if opt_params is not None and (len(opt_params) != len(params) or any(
+                a is not b for a, b in zip(opt_params, params))):
+            raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
+                             "the same order)")
+        if mon is not None and mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
+            raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
+        backward_kw = _backward_kwargs(model)
+        names = (list(model.parameter_names()) if callable(getattr(model, "parameter_names", None))
+                 else [f"param{i}" for i in range(len(params))])
+    except Exception as exc:
+        if comm is None:
+            raise
+        local_error = exc
+    if comm is not None:
+        distributed.comm.agree_or_raise(comm, local_error)
+    assert rng is not None  # (for mypy: the validation above set it or raised)
+
+    reducer = None
+    if comm is not None:
+        reducer, rng = distributed.fit_setup(model, X, y, rng, comm)
+        if comm.Get_rank() != 0:
+            progress = False
+
+    # ---- train ---------------------------------------------------------------------
+    history = History(names)
+    engine = None if mon is None else StepEngine(mon, optimizer, params, clipper=clip,
+                                                 history=history)
+    try:
+        _train(model, X, y, loss_fn, is_cls, optimizer, epochs, batch_size, clip,
+               (Xv, yv) if validation is not None else None, mon, engine, cbs, progress, rng,
+               comm, reducer, desc, backward_kw, names, history)
+    except BaseException as exc:
+        if getattr(exc, "history", None) is None:
+            try:
+                exc.history = history  # type: ignore[attr-defined]
+            except AttributeError:  # an exception type without an instance __dict__
+                pass
+        raise
+    return history
+
+
+def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: bool,
+           optimizer: Any, epochs: int, batch_size: int, clip: Any,
+           validation: tuple[np.ndarray, np.ndarray] | None, mon: GradientMonitor | None,
+           engine: StepEngine | None, cbs: list[Any], progress: Any, rng: np.random.Generator,
+           comm: Any, reducer: Any, desc: str | None, backward_kw: dict[str, Any],
+           names: list[str], history: History) -> None:
+    """The epochs of :func:`fit` (arguments validated)."""
+    if comm is not None:
+        from fastclip import distributed
+        from fastclip.clip import array_norms
+    params = _io.values(model.parameters())
+    n = X.shape[0]
+    steps_per_epoch = -(-n // batch_size)
+    clips = clip is not None or any(
+        getattr(optimizer, a, None) is not None for a in ("clip_norm", "clip_value"))
+    needs_params = bool(getattr(clip, "requires_params", False))
+    bar = make_bar(progress, epochs * steps_per_epoch, desc)
+    step = 0
+    last_post = 0.0
+    lo = gnorm = lr = math.nan
+    try:
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            perm = rng.permutation(n)
+            loss_sum, loss_count = 0.0, 0
+            for b in range(steps_per_epoch):
+                idx = perm[b * batch_size:(b + 1) * batch_size]
+                if reducer is not None:
+                    idx = idx[distributed.shard_slice(len(idx), comm)]
+                xb, yb = X[idx], y[idx]
+                out = model.forward(xb)
+                lo, dout = loss_fn(out, yb)
+                lo = float(lo)
+                model.backward(dout, **backward_kw)
+                grads = model.gradients()
+                if reducer is not None:
+                    res = reducer.reduce_(grads, weight=len(idx), value=lo,
+                                          sqnorms=model.grad_sqnorms())
+                    lo = res.value
+                    sq = array_norms(grads) ** 2
+                else:
+                    sq = np.asarray(model.grad_sqnorms(), dtype=np.float64)
+                total = float(sq.sum())
+                gnorm = math.sqrt(total) if total >= 0 else math.nan
+                lr = float(getattr(optimizer, "lr", math.nan))
+                ev = None
+                if mon is not None:
+                    ev = mon.observe(step, sq, loss=lo, names=names, epoch=epoch,
+                                     clipped=clips)
+                if ev is None:
+                    if clip is not None:
+                        clip.clip_(grads, params if needs_params else None, sqnorms=sq)
+                        post = getattr(clip, "last_sqnorms", None)
+                        post = post if post is not None and len(post) == len(sq) else None
+                    else:
+                        post = sq
+                    optimizer.step(grads, sqnorms=post)
+                    history.record_step(step, epoch, lo, gnorm, lr, True, sq)
+                    if mon is not None and mon.last_warnings:
+                        history.events.extend(mon.last_warnings)
+                    loss_sum += lo
+                    loss_count += 1
+                    if engine is not None:
+                        engine.applied()
+                else:
+                    history.record_step(step, epoch, lo, gnorm, lr, False, sq)
+                    assert engine is not None
+                    engine.flagged(ev)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_post > 0.2:
+                        postfix(bar, lo, gnorm, lr, _vanishing(mon), refresh=False)
+                        last_post = now
+            if bar is not None and history.n_steps:  # the epoch's last values, always shown
+                postfix(bar, lo, gnorm, lr, _vanishing(mon), refresh=True)
+            val_loss = val_acc = math.nan
+            if validation is not None:
+                val_loss, val_acc = _evaluate(model, validation[0], validation[1], loss_fn,
+                                              is_cls)
+            history.record_epoch(loss_sum / loss_count if loss_count else math.nan, val_loss,
+                                 val_acc, time.perf_counter() - t0)
+            stop = False
+            for cb in cbs:
+                if cb(epoch, history):
+                    stop = True
+            if stop:
+                history.stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _vanishing(mon: GradientMonitor | None) -> list[str]:
+    return [] if mon is None or not mon.watches_vanishing else mon.vanishing_layers
+
+
+def _backward_kwargs(model: Any) -> dict[str, Any]:
+    """``{"input_grad": False}`` when ``model.backward`` takes it: a training step never
+    uses the gradient of the input, so the first layer's ``dz @ W.T`` is skipped."""
+    try:
+        params = inspect.signature(model.backward).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return {}
+    return {"input_grad": False} if "input_grad" in params else {}
+
+
+def _output_size(model: Any, X: np.ndarray) -> int:
+    try:
+        out = model.forward(X[:1])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"X has {X.shape[1]} features per row and the model rejected it: {exc}"
+        ) from None
+    out = np.asarray(out)
+    return int(out.shape[-1]) if out.ndim == 2 else 1
+
+
+def _evaluate(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable,
+              classification: bool, batch: int = 2048) -> tuple[float, float]:
+    total, correct, n = 0.0, 0, X.shape[0]
+    for s in range(0, n, batch):
+        out = model.forward(X[s:s + batch])
+        lo, _ = loss_fn(out, y[s:s + batch])
+        m = out.shape[0]
+        total += float(lo) * m
+        if classification:
+            pred = np.argmax(out, axis=1)
+            tgt = y[s:s + batch] if y.ndim == 1 else np.argmax(y[s:s + batch], axis=1)
+            correct += int(np.count_nonzero(pred == tgt))
+    return total / n, (correct / n if classification else math.nan)

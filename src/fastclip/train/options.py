@@ -1,0 +1,84 @@
+"""How :func:`fastclip.train.fit` turns its arguments into objects: loss, monitor, clipper."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from fastclip.train.monitor import POLICIES, GradientMonitor
+
+__all__ = ["resolve_clipper", "resolve_loss", "resolve_monitor"]
+
+LOSSES = ("cross_entropy", "softmax_cross_entropy", "mse")
+CLIPPERS = ("agc", "autoclip", "zclip")
+
+LossFn = Callable[[Any, Any], tuple[float, Any]]
+
+
+def _loss_is_classification(loss: Any) -> bool:
+    """A callable's own ``classification`` attribute, looked for through functools.partial.
+
+    Without one, a function named ``softmax_cross_entropy`` is a
+    classification loss and anything else is not.
+    """
+    fn = loss
+    while True:
+        flag = getattr(fn, "classification", None)
+        if isinstance(flag, bool):
+            return flag
+        if isinstance(fn, (functools.partial, functools.partialmethod)):
+            fn = fn.func
+            continue
+        return getattr(fn, "__name__", "") == "softmax_cross_entropy"
+
+
+def resolve_loss(loss: Any, classification: Any = None) -> tuple[LossFn, bool]:
+    """(loss function, whether its targets are class labels)."""
+    if classification is not None and not isinstance(classification, bool):
+        raise TypeError(f"classification must be None, True or False, got "
+                        f"{type(classification).__name__}")
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
+        from fastclip import nn
+
+        fn, is_cls = (nn.mse, False) if loss == "mse" else (nn.softmax_cross_entropy, True)
+        if classification is not None and classification != is_cls:
+            raise ValueError(f"classification={classification} contradicts loss={loss!r}")
+        return fn, is_cls
+    if callable(loss):
+        return loss, (_loss_is_classification(loss) if classification is None
+                      else classification)
+    raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
+
+
+def resolve_monitor(monitor: Any) -> GradientMonitor | None:
+    if monitor is None or isinstance(monitor, GradientMonitor):
+        return monitor
+    if isinstance(monitor, str):
+        if monitor not in POLICIES:
+            raise ValueError(
+                f"monitor must be a policy name {POLICIES}, a GradientMonitor or None, "
+                f"got {monitor!r}"
+            )
+        return GradientMonitor(monitor)
+    raise TypeError(f"monitor must be a policy name {POLICIES}, a GradientMonitor or None, "
+                    f"got {type(monitor).__name__}")
+
+
+def resolve_clipper(clipper: Any) -> Any:
+    if clipper is None:
+        return None
+    if isinstance(clipper, str):
+        from fastclip import adaptive
+
+        key = clipper.lower()
+        if key not in CLIPPERS:
+            raise ValueError(f"clipper must be one of {CLIPPERS}, an object with a clip_ "
+                             f"method, or None; got {clipper!r}")
+        return {"agc": adaptive.AGC, "autoclip": adaptive.AutoClip, "zclip": adaptive.ZClip}[key]()
+    if not callable(getattr(clipper, "clip_", None)):
+        raise TypeError(f"clipper must be one of {CLIPPERS}, an object with a clip_ method "
+                        f"(fastclip.AGC, AutoClip, ZClip) or None; got {type(clipper).__name__}")
+    return clipper
