@@ -23,8 +23,8 @@ from fastclip._dispatch import get_implementation, set_implementation, use_imple
 
 # Public submodules, imported when first accessed as attributes of the package.
 _SUBMODULES = frozenset(
-    {"adaptive", "clip", "distributed", "nn", "optim", "reference", "schedules", "serialize",
-     "train"}
+    {"adaptive", "clip", "distributed", "nn", "optim", "privacy", "reference", "schedules",
+     "serialize", "train"}
 )
 
 # Public name -> module defining it, imported when the name is first accessed.
@@ -63,6 +63,7 @@ __all__ = [
     "distributed",
     "nn",
     "optim",
+    "privacy",
     "schedules",
     "serialize",
     "train",
@@ -125,6 +126,7 @@ if TYPE_CHECKING:  # what static checkers see; at run time __getattr__ provides 
         distributed,
         nn,
         optim,
+        privacy,
         reference,
         schedules,
         serialize,

@@ -32,7 +32,7 @@ def dense_backward(
     out: np.ndarray,
     dz: np.ndarray | None,
     dx: np.ndarray | None,
-    dweight: np.ndarray,
+    dweight: np.ndarray | None,
     dbias: np.ndarray,
     dslope: np.ndarray | None,
     sqnorms: np.ndarray,

@@ -269,7 +269,8 @@ def dense_backward(dy, x, weight, slope, int act, double negative_slope, pre, ou
     ldx = _rows_ld(x, t, n, n_in, "x")
     ref = out if pre is None else pre
     _rows_ld(ref, t, n, n_out, "pre" if pre is not None else "out")
-    _check_buf(dweight, t, n_in, n_out, "dweight")
+    if dweight is not None:
+        _check_buf(dweight, t, n_in, n_out, "dweight")
     _check_buf(dbias, t, n_out, -1, "dbias")
     if dz is not None:
         _check_buf(dz, t, n, n_out, "dz")
@@ -293,7 +294,7 @@ def dense_backward(dy, x, weight, slope, int act, double negative_slope, pre, ou
     cdef int64_t ldr = n_out if n <= 1 else (<cnp.ndarray>ref).strides[0] // (<cnp.ndarray>ref).itemsize
     cdef void *pdz = NULL if dz is None else cnp.PyArray_DATA(<cnp.ndarray>dz)
     cdef void *pdx = NULL if dx is None else cnp.PyArray_DATA(<cnp.ndarray>dx)
-    cdef void *pdw = cnp.PyArray_DATA(<cnp.ndarray>dweight)
+    cdef void *pdw = NULL if dweight is None else cnp.PyArray_DATA(<cnp.ndarray>dweight)
     cdef void *pdb = cnp.PyArray_DATA(<cnp.ndarray>dbias)
     cdef void *pds = NULL if act != 3 else cnp.PyArray_DATA(<cnp.ndarray>dslope)
     cdef double *sq = <double *>cnp.PyArray_DATA(<cnp.ndarray>sqnorms)
@@ -311,7 +312,12 @@ def dense_backward(dy, x, weight, slope, int act, double negative_slope, pre, ou
                                         <double *>pdb, &sq_b, <double *>pds, &sq_s)
         if rc == FC_OK:
             g = pdy if pdz == NULL else pdz
-            if n == 0:
+            if pdw == NULL:
+                sq_w = 0.0  # no weight gradient asked for (per-example clipping's first pass)
+                if pdx != NULL and n > 0:
+                    _gemm(f32, b'T', b'N', <int>n_in, <int>n, <int>n_out, pw, <int>n_out, g,
+                          <int>lddz, pdx, <int>n_in)
+            elif n == 0:
                 memset(pdw, 0, <size_t>(n_in * n_out * (4 if f32 else 8)))
                 sq_w = 0.0
             else:

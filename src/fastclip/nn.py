@@ -524,6 +524,47 @@ class _Block:
                             self.sqnorms)
         return dx
 
+    # -- per-example clipping (fastclip.privacy) --------------------------------
+    def backward_rows(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                      run: _BlockRun) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """The first pass of a per-example backward: ``dz`` and ``dx``, no weight gradient.
+
+        Returns ``(dx, dz, s)``: ``dz`` (an internal buffer, owned by this block, so
+        it may be scaled in place) and, for PReLU, the per-example slope gradients
+        ``s[i] = sum_j [z_ij <= 0] dy_ij z_ij`` (float64); None otherwise.
+        """
+        b = run.cur
+        x = run.x
+        assert b is not None and x is not None
+        n = b.out.shape[0]
+        dx = None
+        if need_dx:
+            if b.dx is None:
+                b.dx = np.empty((n, self.in_features), dtype=self.dtype)
+            dx = b.dx
+        if b.dz is None:  # identity: a copy of dy, which may be the caller's array
+            b.dz = np.empty((n, self.out_features), dtype=self.dtype)
+        scratch = np.empty(self.out_features, dtype=self.dtype)
+        impl.dense_backward(dy, x, self.weight, self.slope, self.act, self.negative_slope,
+                            b.pre, b.out, b.dz, dx, None, scratch,
+                            np.empty(1, dtype=self.dtype) if self.act == 3 else None,
+                            np.empty(len(self.sqnorms)))
+        s = None
+        if self.act == 3:
+            ref = b.pre if b.pre is not None else b.out
+            with np.errstate(invalid="ignore", over="ignore"):
+                zd = ref.astype(np.float64) * dy.astype(np.float64)
+                s = np.where(ref > 0, 0.0, zd).sum(axis=1)
+        return dx, b.dz, s
+
+    def weight_grads_from_rows(self, impl: Any, g: np.ndarray, run: _BlockRun) -> None:
+        """The second pass: ``dweight = x.T @ g`` and ``dbias = g.sum(0)`` from the
+        (already scaled) rows ``g``, with their sums of squares."""
+        x = run.x
+        assert x is not None
+        impl.dense_backward(g, x, self.weight, None, 0, 0.0, None, g, None, None, self.dweight,
+                            self.dbias, None, self.sqnorms[:2])
+
 
 class _Network:
     """Shared machinery of :class:`Linear` and :class:`MLP`."""
@@ -649,7 +690,9 @@ class _Network:
 
     __call__ = forward
 
-    def backward(self, dy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray, *, input_grad: bool = True,
+                 per_example_clip: Any = None, per_layer: Any = None,
+                 loss_reduction: str = "mean") -> np.ndarray | None:
         """Back-propagate ``dy`` (the gradient of the loss w.r.t. the output).
 
         Fills :meth:`gradients` (overwriting them) and :meth:`grad_sqnorms`.
@@ -662,6 +705,30 @@ class _Network:
             Compute and return the gradient of the input. ``False`` skips the
             first block's ``dz @ W.T`` GEMM (a training step does not need it)
             and returns None.
+        per_example_clip : float or sequence of float, optional, keyword-only
+            Differentially private backward (DP-SGD): clip every example's
+            gradient to this L2 norm ``C`` and leave in :meth:`gradients` the
+            **sum over the batch of the clipped per-example gradients**, as
+            Opacus' ``DPOptimizer`` sums them before adding noise. Example ``i``
+            is scaled by ``min(1, C / (norm_i + 1e-6))``, where ``norm_i`` is the
+            norm of its gradient over every parameter (global, as Opacus and
+            optax's ``per_example_global_norm_clip``). No per-example gradient is
+            ever formed: for a block ``y = act(x W + b)`` the gradient of example
+            ``i`` is ``x_i dz_i^T`` (and ``dz_i`` for the bias), whose squared norm
+            is ``|x_i|^2 |dz_i|^2``, and the clipped sum is the ordinary weight
+            GEMM on rows of ``dz`` scaled by the factors. The norms before
+            clipping are kept: :meth:`per_example_norms`. A sequence gives one
+            norm per parameter (per-layer clipping, Opacus' per-layer mode).
+        per_layer : {None, "equal", "size"}, optional, keyword-only
+            With a float ``C``: ``None`` clips the global per-example norm;
+            ``"equal"`` clips each of the ``K`` parameter arrays to ``C / sqrt(K)``
+            and ``"size"`` to ``C * sqrt(D_k / D)`` (``D_k`` elements of array
+            ``k``), as optax's ``per_example_layer_norm_clip``.
+        loss_reduction : {"mean", "sum"}, default "mean", keyword-only
+            How the loss whose gradient is ``dy`` combined the examples: with
+            ``"mean"`` (fastclip's losses), ``dy`` carries a factor ``1/N`` that
+            the per-example gradients do not have, so they are ``N`` times
+            the rows' contributions (Opacus' convention).
 
         Returns
         -------
@@ -685,6 +752,19 @@ class _Network:
                 f"dy has shape {dy.shape} but the last forward produced an output of shape "
                 f"({run.last_n}, {self._blocks[-1].out_features})"
             )
+        if per_example_clip is not None or per_layer is not None:
+            from fastclip._checks import privacy as _cp
+
+            clip, layer_mode = _cp.check_per_example_clip(per_example_clip, per_layer,
+                                                         len(self._grads))
+            if loss_reduction not in ("mean", "sum"):
+                raise ValueError(
+                    f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+            if dy.shape[0] == 0:
+                raise ValueError("dy has a batch of size 0: per-example clipping needs "
+                                 "at least one example")
+            scale = float(dy.shape[0]) if loss_reduction == "mean" else 1.0
+            return self._backward_per_example(dy, bool(input_grad), clip, layer_mode, scale)
         impl = _fam.impl
         blocks = self._blocks
         bruns = run.blocks
@@ -697,6 +777,54 @@ class _Network:
         dx = blocks[0].backward(impl, g, bool(input_grad), bruns[0])
         for p, gr in zip(self._pobjs, self._grads):
             p._grad = gr
+        return None if dx is None else _readonly(dx)
+
+    def _backward_per_example(self, dy: np.ndarray, input_grad: bool, clip: Any,
+                              per_layer: Any, scale: float) -> np.ndarray | None:
+        """Per-example clipped backward (see :meth:`backward`); ``dy`` is checked."""
+        from fastclip import privacy as _privacy
+
+        run = self._run(create=False)
+        assert run is not None
+        impl = _fam.impl
+        blocks = self._blocks
+        bruns = run.blocks
+        rows: list[np.ndarray] = []
+        slopes: list[np.ndarray | None] = []
+        g: np.ndarray = dy
+        dx = None
+        for i in range(len(blocks) - 1, -1, -1):
+            need = True if i > 0 else bool(input_grad)
+            dxi, dz, s = blocks[i].backward_rows(impl, g, need, bruns[i])
+            rows.append(dz)
+            slopes.append(s)
+            if i > 0:
+                assert dxi is not None
+                g = dxi
+            else:
+                dx = dxi
+        rows.reverse()
+        slopes.reverse()
+        xs = [br.x for br in bruns]
+        weights = _privacy._clip_rows(self, rows, slopes, xs, clip, per_layer, scale)
+        # weights: per parameter array, the per-example factor of its rows
+        k = 0
+        for blk, dz, s, br in zip(blocks, rows, slopes, bruns):
+            w_w, w_b = weights[k], weights[k + 1]
+            db = _privacy._fam.impl.row_weighted_sum([dz], w_b[None, :], False)[0] \
+                if w_b is not w_w else None
+            _privacy._fam.impl.row_weighted_sum([dz], w_w[None, :], True)
+            blk.weight_grads_from_rows(impl, dz, br)
+            if db is not None:
+                blk.dbias[...] = db
+                blk.sqnorms[1] = float(np.dot(db.astype(np.float64), db.astype(np.float64)))
+            k += 2
+            if s is not None:
+                assert blk.dslope is not None
+                ds = float(np.dot(weights[k], s))
+                blk.dslope[0] = ds
+                blk.sqnorms[2] = float(blk.dslope[0]) ** 2
+                k += 1
         return None if dx is None else _readonly(dx)
 
     # -- parameters ---------------------------------------------------------
@@ -730,6 +858,16 @@ class _Network:
     def parameter_names(self) -> list[str]:
         """Names in the order of :meth:`parameters` (the keys of :meth:`state_dict`)."""
         return list(self._names)
+
+    def per_example_norms(self) -> np.ndarray | None:
+        """The per-example gradient norms of the last per-example backward (a copy).
+
+        float64 of shape (N,): the global L2 norm of each example's gradient
+        before clipping (see ``backward(per_example_clip=...)``); None before the
+        first such backward.
+        """
+        norms = getattr(self, "_pe_norms", None)
+        return None if norms is None else norms.copy()
 
     def grad_sqnorms(self) -> np.ndarray:
         """float64 sums of squares of each gradient from the last backward (a copy).

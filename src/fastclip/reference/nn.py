@@ -13,7 +13,8 @@ dweight, dbias, dslope, sqnorms)``
     ``dz = dy * act'(z)`` (written to ``dz`` unless ``dz`` is None, which is
     allowed for the identity only: ``dy`` is then used as it is),
     ``dbias = dz.sum(0)``, ``dslope = sum(dy * z, z <= 0)`` (PReLU),
-    ``dweight = x.T @ dz``, ``dx = dz @ weight.T`` (skipped when ``dx`` is None),
+    ``dweight = x.T @ dz`` (skipped, with sqnorms[0] = 0, when ``dweight`` is None),
+    ``dx = dz @ weight.T`` (skipped when ``dx`` is None),
     and ``sqnorms[k]`` = the float64 sum of squares of dweight, dbias (and dslope).
 ``softmax_cross_entropy(logits, labels)`` and ``mse(pred, target)``
     ``(loss, gradient)`` with the loss a Python float (mean over rows /
@@ -244,7 +245,7 @@ def _ssq(a: np.ndarray) -> float:
 
 def dense_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, slope: np.ndarray | None,
                    act: int, negative_slope: float, pre: np.ndarray | None, out: np.ndarray,
-                   dz: np.ndarray | None, dx: np.ndarray | None, dweight: np.ndarray,
+                   dz: np.ndarray | None, dx: np.ndarray | None, dweight: np.ndarray | None,
                    dbias: np.ndarray, dslope: np.ndarray | None, sqnorms: np.ndarray) -> None:
     s = _slope_value(act, slope, negative_slope)
     ref = out if pre is None else pre
@@ -262,10 +263,11 @@ def dense_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, slope: np.
     elif act != 0:
         raise ValueError("dz may be None only for the identity activation")
     dbias[...] = g.sum(axis=0, dtype=np.float64)
-    np.matmul(x.T, g, out=dweight)
+    if dweight is not None:
+        np.matmul(x.T, g, out=dweight)
     if dx is not None:
         np.matmul(g, weight.T, out=dx)
-    sqnorms[0] = _ssq(dweight)
+    sqnorms[0] = _ssq(dweight) if dweight is not None else 0.0
     sqnorms[1] = _ssq(dbias)
     if act == 3:
         if dslope is None:

@@ -22,7 +22,9 @@ class History:
     used or would have used) and ``applied`` (False for skipped and rolled-back
     steps). Per epoch: ``epoch_loss`` (mean loss of the applied steps),
     ``val_loss``, ``val_accuracy`` (NaN without validation data / for
-    non-classification losses) and ``epoch_time`` (seconds). :attr:`events`
+    non-classification losses), ``epoch_time`` (seconds) and ``epsilon`` (the
+    epsilon of the (epsilon, delta)-DP guarantee spent up to the end of the
+    epoch when ``fit`` trains with ``privacy=``; NaN otherwise). :attr:`events`
     lists every flagged step and every vanishing-gradient report
     (:class:`Event`).
     """
@@ -38,7 +40,8 @@ class History:
         self._layers = np.zeros((0, len(self.layer_names)))
         self._grow(256)
         self._epoch: dict[str, list[float]] = {
-            "epoch_loss": [], "val_loss": [], "val_accuracy": [], "epoch_time": []}
+            "epoch_loss": [], "val_loss": [], "val_accuracy": [], "epoch_time": [],
+            "epsilon": []}
         self.events: list[Event] = []
         self.stopped_early = False
 
@@ -72,10 +75,11 @@ class History:
         self._n = n + 1
 
     def record_epoch(self, loss: float, val_loss: float, val_accuracy: float,
-                     seconds: float) -> None:
-        """Append one epoch's summary."""
+                     seconds: float, epsilon: float = float("nan")) -> None:
+        """Append one epoch's summary (``epsilon``: the privacy spent so far, or NaN)."""
         for k, v in (("epoch_loss", loss), ("val_loss", val_loss),
-                     ("val_accuracy", val_accuracy), ("epoch_time", seconds)):
+                     ("val_accuracy", val_accuracy), ("epoch_time", seconds),
+                     ("epsilon", epsilon)):
             self._epoch[k].append(float(v))
 
     @property
@@ -116,7 +120,7 @@ class History:
             The per-step arrays (``step``, ``epoch``, ``loss``, ``grad_norm``,
             ``lr``, ``applied``, ``layer_norms``), ``layer_names``, the
             per-epoch arrays (``epoch_loss``, ``val_loss``, ``val_accuracy``,
-            ``epoch_time``) and the events as parallel arrays
+            ``epoch_time``, ``epsilon``) and the events as parallel arrays
             (``event_step``, ``event_epoch``, ``event_kind``,
             ``event_action``, ``event_layer``, ``event_layer_norm``,
             ``event_norm``, ``event_threshold``).

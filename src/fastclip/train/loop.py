@@ -39,6 +39,7 @@ def fit(
     *,
     desc: str | None = None,
     classification: bool | None = None,
+    privacy: Any = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` with mini-batches, monitoring every step.
 
@@ -94,6 +95,19 @@ def fit(
         averaged before the monitor and the optimiser see them).
     desc : str, optional
         Label of the progress bar.
+    privacy : fastclip.privacy.DPConfig, optional, keyword-only
+        Train with differential privacy (DP-SGD): Poisson-sampled batches
+        (``round(1 / q)`` steps per epoch, batch sizes vary, a batch may be
+        empty), per-example clipping inside the backward pass, Gaussian noise
+        on the summed gradients and their average over the expected batch
+        size, with the epsilon spent recorded per epoch in ``History.epsilon``
+        and shown in the progress bar. Needs a model whose ``backward`` takes
+        ``per_example_clip`` (:class:`fastclip.nn.MLP`; batch normalisation,
+        which mixes the examples of a batch, is rejected). ``clipper`` and
+        ``comm`` cannot be combined with it; the optimiser's own
+        ``clip_norm``/``clip_value`` then act on the noisy average. The noise
+        is drawn from ``seed``'s generator (or the operating system's CSPRNG
+        with ``secure_mode``).
     classification : bool, optional
         Whether the loss takes class labels (integer labels are then checked
         to lie in ``[0, n_outputs)``, and validation reports accuracy).
@@ -177,6 +191,13 @@ def fit(
         if mon is not None and mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
             raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
         backward_kw = _backward_kwargs(model)
+        dp = None
+        if privacy is not None:
+            from fastclip import privacy as _privacy
+
+            dp = _privacy.fit_setup(privacy, model, optimizer, X.shape[0], batch_size, epochs,
+                                    rng, clipper=clip, comm=comm)
+            backward_kw.update(dp.backward_kwargs)
         names = (list(model.parameter_names()) if callable(getattr(model, "parameter_names", None))
                  else [f"param{i}" for i in range(len(params))])
     except Exception as exc:
@@ -200,7 +221,7 @@ def fit(
     try:
         _train(model, X, y, loss_fn, is_cls, optimizer, epochs, batch_size, clip,
                (Xv, yv) if validation is not None else None, mon, engine, cbs, progress, rng,
-               comm, reducer, desc, backward_kw, names, history)
+               comm, reducer, desc, backward_kw, names, history, dp)
     except BaseException as exc:
         if getattr(exc, "history", None) is None:
             try:
@@ -216,37 +237,50 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
            validation: tuple[np.ndarray, np.ndarray] | None, mon: GradientMonitor | None,
            engine: StepEngine | None, cbs: list[Any], progress: Any, rng: np.random.Generator,
            comm: Any, reducer: Any, desc: str | None, backward_kw: dict[str, Any],
-           names: list[str], history: History) -> None:
+           names: list[str], history: History, dp: Any = None) -> None:
     """The epochs of :func:`fit` (arguments validated)."""
     if comm is not None:
         from fastclip import distributed
-        from fastclip.clip import array_norms
+    from fastclip.clip import array_norms
     params = _io.values(model.parameters())
     n = X.shape[0]
-    steps_per_epoch = -(-n // batch_size)
+    steps_per_epoch = -(-n // batch_size) if dp is None else dp.sampler.steps_per_epoch
     clips = clip is not None or any(
         getattr(optimizer, a, None) is not None for a in ("clip_norm", "clip_value"))
     needs_params = bool(getattr(clip, "requires_params", False))
     bar = make_bar(progress, epochs * steps_per_epoch, desc)
     step = 0
     last_post = 0.0
-    lo = gnorm = lr = math.nan
+    lo = gnorm = lr = eps = math.nan
     try:
         for epoch in range(epochs):
             t0 = time.perf_counter()
-            perm = rng.permutation(n)
+            perm = rng.permutation(n) if dp is None else None
             loss_sum, loss_count = 0.0, 0
             for b in range(steps_per_epoch):
-                idx = perm[b * batch_size:(b + 1) * batch_size]
+                if dp is None:
+                    assert perm is not None
+                    idx = perm[b * batch_size:(b + 1) * batch_size]
+                else:
+                    idx = dp.sampler.sample()
                 if reducer is not None:
                     idx = idx[distributed.shard_slice(len(idx), comm)]
-                xb, yb = X[idx], y[idx]
-                out = model.forward(xb)
-                lo, dout = loss_fn(out, yb)
-                lo = float(lo)
-                model.backward(dout, **backward_kw)
-                grads = model.gradients()
-                if reducer is not None:
+                if dp is not None and idx.size == 0:
+                    lo = math.nan  # an empty Poisson batch: the step is noise alone
+                    grads = model.gradients()
+                    for g in grads:
+                        g[...] = 0
+                else:
+                    xb, yb = X[idx], y[idx]
+                    out = model.forward(xb)
+                    lo, dout = loss_fn(out, yb)
+                    lo = float(lo)
+                    model.backward(dout, **backward_kw)
+                    grads = model.gradients()
+                if dp is not None:
+                    grads = dp.noisy_grads(grads)
+                    sq = array_norms(grads) ** 2
+                elif reducer is not None:
                     res = reducer.reduce_(grads, weight=len(idx), value=lo,
                                           sqnorms=model.grad_sqnorms())
                     lo = res.value
@@ -258,8 +292,8 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                 lr = float(getattr(optimizer, "lr", math.nan))
                 ev = None
                 if mon is not None:
-                    ev = mon.observe(step, sq, loss=lo, names=names, epoch=epoch,
-                                     clipped=clips)
+                    ev = mon.observe(step, sq, loss=0.0 if math.isnan(lo) and dp is not None
+                                     else lo, names=names, epoch=epoch, clipped=clips)
                 if ev is None:
                     if clip is not None:
                         clip.clip_(grads, params if needs_params else None, sqnorms=sq)
@@ -271,8 +305,9 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                     history.record_step(step, epoch, lo, gnorm, lr, True, sq)
                     if mon is not None and mon.last_warnings:
                         history.events.extend(mon.last_warnings)
-                    loss_sum += lo
-                    loss_count += 1
+                    if not (dp is not None and math.isnan(lo)):
+                        loss_sum += lo
+                        loss_count += 1
                     if engine is not None:
                         engine.applied()
                 else:
@@ -284,16 +319,19 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                     bar.update(1)
                     now = time.perf_counter()
                     if now - last_post > 0.2:
-                        postfix(bar, lo, gnorm, lr, _vanishing(mon), refresh=False)
+                        postfix(bar, lo, gnorm, lr, _vanishing(mon), refresh=False,
+                                epsilon=eps)
                         last_post = now
+            if dp is not None:
+                eps = dp.epsilon()
             if bar is not None and history.n_steps:  # the epoch's last values, always shown
-                postfix(bar, lo, gnorm, lr, _vanishing(mon), refresh=True)
+                postfix(bar, lo, gnorm, lr, _vanishing(mon), refresh=True, epsilon=eps)
             val_loss = val_acc = math.nan
             if validation is not None:
                 val_loss, val_acc = _evaluate(model, validation[0], validation[1], loss_fn,
                                               is_cls)
             history.record_epoch(loss_sum / loss_count if loss_count else math.nan, val_loss,
-                                 val_acc, time.perf_counter() - t0)
+                                 val_acc, time.perf_counter() - t0, epsilon=eps)
             stop = False
             for cb in cbs:
                 if cb(epoch, history):

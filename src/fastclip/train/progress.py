@@ -22,9 +22,12 @@ def make_bar(progress: Any, total: int, desc: str | None) -> Any:
 
 
 def postfix(bar: Any, loss: float, norm: float, lr: float, vanishing: list[str],
-            refresh: bool) -> None:
-    """Show the step's loss, gradient norm and learning rate, and the vanishing layers."""
+            refresh: bool, epsilon: float = float("nan")) -> None:
+    """Show the step's loss, gradient norm and learning rate, the privacy spent
+    (epsilon, when training is private) and the vanishing layers."""
     fields = {"loss": f"{loss:.4g}", "norm": f"{norm:.3g}", "lr": f"{lr:.3g}"}
+    if epsilon == epsilon:  # not NaN
+        fields["eps"] = f"{epsilon:.3g}"
     if vanishing:
         fields["vanishing"] = ",".join(vanishing)
     bar.set_postfix(refresh=refresh, **fields)

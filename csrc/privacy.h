@@ -1,0 +1,41 @@
+/*
+ * fastclip: per-example gradient kernels for differentially private training.
+ *
+ * Each argument array holds one gradient per example along its first axis: B
+ * rows of `cols` elements, row i starting at data + i * row_stride and element j
+ * of a row at + j * col_stride (strides in bytes). The kernels never depend on
+ * the thread count for their results: a row's sum of squares is accumulated by
+ * one thread in a fixed lane order, and a column sum runs over the rows in order.
+ */
+#ifndef FASTCLIP_PRIVACY_H
+#define FASTCLIP_PRIVACY_H
+
+#include "fc_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    char *data;
+    int64_t rows;        /* the batch size B, the same for every array */
+    int64_t cols;        /* elements per example */
+    int64_t row_stride;  /* bytes */
+    int64_t col_stride;  /* bytes */
+    int32_t dtype;       /* FC_FLOAT32 or FC_FLOAT64 */
+} fc_rows;
+
+/* out[k * B + i] = sum of squares of row i of arrays[k], in float64. */
+int fc_row_sqnorms(const fc_rows *arrays, int64_t n, double *out);
+
+/* sums[k][j] = sum over i of dtype(g_k[i, j] * dtype(w[k * B + i])), accumulated in
+ * float64 in row order and rounded to the array's dtype; sums[k] is a dense
+ * vector of `cols` elements of the array's dtype. With inplace != 0 the scaled
+ * terms are also stored back into g_k. */
+int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int inplace,
+                        char *const *sums);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTCLIP_PRIVACY_H */

@@ -1,0 +1,13 @@
+"""Type stubs for fastclip._privacy, the per-example gradient kernels (csrc/privacy.c).
+
+Same functions, signatures and results as fastclip.reference.privacy; the public
+functions are in fastclip.privacy.
+"""
+
+import numpy as np
+import numpy.typing as npt
+
+def row_sqnorms(arrays: list[np.ndarray]) -> npt.NDArray[np.float64]: ...
+def row_weighted_sum(
+    arrays: list[np.ndarray], weights: npt.ArrayLike, inplace: bool
+) -> list[np.ndarray]: ...

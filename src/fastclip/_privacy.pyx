@@ -1,0 +1,125 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""C bindings of the per-example gradient kernels (csrc/privacy.c).
+
+The twin of fastclip.reference.privacy, same signatures and results. The
+arguments arrive validated by fastclip.privacy (fastclip._checks.privacy): float32
+or float64 arrays with a common leading batch axis. Each array is described as B
+rows of equally strided elements; an array whose trailing axes cannot be walked
+with one stride is processed through a contiguous copy (written back when
+``inplace``). One C call per primitive, with the GIL released.
+"""
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport int64_t, int32_t
+cimport numpy as cnp
+
+import numpy as np
+
+from fastclip._common cimport raise_rc, FC_FLOAT32, FC_FLOAT64
+
+cnp.import_array()
+
+cdef extern from "privacy.h" nogil:
+    ctypedef struct fc_rows:
+        char *data
+        int64_t rows
+        int64_t cols
+        int64_t row_stride
+        int64_t col_stride
+        int32_t dtype
+    int fc_row_sqnorms(const fc_rows *arrays, int64_t n, double *out)
+    int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int inplace,
+                            char *const *sums)
+
+
+cdef object _as_rows(object a):
+    """``(view, strided)``: a (B, cols) view of ``a`` walkable with two strides,
+    or a contiguous copy (``strided`` False) when its trailing axes do not merge."""
+    cdef Py_ssize_t b = a.shape[0]
+    cdef Py_ssize_t cols = 1
+    cdef list dims = []
+    for n, s in zip(a.shape[1:], a.strides[1:]):
+        cols *= n
+        if n != 1:
+            dims.append((n, s))
+    if cols == 0 or len(dims) <= 1:
+        es = dims[0][1] if dims else a.itemsize
+        return np.lib.stride_tricks.as_strided(a, (b, cols), (a.strides[0], es)), True
+    for d in range(len(dims) - 1):
+        if dims[d][1] != dims[d + 1][1] * dims[d + 1][0]:
+            return np.ascontiguousarray(a).reshape(b, cols), False
+    return np.lib.stride_tricks.as_strided(a, (b, cols), (a.strides[0], dims[len(dims) - 1][1])), True
+
+
+cdef void _describe(fc_rows *dst, object r):
+    cdef cnp.ndarray arr = <cnp.ndarray>r
+    dst.data = <char *>cnp.PyArray_DATA(arr)
+    dst.rows = cnp.PyArray_DIM(arr, 0)
+    dst.cols = cnp.PyArray_DIM(arr, 1)
+    dst.row_stride = cnp.PyArray_STRIDE(arr, 0)
+    dst.col_stride = cnp.PyArray_STRIDE(arr, 1)
+    dst.dtype = FC_FLOAT32 if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT else FC_FLOAT64
+
+
+cdef class _Rows:
+    cdef fc_rows *desc
+    cdef Py_ssize_t n
+    cdef list views
+    cdef list copied   # (original, copy) pairs to write back after an in-place call
+
+    def __cinit__(self, list arrays):
+        self.n = len(arrays)
+        self.desc = <fc_rows *>malloc((self.n if self.n > 0 else 1) * sizeof(fc_rows))
+        if self.desc == NULL:
+            raise MemoryError()
+        self.views = []
+        self.copied = []
+        for k in range(self.n):
+            a = arrays[k]
+            r, strided = _as_rows(a)
+            if not strided:
+                self.copied.append((a, r))
+            self.views.append(r)
+            _describe(&self.desc[k], r)
+
+    def __dealloc__(self):
+        free(self.desc)
+
+    cdef void write_back(self):
+        for a, r in self.copied:
+            np.copyto(a, r.reshape(a.shape))
+
+
+def row_sqnorms(list arrays):
+    cdef _Rows rows = _Rows(arrays)
+    cdef cnp.ndarray out = np.empty((rows.n, arrays[0].shape[0]), dtype=np.float64)
+    cdef double *po = <double *>cnp.PyArray_DATA(out)
+    cdef int rc
+    with nogil:
+        rc = fc_row_sqnorms(rows.desc, rows.n, po)
+    raise_rc(rc)
+    return out
+
+
+def row_weighted_sum(list arrays, weights, bint inplace):
+    cdef _Rows rows = _Rows(arrays)
+    cdef cnp.ndarray w = np.ascontiguousarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape[0] != rows.n or (rows.n and w.shape[1] != arrays[0].shape[0]):
+        raise ValueError("weights must have shape (len(arrays), batch)")
+    outs = [np.empty(a.shape[1:], dtype=a.dtype) for a in arrays]
+    cdef char **ps = <char **>malloc((rows.n if rows.n > 0 else 1) * sizeof(char *))
+    if ps == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t k
+    for k in range(rows.n):
+        ps[k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outs[k])
+    cdef const double *pw = <const double *>cnp.PyArray_DATA(w)
+    cdef int rc
+    try:
+        with nogil:
+            rc = fc_row_weighted_sum(rows.desc, rows.n, pw, inplace, ps)
+    finally:
+        free(ps)
+    raise_rc(rc)
+    if inplace:
+        rows.write_back()
+    return outs

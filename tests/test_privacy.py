@@ -1,0 +1,288 @@
+"""Per-example clipping, DP noise, Poisson sampling and privacy accounting (fastclip.privacy)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+import fastclip
+from fastclip import privacy as P
+
+IMPLS = ["c", "python"]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    with fastclip.use_implementation(request.param):
+        yield request.param
+
+
+def _grads(rng, dtype, layout="C", batch=7):
+    shapes = [(batch, 5, 3), (batch, 3), (batch, 4, 2, 3), (batch, 1)]
+    out = []
+    for s in shapes:
+        a = rng.standard_normal(s).astype(dtype) * 2
+        if layout == "F":
+            a = np.asfortranarray(a)
+        elif layout == "strided":
+            big = rng.standard_normal((s[0] * 2,) + tuple(d * 2 for d in s[1:])).astype(dtype)
+            a = big[(slice(None, None, 2),) + (slice(None, None, 2),) * (len(s) - 1)]
+            a[...] = rng.standard_normal(s).astype(dtype) * 2
+        elif layout == "negative":
+            a = a[::-1, ..., ::-1]
+        a *= np.where(np.arange(batch) % 2 == 1, 0.05, 1.0).astype(dtype).reshape(
+            (-1,) + (1,) * (a.ndim - 1))  # odd examples stay under the clip norm
+        out.append(a)
+    return out
+
+
+def _numpy_per_example(grads, c):
+    """The definition, example by example: norms, clipped copies and their sums."""
+    b = grads[0].shape[0]
+    norms = np.array([math.sqrt(sum(float(np.sum(g[i].astype(np.float64) ** 2))
+                                    for g in grads)) for i in range(b)])
+    f = np.minimum(c / (norms + 1e-6), 1.0)
+    clipped = [g.astype(np.float64) * f.reshape((-1,) + (1,) * (g.ndim - 1)) for g in grads]
+    return norms, clipped, [cl.sum(axis=0) for cl in clipped]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "negative"])
+def test_per_example_clip_matches_the_definition(impl, dtype, layout):
+    rng = np.random.default_rng(1)
+    grads = _grads(rng, dtype, layout)
+    before = [g.copy() for g in grads]
+    norms, clipped, sums = _numpy_per_example(before, 3.0)
+    got_norms, got_sums = P.per_example_clip_(grads, 3.0)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(got_norms, norms, rtol=tol)
+    assert got_norms.dtype == np.float64 and got_norms.shape == (7,)
+    assert (norms > 3.0).any() and (norms < 3.0).any(), "both branches of the factor"
+    for g, cl, s, gs in zip(grads, clipped, sums, got_sums):
+        assert gs.dtype == g.dtype and gs.shape == g.shape[1:]
+        np.testing.assert_allclose(g, cl, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gs, s, rtol=tol * 10, atol=tol * 10)
+
+
+def test_per_example_clip_c_and_reference_agree():
+    rng = np.random.default_rng(2)
+    for dtype in (np.float32, np.float64):
+        a = _grads(rng, dtype, "strided")
+        b = copy.deepcopy(a)
+        with fastclip.use_implementation("c"):
+            na, sa = P.per_example_clip_(a, 1.5)
+        with fastclip.use_implementation("python"):
+            nb, sb = P.per_example_clip_(b, 1.5)
+        tol = 1e-13 if dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(na, nb, rtol=tol)
+        for x, y in zip(a + sa, b + sb):
+            np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+
+
+def test_per_example_clip_single_array_and_large(impl):
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal((64, 3000)).astype(np.float32)  # several column blocks
+    ref = g.astype(np.float64)
+    norms, s = P.per_example_clip_(g, 10.0)
+    assert isinstance(s, np.ndarray) and s.shape == (3000,)
+    want = np.linalg.norm(ref, axis=1)
+    np.testing.assert_allclose(norms, want, rtol=1e-6)
+    f = np.minimum(10.0 / (want + 1e-6), 1.0)
+    np.testing.assert_allclose(s, (ref * f[:, None]).sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_per_example_clip_thread_count_does_not_change_results():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((256, 4096)).astype(np.float32)
+    g2 = g.copy()
+    with fastclip.use_implementation("c"):
+        n1, s1 = P.per_example_clip_(g, 1.0)
+        with threadpoolctl.threadpool_limits(1):
+            n2, s2 = P.per_example_clip_(g2, 1.0)
+    assert np.array_equal(n1, n2) and np.array_equal(s1, s2) and np.array_equal(g, g2)
+
+
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (dict(max_norm=0.0), ValueError, "max_norm"),
+        (dict(max_norm=-1.0), ValueError, "max_norm"),
+        (dict(max_norm=float("nan")), ValueError, "max_norm"),
+        (dict(max_norm=float("inf")), ValueError, "max_norm"),
+        (dict(max_norm="1"), TypeError, "max_norm"),
+    ],
+)
+def test_per_example_clip_bad_max_norm(impl, bad, exc, match):
+    g = np.ones((3, 4))
+    with pytest.raises(exc, match=match):
+        P.per_example_clip_(g, **bad)
+    assert np.all(g == 1)
+
+
+def test_per_example_clip_bad_grads_leave_everything_untouched(impl):
+    ok = np.ones((3, 4))
+    cases = [
+        ([ok, np.ones((2, 4))], ValueError, "batch size"),
+        ([ok, np.ones(())], ValueError, "0-d"),
+        ([ok, np.ones((0, 4))], ValueError, "batch size"),
+        (np.ones((0, 4)), ValueError, "size 0"),
+        ([ok, np.ones((3, 4), dtype=np.int64)], TypeError, "float32 or float64"),
+        ([ok, np.ma.masked_array(np.ones((3, 4)), mask=False)], TypeError, "MaskedArray"),
+        ([], ValueError, "empty"),
+    ]
+    ro = np.ones((3, 4))
+    ro.flags.writeable = False
+    cases.append(([ok, ro], ValueError, "read-only"))
+    cases.append(([ok, ok[:, :2]], ValueError, "share memory"))
+    for grads, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            P.per_example_clip_(grads, 0.5)
+        assert np.all(ok == 1), match
+
+
+# --- optax semantics -------------------------------------------------------------
+OPTAX_GRADS = np.array([[0, 0, 0], [0, 3, 4], [4, 0, 3], [3, 4, 0]], dtype=np.float32)
+
+
+@pytest.mark.parametrize("clip, want, n", [(np.inf, 7.0, 0), (0.0, 0.0, 3), (1.25, 1.75, 3)])
+def test_optax_examples(impl, clip, want, n):
+    sums, num = P.per_example_global_norm_clip([OPTAX_GRADS], clip)
+    assert isinstance(sums, list) and num == n
+    np.testing.assert_array_equal(sums[0], np.full(3, want, dtype=np.float32))
+    lsums, lnum = P.per_example_layer_norm_clip([OPTAX_GRADS], clip)
+    np.testing.assert_array_equal(lsums[0], np.full(3, want, dtype=np.float32))
+    assert lnum == [n]
+
+
+def test_optax_global_clip_does_not_modify_and_reads_array_likes(impl):
+    class Leaf:
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    g = np.random.default_rng(5).standard_normal((6, 4))
+    keep = g.copy()
+    sums, num = P.per_example_global_norm_clip([Leaf(g)], 1.0)
+    np.testing.assert_array_equal(g, keep)
+    norms = np.linalg.norm(g, axis=1)
+    m = np.minimum(1.0 / norms, 1.0)
+    np.testing.assert_allclose(sums[0], (g * m[:, None]).sum(0), rtol=1e-12)
+    assert num == int((m < 1).sum())
+
+
+def test_layer_norm_clip_split(impl):
+    rng = np.random.default_rng(6)
+    g = [rng.standard_normal((5, 4)), rng.standard_normal((5, 16))]
+    for uniform, clips in [(True, [2.0 / math.sqrt(2)] * 2),
+                           (False, [2.0 * math.sqrt(4 / 20), 2.0 * math.sqrt(16 / 20)])]:
+        sums, nums = P.per_example_layer_norm_clip(g, 2.0, uniform=uniform)
+        for a, c, s, n in zip(g, clips, sums, nums):
+            m = np.minimum(c / np.linalg.norm(a, axis=1), 1.0)
+            np.testing.assert_allclose(s, (a * m[:, None]).sum(0), rtol=1e-12)
+            assert n == int((m < 1).sum())
+
+
+def test_optax_bad_clip(impl):
+    for bad, exc in [(-1.0, ValueError), (float("nan"), ValueError), (None, TypeError)]:
+        with pytest.raises(exc, match="l2_norm_clip"):
+            P.per_example_global_norm_clip([OPTAX_GRADS], bad)
+        with pytest.raises(exc, match="global_l2_norm_clip"):
+            P.per_example_layer_norm_clip([OPTAX_GRADS], bad)
+
+
+# --- noise and the DP optimiser ----------------------------------------------------
+def test_gaussian_noise_seeded_and_secure():
+    a = P.gaussian_noise(100_000, 2.0, rng=7)
+    b = P.gaussian_noise(100_000, 2.0, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(a, b)
+    assert abs(a.std() - 2.0) < 0.02 and abs(a.mean()) < 0.03
+    s = P.gaussian_noise(200_000, 3.0, secure_mode=True, dtype=np.float32)
+    assert s.dtype == np.float32 and abs(s.std() - 3.0) < 0.03 and abs(s.mean()) < 0.03
+    # fourth moment of a Gaussian is 3 sigma^4: a uniform or a sum of few would fail
+    assert abs(np.mean((s / 3.0) ** 4) - 3.0) < 0.1
+    assert not np.array_equal(s, P.gaussian_noise(200_000, 3.0, secure_mode=True,
+                                                  dtype=np.float32))
+    with pytest.raises(ValueError, match="std"):
+        P.gaussian_noise(3, -1.0)
+    with pytest.raises(TypeError, match="rng"):
+        P.gaussian_noise(3, 1.0, rng="seed")
+
+
+def test_dp_optimizer_without_noise_is_the_average_step():
+    rng = np.random.default_rng(8)
+    p1 = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
+    p2 = [p.copy() for p in p1]
+    summed = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
+    dp = P.DPOptimizer(fastclip.optim.SGD(p1, lr=0.1), noise_multiplier=0.0,
+                       max_grad_norm=1.0, expected_batch_size=8)
+    dp.step(summed)
+    fastclip.optim.SGD(p2, lr=0.1).step([s / 8 for s in summed])
+    for a, b in zip(p1, p2):
+        np.testing.assert_allclose(a, b, rtol=1e-15, atol=1e-15)
+
+
+def test_dp_optimizer_noise_scale_and_reproducibility():
+    n = 200_000
+    params = [np.zeros(n)]
+    dp = P.DPOptimizer(fastclip.optim.SGD(params, lr=1.0), noise_multiplier=1.5,
+                       max_grad_norm=2.0, expected_batch_size=4, rng=11)
+    dp.step([np.zeros(n)])
+    # SGD with lr 1: params = -(noise / 4), noise ~ N(0, (1.5 * 2)^2)
+    assert abs(params[0].std() - 3.0 / 4) < 0.01
+    again = [np.zeros(n)]
+    P.DPOptimizer(fastclip.optim.SGD(again, lr=1.0), noise_multiplier=1.5,
+                  max_grad_norm=2.0, expected_batch_size=4, rng=11).step([np.zeros(n)])
+    np.testing.assert_array_equal(params[0], again[0])
+
+
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        (dict(noise_multiplier=-0.1), ValueError, "noise_multiplier"),
+        (dict(noise_multiplier=float("nan")), ValueError, "noise_multiplier"),
+        (dict(max_grad_norm=0.0), ValueError, "max_grad_norm"),
+        (dict(max_grad_norm=float("nan")), ValueError, "max_grad_norm"),
+        (dict(expected_batch_size=0), ValueError, "expected_batch_size"),
+        (dict(secure_mode="yes"), TypeError, "secure_mode"),
+        (dict(accountant=P.PrivacyAccountant()), ValueError, "sample_rate"),
+    ],
+)
+def test_dp_optimizer_bad_arguments(kw, exc, match):
+    args = dict(noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=4)
+    args.update(kw)
+    with pytest.raises(exc, match=match):
+        P.DPOptimizer(fastclip.optim.SGD([np.zeros(3)], lr=0.1), **args)
+
+
+def test_dp_optimizer_bad_grads_modify_nothing():
+    p = [np.ones(3)]
+    dp = P.DPOptimizer(fastclip.optim.SGD(p, lr=0.1), noise_multiplier=1.0,
+                       max_grad_norm=1.0, expected_batch_size=4, rng=0)
+    with pytest.raises(ValueError, match="shape"):
+        dp.step([np.ones(4)])
+    with pytest.raises(ValueError, match="arrays"):
+        dp.step([np.ones(3), np.ones(3)])
+    assert np.all(p[0] == 1) and dp.optimizer.step_count == 0
+
+
+# --- Poisson sampling ------------------------------------------------------------
+def test_poisson_sampler():
+    s = P.PoissonSampler(1000, 0.05, rng=3)
+    batches = list(s)
+    assert len(batches) == len(s) == 20 and s.expected_batch_size == 50
+    sizes = [b.size for b in batches]
+    assert len(set(sizes)) > 1, "sizes vary under Poisson sampling"
+    assert 30 < np.mean(sizes) < 70
+    for b in batches:
+        assert np.all(np.diff(b) > 0) and (b.size == 0 or (b[0] >= 0 and b[-1] < 1000))
+    again = list(P.PoissonSampler(1000, 0.05, rng=3))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    for q in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="sample_rate"):
+            P.PoissonSampler(10, q)
