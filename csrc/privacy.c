@@ -1,7 +1,9 @@
 /* fastclip: per-example gradient kernels (see privacy.h). */
 #include "privacy.h"
 
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define FC_T float
 #define FC_SUF f32
@@ -89,4 +91,220 @@ int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int i
     if (first[n] > 0) fc_parallel_for(first[n], item_wsum, &t, total_work(arrays, n));
     free(first);
     return FC_OK;
+}
+
+/* ---- Gaussian noise ----------------------------------------------------------- */
+
+/* The noise loops are arithmetic-bound (64-bit multiplies of the hash, two
+ * polynomials, a division and a square root per pair): an AVX-512 clone (with
+ * AVX-512DQ's 64-bit multiply) besides the AVX2 one. The same operations in the
+ * same order in every clone, so every clone gives the same bits. */
+#if FC_HAVE_CLONES
+#define FC_NOISE_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#else
+#define FC_NOISE_CLONES
+#endif
+
+/* SplitMix64's output for counter value c of stream `seed` (Steele et al., 2014). */
+static inline uint64_t mix64(uint64_t seed, uint64_t c) {
+    uint64_t z = seed + (c + 1) * UINT64_C(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+static inline double bits_to_double(uint64_t b) {
+    double d;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+
+/* x as a double, exactly, for x < 2^52 (integer operations only: vectorises
+ * without 64-bit integer conversions, which AVX2 lacks). */
+static inline double small_to_double(uint64_t x) {
+    return bits_to_double(x | UINT64_C(0x4330000000000000)) - 4503599627370496.0;
+}
+
+static inline uint64_t double_to_bits(double d) {
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
+#define LN2 0.693147180559945309417232121458
+#define SQRT2 1.41421356237309504880168872421
+#define PI_2 1.57079632679489661923132169164
+
+/* log(u) for u in (0, 1], a normal double: u = m 2^e with m in [sqrt(1/2), sqrt(2)),
+ * log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.1716, by its series to s^21.
+ * The exponent is read as a double (2^52 + biased exponent, minus 2^52 + 1023) so
+ * that the whole function is branch-free and vectorises. */
+static inline double log_unit(double u) {
+    uint64_t b = double_to_bits(u);
+    uint64_t mant = b & UINT64_C(0x000FFFFFFFFFFFFF);
+    double e = small_to_double(b >> 52) - 1023.0;
+    double m = bits_to_double(mant | UINT64_C(0x3FF0000000000000));
+    /* 1.0 when m >= sqrt(2) (compared on the mantissa bits), else 0.0: no branch */
+    double big = small_to_double((uint64_t)(mant >= UINT64_C(0x6A09E667F3BCD)));
+    m = m * (1.0 - 0.5 * big);
+    e = e + big;
+    double s = (m - 1.0) / (m + 1.0), s2 = s * s;
+    double p = 1.0 / 21.0;
+    p = p * s2 + 1.0 / 19.0;
+    p = p * s2 + 1.0 / 17.0;
+    p = p * s2 + 1.0 / 15.0;
+    p = p * s2 + 1.0 / 13.0;
+    p = p * s2 + 1.0 / 11.0;
+    p = p * s2 + 1.0 / 9.0;
+    p = p * s2 + 1.0 / 7.0;
+    p = p * s2 + 1.0 / 5.0;
+    p = p * s2 + 1.0 / 3.0;
+    p = p * s2 + 1.0;
+    return e * LN2 + 2.0 * s * p;
+}
+
+/* sin(r), cos(r) for |r| <= pi/4 by their Taylor series (to r^19 and r^20). */
+static inline void sincos_small(double r, double *sn, double *cs) {
+    double r2 = r * r;
+    double sp = -1.0 / 121645100408832000.0;    /* -1/19! */
+    sp = sp * r2 + 1.0 / 355687428096000.0;     /* 1/17! */
+    sp = sp * r2 - 1.0 / 1307674368000.0;       /* 1/15! */
+    sp = sp * r2 + 1.0 / 6227020800.0;          /* 1/13! */
+    sp = sp * r2 - 1.0 / 39916800.0;            /* 1/11! */
+    sp = sp * r2 + 1.0 / 362880.0;              /* 1/9! */
+    sp = sp * r2 - 1.0 / 5040.0;
+    sp = sp * r2 + 1.0 / 120.0;
+    sp = sp * r2 - 1.0 / 6.0;
+    sp = sp * r2 + 1.0;
+    double cp = 1.0 / 2432902008176640000.0;    /* 1/20! */
+    cp = cp * r2 - 1.0 / 6402373705728000.0;    /* 1/18! */
+    cp = cp * r2 + 1.0 / 20922789888000.0;      /* 1/16! */
+    cp = cp * r2 - 1.0 / 87178291200.0;         /* 1/14! */
+    cp = cp * r2 + 1.0 / 479001600.0;           /* 1/12! */
+    cp = cp * r2 - 1.0 / 3628800.0;             /* 1/10! */
+    cp = cp * r2 + 1.0 / 40320.0;
+    cp = cp * r2 - 1.0 / 720.0;
+    cp = cp * r2 + 1.0 / 24.0;
+    cp = cp * r2 - 0.5;
+    cp = cp * r2 + 1.0;
+    *sn = r * sp;
+    *cs = cp;
+}
+
+/* Normals 2p and 2p+1 of the stream: Box-Muller on two 52-bit uniforms. */
+static inline void normal_pair(uint64_t seed, uint64_t p, double *z0, double *z1) {
+    uint64_t h1 = mix64(seed, 2 * p), h2 = mix64(seed, 2 * p + 1);
+    /* u1 in (0, 1], u2 in [0, 1) */
+    double u1 = 2.0 - bits_to_double((h1 >> 12) | UINT64_C(0x3FF0000000000000));
+    uint64_t a = h2 >> 12; /* u2 = a 2^-52 in [0, 1) */
+    double rad = sqrt(-2.0 * log_unit(u1));
+    /* theta = 2 pi u2 = (k + f) pi/2 with k = round(4 u2) in 0..4 and |f| <= 1/2:
+     * k = round(a 2^-50), f 2^50 = a - k 2^50, in integers */
+    uint64_t k = (a + (UINT64_C(1) << 49)) >> 50;
+    double f = small_to_double(a - (k << 50) + (UINT64_C(1) << 51)) - 2251799813685248.0;
+    double r = (f * 0x1p-50) * PI_2;
+    double sn, cs;
+    sincos_small(r, &sn, &cs);
+    /* quadrant weights (0.0 or 1.0; k == 0 and k == 4 are the same quadrant) */
+    double q1 = small_to_double((uint64_t)(k == 1)), q2 = small_to_double((uint64_t)(k == 2));
+    double q3 = small_to_double((uint64_t)(k == 3));
+    double q0 = 1.0 - q1 - q2 - q3;
+    double s_t = q0 * sn + q1 * cs - q2 * sn - q3 * cs;
+    double c_t = q0 * cs - q1 * sn - q2 * cs + q3 * sn;
+    *z0 = rad * c_t;
+    *z1 = rad * s_t;
+}
+
+/* Pairs [p0, p0 + np) into out[2 (p - p0) ...] (np pairs, 2 np elements); `add` is
+ * read when given (two loops, so that each is free of branches and vectorises). */
+#define GAUSS_BODY(T)                                                                       \
+    if (add) {                                                                              \
+        for (int64_t i = 0; i < np; i++) {                                                  \
+            double z0, z1;                                                                  \
+            normal_pair(seed, p0 + (uint64_t)i, &z0, &z1);                                  \
+            out[2 * i] = (T)(((double)add[2 * i] + std * z0) * scale);                      \
+            out[2 * i + 1] = (T)(((double)add[2 * i + 1] + std * z1) * scale);              \
+        }                                                                                   \
+    } else {                                                                                \
+        for (int64_t i = 0; i < np; i++) {                                                  \
+            double z0, z1;                                                                  \
+            normal_pair(seed, p0 + (uint64_t)i, &z0, &z1);                                  \
+            out[2 * i] = (T)((0.0 + std * z0) * scale);                                     \
+            out[2 * i + 1] = (T)((0.0 + std * z1) * scale);                                 \
+        }                                                                                   \
+    }
+
+FC_NOISE_CLONES
+static void gauss_pairs_f32(float *restrict out, const float *restrict add, int64_t np,
+                            uint64_t seed, uint64_t p0, double std, double scale) {
+    GAUSS_BODY(float)
+}
+
+FC_NOISE_CLONES
+static void gauss_pairs_f64(double *restrict out, const double *restrict add, int64_t np,
+                            uint64_t seed, uint64_t p0, double std, double scale) {
+    GAUSS_BODY(double)
+}
+#undef GAUSS_BODY
+
+/* Elements [j0, j1) (j0 even) of the output: whole pairs, then an odd last element. */
+static void gauss_range(void *out, const void *add, int64_t j0, int64_t j1, uint64_t seed,
+                        uint64_t counter, double std, double scale, int f32) {
+    int64_t np = (j1 - j0) / 2;
+    uint64_t p0 = (counter + (uint64_t)j0) >> 1;
+    size_t it = f32 ? 4 : 8;
+    char *o = (char *)out + (size_t)j0 * it;
+    const char *a = add ? (const char *)add + (size_t)j0 * it : NULL;
+    if (f32)
+        gauss_pairs_f32((float *)o, (const float *)a, np, seed, p0, std, scale);
+    else
+        gauss_pairs_f64((double *)o, (const double *)a, np, seed, p0, std, scale);
+    if ((j1 - j0) & 1) {
+        double z0, z1;
+        int64_t j = j1 - 1;
+        normal_pair(seed, (counter + (uint64_t)j) >> 1, &z0, &z1);
+        if (f32) {
+            double av = add ? (double)((const float *)add)[j] : 0.0;
+            ((float *)out)[j] = (float)((av + std * z0) * scale);
+        } else {
+            double av = add ? ((const double *)add)[j] : 0.0;
+            ((double *)out)[j] = (av + std * z0) * scale;
+        }
+    }
+}
+
+#define GAUSS_ITEM ((int64_t)1 << 14) /* even */
+
+typedef struct {
+    void *out;
+    const void *add;
+    int64_t n;
+    uint64_t seed, counter;
+    double std, scale;
+    int f32;
+} gauss_task;
+
+static void item_gauss(void *ctx, int64_t it) {
+    const gauss_task *t = (const gauss_task *)ctx;
+    int64_t j0 = it * GAUSS_ITEM, j1 = j0 + GAUSS_ITEM < t->n ? j0 + GAUSS_ITEM : t->n;
+    gauss_range(t->out, t->add, j0, j1, t->seed, t->counter, t->std, t->scale, t->f32);
+}
+
+static int gaussian(void *out, const void *add, int64_t n, uint64_t seed, uint64_t counter,
+                    double std, double scale, int f32) {
+    if (counter & 1) return FC_EINVAL;
+    if (n <= 0) return FC_OK;
+    gauss_task t = {out, add, n, seed, counter, std, scale, f32};
+    fc_parallel_for((n + GAUSS_ITEM - 1) / GAUSS_ITEM, item_gauss, &t, 8 * n);
+    return FC_OK;
+}
+
+int fc_gaussian_f32(float *out, const float *add, int64_t n, uint64_t seed, uint64_t counter,
+                    double std, double scale) {
+    return gaussian(out, add, n, seed, counter, std, scale, 1);
+}
+
+int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
+                    uint64_t counter, double std, double scale) {
+    return gaussian(out, add, n, seed, counter, std, scale, 0);
 }

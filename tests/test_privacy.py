@@ -286,3 +286,40 @@ def test_poisson_sampler():
     for q in (0.0, 1.5, float("nan")):
         with pytest.raises(ValueError, match="sample_rate"):
             P.PoissonSampler(10, q)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 100_001])
+def test_noise_kernel_c_and_reference_give_the_same_bits(dtype, n):
+    from fastclip import _privacy as C
+    from fastclip.reference import privacy as R
+
+    add = np.linspace(-3, 3, n).astype(dtype)
+    a, b = np.empty(n, dtype), np.empty(n, dtype)
+    C.gaussian_(a, add, 2**62 + 12345, 10, 2.0, 0.25)
+    R.gaussian_(b, add, 2**62 + 12345, 10, 2.0, 0.25)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        C.gaussian_(a, add, 1, 3, 1.0, 1.0)  # the counter of a pair is even
+
+
+def test_noise_kernel_is_gaussian_and_independent_of_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastclip import _privacy as C
+
+    z = np.empty(2_000_000)
+    C.gaussian_(z, None, 7, 0, 1.0, 1.0)
+    assert abs(z.mean()) < 0.003 and abs(z.std() - 1) < 0.003
+    assert abs(np.mean(z**4) - 3.0) < 0.03  # a Gaussian's fourth moment
+    # fractions within 1, 2 and 3 sigma
+    for k, p in ((1, 0.682689), (2, 0.954500), (3, 0.997300)):
+        assert abs(np.mean(np.abs(z) < k) - p) < 0.002
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1]) < 0.003  # no serial correlation
+    one = np.empty_like(z)
+    with threadpoolctl.threadpool_limits(1):
+        C.gaussian_(one, None, 7, 0, 1.0, 1.0)
+    np.testing.assert_array_equal(z, one)
+    # a later counter continues the same stream
+    tail = np.empty(1000)
+    C.gaussian_(tail, None, 7, 1_000_000, 1.0, 1.0)
+    np.testing.assert_array_equal(tail, z[1_000_000:1_001_000])

@@ -42,6 +42,10 @@ def test_epsilon_per_epoch_equals_the_accountant():
     np.testing.assert_allclose(h.epsilon, want, rtol=1e-12)
     assert np.all(np.diff(h.epsilon) > 0)
     assert "epsilon" in h.to_dict()
+    assert h.privacy == {"noise_multiplier": 1.2, "sample_rate": q, "max_grad_norm": 1.0,
+                         "delta": 1e-3, "accountant": "rdp", "expected_batch_size": 20}
+    _, plain = _fit(None)
+    assert plain.privacy is None and np.all(np.isnan(plain.epsilon))
 
 
 def test_target_epsilon_is_met_and_runs_are_reproducible():

@@ -9,7 +9,7 @@ with one stride is processed through a contiguous copy (written back when
 ``inplace``). One C call per primitive, with the GIL released.
 """
 from libc.stdlib cimport malloc, free
-from libc.stdint cimport int64_t, int32_t
+from libc.stdint cimport int64_t, int32_t, uint64_t
 cimport numpy as cnp
 
 import numpy as np
@@ -29,6 +29,10 @@ cdef extern from "privacy.h" nogil:
     int fc_row_sqnorms(const fc_rows *arrays, int64_t n, double *out)
     int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int inplace,
                             char *const *sums)
+    int fc_gaussian_f32(float *out, const float *add, int64_t n, uint64_t seed, uint64_t counter,
+                        double std, double scale)
+    int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
+                        uint64_t counter, double std, double scale)
 
 
 cdef object _as_rows(object a):
@@ -123,3 +127,30 @@ def row_weighted_sum(list arrays, weights, bint inplace):
     if inplace:
         rows.write_back()
     return outs
+
+
+def gaussian_(out, add, uint64_t seed, uint64_t counter, double std, double scale):
+    """``out = (add + std * z) * scale`` with z the stream's normals from ``counter``
+    (``out``, ``add``: C-contiguous arrays of one float dtype; ``add`` may be None)."""
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISWRITEABLE(o)):
+        raise ValueError("out must be a writeable C-contiguous array")
+    cdef int t = cnp.PyArray_TYPE(o)
+    if t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE:
+        raise TypeError("out must have dtype float32 or float64")
+    cdef const void *pa = NULL
+    if add is not None:
+        if (not cnp.PyArray_Check(add) or cnp.PyArray_TYPE(<cnp.ndarray>add) != t
+                or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>add)
+                or cnp.PyArray_SIZE(<cnp.ndarray>add) != cnp.PyArray_SIZE(o)):
+            raise ValueError("add must be a C-contiguous array of out's dtype and size")
+        pa = cnp.PyArray_DATA(<cnp.ndarray>add)
+    cdef void *po = cnp.PyArray_DATA(o)
+    cdef int64_t n = cnp.PyArray_SIZE(o)
+    cdef int rc
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            rc = fc_gaussian_f32(<float *>po, <const float *>pa, n, seed, counter, std, scale)
+        else:
+            rc = fc_gaussian_f64(<double *>po, <const double *>pa, n, seed, counter, std, scale)
+    raise_rc(rc)

@@ -805,7 +805,10 @@ class _Network:
                 dx = dxi
         rows.reverse()
         slopes.reverse()
-        xs = [br.x for br in bruns]
+        xs: list[np.ndarray] = []
+        for br in bruns:
+            assert br.x is not None  # set by the forward that backward checked for
+            xs.append(br.x)
         weights = _privacy._clip_rows(self, rows, slopes, xs, clip, per_layer, scale)
         # weights: per parameter array, the per-example factor of its rows
         k = 0

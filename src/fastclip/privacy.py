@@ -24,6 +24,7 @@ or, after ``fastclip.set_implementation("python")``, by the NumPy reference
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -285,21 +286,26 @@ def gaussian_noise(shape: Any, std: float, *, rng: Any = None, secure_mode: bool
                    dtype: Any = np.float64, out: np.ndarray | None = None) -> np.ndarray:
     """Gaussian noise N(0, std^2) of a given shape, seeded or cryptographically secure.
 
+    Without ``secure_mode`` the samples come from fastclip's noise kernel: a
+    counter-based stream (SplitMix64, 52-bit uniforms, Box-Muller) whose seed is
+    drawn from ``rng``, vectorised and threaded, with the same values whatever the
+    thread count or SIMD level (the NumPy reference gives the same bits).
+
     Parameters
     ----------
     shape : int or tuple of int
     std : float
         Standard deviation, finite and ``>= 0``.
     rng : numpy.random.Generator, int or None
-        The generator (an int seed or None makes ``numpy.random.default_rng(rng)``);
+        Seeds the stream (an int seed or None makes ``numpy.random.default_rng(rng)``);
         ignored with ``secure_mode=True``.
     secure_mode : bool, default False
-        Draw from the operating system's CSPRNG (:func:`os.urandom`) instead of
-        ``rng``; slower, not reproducible, and the right choice for a real
-        privacy guarantee.
+        Draw from the operating system's CSPRNG (:func:`os.urandom`) instead;
+        slower, not reproducible, and the right choice for a deployed privacy
+        guarantee.
     dtype : {float32, float64}
     out : ndarray, optional
-        A C-contiguous array of ``shape`` and ``dtype`` to fill.
+        A writeable C-contiguous array of ``shape`` and ``dtype`` to fill.
 
     Returns
     -------
@@ -312,12 +318,14 @@ def gaussian_noise(shape: Any, std: float, *, rng: Any = None, secure_mode: bool
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     if out is None:
         out = np.empty(shape, dtype=dt)
+    elif not (isinstance(out, np.ndarray) and out.dtype == dt and out.flags.c_contiguous
+              and out.flags.writeable and out.shape == np.empty(shape, dtype=bool).shape):
+        raise ValueError("out must be a writeable C-contiguous array of shape and dtype")
     if secure:
-        out[...] = _secure_standard_normal(out.size).reshape(out.shape)
+        out[...] = _secure_standard_normal(out.size).reshape(out.shape) * s
     else:
-        _rng(rng).standard_normal(out=out, dtype=out.dtype)
-    if s != 1.0:
-        out *= out.dtype.type(s)
+        seed = int(_rng(rng).integers(0, 2**63))
+        _fam.impl.gaussian_(out, None, seed, 0, s, 1.0)
     return out
 
 
@@ -389,6 +397,9 @@ class DPOptimizer:
         self.optimizer = optimizer
         self._noisy = [np.empty(_value(p).shape, dtype=_value(p).dtype)
                        for p in optimizer.params]
+        # the noise stream: one seed from rng, a counter that every element advances
+        self._seed = int(self._rng.integers(0, 2**63))
+        self._counter = 0
 
     @property
     def params(self) -> list[Any]:
@@ -410,14 +421,16 @@ class DPOptimizer:
                                 f"got {g.dtype}")
         std = self.noise_multiplier * self.max_grad_norm
         inv = 1.0 / self.expected_batch_size
+        impl = _fam.impl
         for g, buf in zip(grads, self._noisy):
-            if std > 0:
-                gaussian_noise(buf.shape, std, rng=self._rng, secure_mode=self.secure_mode,
-                               dtype=buf.dtype, out=buf)
-                buf += g
+            g = np.ascontiguousarray(g, dtype=buf.dtype)
+            if self.secure_mode and std > 0:
+                z = _secure_standard_normal(buf.size).reshape(buf.shape)
+                buf[...] = (g.astype(np.float64) + std * z) * inv
             else:
-                buf[...] = g
-            buf *= buf.dtype.type(inv)
+                # one fused pass: (summed + std * z) / expected_batch_size
+                impl.gaussian_(buf, g, self._seed, self._counter, std, inv)
+                self._counter += buf.size + (buf.size & 1)
         return self._noisy
 
     def step(self, summed_grads: Sequence[np.ndarray], **kwargs: Any) -> Any:
@@ -552,6 +565,13 @@ class _FitPrivacy:
     def epsilon(self) -> float:
         return self.accountant.get_epsilon(self.config.delta)
 
+    def summary(self) -> dict[str, Any]:
+        c = self.config
+        return {"noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "max_grad_norm": c.max_grad_norm, "delta": c.delta,
+                "accountant": c.accountant,
+                "expected_batch_size": self.sampler.expected_batch_size}
+
 
 def fit_setup(privacy: Any, model: Any, optimizer: Any, n: int, batch_size: int, epochs: int,
               rng: np.random.Generator, *, clipper: Any, comm: Any) -> _FitPrivacy:
@@ -665,8 +685,17 @@ def _epsilon(history: Sequence[tuple[float, float, int]], delta: float, mechanis
         acc = dpa.rdp.RdpAccountant(list(RDP_ORDERS))
     else:
         acc = dpa.pld.PLDAccountant(value_discretization_interval=value_discretization_interval)
-    acc.compose(_event(history))
-    return float(acc.get_epsilon(delta))
+    # dp-accounting logs (through absl) every Renyi order whose series it drops at
+    # small noise multipliers; the epsilon (from the other orders) remains an upper
+    # bound, and the user needs no log line per dropped order
+    log = logging.getLogger("absl")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        acc.compose(_event(history))
+        return float(acc.get_epsilon(delta))
+    finally:
+        log.setLevel(level)
 
 
 class PrivacyAccountant:

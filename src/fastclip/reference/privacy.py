@@ -9,6 +9,11 @@ validated by :mod:`fastclip.privacy` through :mod:`fastclip._checks.privacy`):
   each term is rounded to the array's dtype (``g * dtype(w)``) and the terms are
   accumulated in float64 in example order; with ``inplace=True`` the scaled
   terms are also written back into ``g_k``.
+
+and the Gaussian noise of DP-SGD, :func:`gaussian_`: ``out = (add + std * z) * scale``
+where ``z`` are the normals of a counter-based stream (SplitMix64 outputs as 52-bit
+uniforms, Box-Muller with log, sin and cos by fixed polynomials evaluated in the
+same order as the C kernel, so both give the same bits).
 """
 
 from __future__ import annotations
@@ -48,3 +53,87 @@ def row_weighted_sum(arrays: list[np.ndarray], weights: np.ndarray,
             a[...] = scaled
         outs.append(acc.astype(a.dtype))
     return outs
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_ONE_BITS = np.uint64(0x3FF0000000000000)
+_MANT = np.uint64(0x000FFFFFFFFFFFFF)
+_LN2 = 0.693147180559945309417232121458
+_SQRT2 = 1.41421356237309504880168872421
+_PI_2 = 1.57079632679489661923132169164
+_LOG_COEFS = [1.0 / k for k in (19, 17, 15, 13, 11, 9, 7, 5, 3)] + [1.0]
+_SIN_COEFS = [1.0 / 355687428096000.0, -1.0 / 1307674368000.0, 1.0 / 6227020800.0,
+              -1.0 / 39916800.0, 1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0, 1.0]
+_COS_COEFS = [-1.0 / 6402373705728000.0, 1.0 / 20922789888000.0, -1.0 / 87178291200.0,
+              1.0 / 479001600.0, -1.0 / 3628800.0, 1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0,
+              -0.5, 1.0]
+
+
+def _mix64(seed: int, c: np.ndarray) -> np.ndarray:
+    z = np.uint64(seed) + (c + np.uint64(1)) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def _small_to_double(x: np.ndarray) -> np.ndarray:
+    """x < 2**52 as float64, exactly (the C kernel's integer-only conversion)."""
+    return (x | np.uint64(0x4330000000000000)).view(np.float64) - 4503599627370496.0
+
+
+def _log_unit(u: np.ndarray) -> np.ndarray:
+    b = u.view(np.uint64)
+    mant = b & _MANT
+    e = _small_to_double(b >> np.uint64(52)) - 1023.0
+    m = (mant | _ONE_BITS).view(np.float64)
+    big = _small_to_double((mant >= np.uint64(0x6A09E667F3BCD)).astype(np.uint64))
+    m = m * (1.0 - 0.5 * big)
+    e = e + big
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = np.full_like(s, 1.0 / 21.0)
+    for c in _LOG_COEFS:
+        p = p * s2 + c
+    return e * _LN2 + 2.0 * s * p
+
+
+@_quiet
+def _normals(seed: int, counter: int, n: int) -> np.ndarray:
+    pairs = (n + 1) // 2
+    p = np.arange(counter // 2, counter // 2 + pairs, dtype=np.uint64)
+    h1 = _mix64(seed, np.uint64(2) * p)
+    h2 = _mix64(seed, np.uint64(2) * p + np.uint64(1))
+    u1 = 2.0 - ((h1 >> np.uint64(12)) | _ONE_BITS).view(np.float64)
+    a = h2 >> np.uint64(12)
+    rad = np.sqrt(-2.0 * _log_unit(u1))
+    k = (a + np.uint64(1 << 49)) >> np.uint64(50)
+    f = _small_to_double(a - (k << np.uint64(50)) + np.uint64(1 << 51)) - 2251799813685248.0
+    r = (f * 2.0**-50) * _PI_2
+    r2 = r * r
+    sp = np.full_like(r, -1.0 / 121645100408832000.0)
+    for c in _SIN_COEFS:
+        sp = sp * r2 + c
+    cp = np.full_like(r, 1.0 / 2432902008176640000.0)
+    for c in _COS_COEFS:
+        cp = cp * r2 + c
+    sn, cs = r * sp, cp
+    q1, q2, q3 = (_small_to_double((k == np.uint64(v)).astype(np.uint64)) for v in (1, 2, 3))
+    q0 = 1.0 - q1 - q2 - q3
+    s_t = q0 * sn + q1 * cs - q2 * sn - q3 * cs
+    c_t = q0 * cs - q1 * sn - q2 * cs + q3 * sn
+    z = np.empty(2 * pairs)
+    z[0::2] = rad * c_t
+    z[1::2] = rad * s_t
+    return z[:n]
+
+
+def gaussian_(out: np.ndarray, add: np.ndarray | None, seed: int, counter: int, std: float,
+              scale: float) -> None:
+    """``out = (add + std * z) * scale``; ``counter`` must be even."""
+    if counter % 2:
+        raise ValueError("fastclip: invalid arguments reached a C kernel")
+    z = _normals(seed, counter, out.size)
+    base = add.reshape(-1).astype(np.float64) if add is not None else 0.0
+    out.reshape(-1)[...] = ((base + std * z) * scale).astype(out.dtype)

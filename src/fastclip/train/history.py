@@ -26,7 +26,9 @@ class History:
     epsilon of the (epsilon, delta)-DP guarantee spent up to the end of the
     epoch when ``fit`` trains with ``privacy=``; NaN otherwise). :attr:`events`
     lists every flagged step and every vanishing-gradient report
-    (:class:`Event`).
+    (:class:`Event`). :attr:`privacy` describes a private run (``fit(privacy=...)``):
+    ``noise_multiplier``, ``sample_rate``, ``max_grad_norm``, ``delta``,
+    ``accountant`` and ``expected_batch_size``; None otherwise.
     """
 
     _STEP_FIELDS = (("step", np.int64), ("epoch", np.int64), ("loss", np.float64),
@@ -44,6 +46,7 @@ class History:
             "epsilon": []}
         self.events: list[Event] = []
         self.stopped_early = False
+        self.privacy: dict[str, Any] | None = None
 
     def _grow(self, cap: int) -> None:
         for name, dt in self._STEP_FIELDS:

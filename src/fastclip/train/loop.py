@@ -216,6 +216,8 @@ def fit(
 
     # ---- train ---------------------------------------------------------------------
     history = History(names)
+    if dp is not None:
+        history.privacy = dp.summary()
     engine = None if mon is None else StepEngine(mon, optimizer, params, clipper=clip,
                                                  history=history)
     try:
