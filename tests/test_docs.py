@@ -33,8 +33,10 @@ import fastclip
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 API = DOCS / "api.rst"
-# the pure-NumPy twin of the compiled modules: the same names, documented in prose
-NOT_IN_API = {"fastclip.reference"}
+# the pure-NumPy twin of the compiled modules: the same names, documented in prose; and
+# the C kernels' shared library, which sits beside the extension modules (pkgutil lists
+# any file with a shared-library suffix) but is no Python module
+NOT_IN_API = {"fastclip.reference", "fastclip.libfastclip_kernels"}
 
 
 def public_modules() -> list[str]:
