@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fastclip import _validation as _v
+from fastclip._checks import arrays as _v
 
 _ND = np.ndarray
 
