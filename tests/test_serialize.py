@@ -24,7 +24,7 @@ def _step(m, opt, xb, yb):
 
 OPTS = [
     (optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01, clip_norm=0.5)),
-    (optim.Adam, dict(lr=schedules.warmup_cosine(0.01, 2, 20), amsgrad=True, clip_norm=0.5)),
+    (optim.Adam, dict(lr=schedules.warmup_cosine(peak_value=0.01, warmup_steps=2, decay_steps=20), amsgrad=True, clip_norm=0.5)),
     (optim.AdamW, dict(lr=0.01, betas=(0.8, 0.99), clip_value=0.05)),
     (optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.5)),
 ]
