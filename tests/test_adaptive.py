@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 import fastclip
 from fastclip import AGC, AutoClip, ZClip
-C = pytest.importorskip("fastclip._adaptive", reason="the compiled extension is not built")
 from fastclip._checks.adaptive import unit_split
+
+C = pytest.importorskip("fastclip._adaptive", reason="the compiled extension is not built")
 from fastclip.reference import adaptive as R
 
 DTYPES = [np.float32, np.float64]

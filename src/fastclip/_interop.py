@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fastclip._checks import arrays as _v
+from fastclip._checks import arrays as _ca
 
 _ND = np.ndarray
 
@@ -92,20 +92,20 @@ def torch_array(t: Any, lab: str) -> np.ndarray:
 def _leaf_array(x: Any, lab: str, inplace: bool) -> np.ndarray:
     """One leaf that is not a parameter, as a validated ndarray."""
     if type(x) is _ND or isinstance(x, _ND):
-        return _v.check_array(x, lab, inplace)
+        return _ca.check_array(x, lab, inplace)
     if is_torch(x):
-        return _v.check_array(torch_array(x, lab), lab, inplace)
+        return _ca.check_array(torch_array(x, lab), lab, inplace)
     if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
         a = np.asarray(x)
         if inplace:
             if not a.flags.writeable:
-                raise ValueError(_v.readonly_msg(lab))
+                raise ValueError(_ca.readonly_msg(lab))
             raise TypeError(
                 f"{lab} is a {type(x).__name__}, not an ndarray: an in-place function cannot "
                 "know that writing to numpy.asarray() of it changes it; pass an ndarray"
             )
-        return _v.check_array(a, lab, False)
-    raise TypeError(_v.not_array_msg(lab, x))
+        return _ca.check_array(a, lab, False)
+    raise TypeError(_ca.not_array_msg(lab, x))
 
 
 def _read_leaf(x: Any, lab: str) -> np.ndarray:
@@ -181,7 +181,7 @@ def materialize(obj: Any, name: str) -> Any:
     if is_torch(obj) or hasattr(obj, "__array__") or _is_param(obj):
         return obj
     if isinstance(obj, (str, bytes)) or not isinstance(obj, Iterable):
-        raise TypeError(_v.not_iterable_msg(name, obj))
+        raise TypeError(_ca.not_iterable_msg(name, obj))
     return list(obj)
 
 
@@ -202,7 +202,7 @@ def gradients(obj: Any, name: str, inplace: bool) -> Any:
         return obj
     obj = materialize(obj, name)
     if obj is None:
-        raise TypeError(_v.not_iterable_msg(name, obj))
+        raise TypeError(_ca.not_iterable_msg(name, obj))
     leaves: list[Any] = []
     labels: list[str] = []
     single = not isinstance(obj, (Mapping, list, tuple))
@@ -248,7 +248,7 @@ def arrays_tree(obj: Any, name: str) -> tuple[Any, Callable[[list[Any]], Any] | 
     if obj is None or not isinstance(obj, (Mapping, list, tuple)):
         if obj is not None and (is_torch(obj) or hasattr(obj, "__array__")):
             return _read_leaf(obj, name), None
-        raise TypeError(_v.not_iterable_msg(name, obj))
+        raise TypeError(_ca.not_iterable_msg(name, obj))
     leaves: list[Any] = []
     labels: list[str] = []
     tree = _flatten(obj, name, leaves, labels)
@@ -325,10 +325,8 @@ class GradReader:
         self._ptrs = [handles[i].data_ptr() for i in self._tidx]
         self._cache: list[Any] = [None] * len(handles)
 
-    def refresh_values(self) -> bool:
-        """Re-view a torch parameter whose storage was replaced (``p.data = t``);
-        True when one was."""
-        changed = False
+    def refresh_values(self) -> None:
+        """Re-view a torch parameter whose storage was replaced (``p.data = t``)."""
         handles = self._handles
         for k, i in enumerate(self._tidx):
             p = handles[i]
@@ -342,8 +340,6 @@ class GradReader:
                     )
                 self._vals[i] = new
                 self._ptrs[k] = p.data_ptr()
-                changed = True
-        return changed
 
     def grads(self) -> tuple[list[np.ndarray], list[int]]:
         """``(gradients, indices)`` of the parameters whose grad is not None."""
