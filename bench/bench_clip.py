@@ -17,14 +17,21 @@ Gradient sets (float32):
 
 Regimes: ``clip`` (max_norm = total norm / 2: every array is scaled) and
 ``under`` (max_norm = 2 * total norm: the coefficient is 1).
+
+``python bench/bench_clip.py [--sets mlp] [--pattern tight|loop] [--rounds 5]``
+prints a table instead: each candidate in fresh processes, rounds alternating
+between the candidates, each after the same warm-up; medians and the ratio of
+medians. Pattern ``tight`` calls ``clip_grad_norm_`` back to back (only the
+untimed restore between calls); ``loop`` runs about 1 ms of other work (a GEMM
+of the MLP's first layer) before each call, as in a training loop, where the
+helper threads have gone to sleep and BLAS threads are alive.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from _common import gradient_set, warm
 
 from fastclip import _dispatch
 from fastclip.reference import clip as ref
@@ -40,24 +47,8 @@ if _fam.compiled is None:
 C = _fam.compiled
 
 
-def _mlp(rng):
-    sizes = [784, 512, 512, 10]
-    out = []
-    for a, b in itertools.pairwise(sizes):
-        out.append(rng.standard_normal((a, b), dtype=np.float32) * np.float32(0.05))
-        out.append(rng.standard_normal(b, dtype=np.float32) * np.float32(0.05))
-    return out
-
-
 def _make(name):
-    rng = np.random.default_rng(2024)
-    if name == "mlp":
-        return _mlp(rng)
-    if name == "500x256":
-        return [rng.standard_normal(256, dtype=np.float32) for _ in range(500)]
-    if name == "8x4M":
-        return [rng.standard_normal(4 << 20, dtype=np.float32) for _ in range(8)]
-    raise ValueError(name)
+    return gradient_set(name)
 
 
 ROUNDS = {"mlp": 200, "500x256": 200, "8x4M": 12}
@@ -87,16 +78,8 @@ WARMUP_S = 0.5
 
 
 def _warm(fn, args, setup, seconds=WARMUP_S):
-    """Run the candidate for a while first: a thread that a library (fastclip's
-    helpers, OpenMP, OpenBLAS, torch) has just started shares its creator's CPU
-    on this VM until the scheduler moves it, which took up to ~0.1 s. A training
-    run lives far longer; every candidate gets the same warm-up."""
-    import time
-
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        setup()
-        fn(*args)
+    """Every candidate gets the same warm-up (``_common.warm`` says why)."""
+    warm(lambda: fn(*args), setup, seconds)
 
 
 def _restorer(work, orig):
@@ -179,3 +162,68 @@ def test_clip_grad_value(benchmark, who):
     benchmark.pedantic(fn, args=args, setup=setup, rounds=60, iterations=1)
     assert np.array_equal(g, np.clip(g0, np.float32(-0.5), np.float32(0.5)))
     np.copyto(g, g0)
+
+
+# ---------------------------------------------------------------------------
+# stand-alone table: fresh processes, alternating rounds
+# ---------------------------------------------------------------------------
+def _candidate(who: str, work, params, max_norm):
+    if who == "fastclip":
+        return lambda: C.clip_grad_norm_(work, max_norm)
+    if who == "reference":
+        return lambda: ref.clip_grad_norm_(work, max_norm)
+    if who == "numpy":
+        return lambda: numpy_loop(work, max_norm)
+    if who == "torch":
+        return None if torch is None else (lambda: torch.nn.utils.clip_grad_norm_(params,
+                                                                                    max_norm))
+    raise ValueError(who)
+
+
+def _worker(who: str, gset: str, regime: str, pattern: str, reps: int) -> None:
+    import json
+
+    from _common import other_work, time_calls, warm
+
+    work, orig, params, total = _data(gset)
+    max_norm = total / 2 if regime == "clip" else total * 2
+    fn = _candidate(who, work, params, max_norm)
+    if fn is None:  # torch is not installed
+        print(json.dumps([]))
+        return
+    setup = _restorer(work, orig)
+    between = other_work() if pattern == "loop" else None
+    warm(fn, setup)
+    print(json.dumps(time_calls(fn, reps, setup, between)))
+
+
+def main() -> None:
+    import argparse
+
+    from _common import alternate_in_processes, median_table
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="mlp", help="comma-separated: mlp,500x256,8x4M")
+    ap.add_argument("--regimes", default="clip,under")
+    ap.add_argument("--pattern", choices=["tight", "loop"], default="tight")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=100, help="timed calls per process")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        _worker(a.worker, a.sets, a.regimes, a.pattern, a.reps)
+        return
+    for gset in a.sets.split(","):
+        for regime in a.regimes.split(","):
+            times = alternate_in_processes(
+                __file__, a.candidates.split(","),
+                ["--sets", gset, "--regimes", regime, "--pattern", a.pattern,
+                 "--reps", str(a.reps)], a.rounds)
+            print(f"\nclip_grad_norm_ {gset} {regime}, pattern {a.pattern}, {a.rounds} rounds "
+                  f"x {a.reps} calls per candidate")
+            print("\n".join(median_table(times, "fastclip")))
+
+
+if __name__ == "__main__":
+    main()

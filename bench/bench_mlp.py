@@ -15,8 +15,9 @@ weights, same data and the same number of threads for the three.
   ``CrossEntropyLoss``, ``clip_grad_norm_``, ``optim.SGD``.
 
 GEMM share: the 8 GEMMs of a fastclip step (3 forward, 3 dW, 2 dx; no dx for
-the input) are timed alone through ``scipy.linalg.blas`` (the BLAS fastclip
-calls) with preallocated outputs; share = GEMM median / fastclip step median.
+the input) are timed alone through the scipy-openblas32 library that fastclip's
+layers call (``fastclip._blas``, through ctypes) with preallocated outputs;
+share = GEMM median / fastclip step median.
 
 Run ``python bench/bench_mlp.py [--threads N] [--reps 30]`` for the table (each
 candidate in fresh processes, rounds alternating between the candidates, so that
@@ -34,20 +35,15 @@ import time
 
 import numpy as np
 import pytest
+from _common import LR, MAX_NORM, SIZES, fastclip_mlp, mlp_batch, torch_mlp, values
 
 from fastclip import nn as fnn
 
-SIZES = (784, 512, 512, 10)
 BATCHES = (32, 256, 2048)
-LR = 0.01
-MAX_NORM = 1.0
 
 
 def make_problem(batch: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, SIZES[0])).astype(np.float32)
-    y = rng.integers(0, SIZES[-1], size=batch)
-    return x, y
+    return mlp_batch(batch, seed)
 
 
 # ---------------------------------------------------------------------------
@@ -57,13 +53,13 @@ class FastclipStep:
     def __init__(self, x, y, seed=0):
         from fastclip.optim import SGD
 
-        self.model = fnn.MLP(SIZES, activation="relu", rng=seed)
+        self.model = fastclip_mlp(seed)
         self.opt = SGD(self.model.parameters(), lr=LR, clip_norm=MAX_NORM)
         self.grads = self.model.gradients()
         self.x, self.y = x, y
 
     def initial_params(self):
-        return [p.copy() for p in self.model.parameters()]
+        return [p.copy() for p in values(self.model)]
 
     def __call__(self):
         m = self.model
@@ -127,16 +123,7 @@ class TorchStep:
         import torch
 
         self.torch = torch
-        layers = []
-        for i in range(len(SIZES) - 1):
-            lin = torch.nn.Linear(SIZES[i], SIZES[i + 1])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(params[2 * i].T.copy()))
-                lin.bias.copy_(torch.from_numpy(params[2 * i + 1]))
-            layers.append(lin)
-            if i < len(SIZES) - 2:
-                layers.append(torch.nn.ReLU())
-        self.model = torch.nn.Sequential(*layers)
+        self.model = torch_mlp(params)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.x = torch.from_numpy(x)
@@ -156,12 +143,12 @@ class TorchStep:
 # ---------------------------------------------------------------------------
 class GemmOnly:
     """The 8 GEMMs of a fastclip step, through the BLAS fastclip's layers call
-    (``fastclip._blas``: scipy-openblas32 when loaded, else scipy.linalg.blas)."""
+    (``fastclip._blas``: the scipy-openblas32 library)."""
 
     def __init__(self, x, params):
         import ctypes
 
-        from fastclip import _blas
+        from fastclip import _blas, _nn  # importing _nn loads the library into _blas
 
         n = x.shape[0]
         self.x = x
@@ -170,23 +157,16 @@ class GemmOnly:
         self.dz = [np.ones((n, s), np.float32) * 1e-3 for s in SIZES[1:]]
         self.dW = [np.zeros_like(w) for w in self.W]
         self.dx = [np.zeros((n, s), np.float32) for s in SIZES[1:-1]]
-        if _blas._lib is not None:  # the library fastclip.nn uses
-            f = _blas._lib.scipy_sgemm_
-            c_int, c_float, ref = ctypes.c_int, ctypes.c_float, ctypes.byref
-            one, zero = c_float(1.0), c_float(0.0)
+        assert _nn.gemm_library() and _blas._lib is not None
+        f = _blas._lib.scipy_sgemm_
+        c_int, c_float, ref = ctypes.c_int, ctypes.c_float, ctypes.byref
+        one, zero = c_float(1.0), c_float(0.0)
 
-            def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
-                f(ctypes.c_char_p(ta), ctypes.c_char_p(tb), ref(c_int(m)), ref(c_int(nn)),
-                  ref(c_int(k)), ref(one), ctypes.c_void_p(a.ctypes.data), ref(c_int(lda)),
-                  ctypes.c_void_p(b.ctypes.data), ref(c_int(ldb)), ref(zero),
-                  ctypes.c_void_p(c.ctypes.data), ref(c_int(ldc)))
-        else:  # scipy.linalg.blas takes arrays: the same column-major calls
-            from scipy.linalg import blas
-
-            def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
-                # a, b, c are row-major arrays whose .T are the column-major operands
-                blas.sgemm(1.0, a.T, b.T, trans_a=ta == b"T", trans_b=tb == b"T", beta=0.0,
-                           c=c.T, overwrite_c=1)
+        def sg(ta, tb, m, nn, k, a, lda, b, ldb, c, ldc):
+            f(ctypes.c_char_p(ta), ctypes.c_char_p(tb), ref(c_int(m)), ref(c_int(nn)),
+              ref(c_int(k)), ref(one), ctypes.c_void_p(a.ctypes.data), ref(c_int(lda)),
+              ctypes.c_void_p(b.ctypes.data), ref(c_int(ldb)), ref(zero),
+              ctypes.c_void_p(c.ctypes.data), ref(c_int(ldc)))
         self.sg = sg
 
     def __call__(self):

@@ -22,20 +22,19 @@ import time
 import numpy as np
 import pytest
 
+from _common import SIZES, fastclip_mlp, mlp_batch
+
 from fastclip import nn as fnn
 from fastclip.optim import SGD
 from fastclip.train import GradientMonitor, History
 
-SIZES = (784, 512, 512, 10)
 BATCH = 256
 
 
 class Step:
     def __init__(self, monitored: bool, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
-        self.y = rng.integers(0, SIZES[-1], size=BATCH)
-        self.model = fnn.MLP(SIZES, activation="relu", rng=seed)
+        self.x, self.y = mlp_batch(BATCH, seed)
+        self.model = fastclip_mlp(seed)
         self.opt = SGD(self.model.parameters(), lr=0.01, clip_norm=1.0)
         self.grads = self.model.gradients()
         self.monitored = monitored

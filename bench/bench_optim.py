@@ -10,7 +10,9 @@ Same data (parameters and gradients) for everyone, torch on as many threads as
 fastclip's OpenMP. Run::
 
     pytest bench/bench_optim.py --benchmark-only
-    python bench/bench_optim.py          # quick table of medians and ratios
+    python bench/bench_optim.py          # table: each candidate in fresh processes,
+                                         # rounds alternating, medians and their ratios
+    python bench/bench_optim.py --same-process   # the candidates one after the other
 """
 
 from __future__ import annotations
@@ -19,23 +21,18 @@ import math
 
 import numpy as np
 import pytest
+from _common import mlp_params_and_grads
+
 from fastclip._common import max_threads
 
 from fastclip import optim
 
-SIZES = [784, 512, 512, 10]
 CLIP = 1.0
 LR = 1e-3
 
 
 def make_data(seed: int = 0, dtype=np.float32):
-    rng = np.random.default_rng(seed)
-    params, grads = [], []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
-        for shape in ((fan_in, fan_out), (fan_out,)):
-            params.append((rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype))
-            grads.append((rng.standard_normal(shape) * 0.01).astype(dtype))
-    return params, grads
+    return mlp_params_and_grads(seed, dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -138,6 +135,7 @@ def test_optim_step(benchmark, kind, impl):
 
 
 def _median(fn, repeat: int = 7, number: int = 20) -> float:
+    """Median seconds per call over ``repeat`` batches of ``number`` calls."""
     import timeit
 
     fn()
@@ -145,12 +143,53 @@ def _median(fn, repeat: int = 7, number: int = 20) -> float:
     return float(np.median(times)) / number
 
 
-if __name__ == "__main__":
+def _worker(who: str, kind: str, reps: int) -> None:
+    import json
+
+    from _common import time_calls, warm
+
+    if who == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print(json.dumps([]))
+            return
+    fn = IMPLS[who](kind)
+    warm(fn)
+    print(json.dumps(time_calls(fn, reps)))
+
+
+def main() -> None:
+    import argparse
+
+    from _common import alternate_in_processes, median_table
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kinds", default="adam,sgd")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="fresh processes per candidate (alternating), default 5")
+    ap.add_argument("--reps", type=int, default=100, help="timed steps per process")
+    ap.add_argument("--same-process", action="store_true",
+                    help="time the candidates one after the other in this process")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        _worker(a.worker, a.kinds, a.reps)
+        return
     print(f"threads: {max_threads()}")
-    for kind in ("adam", "sgd"):
-        res = {name: _median(make(kind)) for name, make in IMPLS.items()}
-        for name, t in res.items():
-            print(
-                f"{kind:5s} {name:17s} {t * 1e3:8.3f} ms   torch/this {res['torch'] / t:5.2f}x"
-                f"   numpy/this {res['numpy'] / t:5.2f}x"
-            )
+    for kind in a.kinds.split(","):
+        if a.same_process:
+            res = {name: _median(make(kind)) for name, make in IMPLS.items()}
+            for name, t in res.items():
+                print(f"{kind:5s} {name:17s} {t * 1e3:8.3f} ms   torch/this "
+                      f"{res['torch'] / t:5.2f}x   numpy/this {res['numpy'] / t:5.2f}x")
+            continue
+        times = alternate_in_processes(__file__, list(IMPLS), ["--kinds", kind, "--reps",
+                                                                str(a.reps)], a.rounds)
+        print(f"\n{kind} step + clip_norm, {a.rounds} rounds x {a.reps} steps per candidate, "
+              "fresh processes")
+        print("\n".join(median_table(times, "fastclip")))
+
+
+if __name__ == "__main__":
+    main()

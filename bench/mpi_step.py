@@ -27,11 +27,11 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from _common import fastclip_mlp, mlp_batch
+
 from fastclip import nn
 from fastclip.distributed import GradientAllreducer, limit_threads, shard_slice
 from fastclip.optim import SGD
-
-SIZES = (784, 512, 512, 10)
 
 
 def main() -> None:
@@ -51,12 +51,10 @@ def main() -> None:
         threadpool_limits(limits=args.threads)
     else:
         limit_threads(comm)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch, SIZES[0])).astype(np.float32)
-    y = rng.integers(0, SIZES[-1], size=args.batch)
+    x, y = mlp_batch(args.batch, 0)
     sl = shard_slice(args.batch, comm)
     xs, ys = np.ascontiguousarray(x[sl]), y[sl]
-    model = nn.MLP(SIZES, rng=0)
+    model = fastclip_mlp(0)
     opt = SGD(model.parameters(), lr=0.01, clip_norm=1.0)
     grads = model.gradients()
     reducer = GradientAllreducer(grads, comm) if size > 1 else None

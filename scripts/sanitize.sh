@@ -29,12 +29,12 @@ libasan=$(readlink -f "$libasan")
 # (matplotlib's ft2font, torch) fails an ASan CHECK and aborts the process.
 libstdcxx=$(readlink -f "$("$CC" -print-file-name=libstdc++.so)")
 
-# A venv that sees the machine's packages (numpy, scipy, pytest, ...); pip adds
+# A venv that sees the machine's packages (numpy, pytest, ...); pip adds
 # whatever is missing (build requirements, the [test] extra). The sanitized
 # build is a regular (non-editable) install.
 "$PYTHON" -m venv --system-site-packages "$VENV"
 "$VENV/bin/python" -m pip install --quiet \
-  "scikit-build-core>=0.10" "cython>=3.0.10" "numpy>=2.0" "scipy>=1.11"
+  "scikit-build-core>=0.10" "cython>=3.0.10" "numpy>=2.0"
 "$VENV/bin/python" -m pip uninstall --quiet --yes fastclip 2>/dev/null || true
 CC="$CC" "$VENV/bin/python" -m pip install --quiet --no-build-isolation \
   -Ccmake.define.FASTCLIP_SANITIZE=ON \

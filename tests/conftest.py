@@ -20,3 +20,10 @@ settings.load_profile(os.environ.get("FASTCLIP_HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+if os.environ.get("FASTCLIP_TEST_NO_EXTENSION") == "1":
+    # The suite as it runs where the extension is not built (tests/_no_extension.py).
+    import _no_extension
+
+    _no_extension.install()

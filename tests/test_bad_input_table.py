@@ -6,10 +6,17 @@ kwargs)``; the callable is a public function (or a bound method of a public
 object built in the same implementation). Every ndarray reachable from the
 arguments, and the base of every view, must hold the same bytes after the call
 raised, including valid arrays that come before the bad one in a list.
+
+The clipping kernels get a systematic table (``KERNEL_ROWS``): every function
+against every kind of bad array argument and bad scalar, called on the module
+the implementation switch selects (``fastclip._clip`` or
+``fastclip.reference.clip``). Where the extension is not built, the reference
+alone is checked.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +26,11 @@ import numpy as np
 import pytest
 
 import fastclip
+from fastclip import _dispatch
 
-IMPLS = ("c", "python")
+# Both implementations, and the same message from both; the reference alone
+# where the extension is not built.
+IMPLS = ("c", "python") if _dispatch._compiled_available() else ("python",)
 
 
 @dataclass(frozen=True)
@@ -70,13 +80,14 @@ CLIP_ROWS = [
         r"^grads must be a numpy\.ndarray or an iterable of them, got str"),
     row("clip_grad_norm_/grads-int", fc.clip_grad_norm_, lambda: (5, 1.0), TypeError,
         r"^grads must be a numpy\.ndarray or an iterable of them, got int"),
-    row("clip_grad_norm_/grads-dict", fc.clip_grad_norm_, lambda: ({"w": _f32(3)}, 1.0),
-        TypeError, r"^grads must be .* got dict"),
+    row("clip_grad_norm_/grads-dict-leaf", fc.clip_grad_norm_,
+        lambda: ({"w": _f32(3), "b": "x"}, 1.0),
+        TypeError, r"^grads\['b'\] must be a numpy\.ndarray, got str"),
     row("clip_grad_norm_/grads-None", fc.clip_grad_norm_, lambda: (None, 1.0), TypeError,
         r"^grads must be .* got NoneType"),
     row("clip_grad_norm_/element-list", fc.clip_grad_norm_,
         lambda: ([_f32(4), [1.0, 2.0]], 1.0), TypeError,
-        r"^grads\[1\] must be a numpy\.ndarray, got list"),
+        r"^grads\[1\]\[0\] must be a numpy\.ndarray, got float"),
     row("clip_grad_norm_/element-int-dtype", fc.clip_grad_norm_,
         lambda: ([_f32(4), np.arange(3)], 1.0), TypeError, r"^grads\[1\] " + DTYPE),
     row("clip_grad_norm_/single-float16", fc.clip_grad_norm_,
@@ -296,7 +307,189 @@ OTHER_ROWS = [
         r"^alpha must be > 0 and < 1, got 2\.0", alpha=2.0),
 ]
 
-ROWS: list[Bad] = [*CLIP_ROWS, *OTHER_ROWS]
+# ---------------------------------------------------------------------------
+# clip kernels, systematically: every function x every kind of bad argument
+# ---------------------------------------------------------------------------
+INPLACE = ["clip_grad_norm_", "clip_grads_with_norm_", "clip_grad_value_", "zero_nans_"]
+READONLY = ["array_norms", "get_total_norm", "clip_by_value", "clip_by_norm",
+            "clip_by_global_norm"]
+ALL = INPLACE + READONLY
+ARG = {f: "grads" for f in ALL}  # the name of each function's array argument
+ARG.update(clip_by_value="x", clip_by_norm="x", clip_by_global_norm="xs")
+# valid scalar arguments of each function, in order; a row overrides some by name
+SCALARS: dict[str, dict[str, Any]] = {
+    "clip_grad_norm_": {"max_norm": 1.0, "norm_type": 2.0},
+    "clip_grads_with_norm_": {"max_norm": 1.0, "total_norm": 5.0},
+    "clip_grad_value_": {"clip_value": 0.5},
+    "zero_nans_": {},
+    "array_norms": {"norm_type": 2.0},
+    "get_total_norm": {"norm_type": 2.0},
+    "clip_by_value": {"lo": -0.5, "hi": 0.5},
+    "clip_by_norm": {"clip_norm": 1.0},
+    "clip_by_global_norm": {"clip_norm": 1.0},
+}
+
+
+def _good() -> list[np.ndarray]:
+    """Valid arrays whose values every function would change (big values, a NaN)."""
+    rng = np.random.default_rng(0)
+    out = [rng.standard_normal(7).astype(np.float32) * np.float32(10) for _ in range(3)]
+    out[0][3] = np.nan
+    out.append(rng.standard_normal((3, 4)) * 10)  # float64
+    return out
+
+
+N_GOOD = len(_good())
+
+
+def kernel(id: str, fname: str, arrays: Callable[[], Any], exc: type[BaseException],
+           match: str, **scalars: Any) -> Bad:
+    """A row calling ``fname`` of the selected clip module with fresh ``arrays()``
+    and the valid scalars, some replaced by ``scalars``."""
+    def setup() -> tuple[Callable[..., Any], tuple, dict]:
+        fn = getattr(_dispatch.family("clip").impl, fname)
+        values = {**SCALARS[fname], **scalars}
+        return fn, (arrays(), *values.values()), {}
+    return Bad(f"kernel.{fname}/{id}", setup, exc, match)
+
+
+def _readonly_f64(n: int) -> np.ndarray:
+    return _readonly(np.ones(n))
+
+
+def _swapped() -> np.ndarray:
+    return np.arange(6, dtype=np.float64).astype(">f8" if np.little_endian else "<f8")
+
+
+BAD_DTYPES = [np.int32, np.int64, np.uint8, np.bool_, np.complex64, np.complex128, object,
+              np.float16] + ([np.longdouble] if np.dtype(np.longdouble).itemsize > 8 else [])
+
+
+def _typename(v: Any) -> str:
+    return re.escape(type(v).__name__)
+
+
+def _kernel_rows() -> list[Bad]:
+    rows: list[Bad] = []
+    for f in ALL:
+        a = ARG[f]
+        # the array argument: not an array nor an iterable of them
+        for bad in (3.0, "abc", None, {"a": 1}, b"xy"):
+            rows.append(kernel(f"not-an-iterable-{type(bad).__name__}", f, lambda bad=bad: bad,
+                               TypeError, rf"^{a} must be a numpy\.ndarray or an iterable.*"
+                               rf"got {_typename(bad)}"))
+        # a list holding a non-array, last
+        for bad in ([1.0, 2.0], 5, "s", None, memoryview(b"abcd")):
+            rows.append(kernel(f"element-{type(bad).__name__}", f,
+                               lambda bad=bad: [*_good(), bad], TypeError,
+                               rf"^{a}\[{N_GOOD}\] must be a numpy\.ndarray, got "
+                               rf"{_typename(bad)}"))
+        # a bad dtype, named with its index in a list and without one alone
+        for dt in BAD_DTYPES:
+            name = str(np.dtype(dt))
+            rows.append(kernel(f"dtype-{name}-in-list", f,
+                               lambda dt=dt: [*_good(), np.zeros(4, dtype=dt)], TypeError,
+                               rf"^{a}\[{N_GOOD}\] must have dtype float32 or float64, "
+                               rf"got {re.escape(name)}"))
+            rows.append(kernel(f"dtype-{name}-alone", f, lambda dt=dt: np.zeros(4, dtype=dt),
+                               TypeError, rf"^{a} must have dtype float32 or float64, "
+                               rf"got {re.escape(name)}"))
+    for f in INPLACE:
+        rows += [
+            kernel("read-only-last", f, lambda: [*_good(), _readonly_f64(5)], ValueError,
+                   rf"^grads\[{N_GOOD}\] is read-only; this function modifies"),
+            kernel("broadcast-view-last", f,
+                   lambda: [*_good(), np.broadcast_to(np.float32(2), (3, 3))], ValueError,
+                   rf"^grads\[{N_GOOD}\] is read-only"),
+            kernel("same-array-twice", f, lambda: (lambda g: [*g, g[1]])(_good()), ValueError,
+                   rf"^grads\[1\] and grads\[{N_GOOD}\] share memory"),
+            kernel("overlapping-views", f,
+                   lambda: (lambda b: [*_good(), b[:20], b[10:30]])(np.arange(40.0) * 10),
+                   ValueError, rf"^grads\[{N_GOOD}\] and grads\[{N_GOOD + 1}\] share memory"),
+            kernel("2d-views-sharing-a-column", f,
+                   lambda: (lambda m: [*_good(), m[:, :3], m[:, 2:]])(
+                       np.arange(30.0).reshape(5, 6) * 10),
+                   ValueError, r"share memory"),
+            kernel("array-and-its-transpose", f,
+                   lambda: (lambda t: [t, t.T])(np.arange(12.0).reshape(3, 4)), ValueError,
+                   r"^grads\[0\] and grads\[1\] share memory"),
+            kernel("non-native-byte-order", f, lambda: [*_good(), _swapped()], TypeError,
+                   rf"^grads\[{N_GOOD}\] has non-native byte order"),
+        ]
+    # limits that must be >= 0
+    for f, arg in (("clip_grad_norm_", "max_norm"), ("clip_grads_with_norm_", "max_norm"),
+                   ("clip_grad_value_", "clip_value")):
+        rows += [
+            kernel(f"{arg}-negative", f, _good, ValueError, rf"^{arg} must be >= 0, got -1\.0",
+                   **{arg: -1.0}),
+            kernel(f"{arg}-minus-inf", f, _good, ValueError, rf"^{arg} must be >= 0, got -inf",
+                   **{arg: -math.inf}),
+            kernel(f"{arg}-nan", f, _good, ValueError, rf"^{arg} must not be NaN",
+                   **{arg: math.nan}),
+        ]
+        for bad in ("1.0", None, [1.0], True, 1 + 2j):
+            rows.append(kernel(f"{arg}-{type(bad).__name__}", f, _good, TypeError,
+                               rf"^{arg} must be a real number, got {_typename(bad)}",
+                               **{arg: bad}))
+    # clip_norm must be > 0
+    for f in ("clip_by_norm", "clip_by_global_norm"):
+        for bad in (0.0, -2.0, -math.inf):
+            rows.append(kernel(f"clip_norm-{bad}", f, _good, ValueError,
+                               rf"^clip_norm must be > 0, got {re.escape(repr(bad))}",
+                               clip_norm=bad))
+        rows += [
+            kernel("clip_norm-nan", f, _good, ValueError, r"^clip_norm must not be NaN",
+                   clip_norm=math.nan),
+            kernel("clip_norm-str", f, _good, TypeError, r"^clip_norm must be a real number",
+                   clip_norm="3"),
+        ]
+    rows += [
+        kernel("total_norm-negative", "clip_grads_with_norm_", _good, ValueError,
+               r"^total_norm must be >= 0", total_norm=-1.0),
+        kernel("total_norm-str", "clip_grads_with_norm_", _good, TypeError,
+               r"^total_norm must be a real number", total_norm="5"),
+        kernel("lo-greater-than-hi", "clip_by_value", _good, ValueError,
+               r"^lo must be <= hi, got lo=1\.0 > hi=0\.5", lo=1.0, hi=0.5),
+        kernel("lo-nan", "clip_by_value", _good, ValueError, r"^lo must not be NaN", lo=math.nan),
+        kernel("hi-nan", "clip_by_value", _good, ValueError, r"^hi must not be NaN", hi=math.nan),
+        kernel("hi-None", "clip_by_value", _good, TypeError, r"^hi must be a real number",
+               hi=None),
+    ]
+    # unsupported norm types
+    for f in ("clip_grad_norm_", "array_norms", "get_total_norm"):
+        for i, (bad, exc) in enumerate([(0.0, ValueError), (-1.0, ValueError),
+                                        (-math.inf, ValueError), (math.nan, ValueError),
+                                        ("fro", TypeError), ("nuc", TypeError),
+                                        (None, TypeError), (True, TypeError),
+                                        ([2.0], TypeError), (2 + 0j, TypeError)]):
+            rows.append(kernel(f"norm_type-{i}-{bad!r}", f, _good, exc,
+                               r"^norm_type must be a positive real number or inf",
+                               norm_type=bad))
+
+    # error_if_nonfinite: the first array whose norm is not finite is named
+    def nonfinite() -> list[np.ndarray]:
+        g = [np.ones(3), np.ones(4, np.float32), np.ones(2)]
+        g[1][2] = np.inf
+        g[2][0] = np.nan
+        return g
+
+    first_bad = r"grads\[1\] holds a non-finite value; nothing was modified"
+    rows += [
+        kernel("nonfinite-names-first-bad-array", "clip_grad_norm_", nonfinite,
+               FloatingPointError, first_bad, error_if_nonfinite=True),
+        kernel("nonfinite-names-first-bad-array", "get_total_norm", nonfinite,
+               FloatingPointError, first_bad, error_if_nonfinite=True),
+        # every array's norm is finite, their total norm of order 1 overflows
+        kernel("nonfinite-overflowing-total", "clip_grad_norm_",
+               lambda: [np.full(1, 1e308), np.full(1, 1e308)], FloatingPointError,
+               r"the total norm overflowed", norm_type=1.0, error_if_nonfinite=True),
+    ]
+    return rows
+
+
+KERNEL_ROWS = _kernel_rows()
+
+ROWS: list[Bad] = [*CLIP_ROWS, *OTHER_ROWS, *KERNEL_ROWS]
 
 def _params() -> list:
     return [pytest.param(r, id=r.id) for r in ROWS]
@@ -326,8 +519,9 @@ def _snapshot(args: tuple, kwargs: dict, fn: Callable) -> list[tuple[np.ndarray,
 
 
 def test_table_is_large_enough() -> None:
-    assert len(ROWS) >= 30
+    assert len(ROWS) >= 30 and len(KERNEL_ROWS) >= 300
     assert len({r.id for r in ROWS}) == len(ROWS)
+    assert {r.id.split("/")[0] for r in KERNEL_ROWS} == {f"kernel.{f}" for f in ALL}
 
 
 @pytest.mark.parametrize("bad", _params())
@@ -345,4 +539,97 @@ def test_bad_input(bad: Bad) -> None:
             for a, data in before:
                 assert np.array(a, copy=True).tobytes() == data, f"{impl}: an input was modified"
             messages[impl] = msg
-    assert messages["c"] == messages["python"]
+    assert len(set(messages.values())) == 1, messages
+
+
+# ---------------------------------------------------------------------------
+# Inputs close to the bad ones that are accepted, with the right result
+# ---------------------------------------------------------------------------
+def _impl_modules() -> list[Any]:
+    fam = _dispatch.family("clip")
+    return [fam.reference] + ([fam.compiled] if fam.compiled is not None else [])
+
+
+def _kernel_call(mod: Any, fname: str, arrays: Any, **scalars: Any) -> Any:
+    return getattr(mod, fname)(arrays, *{**SCALARS[fname], **scalars}.values())
+
+
+def _as_list(result: Any) -> list[np.ndarray]:
+    if isinstance(result, tuple):  # clip_by_global_norm: (clipped, norm)
+        result = result[0]
+    if isinstance(result, list):
+        return [np.asarray(r) for r in result]
+    return [np.asarray(result)]
+
+
+@pytest.mark.parametrize("fname", READONLY)
+def test_read_only_arrays_are_fine_for_out_of_place_functions(fname: str) -> None:
+    for mod in _impl_modules():
+        ro = _readonly(np.linspace(-3, 3, 10))
+        got = _as_list(_kernel_call(mod, fname, [ro]))
+        want = _as_list(_kernel_call(mod, fname, [np.linspace(-3, 3, 10)]))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+        bc = np.broadcast_to(np.float32(2), (3, 3))
+        got = _as_list(_kernel_call(mod, fname, [bc]))
+        want = _as_list(_kernel_call(mod, fname, [np.full((3, 3), 2, np.float32)]))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("fname", INPLACE)
+def test_interleaved_views_share_no_element_and_are_accepted(fname: str) -> None:
+    for mod in _impl_modules():
+        ok = np.arange(20.0) * 10
+        ok[3] = np.nan
+        dense = [ok[::2].copy(), ok[1::2].copy()]
+        _kernel_call(mod, fname, [ok[::2], ok[1::2]])
+        _kernel_call(mod, fname, dense)
+        np.testing.assert_array_equal(ok[::2], dense[0])
+        np.testing.assert_array_equal(ok[1::2], dense[1])
+
+
+@pytest.mark.parametrize("fname", READONLY)
+def test_non_native_byte_order_is_read_correctly(fname: str) -> None:
+    native = np.linspace(-3, 3, 11)
+    swapped = native.astype(native.dtype.newbyteorder())
+    for mod in _impl_modules():
+        got = _as_list(_kernel_call(mod, fname, [swapped]))
+        want = _as_list(_kernel_call(mod, fname, [native]))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_norm_type_inf_string_and_numpy_scalars_are_accepted() -> None:
+    for mod in _impl_modules():
+        g = _good()
+        assert mod.get_total_norm(g[1:], "inf") == mod.get_total_norm(g[1:], math.inf)
+        assert mod.get_total_norm(g[1:], np.float32(2)) == mod.get_total_norm(g[1:], 2)
+        assert mod.get_total_norm(g[1:], np.int64(3)) == mod.get_total_norm(g[1:], 3.0)
+        h = _good()
+        total = mod.clip_grad_norm_(g[1:], np.float64(1.0))
+        assert total == mod.clip_grad_norm_(h[1:], 1.0)
+        for a, b in zip(g, h, strict=True):
+            np.testing.assert_array_equal(a, b)
+        mod.clip_grad_value_(g, np.array(0.5))
+        assert all(np.nanmax(np.abs(a)) <= 0.5 for a in g)
+
+
+def test_overlap_detected_after_a_successful_call() -> None:
+    """The C side remembers the last list found free of overlaps; a repeated call is
+    cheap, and any change of the list is checked again."""
+    for mod in _impl_modules():
+        base = np.arange(60.0)
+        a, b = base[:20], base[20:40]
+        for _ in range(3):
+            mod.clip_grad_value_([a, b], 100.0)
+        with pytest.raises(ValueError, match=r"^grads\[0\] and grads\[1\] share memory"):
+            mod.clip_grad_value_([a, base[10:30]], 100.0)
+        with pytest.raises(ValueError, match=r"^grads\[0\] and grads\[2\] share memory"):
+            mod.clip_grad_norm_([a, b, a], 1.0)
+        before = base.copy()
+        with pytest.raises(ValueError, match=r"^grads\[1\] and grads\[2\] share memory"):
+            mod.clip_grad_norm_([b, a, base[::7]], 1e-3)
+        np.testing.assert_array_equal(base, before)
+        mod.clip_grad_value_([b, a], 100.0)
+        np.testing.assert_array_equal(base, np.minimum(before, 100.0))

@@ -20,7 +20,9 @@ import fastclip
 from fastclip import _nn, nn
 
 rng = np.random.default_rng(3)
-out = {"gemm": _nn.gemm_library(), "config": fastclip.get_config()["kernels"]["gemm"]}
+cfg = fastclip.get_config()["kernels"]
+out = {"gemm": _nn.gemm_library(), "config": cfg["gemm"], "reason": cfg["gemm_reason"],
+       "scipy": sorted(m for m in sys.modules if m == "scipy" or m.startswith("scipy."))}
 for dtype in ("float32", "float64"):
     model = nn.MLP([37, 64, 33, 5], dtype=dtype, rng=0)
     x = rng.standard_normal((29, 37)).astype(dtype)
@@ -41,46 +43,60 @@ def _child(blas: str | None) -> subprocess.CompletedProcess:
                           text=True, timeout=120, check=False)
 
 
-def _have_openblas32() -> bool:
-    try:
-        import scipy_openblas32  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def test_default_prefers_scipy_openblas32_and_reports_it() -> None:
-    r = _child(None)
+def _result(r: subprocess.CompletedProcess) -> dict:
     assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout.splitlines()[-1])
+    # the last line: an editable install that rebuilds on import prints before it
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def _reference_layers() -> dict[str, list[np.ndarray]]:
+    """The same forward/backward through NumPy's matmul (the reference)."""
+    import fastclip
+    from fastclip import nn
+
+    rng = np.random.default_rng(3)
+    out = {}
+    with fastclip.use_implementation("python"):
+        for dtype in ("float32", "float64"):
+            model = nn.MLP([37, 64, 33, 5], dtype=dtype, rng=0)
+            x = rng.standard_normal((29, 37)).astype(dtype)
+            y = model.forward(x)
+            dx = model.backward(np.ones_like(y) / y.size)
+            out[dtype] = [y, dx, *model.gradients()]
+    return out
+
+
+def test_default_is_scipy_openblas32_reported_with_its_reason_and_no_scipy() -> None:
+    got = _result(_child(None))
     assert got["gemm"] == got["config"]
-    if _have_openblas32():
-        assert got["gemm"].startswith("scipy-openblas32 "), got["gemm"]
-    else:
-        assert got["gemm"] == "scipy.linalg.cython_blas"
+    assert got["gemm"].startswith("scipy-openblas32 "), got["gemm"]
+    assert "FASTCLIP_BLAS unset" in got["reason"], got["reason"]
+    assert got["scipy"] == [], "fastclip.nn imported SciPy"
 
 
-@pytest.mark.skipif(not _have_openblas32(), reason="scipy-openblas32 is not installed")
-def test_both_libraries_give_the_same_layers() -> None:
-    a, b = _child("scipy-openblas32"), _child("scipy")
-    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
-    ra, rb = json.loads(a.stdout.splitlines()[-1]), json.loads(b.stdout.splitlines()[-1])
-    assert ra["gemm"].startswith("scipy-openblas32 ")
-    assert rb["gemm"] == "scipy.linalg.cython_blas"
-    for dtype, rtol in (("float32", 1e-5), ("float64", 1e-12)):
-        for u, v in zip(ra[dtype], rb[dtype], strict=True):
-            u, v = np.asarray(u), np.asarray(v)
-            scale = max(np.abs(v).max(), 1e-30)
+@pytest.mark.parametrize("value", ["auto", "scipy-openblas32", " Scipy-OpenBLAS32 ", ""])
+def test_every_accepted_value_gives_the_same_library_and_layers(value: str) -> None:
+    got = _result(_child(value))
+    assert got["gemm"].startswith("scipy-openblas32 "), got["gemm"]
+    ref = _reference_layers()
+    for dtype, rtol in (("float32", 2e-5), ("float64", 1e-12)):
+        for u, v in zip(got[dtype], ref[dtype], strict=True):
+            u = np.asarray(u)
+            scale = max(float(np.abs(v).max()), 1e-30)
             assert np.abs(u - v).max() <= rtol * scale, dtype
+    if value.strip():
+        assert f"FASTCLIP_BLAS={value.strip()!r}" in got["reason"], got["reason"]
 
 
-def test_bad_value_names_the_variable() -> None:
-    r = _child("mkl")
+@pytest.mark.parametrize("value", ["mkl", "scipy", "openblas"])
+def test_bad_value_is_a_clear_error_naming_the_variable(value: str) -> None:
+    r = _child(value)
     assert r.returncode != 0
-    assert "FASTCLIP_BLAS must be one of" in r.stderr and "'mkl'" in r.stderr, r.stderr
+    assert "ValueError: FASTCLIP_BLAS must be one of ('auto', 'scipy-openblas32')" in r.stderr
+    assert repr(value) in r.stderr, r.stderr
 
 
-def test_install_falls_back_to_scipy_when_the_wheel_cannot_load(monkeypatch) -> None:
+def test_install_raises_import_error_when_the_wheel_cannot_load(monkeypatch) -> None:
     from fastclip import _blas
 
     def broken() -> tuple[int, int, str]:
@@ -88,10 +104,20 @@ def test_install_falls_back_to_scipy_when_the_wheel_cannot_load(monkeypatch) -> 
 
     monkeypatch.setattr(_blas, "_openblas32", broken)
     calls: list[tuple[int, int, str]] = []
-    monkeypatch.delenv("FASTCLIP_BLAS", raising=False)
-    _blas.install(lambda s, d, name: calls.append((s, d, name)))
-    assert calls == [(0, 0, "")]
-    monkeypatch.setenv("FASTCLIP_BLAS", "scipy-openblas32")
-    with pytest.raises(ImportError, match="FASTCLIP_BLAS=scipy-openblas32"):
-        _blas.install(lambda s, d, name: calls.append((s, d, name)))
-    assert len(calls) == 1
+    for value in (None, "scipy-openblas32"):
+        if value is None:
+            monkeypatch.delenv("FASTCLIP_BLAS", raising=False)
+        else:
+            monkeypatch.setenv("FASTCLIP_BLAS", value)
+        with pytest.raises(ImportError, match="need the scipy-openblas32 wheel .* no library"):
+            _blas.install(lambda s, d, name: calls.append((s, d, name)))
+    assert calls == []
+
+
+def test_set_gemm_rejects_null_pointers() -> None:
+    from fastclip import _nn
+
+    before = _nn.gemm_library()
+    with pytest.raises(ValueError, match="must be non-zero"):
+        _nn._set_gemm(0, 0, "nothing")
+    assert _nn.gemm_library() == before

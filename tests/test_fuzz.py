@@ -307,7 +307,7 @@ CLIP_FUZZ = {
     "zero_nans_": (_call(), True),
 }
 
-# Was a bug: the reference returned NumPy scalars where the C path returns 0-d arrays.
+# The reference returns 0-d arrays for 0-d input, as the C path does (not NumPy scalars).
 def test_reference_returns_0d_arrays() -> None:
     ref = H.reference("clip")
     x = np.array(2.0)

@@ -22,14 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show the build and run-time configuration")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
-    # --- train branch: the demo ---
     from fastclip import demo
 
     demo_p = sub.add_parser("demo", help="train a deep MLP three ways and compare (start here)",
                             description=demo.DESCRIPTION)
     demo.add_arguments(demo_p)
     demo_p.set_defaults(func=demo.run_args)
-    # --- end train branch ---
     return parser
 
 

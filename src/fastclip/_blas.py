@@ -1,22 +1,20 @@
 """Which BLAS the GEMMs of :mod:`fastclip.nn` call (not public; see ``show_config``).
 
 The compiled layers call ``sgemm``/``dgemm`` through function pointers, without
-the GIL. Two providers, both the OpenBLAS builds of the SciPy project:
+the GIL. They come from one library: the OpenBLAS of the ``scipy-openblas32``
+wheel (a dependency of fastclip; 32-bit integers, the symbols carry a
+``scipy_`` prefix), loaded with :mod:`ctypes` and called through its Fortran
+interface (``scipy_sgemm_``/``scipy_dgemm_``). fastclip links no BLAS at build
+time, so SciPy is needed neither to build nor to run it. ``threadpoolctl``
+sees the library, so ``threadpool_limits(user_api="blas")`` and
+``OPENBLAS_NUM_THREADS`` control its threads.
 
-- ``scipy-openblas32``: the ``scipy-openblas32`` wheel (a dependency of
-  fastclip), loaded with :mod:`ctypes` and called through its Fortran
-  interface (``scipy_sgemm_``/``scipy_dgemm_``). Preferred: it is the current
-  OpenBLAS release, while the copy bundled inside SciPy follows SciPy's release
-  cycle; on the 2-core development VM the recent one is 1.4x faster for the
-  small-batch GEMMs of an MLP step (32 x 784 @ 784 x 512: 0.35 ms vs 0.50 ms,
-  one thread; see bench/README.md).
-- ``scipy``: ``scipy.linalg.cython_blas`` (the OpenBLAS inside SciPy), always
-  there; the fallback.
-
-``FASTCLIP_BLAS`` (environment) picks one: ``auto`` (default: scipy-openblas32
-when it loads, else scipy), ``scipy`` or ``scipy-openblas32`` (an error at
-import when it cannot be loaded). ``threadpoolctl`` sees both libraries, so
-``threadpool_limits`` controls their threads.
+``FASTCLIP_BLAS`` (environment) selects the provider: ``auto`` (the default)
+or ``scipy-openblas32``, which today mean the same library; any other value is
+a :class:`ValueError` when :mod:`fastclip.nn`'s kernels are loaded. When the
+library cannot be loaded the compiled layers are unavailable, with an
+:class:`ImportError` that says why (``FASTCLIP_IMPLEMENTATION=python`` runs the
+NumPy reference instead).
 """
 
 from __future__ import annotations
@@ -27,11 +25,11 @@ import os
 from collections.abc import Callable
 
 ENV = "FASTCLIP_BLAS"
-CHOICES = ("auto", "scipy", "scipy-openblas32")
-SCIPY = "scipy"
 OPENBLAS32 = "scipy-openblas32"
+CHOICES = ("auto", OPENBLAS32)
 
 _lib: ctypes.CDLL | None = None  # kept loaded for the life of the process
+_reason = ""  # why this library, for show_config
 
 
 def _openblas32() -> tuple[int, int, str]:
@@ -56,28 +54,39 @@ def _openblas32() -> tuple[int, int, str]:
 
 
 def choice() -> str:
-    """The validated value of ``FASTCLIP_BLAS`` (``auto`` when unset)."""
-    env = os.environ.get(ENV, "").strip().lower() or "auto"
+    """The validated value of ``FASTCLIP_BLAS`` (``auto`` when unset or empty)."""
+    raw = os.environ.get(ENV, "")
+    env = raw.strip().lower() or "auto"
     if env not in CHOICES:
-        raise ValueError(f"{ENV} must be one of {CHOICES}, got {env!r}")
+        raise ValueError(
+            f"{ENV} must be one of {CHOICES} (fastclip's GEMMs use the scipy-openblas32 "
+            f"wheel), got {raw!r}"
+        )
     return env
 
 
 def install(set_gemm: Callable[[int, int, str], None]) -> None:
-    """Point the compiled layers' GEMMs at the BLAS that ``FASTCLIP_BLAS`` picks.
+    """Point the compiled layers' GEMMs at the BLAS that ``FASTCLIP_BLAS`` selects.
 
-    ``set_gemm(sgemm_address, dgemm_address, description)``; addresses 0 keep
-    scipy's ``cython_blas``.
+    ``set_gemm(sgemm_address, dgemm_address, description)`` is called once, with
+    non-zero addresses; a library that cannot be loaded is an ImportError.
     """
-    want = choice()
-    if want == SCIPY:
-        set_gemm(0, 0, "")
-        return
+    global _reason
+    choice()  # rejects a bad value; both valid ones mean the same library
     try:
         s, d, desc = _openblas32()
     except (ImportError, OSError, AttributeError) as exc:
-        if want == OPENBLAS32:
-            raise ImportError(f"{ENV}={OPENBLAS32} but it cannot be loaded: {exc}") from exc
-        set_gemm(0, 0, "")
-        return
+        raise ImportError(
+            f"fastclip.nn's compiled layers need the {OPENBLAS32} wheel for their GEMMs and "
+            f"it cannot be loaded: {exc}; reinstall it (pip install {OPENBLAS32}) or set "
+            "FASTCLIP_IMPLEMENTATION=python"
+        ) from exc
+    raw = os.environ.get(ENV, "").strip()
+    _reason = (f"{ENV}={raw!r}" if raw else f"{ENV} unset ('auto')") + (
+        f": {OPENBLAS32} is the only BLAS fastclip uses (a dependency; no SciPy needed)")
     set_gemm(s, d, desc)
+
+
+def reason() -> str:
+    """Why the GEMMs call the library they do (empty before :func:`install`)."""
+    return _reason

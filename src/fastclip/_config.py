@@ -53,19 +53,15 @@ def get_config() -> dict[str, Any]:
             "simd": _common.simd_level(),
         }
         try:
-            from fastclip import _nn
+            from fastclip import _blas, _nn
 
             info["kernels"]["gemm"] = _nn.gemm_library()
+            info["kernels"]["gemm_reason"] = _blas.reason()
         except ImportError as exc:
             info["kernels"]["gemm"] = f"unavailable: {exc}"
+            info["kernels"]["gemm_reason"] = ""
     except ImportError as exc:
         info["kernels"] = {"compiled": False, "error": str(exc)}
-    try:
-        import scipy
-
-        info["scipy"] = scipy.__version__
-    except ImportError:
-        info["scipy"] = None
     try:
         from threadpoolctl import threadpool_info
 
@@ -94,8 +90,7 @@ def show_config(as_json: bool = False) -> None:
     k = info["kernels"]
     b = info["build"]
     lines = [
-        f"fastclip {info['fastclip']}  (Python {info['python']}, NumPy {info['numpy']}, "
-        f"SciPy {info['scipy']})",
+        f"fastclip {info['fastclip']}  (Python {info['python']}, NumPy {info['numpy']})",
         f"  platform:        {info['platform']}",
         f"  implementation:  {info['implementation']}"
         + ("" if k.get("compiled") else "  (compiled kernels unavailable: "
@@ -109,8 +104,14 @@ def show_config(as_json: bool = False) -> None:
             + (f" (version {b.get('openmp_version')})" if k["openmp"] else "")
             + f", threads: {k['threads']}"
             + (" (serial after fork)" if k["serial_only"] else ""),
-            f"  GEMMs (nn):      {k['gemm']}",
         ]
+    if info["implementation"] == "c":
+        lines.append(f"  GEMMs (nn):      {k['gemm']}")
+        if k.get("gemm_reason"):
+            lines.append(f"                   ({k['gemm_reason']})")
+    else:
+        lines.append("  GEMMs (nn):      numpy.matmul (NumPy's own BLAS: the python "
+                     "implementation is in use)")
     pools = info["threadpools"]
     if isinstance(pools, str):
         lines.append(f"  thread pools:    {pools}")

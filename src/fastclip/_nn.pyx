@@ -1,10 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """C bindings of the MLP kernels (csrc/nn.c) and BLAS GEMMs.
 
-The GEMMs are called without the GIL through function pointers: those of
-``scipy.linalg.cython_blas`` (the pattern of scikit-learn's
-``sklearn/utils/_cython_blas.pyx``) or, when fastclip._blas loads it, those of
-the ``scipy-openblas32`` library (same Fortran interface). BLAS is
+The GEMMs are called without the GIL through function pointers to the
+Fortran ``sgemm``/``dgemm`` of the ``scipy-openblas32`` library, which
+fastclip._blas loads when this module is imported (nothing is linked at build
+time; the module does not import without them). BLAS is
 column-major: a row-major ``C = A @ B`` is computed as the column-major
 ``C^T = B^T A^T``, so no array is ever transposed or copied. The elementwise
 passes around the GEMMs (bias + activation, activation derivative + bias
@@ -16,7 +16,6 @@ docstring for the kernel contract); the public API is fastclip.nn.
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 cimport numpy as cnp
-from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 import numpy as np
 
@@ -76,30 +75,29 @@ DEF INT_MAX = 2147483647
 # ---------------------------------------------------------------------------
 # Row-major GEMMs on column-major BLAS
 # ---------------------------------------------------------------------------
-# The Fortran BLAS interface, as scipy.linalg.cython_blas declares it. The
-# pointers start at scipy's cython_blas; fastclip._blas may point them at the
-# scipy-openblas32 library when the module is imported (FASTCLIP_BLAS).
+# The Fortran BLAS interface (every argument by pointer). The pointers are set
+# once, by fastclip._blas at the end of this module's import, before any GEMM
+# can run; a failure there fails the import.
 ctypedef void (*sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
                           float *a, int *lda, float *b, int *ldb, float *beta, float *c,
                           int *ldc) noexcept nogil
 ctypedef void (*dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, double *alpha,
                           double *a, int *lda, double *b, int *ldb, double *beta, double *c,
                           int *ldc) noexcept nogil
-cdef sgemm_fn _sgemm = sgemm
-cdef dgemm_fn _dgemm = dgemm
-_gemm_library = "scipy.linalg.cython_blas"
+cdef sgemm_fn _sgemm = NULL
+cdef dgemm_fn _dgemm = NULL
+_gemm_library = ""
 
 
 def _set_gemm(size_t sgemm_address, size_t dgemm_address, str description):
-    """Use the sgemm/dgemm at these addresses (0, 0: scipy's cython_blas). Not
-    public: fastclip._blas calls it once, at import, before any GEMM runs."""
+    """Use the sgemm/dgemm at these addresses. Not public: fastclip._blas calls
+    it once, at import, before any GEMM runs."""
     global _sgemm, _dgemm, _gemm_library
     if sgemm_address == 0 or dgemm_address == 0:
-        _sgemm, _dgemm, _gemm_library = sgemm, dgemm, "scipy.linalg.cython_blas"
-    else:
-        _sgemm = <sgemm_fn><void *>sgemm_address
-        _dgemm = <dgemm_fn><void *>dgemm_address
-        _gemm_library = description
+        raise ValueError("sgemm_address and dgemm_address must be non-zero")
+    _sgemm = <sgemm_fn><void *>sgemm_address
+    _dgemm = <dgemm_fn><void *>dgemm_address
+    _gemm_library = description
 
 
 def gemm_library():
