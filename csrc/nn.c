@@ -13,10 +13,10 @@
 #include <string.h>
 
 /* The passes around the GEMMs are memory-bound and short next to the GEMMs
- * (a few % of a training step); opening an OpenMP region between two
- * multithreaded BLAS calls makes libgomp's and the BLAS's spinning threads
- * compete for the cores, which costs more than it saves (measured on 2 cores).
- * So they only go parallel for very large blocks. */
+ * (a few % of a training step); waking the pool's helpers between two
+ * multithreaded BLAS calls makes them compete with the BLAS's spinning threads
+ * for the cores, which costs more than it saves on a 2-core machine. So they
+ * only use helpers for very large blocks. */
 #define FC_NN_PAR(work) ((work) >= 16 * FC_PARALLEL_MIN && fc_use_parallel(work))
 
 #define FC_T float

@@ -29,6 +29,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 enum {
     FC_ACT_IDENTITY = 0,
@@ -83,6 +84,7 @@ int fc_nn_softmax_xent_f64(const double *x, int64_t ldx, int64_t n, int64_t c,
 int fc_nn_mse_f32(const float *p, const float *t, float *g, int64_t size, double *loss);
 int fc_nn_mse_f64(const double *p, const double *t, double *g, int64_t size, double *loss);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

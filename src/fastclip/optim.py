@@ -16,6 +16,15 @@ Clipping acts on the raw gradient before weight decay is added, as
 value is computed on the fly inside the update pass (PyTorch clips ``p.grad`` in
 place; here gradients are read-only inputs).
 
+Built on parameters (``model.parameters()`` of a fastclip model, or of a torch
+CPU model whose float32/float64 tensors are then updated in place through shared
+memory, never copied), :meth:`Optimizer.step` with no argument reads each
+``p.grad`` and skips parameters whose grad is None, and
+:meth:`Optimizer.zero_grad` resets the gradients (``set_to_none=True`` by
+default, as PyTorch). On a torch model ``p.grad`` is left unclipped, where
+``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()`` would have
+scaled it in place; the parameters are the same.
+
 A step whose gradient norm is not finite is never applied: with
 ``on_nonfinite="raise"`` (default) it raises :class:`FloatingPointError` naming
 the first non-finite gradient, with ``"skip"`` it returns the norm; in both
