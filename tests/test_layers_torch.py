@@ -124,7 +124,7 @@ def test_standalone_activations_match_torch(impl, name, dtype):
 def _torch_stack(model, act, slope, masks, p):
     """torch layers equal to ``model`` (MLP with batchnorm and/or dropout)."""
     dt = torch.float64
-    ps = model.parameters()
+    ps = [q.data for q in model.parameters()]
     names = model.parameter_names()
     get = dict(zip(names, ps))
     layers = []
@@ -206,7 +206,7 @@ def test_mlp_with_batchnorm_dropout_matches_torch_over_sgd_steps(impl, act, batc
                 for prm in tparams.values():
                     prm -= lr * prm.grad
                     prm.grad = None
-            for prm, g in zip(m.parameters(), m.gradients()):
+            for prm, g in zip([q.data for q in m.parameters()], m.gradients()):
                 prm -= lr * g
         bns = [mod for mod in tm if isinstance(mod, torch.nn.BatchNorm1d)]
         ours_b = dict(m.named_buffers())

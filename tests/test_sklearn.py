@@ -187,10 +187,10 @@ def test_shuffle_false_visits_rows_in_order_and_is_deterministic():
         warnings.simplefilter("ignore")
         c.fit(X[:0 + 90], y)
         m = nn.MLP(**{**c._model_args})
-        o = optim.Adam(m.parameters(), lr=1e-3)
+        o = optim.Adam([q.data for q in m.parameters()], lr=1e-3)
         for s in range(0, 90, 30):
             _, d = nn.softmax_cross_entropy(m(X[s:s + 30]), y[s:s + 30])
             m.backward(d, input_grad=False)
             o.step(m.gradients())
-    for p, q in zip(c.model_.parameters(), m.parameters()):
+    for p, q in zip([q.data for q in c.model_.parameters()], [q.data for q in m.parameters()]):
         np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)

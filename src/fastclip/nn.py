@@ -1684,10 +1684,8 @@ class MLP(_Network):
         dict of str -> ndarray (or torch.Tensor)
             New C-contiguous copies, in module order.
         """
-        if self.batchnorm or self.dropout:
-            raise ValueError(
-                "to_torch_state_dict describes Sequential(Linear, act, ..., Linear); this MLP "
-                "has batch normalisation or dropout layers, which that layout does not hold")
+        if not all(isinstance(blk, _Block) for blk in self._blocks):
+            raise ValueError("to_torch_state_dict supports MLPs without batchnorm or dropout")
         out: dict[str, Any] = {}
         for i, blk in enumerate(self._blocks):
             out[f"{2 * i}.weight"] = np.ascontiguousarray(blk.weight.T)

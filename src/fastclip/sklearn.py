@@ -72,7 +72,7 @@ class _Penalised:
         names = model.parameter_names()
         self._widx = [i for i, n in enumerate(names)
                       if n.endswith(".weight") and ".bn." not in n]
-        self._params = model.parameters()
+        self._params = [p.data for p in model.parameters()]
         self._grads = model.gradients()
         self._n = 1
         self._sq: np.ndarray | None = None
@@ -310,14 +310,16 @@ class _BaseMLP(BaseEstimator):
         """The weight matrices, ``coefs_[i]`` of shape ``(n_in, n_out)`` (scikit-learn's
         layout); the model's own arrays."""
         check_is_fitted(self, "_model")
-        return [p for n, p in zip(self._model.parameter_names(), self._model.parameters())
+        return [p.data for n, p in zip(self._model.parameter_names(),
+                                       self._model.parameters())
                 if n.endswith(".weight") and ".bn." not in n]
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
         """The bias vectors, ``intercepts_[i]`` of shape ``(n_out,)``."""
         check_is_fitted(self, "_model")
-        return [p for n, p in zip(self._model.parameter_names(), self._model.parameters())
+        return [p.data for n, p in zip(self._model.parameter_names(),
+                                       self._model.parameters())
                 if n.endswith(".bias") and ".bn." not in n]
 
     @property
@@ -397,7 +399,7 @@ class _BaseMLP(BaseEstimator):
                     self._no_improvement_count = 0
                 if score > bvs:
                     self.best_validation_score_ = score
-                    best = [p.copy() for p in self._model.parameters()]
+                    best = [p.data.copy() for p in self._model.parameters()]
             else:
                 bl = self.best_loss_ if self.best_loss_ is not None else math.inf
                 if loss > bl - self.tol:
@@ -438,7 +440,7 @@ class _BaseMLP(BaseEstimator):
         self._model.eval()
         if stopping and self.early_stopping and best is not None:
             for p, b in zip(self._model.parameters(), best):
-                np.copyto(p, b)
+                np.copyto(p.data, b)
         if stopping and not converged[0]:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
                           f"and the optimization hasn't converged yet.", ConvergenceWarning,
