@@ -18,6 +18,8 @@ import importlib, pkgutil, sys, os
 import fastclip
 missing = []
 for m in pkgutil.iter_modules(fastclip.__path__):
+    if m.name == "libfastclip_kernels":  # the C kernels' shared library, not a module
+        continue
     mod = importlib.import_module(f"fastclip.{m.name}")
     f = getattr(mod, "__file__", "") or ""
     dirs = [os.path.dirname(f), *fastclip.__path__]  # (editable installs split them)

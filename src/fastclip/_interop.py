@@ -325,8 +325,10 @@ class GradReader:
         self._ptrs = [handles[i].data_ptr() for i in self._tidx]
         self._cache: list[Any] = [None] * len(handles)
 
-    def refresh_values(self) -> None:
-        """Re-view a torch parameter whose storage was replaced (``p.data = t``)."""
+    def refresh_values(self) -> bool:
+        """Re-view a torch parameter whose storage was replaced (``p.data = t``);
+        True when one was."""
+        changed = False
         handles = self._handles
         for k, i in enumerate(self._tidx):
             p = handles[i]
@@ -340,6 +342,8 @@ class GradReader:
                     )
                 self._vals[i] = new
                 self._ptrs[k] = p.data_ptr()
+                changed = True
+        return changed
 
     def grads(self) -> tuple[list[np.ndarray], list[int]]:
         """``(gradients, indices)`` of the parameters whose grad is not None."""
@@ -347,7 +351,7 @@ class GradReader:
         idx: list[int] = []
         cache = self._cache
         is_torch_ = self._torch
-        ptr = None
+        ptr: Any = None
         if self._tidx:
             import torch
 

@@ -81,7 +81,7 @@ class Optimizer:
 
     def __init__(
         self,
-        params: Iterable[np.ndarray],
+        params: Iterable[Any],
         lr: LR,
         hyper: dict[str, Any],
         kernel: dict[str, Any],
@@ -436,7 +436,7 @@ class SGD(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[np.ndarray],
+        params: Iterable[Any],
         lr: LR,
         momentum: float = 0.0,
         dampening: float = 0.0,
@@ -515,7 +515,7 @@ class Adam(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[np.ndarray],
+        params: Iterable[Any],
         lr: LR = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -564,7 +564,7 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        params: Iterable[np.ndarray],
+        params: Iterable[Any],
         lr: LR = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -613,7 +613,7 @@ class RMSprop(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[np.ndarray],
+        params: Iterable[Any],
         lr: LR = 1e-2,
         alpha: float = 0.99,
         eps: float = 1e-8,

@@ -65,6 +65,7 @@ def _model_entry(m: Any, w: _Writer) -> dict[str, Any]:
     from fastclip import nn
 
     blk = m._blocks[0]
+    config: dict[str, Any]
     if type(m) is nn.MLP:
         config = {"sizes": list(m.sizes), "activation": m.activation}
     else:
@@ -83,7 +84,7 @@ def _lr_entry(lr: Any) -> Any:
     from fastclip import schedules
 
     if isinstance(lr, schedules.Schedule):
-        return {"schedule": lr.to_dict()}
+        return {"schedule": lr.to_dict()}  # type: ignore[attr-defined]
     if callable(lr):
         raise TypeError(
             f"the optimiser's lr is a {type(lr).__name__}; only a number or a "
@@ -190,7 +191,8 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
         root = {kd: _model_entry(obj, w) if kd == "model" else _optimizer_entry(obj, w, {})}
     header = {"format": _FORMAT, "version": _VERSION, "root": root}
     raw = json.dumps(header, allow_nan=True).encode("utf-8")
-    np.savez(path, **{_HEADER: np.frombuffer(raw, dtype=np.uint8)}, **w.arrays)
+    arrays: dict[str, Any] = {_HEADER: np.frombuffer(raw, dtype=np.uint8), **w.arrays}
+    np.savez(path, **arrays)
 
 
 # ---------------------------------------------------------------------------
@@ -239,6 +241,7 @@ def _load_model(e: Any, r: _Reader, where: str) -> Any:
     act = _get(cfg, "activation", str, where)
     slope = _get(cfg, "negative_slope", float, where)
     try:
+        m: Any
         if typ == "MLP":
             sizes = _get(cfg, "sizes", list, where)
             m = nn.MLP(sizes, act, negative_slope=slope, dtype=dtype, rng=0)

@@ -119,7 +119,7 @@ class _Penalised:
         self._sq = sq
         return dx
 
-    def parameters(self) -> list[np.ndarray]:
+    def parameters(self) -> list[Any]:
         return self.model.parameters()
 
     def gradients(self) -> list[np.ndarray]:

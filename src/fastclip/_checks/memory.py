@@ -57,7 +57,7 @@ def _inner_and_outer(a: np.ndarray) -> tuple[int, list[int]]:
     ``lo + sum(k_i * outer_i)`` (lo from :func:`extent`, k_i >= 0 integers)."""
     dims = sorted((abs(s), n) for n, s in zip(a.shape, a.strides) if n > 1)
     inner = a.itemsize
-    outer = []
+    outer: list[int] = []
     for s, n in dims:
         if not outer and s <= inner:
             inner += (n - 1) * s  # still one run: the dimension stays within it
