@@ -28,6 +28,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 /* Batch norm, training mode: per column j, mean_j and the biased variance
  * var_j of the n >= 1 rows of x; invstd[j] = 1 / sqrt(var_j + eps);
@@ -92,6 +93,7 @@ int fc_act_backward_f64(const double *dy, int64_t lddy, const double *x, int64_t
                         const double *y, int64_t n, int64_t m, int act, double slope,
                         double *dx, double *dslope, double *dslope_sq);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif
