@@ -12,6 +12,7 @@ import numpy as np
 
 from fastclip import _interop as _io
 from fastclip._checks import train as _ct
+from fastclip.train.checkpoint import value_arrays
 from fastclip.train.engine import StepEngine
 from fastclip.train.history import History
 from fastclip.train.monitor import GradientMonitor
@@ -183,11 +184,13 @@ def fit(
         if optimizer is None:
             from fastclip.optim import Adam
 
-            optimizer = Adam(params)
+            optimizer = Adam(list(model.parameters()))
         if not callable(getattr(optimizer, "step", None)):
             raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
                             f"{type(optimizer).__name__}")
         opt_params = getattr(optimizer, "params", None)
+        if opt_params is not None:
+            opt_params = value_arrays(list(opt_params))
         if opt_params is not None and (len(opt_params) != len(params) or any(
                 a is not b for a, b in zip(opt_params, params))):
             raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
