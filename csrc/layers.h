@@ -28,7 +28,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
 FC_API_BEGIN
 
 /* Batch norm, training mode: per column j, mean_j and the biased variance
@@ -95,7 +94,6 @@ int fc_act_backward_f64(const double *dy, int64_t lddy, const double *x, int64_t
                         double *dx, double *dslope, double *dslope_sq);
 
 FC_API_END
-
 #ifdef __cplusplus
 }
 #endif
