@@ -45,3 +45,15 @@ numpydoc_class_members_toctree = False
 html_theme = "alabaster"
 html_title = f"fastclip {release}"
 html_static_path: list[str] = []
+
+
+def _skip_sklearn_routing(app, what, name, obj, skip, options):
+    """scikit-learn adds set_*_request (metadata routing) methods to every estimator
+    class at run time; their docstrings belong to scikit-learn, which documents them."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_sklearn_routing)

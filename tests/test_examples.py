@@ -181,11 +181,27 @@ def check_sgd_noisy(found):
         assert num(rows[name]["final distance"]) < num(const["final distance"]), name
 
 
+def check_private(found):
+    rows = one(found, "private training on the digits")
+    plain = rows["not private"]
+    budgets = [("epsilon <= 1", 1.0), ("epsilon <= 3", 3.0), ("epsilon <= 8", 8.0)]
+    for name, eps in budgets:
+        r = rows[name]
+        assert 0 < num(r["epsilon spent"]) <= eps, name           # the budget holds
+        assert num(r["test accuracy"]) > 0.3, name                # it learns (chance: 0.1)
+        assert num(r["test accuracy"]) <= num(plain["test accuracy"]), name
+    accs = [num(rows[name]["test accuracy"]) for name, _ in budgets]
+    assert accs[0] == min(accs), "the smallest budget is the least accurate"
+    sigmas = [num(rows[name]["noise multiplier"]) for name, _ in budgets]
+    assert sigmas == sorted(sigmas, reverse=True), "a larger budget needs less noise"
+
+
 def check_mpi(out):
     assert "1 rank(s)" in out and "replicas identical on all 1 rank(s): True" in out
 
 
 CLAIMS = {
+    "private_digits.py": check_private,
     "linear_regression_clipping.py": check_linear_regression,
     "relu_backprop_gradients.py": check_relu_backprop,
     "classifier_schedules_clipping.py": check_classifier,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -26,7 +27,7 @@ def postfix(bar: Any, loss: float, norm: float, lr: float, vanishing: list[str],
     """Show the step's loss, gradient norm and learning rate, the privacy spent
     (epsilon, when training is private) and the vanishing layers."""
     fields = {"loss": f"{loss:.4g}", "norm": f"{norm:.3g}", "lr": f"{lr:.3g}"}
-    if epsilon == epsilon:  # not NaN
+    if not math.isnan(epsilon):
         fields["eps"] = f"{epsilon:.3g}"
     if vanishing:
         fields["vanishing"] = ",".join(vanishing)
