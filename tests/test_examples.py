@@ -196,12 +196,28 @@ def check_private(found):
     assert sigmas == sorted(sigmas, reverse=True), "a larger budget needs less noise"
 
 
+def check_batchnorm(found):
+    a = one(found, "A, the demo")
+    b = one(found, "B, 9-layer")
+    for rows in (a, b):
+        base, bn = rows["baseline"], rows["batch norm alone"]
+        assert base["outcome"] == "exploded" and bn["outcome"] == "exploded"
+        assert int(bn["exploded at step"]) > int(base["exploded at step"])  # delayed only
+        for name in ("clip norm 1 alone", "batch norm + clip norm 1"):
+            assert rows[name]["exploded at step"] == "-", name
+    assert a["clip norm 1 alone"]["outcome"] == "trained"
+    accs = {k: num(v["test accuracy"]) for k, v in a.items()}
+    assert accs["batch norm + clip norm 1"] == max(accs.values())
+    assert max(num(v["test accuracy"]) for v in b.values()) < 0.7
+
+
 def check_mpi(out):
     assert "1 rank(s)" in out and "replicas identical on all 1 rank(s): True" in out
 
 
 CLAIMS = {
     "private_digits.py": check_private,
+    "batchnorm.py": check_batchnorm,
     "linear_regression_clipping.py": check_linear_regression,
     "relu_backprop_gradients.py": check_relu_backprop,
     "classifier_schedules_clipping.py": check_classifier,
