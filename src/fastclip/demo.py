@@ -45,6 +45,8 @@ LR = 1.0
 CLIP_VALUE = 0.01
 CLIP_NORM = 1.0
 BATCH_SIZE = 64
+PRIVATE_EPSILON = 8.0  # the budget of the --private run, with delta = PRIVATE_DELTA
+PRIVATE_DELTA = 1e-5
 HIDDEN = (128, 128, 128, 128, 128)
 DEFAULT_NAME = "fastclip_demo.png"
 FORMATS = (".png", ".svg", ".pdf")
@@ -104,12 +106,13 @@ class RunResult:
     stopped: Any = None  # the GradientExplosionError, when the monitor stopped the run
     events: list = field(default_factory=list)
     steps_per_epoch: int = 0
+    epsilon: float = math.nan  # the privacy spent (the --private run), NaN otherwise
 
 
-def _configs(steps: int) -> list[tuple[str, str, dict[str, Any], str]]:
+def _configs(steps: int, private: bool = False) -> list[tuple[str, str, dict[str, Any], str]]:
     from fastclip import schedules
 
-    return [
+    runs = [
         ("plain", f"plain SGD (lr={LR:g})", {}, "raise"),
         ("value", f"value clipping (+-{CLIP_VALUE:g})", {"clip_value": CLIP_VALUE}, "skip"),
         ("norm", f"global norm {CLIP_NORM:g} + warm-up/cosine",
@@ -118,6 +121,18 @@ def _configs(steps: int) -> list[tuple[str, str, dict[str, Any], str]]:
                                         decay_steps=steps)},
          "skip"),
     ]
+    if private:
+        from fastclip.privacy import DPConfig
+
+        runs.append((
+            "private",
+            f"DP-SGD (C={CLIP_NORM:g})",
+            {"privacy": DPConfig(max_grad_norm=CLIP_NORM, target_epsilon=PRIVATE_EPSILON,
+                                 delta=PRIVATE_DELTA),
+             "lr": schedules.warmup_cosine(peak_value=LR, warmup_steps=max(1, steps // 10),
+                                           decay_steps=steps)},
+            "skip"))
+    return runs
 
 
 def _check_seed(seed: Any) -> int:
@@ -198,7 +213,7 @@ def _os_message(exc: OSError) -> str:
 
 
 def run(epochs: int = 20, seed: int = 0, out: str | os.PathLike[str] | None = DEFAULT_NAME,
-        progress: bool = True, stream: Any = None) -> list[RunResult]:
+        progress: bool = True, stream: Any = None, private: bool = False) -> list[RunResult]:
     """Run the three trainings, print the table and (unless ``out`` is None) save the plot.
 
     Parameters
@@ -215,6 +230,10 @@ def run(epochs: int = 20, seed: int = 0, out: str | os.PathLike[str] | None = DE
         Progress bars (shown only on a terminal).
     stream : file, optional
         Where to print (default ``sys.stdout``).
+    private : bool, default False
+        A fourth run with differential privacy (DP-SGD, :mod:`fastclip.privacy`:
+        per-example clipping, noise, Poisson sampling) at epsilon <= 8, delta 1e-5;
+        the epsilon spent is shown in the table and the figure. Needs dp-accounting.
 
     Returns
     -------
@@ -241,7 +260,7 @@ def run(epochs: int = 20, seed: int = 0, out: str | os.PathLike[str] | None = DE
     Xtr, ytr, Xte, yte, source = load_data(seed)
     sizes = [Xtr.shape[1], *HIDDEN, 10]
     steps = epochs * -(-Xtr.shape[0] // BATCH_SIZE)
-    say("fastclip demo: a deep ReLU network trained three ways")
+    say(f"fastclip demo: a deep ReLU network trained {'four' if private else 'three'} ways")
     say(f"  data:    {source}; {Xtr.shape[0]} for training, {Xte.shape[0]} for testing")
     say(f"  model:   MLP {'-'.join(map(str, sizes))} (ReLU), float32, He initialisation")
     say(f"  training: SGD lr={LR:g}, batch {BATCH_SIZE}, {epochs} epochs ({steps} steps), "
@@ -249,7 +268,7 @@ def run(epochs: int = 20, seed: int = 0, out: str | os.PathLike[str] | None = DE
     say()
     results = []
     with _one_blas_thread():
-        for name, label, kw, policy in _configs(steps):
+        for name, label, kw, policy in _configs(steps, bool(private)):
             results.append(_train_one(name, label, kw, policy, sizes, epochs, seed, progress,
                                       Xtr, ytr, Xte, yte, say))
     say()
@@ -284,6 +303,7 @@ def _train_one(name: str, label: str, kw: dict[str, Any], policy: str, sizes: li
 
     model = MLP(sizes, activation="relu", rng=seed)
     lr = kw.pop("lr", LR)
+    privacy = kw.pop("privacy", None)
     opt = SGD(model.parameters(), lr=lr, **kw)
     say(f"[{name}] {label}")
     t0 = time.perf_counter()
@@ -291,7 +311,7 @@ def _train_one(name: str, label: str, kw: dict[str, Any], policy: str, sizes: li
     try:
         hist = fit(model, Xtr, ytr, loss="cross_entropy", optimizer=opt, epochs=epochs,
                    batch_size=BATCH_SIZE, validation=(Xte, yte), monitor=policy,
-                   progress=progress, seed=seed, desc=name)
+                   progress=progress, seed=seed, desc=name, privacy=privacy)
     except GradientExplosionError as exc:
         stopped = exc
         assert exc.history is not None
@@ -306,13 +326,19 @@ def _train_one(name: str, label: str, kw: dict[str, Any], policy: str, sizes: li
         final = float(hist.epoch_loss[-1])
     res = RunResult(name, label, hist, final, acc, seconds, stopped, list(hist.events),
                     -(-Xtr.shape[0] // BATCH_SIZE))
+    if privacy is not None and hist.n_epochs:
+        res.epsilon = float(hist.epsilon[-1])
+        res.label = f"{label}, epsilon {res.epsilon:.2f}"
+        res.steps_per_epoch = hist.n_steps // hist.n_epochs
     if stopped is None:
         say(f"    done: test accuracy {acc:.1%}, {len(res.events)} flagged step(s)")
     return res
 
 
 def _table(results: Sequence[RunResult]) -> str:
-    head = ("run", "final loss", "test accuracy", "explosions", "time")
+    private = any(not math.isnan(r.epsilon) for r in results)
+    head = ("run", "final loss", "test accuracy", "explosions", "time") + (
+        ("epsilon",) if private else ())
     rows = []
     for r in results:
         if r.stopped is not None:
@@ -321,7 +347,9 @@ def _table(results: Sequence[RunResult]) -> str:
         else:
             expl = str(len(r.events))
         rows.append((r.label, f"{r.final_loss:.4g}", f"{r.test_accuracy:.1%}", expl,
-                     f"{r.seconds:.2f} s"))
+                     f"{r.seconds:.2f} s") + ((
+                         "-" if math.isnan(r.epsilon) else f"{r.epsilon:.2f}",) if private
+                                             else ()))
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = "  ".join("-" * w for w in widths)
     fmt = [f"{h:<{w}}" for h, w in zip(head, widths)]
@@ -332,7 +360,7 @@ def _table(results: Sequence[RunResult]) -> str:
     return "\n".join(out)
 
 
-_COLORS = {"plain": "#d62728", "value": "#ff7f0e", "norm": "#1f77b4"}
+_COLORS = {"plain": "#d62728", "value": "#ff7f0e", "norm": "#1f77b4", "private": "#2ca02c"}
 
 
 def _positive(a: np.ndarray) -> np.ndarray:
@@ -587,6 +615,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the figure")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--private", action="store_true",
+                        help="add a fourth run with differential privacy (DP-SGD at "
+                             f"epsilon <= {PRIVATE_EPSILON:g}); needs dp-accounting")
 
 
 DESCRIPTION = ("Train a deep ReLU MLP on the digits three ways (plain SGD at a learning rate "
@@ -616,7 +647,14 @@ def run_args(args: argparse.Namespace) -> int:
             _check_writable(out)
         except OSError as exc:
             return _fail(f"--out: cannot write {out}: {_os_message(exc)}")
-    run(epochs=args.epochs, seed=args.seed, out=out, progress=not args.no_progress)
+    if getattr(args, "private", False):
+        try:
+            import dp_accounting  # noqa: F401
+        except ImportError:
+            return _fail("--private needs dp-accounting: pip install "
+                         '"numpy-fastclip[privacy]"')
+    run(epochs=args.epochs, seed=args.seed, out=out, progress=not args.no_progress,
+        private=getattr(args, "private", False))
     return 0
 
 
