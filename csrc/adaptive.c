@@ -41,6 +41,50 @@ static void fc_tile(const fc_units *a, fc_tiling *t) {
     t->ncc = (a->cols + t->w - 1) / t->w;
 }
 
+/* One task of a tiled pass over `a`: a row block x a column chunk. */
+typedef struct {
+    const fc_units *a;
+    const fc_tiling *t;
+    int adjacent;       /* columns adjacent in memory (cs == itemsize) */
+    double *acc, *mx;   /* colsq_task: per row block, per column */
+    const void *coef;   /* scale_task: per-column coefficients (the array's dtype) */
+} fc_unit_task;
+
+static void colsq_task(void *c, int64_t k) {
+    const fc_unit_task *u = (const fc_unit_task *)c;
+    const fc_units *a = u->a;
+    const fc_tiling *t = u->t;
+    const int64_t rows = a->rows, cols = a->cols;
+    int64_t b = k / t->ncc, cc = k % t->ncc;
+    int64_t r0 = b * t->rb, r1 = r0 + t->rb < rows ? r0 + t->rb : rows;
+    int64_t c0 = cc * t->w, c1 = c0 + t->w < cols ? c0 + t->w : cols;
+    double *pa = u->acc + b * cols, *pm = u->mx + b * cols;
+    if (a->dtype == FC_FLOAT32) {
+        if (u->adjacent) colsq_rows_f32(a->data, a->rs, r0, r1, c0, c1, pa, pm);
+        else colsq_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, pa, pm);
+    } else {
+        if (u->adjacent) colsq_rows_f64(a->data, a->rs, r0, r1, c0, c1, pa, pm);
+        else colsq_cols_f64(a->data, a->rs, a->cs, r0, r1, c0, c1, pa, pm);
+    }
+}
+
+static void scale_task(void *c, int64_t q) {
+    const fc_unit_task *u = (const fc_unit_task *)c;
+    const fc_units *a = u->a;
+    const fc_tiling *t = u->t;
+    const int64_t rows = a->rows, cols = a->cols;
+    int64_t b = q / t->ncc, cc = q % t->ncc;
+    int64_t r0 = b * t->rb, r1 = r0 + t->rb < rows ? r0 + t->rb : rows;
+    int64_t c0 = cc * t->w, c1 = c0 + t->w < cols ? c0 + t->w : cols;
+    if (a->dtype == FC_FLOAT32) {
+        if (u->adjacent) scale_rows_f32(a->data, a->rs, r0, r1, c0, c1, (const float *)u->coef);
+        else scale_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, (const float *)u->coef);
+    } else {
+        if (u->adjacent) scale_rows_f64(a->data, a->rs, r0, r1, c0, c1, (const double *)u->coef);
+        else scale_cols_f64(a->data, a->rs, a->cs, r0, r1, c0, c1, (const double *)u->coef);
+    }
+}
+
 /* Column norms of `a` into norms[cols] and column sums of squares into
  * sq[cols] (sq = norm^2 computed without overflow where possible). */
 static int fc_colnorms(const fc_units *a, double *norms, double *sq) {
@@ -61,24 +105,8 @@ static int fc_colnorms(const fc_units *a, double *norms, double *sq) {
         free(mx);
         return FC_ENOMEM;
     }
-    const int64_t ntask = t.nrb * t.ncc;
-    const int par = fc_use_parallel(rows * cols);
-    (void)par;
-    const int adjacent = (a->cs == item);
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < ntask; k++) {
-        int64_t b = k / t.ncc, cc = k % t.ncc;
-        int64_t r0 = b * t.rb, r1 = r0 + t.rb < rows ? r0 + t.rb : rows;
-        int64_t c0 = cc * t.w, c1 = c0 + t.w < cols ? c0 + t.w : cols;
-        double *pa = acc + b * cols, *pm = mx + b * cols;
-        if (a->dtype == FC_FLOAT32) {
-            if (adjacent) colsq_rows_f32(a->data, a->rs, r0, r1, c0, c1, pa, pm);
-            else colsq_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, pa, pm);
-        } else {
-            if (adjacent) colsq_rows_f64(a->data, a->rs, r0, r1, c0, c1, pa, pm);
-            else colsq_cols_f64(a->data, a->rs, a->cs, r0, r1, c0, c1, pa, pm);
-        }
-    }
+    fc_unit_task task = {a, &t, (a->cs == item), acc, mx, NULL};
+    fc_parallel_for(t.nrb * t.ncc, colsq_task, &task, fc_use_parallel(rows * cols));
     for (int64_t c = 0; c < cols; c++) {
         double s = 0, m = 0;
         for (int64_t b = 0; b < t.nrb; b++) {
@@ -117,23 +145,8 @@ static int fc_scale_units(const fc_units *a, const void *k) {
     fc_tiling t;
     fc_tile(a, &t);
     const int64_t item = fc_itemsize(a->dtype);
-    const int64_t ntask = t.nrb * t.ncc;
-    const int par = fc_use_parallel(rows * cols);
-    (void)par;
-    const int adjacent = (a->cs == item);
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t q = 0; q < ntask; q++) {
-        int64_t b = q / t.ncc, cc = q % t.ncc;
-        int64_t r0 = b * t.rb, r1 = r0 + t.rb < rows ? r0 + t.rb : rows;
-        int64_t c0 = cc * t.w, c1 = c0 + t.w < cols ? c0 + t.w : cols;
-        if (a->dtype == FC_FLOAT32) {
-            if (adjacent) scale_rows_f32(a->data, a->rs, r0, r1, c0, c1, (const float *)k);
-            else scale_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, (const float *)k);
-        } else {
-            if (adjacent) scale_rows_f64(a->data, a->rs, r0, r1, c0, c1, (const double *)k);
-            else scale_cols_f64(a->data, a->rs, a->cs, r0, r1, c0, c1, (const double *)k);
-        }
-    }
+    fc_unit_task task = {a, &t, (a->cs == item), NULL, NULL, k};
+    fc_parallel_for(t.nrb * t.ncc, scale_task, &task, fc_use_parallel(rows * cols));
     return FC_OK;
 }
 

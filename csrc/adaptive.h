@@ -21,6 +21,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 typedef struct {
     char *data;
@@ -45,6 +46,7 @@ int fc_unit_norms(const fc_units *a, double *norms);
 int fc_agc_(const fc_units *g, const fc_units *p, int64_t n, double clipping, double eps,
             double *sq_before, double *sq_after, int64_t *n_clipped);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -106,13 +106,8 @@ __attribute__((target("avx2"))) static void clamp_f32_avx2(float *x, int64_t n, 
     }
 }
 
-static int fc_has_avx2 = -1;
 static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
-    if (fc_has_avx2 < 0) {
-        __builtin_cpu_init();
-        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (fc_has_avx2) {
+    if (fc_cpu_has_avx2()) {
         ssq_f32_avx2(x, n, s_out);
         *m_out = 0;
     } else {
@@ -120,19 +115,11 @@ static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
     }
 }
 static void scale_f32(float *x, int64_t n, float c) {
-    if (fc_has_avx2 < 0) {
-        __builtin_cpu_init();
-        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (fc_has_avx2) scale_f32_avx2(x, n, c);
+    if (fc_cpu_has_avx2()) scale_f32_avx2(x, n, c);
     else scale_dense_f32(x, n, c);
 }
 static void clamp_f32(float *x, int64_t n, float lo, float hi) {
-    if (fc_has_avx2 < 0) {
-        __builtin_cpu_init();
-        fc_has_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (fc_has_avx2) clamp_f32_avx2(x, n, lo, hi);
+    if (fc_cpu_has_avx2()) clamp_f32_avx2(x, n, lo, hi);
     else clamp_dense_f32(x, n, lo, hi);
 }
 #else
@@ -143,64 +130,6 @@ static void clamp_f32(float *x, int64_t n, float lo, float hi) {
 
 /* Sums of squares below this may have lost digits to underflow. */
 #define FC_SSQ_TINY 0x1p-968
-
-/* Walks elements [start, start + count) of array `a` as runs:
- * PTR (char *), LEN and STRIDE (bytes) are bound for the body. */
-#define FC_RUNS(a, start, count, PTR, LEN, STRIDE, ...)                                   \
-    do {                                                                                  \
-        if ((a)->ndim == 0) {                                                             \
-            char *PTR = (a)->data + (start) * fc_itemsize((a)->dtype);                    \
-            int64_t LEN = (count);                                                        \
-            int64_t STRIDE = fc_itemsize((a)->dtype);                                     \
-            __VA_ARGS__                                                                   \
-        } else {                                                                          \
-            fc_iter it_;                                                                  \
-            fc_iter_init(&it_, (a), (start));                                             \
-            int64_t left_ = (count);                                                      \
-            while (left_ > 0) {                                                           \
-                int64_t LEN = fc_iter_run(&it_);                                          \
-                if (LEN > left_) LEN = left_;                                             \
-                char *PTR = it_.ptr;                                                      \
-                int64_t STRIDE = fc_iter_stride(&it_);                                    \
-                __VA_ARGS__                                                               \
-                left_ -= LEN;                                                             \
-                fc_iter_advance(&it_, LEN);                                               \
-            }                                                                             \
-        }                                                                                 \
-    } while (0)
-
-typedef struct {
-    int64_t arr, start, count;
-} fc_block;
-
-/* Splits every array into blocks of FC_BLOCK elements. first[i] .. first[i+1]
- * are the blocks of array i. Returns NULL on allocation failure (or when
- * there is nothing to do, with *nb_out == 0). */
-static fc_block *make_blocks(const fc_array *arrs, int64_t n, int64_t *first, int64_t *nb_out,
-                             int64_t *work_out) {
-    int64_t nb = 0, work = 0;
-    for (int64_t i = 0; i < n; i++) {
-        first[i] = nb;
-        nb += (arrs[i].size + FC_BLOCK - 1) / FC_BLOCK;
-        work += arrs[i].size;
-    }
-    first[n] = nb;
-    *nb_out = nb;
-    *work_out = work;
-    if (nb == 0) return NULL;
-    fc_block *b = (fc_block *)malloc((size_t)nb * sizeof(fc_block));
-    if (!b) return NULL;
-    int64_t g = 0;
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t s = 0; s < arrs[i].size; s += FC_BLOCK) {
-            b[g].arr = i;
-            b[g].start = s;
-            b[g].count = arrs[i].size - s < FC_BLOCK ? arrs[i].size - s : FC_BLOCK;
-            g++;
-        }
-    }
-    return b;
-}
 
 /* One reduction over the runs of a block: DENSE32/DENSE64 for unit-stride runs,
  * <KERNEL>_strided_<dtype> otherwise; per-run results (R1 a double, R2 of type T2)
@@ -332,7 +261,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     if (nb > 0 && !blocks) {
         free(first);
         return FC_ENOMEM;
@@ -360,7 +289,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
 
     if (p == 2.0 || p == 1.0) {
         const int sq = (p == 2.0);
-        fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, work);
+        fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, fc_pool_parallel(work));
         for (int64_t i = 0; i < n; i++) {
             double s = 0, m = 0;
             for (int64_t g = first[i]; g < first[i + 1]; g++) {
@@ -377,7 +306,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
             }
         }
     } else {
-        fc_parallel_for(nb, item_amax, &t, work);
+        fc_parallel_for(nb, item_amax, &t, fc_pool_parallel(work));
         for (int64_t i = 0; i < n; i++) {
             double m = 0;
             int nan = 0;
@@ -389,7 +318,7 @@ int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms) {
         }
         if (!isinf(p)) {
             /* second pass: sum of (|x|/max)^p, which cannot overflow */
-            fc_parallel_for(nb, item_powsum, &t, work);
+            fc_parallel_for(nb, item_powsum, &t, fc_pool_parallel(work));
             for (int64_t i = 0; i < n; i++) {
                 double m = norms[i];
                 if (!(m > 0) || !isfinite(m)) continue; /* 0, inf or NaN stay */
@@ -450,13 +379,13 @@ static int for_each_block(const fc_array *arrs, int64_t n, fc_item_fn fn, void *
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
     *blocks_slot = blocks;
     if (nb_slot) *nb_slot = nb;
-    fc_parallel_for(nb, fn, ctx, work);
+    fc_parallel_for(nb, fn, ctx, fc_pool_parallel(work));
     *blocks_slot = NULL;
     free(blocks);
     return FC_OK;
@@ -567,7 +496,7 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     if (nb > 0 && !blocks) {
         free(first);
         return FC_ENOMEM;
@@ -612,16 +541,16 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     t.nb = nb;
     t.ps = ps;
     t.pm = pm;
-    fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, work);
+    fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, fc_pool_parallel(work));
     FC_DECIDE;
     if (do_scale) {
         t.coef = coef;
         t.c32 = (float)coef;
-        /* One thread: last block first (its tail is in cache). Threads: in order,
-         * as in the norm pass, so that each thread tends to get back the blocks it
-         * just read (669,706-element MLP set, 2 threads: 58 us vs 76 us for the
-         * call; 1 thread: 104 us reversed vs 110 us in order). */
-        fc_parallel_for(nb, fc_pool_parallel(work) ? item_scale : item_scale_rev, &t, work);
+        /* One thread: last block first (its tail is still in cache). Threads: in
+         * order, as in the norm pass, so that each thread tends to get back the
+         * blocks it has just read (figures in bench/README.md). */
+        const int par = fc_pool_parallel(work);
+        fc_parallel_for(nb, par ? item_scale : item_scale_rev, &t, par);
     }
 #undef FC_DECIDE
     *scaled = do_scale;
@@ -659,6 +588,32 @@ int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double 
     return fc_scale_(arrs, n, coef);
 }
 
+typedef struct {
+    const fc_array *arrs;
+    const fc_block *blocks;
+    int64_t *counts;
+    double nan;
+    int replace_inf;
+    double posinf, neginf;
+} fc_nan_items;
+
+/* replacements made in one block */
+static void item_nan_to_num(void *c, int64_t g) {
+    const fc_nan_items *t = (const fc_nan_items *)c;
+    const fc_block *b = t->blocks + g;
+    const fc_array *a = t->arrs + b->arr;
+    int64_t k = 0;
+    FC_RUNS(a, b->start, b->count, p, len, st, {
+        if (a->dtype == FC_FLOAT32)
+            k += nan_to_num_strided_f32(p, len, st, (float)t->nan, t->replace_inf,
+                                        (float)t->posinf, (float)t->neginf);
+        else
+            k += nan_to_num_strided_f64(p, len, st, t->nan, t->replace_inf, t->posinf,
+                                        t->neginf);
+    });
+    t->counts[g] = k;
+}
+
 int fc_nan_to_num_(const fc_array *arrs, int64_t n, double nan, int replace_inf, double posinf,
                    double neginf, int64_t *count) {
     *count = 0;
@@ -666,24 +621,20 @@ int fc_nan_to_num_(const fc_array *arrs, int64_t n, double nan, int replace_inf,
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (!first) return FC_ENOMEM;
     int64_t nb, work;
-    fc_block *blocks = make_blocks(arrs, n, first, &nb, &work);
+    fc_block *blocks = fc_make_blocks(arrs, n, first, &nb, &work);
     free(first);
     if (nb == 0) return FC_OK;
     if (!blocks) return FC_ENOMEM;
-    const int par = fc_use_parallel(work);
-    (void)par;
-    int64_t total = 0;
-#pragma omp parallel for schedule(static) if (par) reduction(+ : total)
-    for (int64_t g = 0; g < nb; g++) {
-        const fc_array *a = arrs + blocks[g].arr;
-        FC_RUNS(a, blocks[g].start, blocks[g].count, p, len, st, {
-            if (a->dtype == FC_FLOAT32)
-                total += nan_to_num_strided_f32(p, len, st, (float)nan, replace_inf, (float)posinf,
-                                                (float)neginf);
-            else
-                total += nan_to_num_strided_f64(p, len, st, nan, replace_inf, posinf, neginf);
-        });
+    int64_t *counts = (int64_t *)malloc((size_t)nb * sizeof(int64_t));
+    if (!counts) {
+        free(blocks);
+        return FC_ENOMEM;
     }
+    fc_nan_items t = {arrs, blocks, counts, nan, replace_inf, posinf, neginf};
+    fc_parallel_for(nb, item_nan_to_num, &t, fc_use_parallel(work));
+    int64_t total = 0;
+    for (int64_t g = 0; g < nb; g++) total += counts[g];
+    free(counts);
     free(blocks);
     *count = total;
     return FC_OK;

@@ -17,6 +17,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 /* norms[i] = ||arrs[i]||_p. Returns FC_OK or FC_ENOMEM. */
 int fc_array_norms(const fc_array *arrs, int64_t n, double p, double *norms);
@@ -56,6 +57,7 @@ int fc_clip_grad_norm_(const fc_array *arrs, int64_t n, double max_norm, double 
 int fc_nan_to_num_(const fc_array *arrs, int64_t n, double nan, int replace_inf,
                    double posinf, double neginf, int64_t *count);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -13,20 +13,28 @@
 #include <string.h>
 
 /* The passes around the GEMMs are memory-bound and short next to the GEMMs
- * (a few % of a training step); opening an OpenMP region between two
- * multithreaded BLAS calls makes libgomp's and the BLAS's spinning threads
- * compete for the cores, which costs more than it saves (measured on 2 cores).
- * So they only go parallel for very large blocks. */
+ * (a few % of a training step); waking the pool's helpers between two
+ * multithreaded BLAS calls makes them compete with the BLAS's spinning threads
+ * for the cores, which costs more than it saves on a 2-core machine. So they
+ * only use helpers for very large blocks. */
 #define FC_NN_PAR(work) ((work) >= 16 * FC_PARALLEL_MIN && fc_use_parallel(work))
 
 #define FC_T float
 #define FC_SUF f32
+#define FC_EXP expf
+#define FC_TANH tanhf
 #include "nn_impl.h"
 #undef FC_T
 #undef FC_SUF
+#undef FC_EXP
+#undef FC_TANH
 
 #define FC_T double
 #define FC_SUF f64
+#define FC_EXP exp
+#define FC_TANH tanh
 #include "nn_impl.h"
 #undef FC_T
 #undef FC_SUF
+#undef FC_EXP
+#undef FC_TANH

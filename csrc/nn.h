@@ -16,8 +16,10 @@
  * double over fixed row blocks (a function of the shape only), each block
  * visiting its rows in order, and the block partials are added in block
  * order: results never depend on the number of threads.
- * Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu.
- * At 0, relu' = 0 and leaky/prelu' = slope (PyTorch); NaN propagates.
+ * Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu, 4 sigmoid,
+ * 5 tanh. At 0, relu' = 0 and leaky/prelu' = slope (PyTorch); NaN propagates.
+ * sigmoid and tanh take their derivative from the output y (y (1 - y) and
+ * 1 - y^2, PyTorch's formulas), so `ref` is the output for them.
  */
 #ifndef FASTCLIP_NN_H
 #define FASTCLIP_NN_H
@@ -27,8 +29,16 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
-enum { FC_ACT_IDENTITY = 0, FC_ACT_RELU = 1, FC_ACT_LEAKY_RELU = 2, FC_ACT_PRELU = 3 };
+enum {
+    FC_ACT_IDENTITY = 0,
+    FC_ACT_RELU = 1,
+    FC_ACT_LEAKY_RELU = 2,
+    FC_ACT_PRELU = 3,
+    FC_ACT_SIGMOID = 4,
+    FC_ACT_TANH = 5
+};
 
 /* z[i,j] += b[j]; y[i,j] = act(z[i,j]) for an (n, m) block. z == y (same
  * pointer and ld) runs in place; otherwise z keeps the pre-activation.
@@ -74,6 +84,7 @@ int fc_nn_softmax_xent_f64(const double *x, int64_t ldx, int64_t n, int64_t c,
 int fc_nn_mse_f32(const float *p, const float *t, float *g, int64_t size, double *loss);
 int fc_nn_mse_f64(const double *p, const double *t, double *g, int64_t size, double *loss);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,12 @@
 #define FC_CAT(a, b) FC_CAT_(a, b)
 #define FN(name) FC_CAT(name, FC_SUF)
 
+/* ---- activations ------------------------------------------------------ */
+/* sigmoid(v) = 1 / (1 + exp(-v)), as PyTorch computes it: exp(-v) overflows
+ * to inf for v < -log(max) and the result is then 0; NaN propagates. */
+static inline FC_T FN(sigmoid)(FC_T v) { return (FC_T)1 / ((FC_T)1 + FC_EXP(-v)); }
+static inline FC_T FN(tanh)(FC_T v) { return FC_TANH(v); }
+
 /* ---- forward epilogue ------------------------------------------------- */
 static FC_TARGET_CLONES void FN(epi_inplace)(FC_T *y, int64_t ldy, int64_t r0, int64_t r1,
                                              int64_t m, const FC_T *restrict b, int act, FC_T s) {
@@ -18,6 +24,10 @@ static FC_TARGET_CLONES void FN(epi_inplace)(FC_T *y, int64_t ldy, int64_t r0, i
                 FC_T v = yr[j] + b[j];
                 yr[j] = v <= 0 ? (FC_T)0 : v; /* NaN stays NaN */
             }
+        } else if (act == FC_ACT_SIGMOID) {
+            for (int64_t j = 0; j < m; j++) yr[j] = FN(sigmoid)(yr[j] + b[j]);
+        } else if (act == FC_ACT_TANH) {
+            for (int64_t j = 0; j < m; j++) yr[j] = FN(tanh)(yr[j] + b[j]);
         } else {
             for (int64_t j = 0; j < m; j++) {
                 FC_T v = yr[j] + b[j];
@@ -45,6 +55,13 @@ static FC_TARGET_CLONES void FN(epi_split)(FC_T *z, int64_t ldz, FC_T *y, int64_
                 zr[j] = v;
                 yr[j] = v <= 0 ? (FC_T)0 : v;
             }
+        } else if (act == FC_ACT_SIGMOID || act == FC_ACT_TANH) {
+            const int sig = act == FC_ACT_SIGMOID;
+            for (int64_t j = 0; j < m; j++) {
+                FC_T v = zr[j] + b[j];
+                zr[j] = v;
+                yr[j] = sig ? FN(sigmoid)(v) : FN(tanh)(v);
+            }
         } else {
             for (int64_t j = 0; j < m; j++) {
                 FC_T v = zr[j] + b[j];
@@ -55,21 +72,30 @@ static FC_TARGET_CLONES void FN(epi_split)(FC_T *z, int64_t ldz, FC_T *y, int64_
     }
 }
 
+typedef struct {
+    FC_T *z, *y;
+    int64_t ldz, ldy, n, m, rb;
+    const FC_T *b;
+    int act, inplace;
+    FC_T slope;
+} FN(bias_act_items);
+
+static void FN(bias_act_item)(void *c, int64_t k) {
+    const FN(bias_act_items) *t = (const FN(bias_act_items) *)c;
+    int64_t r0 = k * t->rb, r1 = r0 + t->rb < t->n ? r0 + t->rb : t->n;
+    if (t->inplace) FN(epi_inplace)(t->y, t->ldy, r0, r1, t->m, t->b, t->act, t->slope);
+    else FN(epi_split)(t->z, t->ldz, t->y, t->ldy, r0, r1, t->m, t->b, t->act, t->slope);
+}
+
 int FN(fc_nn_bias_act)(FC_T *z, int64_t ldz, FC_T *y, int64_t ldy, int64_t n, int64_t m,
                        const FC_T *b, int act, FC_T slope) {
-    if (act < FC_ACT_IDENTITY || act > FC_ACT_PRELU) return FC_EINVAL;
+    if (act < FC_ACT_IDENTITY || act > FC_ACT_TANH) return FC_EINVAL;
     if (n <= 0 || m <= 0) return FC_OK;
     int64_t rb = FC_BLOCK / m;
     if (rb < 1) rb = 1;
     const int64_t nb = (n + rb - 1) / rb;
-    const int inplace = (z == y);
-    const int par = nb > 1 && FC_NN_PAR(n * m);
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
-        if (inplace) FN(epi_inplace)(y, ldy, r0, r1, m, b, act, slope);
-        else FN(epi_split)(z, ldz, y, ldy, r0, r1, m, b, act, slope);
-    }
+    FN(bias_act_items) t = {z, y, ldz, ldy, n, m, rb, b, act, z == y, slope};
+    fc_parallel_for(nb, FN(bias_act_item), &t, nb > 1 && FC_NN_PAR(n * m));
     return FC_OK;
 }
 
@@ -109,6 +135,23 @@ static FC_TARGET_CLONES void FN(bwd_rows)(const FC_T *dy, int64_t lddy, const FC
                 o[j] = v;
                 acc[j] += (double)v;
             }
+        } else if (act == FC_ACT_SIGMOID) {
+            /* r is the output y: sigmoid' = y (1 - y), as PyTorch's
+             * sigmoid_backward computes it: dy * (1 - y) * y */
+            for (int64_t j = 0; j < m; j++) {
+                FC_T y = r[j];
+                FC_T v = d[j] * ((FC_T)1 - y) * y;
+                o[j] = v;
+                acc[j] += (double)v;
+            }
+        } else if (act == FC_ACT_TANH) {
+            /* r is the output y: tanh' = 1 - y^2 (PyTorch: dy * (1 - y * y)) */
+            for (int64_t j = 0; j < m; j++) {
+                FC_T y = r[j];
+                FC_T v = d[j] * ((FC_T)1 - y * y);
+                o[j] = v;
+                acc[j] += (double)v;
+            }
         } else if (act == FC_ACT_LEAKY_RELU) {
             for (int64_t j = 0; j < m; j++) {
                 FC_T g = d[j], z = r[j], gs = g * s;
@@ -138,10 +181,27 @@ static void FN(sum_blocks)(double *part, int64_t nb, int64_t m) {
     }
 }
 
+typedef struct {
+    const FC_T *dy, *ref;
+    FC_T *dz;
+    int64_t lddy, ldr, lddz, n, m, rb;
+    int act;
+    FC_T slope;
+    double *part, *spart;
+} FN(bwd_items);
+
+static void FN(bwd_item)(void *c, int64_t k) {
+    const FN(bwd_items) *t = (const FN(bwd_items) *)c;
+    const int64_t r0 = k * t->rb, r1 = r0 + t->rb < t->n ? r0 + t->rb : t->n;
+    FN(bwd_rows)(t->dy + r0 * t->lddy, t->lddy, t->ref ? t->ref + r0 * t->ldr : NULL, t->ldr,
+                 t->dz ? t->dz + r0 * t->lddz : NULL, t->lddz, r1 - r0, t->m, t->act, t->slope,
+                 t->part + k * t->m, t->spart ? t->spart + k * t->m : NULL);
+}
+
 int FN(fc_nn_act_backward)(const FC_T *dy, int64_t lddy, const FC_T *ref, int64_t ldr, FC_T *dz,
                            int64_t lddz, int64_t n, int64_t m, int act, FC_T slope, FC_T *db,
                            double *db_sq, FC_T *dslope, double *dslope_sq) {
-    if (act < FC_ACT_IDENTITY || act > FC_ACT_PRELU) return FC_EINVAL;
+    if (act < FC_ACT_IDENTITY || act > FC_ACT_TANH) return FC_EINVAL;
     if (act != FC_ACT_IDENTITY && (!dz || !ref)) return FC_EINVAL;
     if (act == FC_ACT_PRELU && (!dslope || !dslope_sq)) return FC_EINVAL;
     if (n < 0 || m < 0) return FC_EINVAL;
@@ -160,14 +220,8 @@ int FN(fc_nn_act_backward)(const FC_T *dy, int64_t lddy, const FC_T *ref, int64_
     double *part = (double *)malloc((size_t)(nb * m * (prelu ? 2 : 1)) * sizeof(double));
     if (!part) return FC_ENOMEM;
     double *spart = prelu ? part + nb * m : NULL;
-    const int par = nb > 1 && FC_NN_PAR(n * m);
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < nb; k++) {
-        const int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
-        FN(bwd_rows)(dy + r0 * lddy, lddy, ref ? ref + r0 * ldr : NULL, ldr,
-                     dz ? dz + r0 * lddz : NULL, lddz, r1 - r0, m, act, slope, part + k * m,
-                     spart ? spart + k * m : NULL);
-    }
+    FN(bwd_items) t = {dy, ref, dz, lddy, ldr, lddz, n, m, rb, act, slope, part, spart};
+    fc_parallel_for(nb, FN(bwd_item), &t, nb > 1 && FC_NN_PAR(n * m));
     FN(sum_blocks)(part, nb, m);
     double sq = 0.0;
     for (int64_t j = 0; j < m; j++) {
@@ -203,6 +257,18 @@ static FC_TARGET_CLONES double FN(ssq_block)(const FC_T *restrict x, int64_t n) 
     return t;
 }
 
+typedef struct {
+    const FC_T *x;
+    int64_t n;
+    double *part;
+} FN(ssq_items);
+
+static void FN(ssq_item)(void *c, int64_t k) {
+    const FN(ssq_items) *t = (const FN(ssq_items) *)c;
+    int64_t s0 = k * FC_BLOCK;
+    t->part[k] = FN(ssq_block)(t->x + s0, t->n - s0 < FC_BLOCK ? t->n - s0 : FC_BLOCK);
+}
+
 double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
     if (n <= 0) return 0.0;
     const int64_t nb = (n + FC_BLOCK - 1) / FC_BLOCK;
@@ -217,12 +283,8 @@ double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
         }
         return total;
     }
-    const int par = FC_NN_PAR(n);
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t s0 = k * FC_BLOCK;
-        part[k] = FN(ssq_block)(x + s0, n - s0 < FC_BLOCK ? n - s0 : FC_BLOCK);
-    }
+    FN(ssq_items) t = {x, n, part};
+    fc_parallel_for(nb, FN(ssq_item), &t, FC_NN_PAR(n));
     for (int64_t k = 0; k < nb; k++) total += part[k];
     if (part != stack) free(part);
     return total;
@@ -269,6 +331,21 @@ static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, 
     return L;
 }
 
+typedef struct {
+    const FC_T *x, *t;
+    int64_t ldx, n, c, ldt, rb;
+    const int64_t *labels;
+    FC_T *g;
+    double *part;
+} FN(xent_items);
+
+static void FN(xent_item)(void *ctx, int64_t k) {
+    const FN(xent_items) *u = (const FN(xent_items) *)ctx;
+    int64_t r0 = k * u->rb, r1 = r0 + u->rb < u->n ? r0 + u->rb : u->n;
+    u->part[k] = FN(xent_rows)(u->x, u->ldx, r0, r1, u->c, u->labels, u->t, u->ldt, u->g,
+                               (double)u->n);
+}
+
 int FN(fc_nn_softmax_xent)(const FC_T *x, int64_t ldx, int64_t n, int64_t c,
                            const int64_t *labels, const FC_T *t, int64_t ldt, FC_T *g,
                            double *loss) {
@@ -283,12 +360,8 @@ int FN(fc_nn_softmax_xent)(const FC_T *x, int64_t ldx, int64_t n, int64_t c,
     double stack[64];
     double *part = nb <= 64 ? stack : (double *)malloc((size_t)nb * sizeof(double));
     if (!part) return FC_ENOMEM;
-    const int par = nb > 1 && fc_use_parallel(n * c * 8);
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t r0 = k * rb, r1 = r0 + rb < n ? r0 + rb : n;
-        part[k] = FN(xent_rows)(x, ldx, r0, r1, c, labels, t, ldt, g, (double)n);
-    }
+    FN(xent_items) u = {x, t, ldx, n, c, ldt, rb, labels, g, part};
+    fc_parallel_for(nb, FN(xent_item), &u, nb > 1 && fc_use_parallel(n * c * 8));
     double L = 0.0;
     for (int64_t k = 0; k < nb; k++) L += part[k];
     if (part != stack) free(part);
@@ -316,6 +389,21 @@ static FC_TARGET_CLONES double FN(mse_block)(const FC_T *restrict p, const FC_T 
     return tot;
 }
 
+typedef struct {
+    const FC_T *p, *t;
+    FC_T *g;
+    int64_t size;
+    double scale;
+    double *part;
+} FN(mse_items);
+
+static void FN(mse_item)(void *c, int64_t k) {
+    const FN(mse_items) *u = (const FN(mse_items) *)c;
+    int64_t s0 = k * FC_BLOCK;
+    int64_t len = u->size - s0 < FC_BLOCK ? u->size - s0 : FC_BLOCK;
+    u->part[k] = FN(mse_block)(u->p + s0, u->t + s0, u->g + s0, len, u->scale);
+}
+
 int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, double *loss) {
     if (size <= 0) {
         *loss = NAN;
@@ -326,13 +414,8 @@ int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, double *l
     double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
     if (!part) return FC_ENOMEM;
     const double scale = 2.0 / (double)size;
-    const int par = nb > 1 && fc_use_parallel(size);
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t s0 = k * FC_BLOCK;
-        int64_t len = size - s0 < FC_BLOCK ? size - s0 : FC_BLOCK;
-        part[k] = FN(mse_block)(p + s0, t + s0, g + s0, len, scale);
-    }
+    FN(mse_items) u = {p, t, g, size, scale, part};
+    fc_parallel_for(nb, FN(mse_item), &u, nb > 1 && fc_use_parallel(size));
     double L = 0.0;
     for (int64_t k = 0; k < nb; k++) L += part[k];
     if (part != stack) free(part);

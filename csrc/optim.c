@@ -37,8 +37,24 @@ int fc_optim_nstate(const fc_optim_config *cfg) {
 }
 
 typedef struct {
-    int64_t arr, start, count;
-} fc_oblock;
+    const fc_optim_config *cfg;
+    const fc_optim_coefs_f32 *k32;
+    const fc_optim_coefs_f64 *k64;
+    const fc_array *params, *grads, *states;
+    int nstate;
+    const fc_block *blocks;
+} upd_ctx;
+
+static void upd_item(void *c, int64_t q) {
+    const upd_ctx *u = (const upd_ctx *)c;
+    const fc_block *bl = u->blocks + q;
+    const int64_t i = bl->arr;
+    const fc_array *st = u->states + i * u->nstate;
+    if (u->params[i].dtype == FC_FLOAT32)
+        update_block_f32(u->cfg, u->k32, u->params + i, u->grads + i, st, u->nstate, bl->start, bl->count);
+    else
+        update_block_f64(u->cfg, u->k64, u->params + i, u->grads + i, st, u->nstate, bl->start, bl->count);
+}
 
 int fc_optim_step(const fc_optim_config *cfg, const fc_array *params, const fc_array *grads,
                   const fc_array *states, int64_t n, const double *sqnorms, double *norms,
@@ -109,36 +125,13 @@ int fc_optim_step(const fc_optim_config *cfg, const fc_array *params, const fc_a
     make_coefs_f64(&k, &k64);
 
     /* 3. one fused pass, blocks of FC_BLOCK elements across all parameters */
-    int64_t nb = 0, work = 0;
-    for (int64_t i = 0; i < n; i++) {
-        nb += (params[i].size + FC_BLOCK - 1) / FC_BLOCK;
-        work += params[i].size;
-    }
+    int64_t nb, work;
+    fc_block *blocks = fc_make_blocks(params, n, NULL, &nb, &work);
     if (nb == 0) return FC_OK;
-    fc_oblock *blocks = (fc_oblock *)malloc((size_t)nb * sizeof(fc_oblock));
     if (!blocks) return FC_ENOMEM;
-    int64_t b = 0;
-    for (int64_t i = 0; i < n; i++) {
-        for (int64_t s = 0; s < params[i].size; s += FC_BLOCK) {
-            blocks[b].arr = i;
-            blocks[b].start = s;
-            blocks[b].count = params[i].size - s < FC_BLOCK ? params[i].size - s : FC_BLOCK;
-            b++;
-        }
-    }
-    /* Adam/RMSprop touch 4-6 arrays per element: parallel pays earlier. */
-    const int par = fc_use_parallel(work * (nstate + 2) / 2);
-    (void)par;
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t q = 0; q < nb; q++) {
-        const fc_oblock *bl = blocks + q;
-        const int64_t i = bl->arr;
-        const fc_array *st = states + i * nstate;
-        if (params[i].dtype == FC_FLOAT32)
-            update_block_f32(cfg, &k32, params + i, grads + i, st, nstate, bl->start, bl->count);
-        else
-            update_block_f64(cfg, &k64, params + i, grads + i, st, nstate, bl->start, bl->count);
-    }
+    upd_ctx u = {cfg, &k32, &k64, params, grads, states, nstate, blocks};
+    /* Adam/RMSprop touch 4-6 arrays per element: helpers pay off earlier. */
+    fc_parallel_for(nb, upd_item, &u, fc_use_parallel(work * (nstate + 2) / 2));
     free(blocks);
     return FC_OK;
 }

@@ -7,8 +7,8 @@
  *      by per-gradient sums of squares;
  *   2. if that norm is not finite, nothing is written and FC_ENONFINITE is
  *      returned;
- *   3. one pass over each parameter, in blocks of FC_BLOCK elements (OpenMP
- *      across blocks), that clips the gradient on the fly
+ *   3. one pass over each parameter, in blocks of FC_BLOCK elements (the
+ *      blocks shared out by fc_parallel_for), that clips the gradient on the fly
  *      (g' = clamp(g * coef, lo, hi): coef = PyTorch's clip coefficient for
  *      global-norm clipping, [lo, hi] = [-clip_value, clip_value] for value
  *      clipping, 1 and [-inf, inf] otherwise; the gradient array is read only)
@@ -23,6 +23,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 enum { FC_OPT_SGD = 0, FC_OPT_ADAM = 1, FC_OPT_RMSPROP = 2 };
 enum { FC_CLIP_NONE = 0, FC_CLIP_NORM = 1, FC_CLIP_VALUE = 2 };
@@ -62,6 +63,7 @@ int fc_optim_step(const fc_optim_config *cfg, const fc_array *params, const fc_a
                   const fc_array *states, int64_t n, const double *sqnorms, double *norms,
                   double *total, int64_t *first_nonfinite);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

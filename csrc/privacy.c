@@ -52,7 +52,8 @@ int fc_row_sqnorms(const fc_rows *arrays, int64_t n, double *out) {
     const int64_t batch = arrays[0].rows;
     ssq_task t = {arrays, n, (batch + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, out};
     if (t.items_per_array == 0) return FC_OK;
-    fc_parallel_for(n * t.items_per_array, item_ssq, &t, total_work(arrays, n));
+    const int par = fc_pool_parallel(total_work(arrays, n));
+    fc_parallel_for(n * t.items_per_array, item_ssq, &t, par);
     return FC_OK;
 }
 
@@ -88,7 +89,8 @@ int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int i
     for (int64_t k = 0; k < n; k++)
         first[k + 1] = first[k] + (arrays[k].cols + COLS_PER_ITEM - 1) / COLS_PER_ITEM;
     wsum_task t = {arrays, w, inplace, sums, first, n};
-    if (first[n] > 0) fc_parallel_for(first[n], item_wsum, &t, total_work(arrays, n));
+    if (first[n] > 0)
+        fc_parallel_for(first[n], item_wsum, &t, fc_pool_parallel(total_work(arrays, n)));
     free(first);
     return FC_OK;
 }
@@ -295,7 +297,7 @@ static int gaussian(void *out, const void *add, int64_t n, uint64_t seed, uint64
     if (counter & 1) return FC_EINVAL;
     if (n <= 0) return FC_OK;
     gauss_task t = {out, add, n, seed, counter, std, scale, f32};
-    fc_parallel_for((n + GAUSS_ITEM - 1) / GAUSS_ITEM, item_gauss, &t, 8 * n);
+    fc_parallel_for((n + GAUSS_ITEM - 1) / GAUSS_ITEM, item_gauss, &t, fc_pool_parallel(8 * n));
     return FC_OK;
 }
 

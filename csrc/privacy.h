@@ -15,6 +15,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 typedef struct {
     char *data;
@@ -48,6 +49,7 @@ int fc_gaussian_f32(float *out, const float *add, int64_t n, uint64_t seed, uint
 int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
                     uint64_t counter, double std, double scale);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -338,20 +338,34 @@ static int eval_block(const fc_schedule *s, const char *base, int32_t dtype, int
 
 #define FC_SCHED_BLOCK ((int64_t)1 << 13)
 
+typedef struct {
+    const fc_schedule *s;
+    const char *base;
+    int32_t dtype;
+    int64_t n, stride;
+    double *out;
+    unsigned char *bad; /* per block */
+} fc_sched_items;
+
+static void sched_item(void *c, int64_t b) {
+    const fc_sched_items *t = (const fc_sched_items *)c;
+    const int64_t lo = b * FC_SCHED_BLOCK;
+    const int64_t hi = lo + FC_SCHED_BLOCK < t->n ? lo + FC_SCHED_BLOCK : t->n;
+    t->bad[b] = (unsigned char)eval_block(t->s, t->base, t->dtype, lo, hi, t->stride, t->out);
+}
+
 int fc_schedule_eval_array(const fc_schedule *s, const void *steps, int32_t dtype, int64_t n,
                            int64_t stride, double *out) {
-    const char *base = (const char *)steps;
+    if (n <= 0) return FC_OK;
     const int64_t nblocks = (n + FC_SCHED_BLOCK - 1) / FC_SCHED_BLOCK;
-    int bad = 0;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) reduction(| : bad) if (fc_use_parallel(n * 8))
-#endif
-    for (int64_t b = 0; b < nblocks; b++) {
-        const int64_t lo = b * FC_SCHED_BLOCK;
-        const int64_t hi = lo + FC_SCHED_BLOCK < n ? lo + FC_SCHED_BLOCK : n;
-        bad |= eval_block(s, base, dtype, lo, hi, stride, out);
-    }
-    return bad ? FC_EINVAL : FC_OK;
+    unsigned char *bad = (unsigned char *)malloc((size_t)nblocks);
+    if (!bad) return FC_ENOMEM;
+    fc_sched_items t = {s, (const char *)steps, dtype, n, stride, out, bad};
+    fc_parallel_for(nblocks, sched_item, &t, fc_use_parallel(n * 8));
+    int any = 0;
+    for (int64_t b = 0; b < nblocks; b++) any |= bad[b];
+    free(bad);
+    return any ? FC_EINVAL : FC_OK;
 }
 
 double fc_plateau_step(fc_plateau *s, double current) {

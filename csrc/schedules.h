@@ -40,6 +40,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+FC_API_BEGIN
 
 enum {
     FC_SCHED_CONSTANT = 0,
@@ -94,9 +95,9 @@ double fc_schedule_eval(const fc_schedule *s, double step);
 
 /* out[i] = value at steps[i * stride] (stride in bytes, dtype FC_STEPS_*)
  * for i < n. Steps that are negative, NaN or infinite make the call return
- * FC_EINVAL (their outputs are unspecified); otherwise FC_OK. Runs on
- * several threads when n is large; every element is computed alone, so the
- * result does not depend on the thread count. */
+ * FC_EINVAL (their outputs are unspecified); FC_ENOMEM when out of memory;
+ * otherwise FC_OK. Runs on several threads when n is large; every element is
+ * computed alone, so the result does not depend on the thread count. */
 int fc_schedule_eval_array(const fc_schedule *s, const void *steps, int32_t dtype, int64_t n,
                            int64_t stride, double *out);
 
@@ -114,6 +115,7 @@ typedef struct {
 /* One step with a metric (NaN is never an improvement); returns the new lr. */
 double fc_plateau_step(fc_plateau *s, double metric);
 
+FC_API_END
 #ifdef __cplusplus
 }
 #endif

@@ -15,9 +15,13 @@ ever smaller steps that average the noise away. With ``lr_t ~ 1 / t`` (here
 sum lr^2 < inf) SGD converges to the optimum; ``schedules.cosine`` decays to 0
 by the end of the run.
 
-The script prints, for each schedule, the parameters and the distance to the
-least-squares solution at a few checkpoints and the spread of the last 200
-iterates.
+The script prints a table with, for each schedule, the distance to the
+least-squares solution at a few checkpoints, the spread of the last 200
+iterates and the final parameters. What it shows (checked by the test suite
+on the printed numbers): both decaying schedules end closer to the
+least-squares solution than the constant rate of 0.1, with a spread of the
+last iterates more than five times smaller. Nothing explodes here: this
+example is about noise, not about exploding gradients.
 
 Run ``python examples/sgd_noisy_regression.py`` (``--short``: 300 samples).
 """
@@ -28,6 +32,7 @@ import argparse
 import sys
 
 import numpy as np
+from _ablation import table
 
 from fastclip import schedules
 from fastclip.optim import SGD
@@ -46,15 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     epochs = 3
     steps = epochs * n
     runs = {
-        "constant 0.1": 0.1,
+        "baseline: constant 0.1": 0.1,
         "constant 0.01": 0.01,
         "inverse time": schedules.inverse_time(0.1, decay_steps=n / 10, decay_rate=1.0),
         "cosine": schedules.cosine(0.1, steps),
     }
     print(f"least squares: w = {best[0]:.4f}, b = {best[1]:.4f} ({n} noisy samples)\n")
-    checkpoints = sorted({n // 10, n // 2, n, steps - 1})
-    header = "".join(f"{'dist @' + str(c):>12}" for c in checkpoints)
-    print(f"{'schedule':<15}{header}{'last-200 spread':>17}{'final w':>9}{'final b':>9}")
+    checkpoints = sorted({n // 10, n // 2, n})
+    rows = []
     for name, lr in runs.items():
         theta = np.zeros(2)
         grad = np.zeros(2)
@@ -68,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             traj[t] = theta
         dist = np.linalg.norm(traj - best, axis=1)
         spread = float(np.std(traj[-200:, 0]) + np.std(traj[-200:, 1]))
-        cols = "".join(f"{dist[c]:>12.4f}" for c in checkpoints)
-        print(f"{name:<15}{cols}{spread:>17.4f}{theta[0]:>9.4f}{theta[1]:>9.4f}")
+        rows.append([name, *(float(dist[c]) for c in checkpoints), float(dist[-1]), spread,
+                     float(theta[0]), float(theta[1])])
+    table(f"SGD on noisy y = 3x + 2, {epochs} epochs of {n} samples, one sample per step",
+          ["run", *(f"distance @ step {c}" for c in checkpoints), "final distance",
+           "last-200 spread", "final w", "final b"], rows)
     return 0
 
 

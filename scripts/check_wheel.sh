@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The wheel check: build the sdist and, from it, the wheel (python -m build);
 # repair the wheel with auditwheel to a manylinux tag (auditwheel vendors the
-# system libgomp the extension links); install the repaired wheel and the test
+# system libgomp the kernels library links); check that the wheel holds one
+# shared kernels library next to the modules, which find it through their
+# $ORIGIN rpath and define none of its symbols; install the repaired wheel and the test
 # dependencies, and nothing else, into a fresh virtual environment (no system
 # site-packages, no source tree); run the test suite from a directory where the
 # source tree's src/ is not importable.
@@ -68,9 +70,26 @@ licences = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
 assert licences, "LICENSE is not in the wheel's .dist-info/licenses/"
 print("licence:", licences[0])
 libs = [n for n in names if ".libs/" in n]
+kernels = [n for n in names if "fastclip_kernels" in n]
+assert kernels == ["fastclip/libfastclip_kernels.so"], f"kernels library: {kernels}"
 print("compiled modules:", ", ".join(m.split("/")[-1] for m in mods))
 print("vendored libraries:", ", ".join(libs) or "none")
 EOF
+
+step "the repaired modules link the one kernels library through \$ORIGIN"
+unpacked="$OUT/unpacked"
+mkdir -p "$unpacked"
+"$OUT/tools/bin/python" -m zipfile -e "$repaired" "$unpacked"
+for mod in "$unpacked"/fastclip/_*.so; do
+  readelf -d "$mod" | grep -q "NEEDED.*\[libfastclip_kernels.so\]" \
+    || { echo "$(basename "$mod") does not link libfastclip_kernels.so" >&2; exit 1; }
+  readelf -d "$mod" | grep -qE "R(UN)?PATH.*\\\$ORIGIN" \
+    || { echo "$(basename "$mod") has no \$ORIGIN rpath" >&2; exit 1; }
+  if nm -D --defined-only "$mod" | grep -q " fc_"; then
+    echo "$(basename "$mod") defines kernel symbols itself" >&2; exit 1
+  fi
+done
+echo "every module links libfastclip_kernels.so through \$ORIGIN and defines no fc_ symbol"
 
 step "fresh virtual environment: the repaired wheel and the test dependencies only"
 "$PYTHON" -m venv "$OUT/venv"

@@ -12,7 +12,7 @@ cnn = pytest.importorskip("fastclip._nn", reason="the compiled extension is not 
 from fastclip import nn
 from fastclip.reference import nn as rnn
 
-ACTS = ["identity", "relu", "leaky_relu", "prelu"]
+ACTS = ["identity", "relu", "leaky_relu", "prelu", "sigmoid", "tanh"]
 IMPLS = ["c", "python"]
 
 def _vals(model):
@@ -266,7 +266,8 @@ def test_linear_matches_formula(impl, rng):
             z = x @ lin.weight + lin.bias
             want = {"identity": z, "relu": np.maximum(z, 0),
                     "leaky_relu": np.where(z > 0, z, 0.1 * z),
-                    "prelu": np.where(z > 0, z, 0.1 * z)}[act]
+                    "prelu": np.where(z > 0, z, 0.1 * z),
+                    "sigmoid": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z)}[act]
             np.testing.assert_allclose(lin(x), want, rtol=1e-13)
 
 
@@ -414,7 +415,7 @@ def test_loss_bad_input(impl):
 
 def test_constructor_bad_input():
     with pytest.raises(ValueError, match="activation"):
-        nn.MLP([3, 2], activation="tanh")
+        nn.MLP([3, 2], activation="softplus")
     with pytest.raises(ValueError, match="sizes must have at least 2"):
         nn.MLP([3])
     with pytest.raises(ValueError, match=r"sizes\[1\] must be >= 1"):

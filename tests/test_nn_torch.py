@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import fastclip
 from fastclip import nn
 
-ACTS = ["identity", "relu", "leaky_relu", "prelu"]
+ACTS = ["identity", "relu", "leaky_relu", "prelu", "sigmoid", "tanh"]
 
 def _vals(model):
     """The value arrays of a model's parameters."""
@@ -37,6 +37,10 @@ def torch_mlp(model, act, slope):
                 layers.append(torch.nn.ReLU())
             elif act == "leaky_relu":
                 layers.append(torch.nn.LeakyReLU(slope))
+            elif act == "sigmoid":
+                layers.append(torch.nn.Sigmoid())
+            elif act == "tanh":
+                layers.append(torch.nn.Tanh())
             elif act == "prelu":
                 pr = torch.nn.PReLU(init=slope, dtype=dt)
                 with torch.no_grad():

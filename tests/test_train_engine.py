@@ -149,3 +149,12 @@ def test_checks_accept_good_values():
     assert ct.opt_real_arg(None, "x", 0.0) is None
     g = np.random.default_rng(1)
     assert ct.rng_arg(g) is g
+
+
+def test_parameters_holding_their_value_in_data():
+    from fastclip.train.checkpoint import value_arrays
+
+    a = np.zeros(2)
+    assert value_arrays([a, Param(a)])[1] is a
+    with pytest.raises(TypeError, match=r"model.parameters\(\)\[1\] must be a numpy.ndarray"):
+        value_arrays([a, [1.0, 2.0]])

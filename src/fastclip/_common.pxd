@@ -18,7 +18,9 @@ cdef extern from "fc_common.h" nogil:
         FC_ENONFINITE
         FC_EINVAL
     int64_t FC_PARALLEL_MIN
+    int FC_MAX_THREADS
     int fc_max_threads()
+    int fc_num_procs()
     int fc_openmp_enabled()
     void fc_set_serial_only(int on)
     int fc_serial_only()

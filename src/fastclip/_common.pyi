@@ -9,8 +9,15 @@ class ArrayList:
 
     def __len__(self) -> int: ...
 
+MAX_THREADS: int
+"""Kernels never use more threads than this (FC_MAX_THREADS)."""
+
 def max_threads() -> int:
-    """Threads an OpenMP region of fastclip may use now."""
+    """Threads a kernel may use now: OMP_NUM_THREADS / threadpoolctl's limit, at most
+    num_procs() and MAX_THREADS."""
+
+def num_procs() -> int:
+    """The processors this process may run on."""
 
 def openmp_enabled() -> bool:
     """Whether the kernels were built with OpenMP."""

@@ -6,6 +6,7 @@ cimport numpy as cnp
 import numpy as np
 
 from fastclip import _validation as _v
+from fastclip._checks import memory as _memory
 
 cnp.import_array()
 
@@ -43,6 +44,35 @@ cdef int fill(fc_array *dst, object obj) except -1:
         dst.shape = <const int64_t *>cnp.PyArray_DIMS(arr)
         dst.strides = <const int64_t *>cnp.PyArray_STRIDES(arr)
     return 0
+
+
+cdef bint _distinct_elements(cnp.ndarray arr):
+    """True when the strides prove that no two elements share a byte (every
+    slice, transpose or reshape of an array); False when it must be decided
+    exactly (_checks.memory.has_internal_overlap)."""
+    cdef int nd = cnp.PyArray_NDIM(arr), i, j, k = 0
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(arr)
+    cdef cnp.npy_intp *strides = cnp.PyArray_STRIDES(arr)
+    cdef int64_t s[64]
+    cdef int64_t n[64]
+    cdef int64_t st, span
+    for i in range(nd):
+        if shape[i] > 1:
+            st = strides[i] if strides[i] >= 0 else -strides[i]
+            j = k
+            while j > 0 and s[j - 1] > st:  # insertion sort by stride
+                s[j] = s[j - 1]
+                n[j] = n[j - 1]
+                j -= 1
+            s[j] = st
+            n[j] = shape[i]
+            k += 1
+    span = cnp.PyArray_ITEMSIZE(arr)
+    for i in range(k):
+        if s[i] < span:
+            return False
+        span += (n[i] - 1) * s[i]
+    return True
 
 
 cdef ArrayList collect(object obj, str name, bint inplace):
@@ -88,6 +118,9 @@ cdef ArrayList collect(object obj, str name, bint inplace):
         if inplace and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>item):
             raise ValueError(_v.readonly_msg(_v.label(name, i, out.single)))
         fill(&out.arrs[i], item)
+        if (inplace and out.arrs[i].ndim != 0 and not _distinct_elements(<cnp.ndarray>item)
+                and _memory.has_internal_overlap(item)):
+            raise ValueError(_memory.self_overlap_msg(_v.label(name, i, out.single)))
     if inplace and n > 1 and fc_extents_overlap(out.arrs, n):
         # Extents overlap: decide exactly (interleaved views do not share).
         _v.check_no_shared_memory(items, name)
@@ -108,9 +141,19 @@ cdef int raise_rc(int rc) except -1:
 PARALLEL_MIN = FC_PARALLEL_MIN
 
 
+#: Kernels never use more threads than this (FC_MAX_THREADS, fc_threads.h).
+MAX_THREADS = FC_MAX_THREADS
+
+
 def max_threads():
-    """Threads an OpenMP region of fastclip may use now."""
+    """Threads a kernel may use now: OMP_NUM_THREADS / threadpoolctl's limit, at
+    most num_procs() and MAX_THREADS."""
     return fc_max_threads()
+
+
+def num_procs():
+    """The processors this process may run on."""
+    return fc_num_procs()
 
 
 def openmp_enabled():

@@ -1,11 +1,10 @@
-"""Keep fastclip's OpenMP kernels usable in a child created by ``fork()``.
+"""Keep fastclip's kernels usable in a child created by ``fork()``.
 
-GNU libgomp's thread pool does not survive ``fork()``: the first parallel
-region a forked child opens waits forever for worker threads that exist only
-in the parent. After a fork (``os.fork``, ``multiprocessing`` with the
-``"fork"`` start method, ...) the child therefore runs every fastclip kernel
-on its calling thread; results are unchanged (reductions never depend on the
-thread count), only the speed-up of threads is lost in the child.
+The kernels' helper threads (one pool, csrc/fc_threads.c) exist only in the
+process that started them. After a fork (``os.fork``, ``multiprocessing`` with
+the ``"fork"`` start method, ...) the child therefore runs every fastclip
+kernel on its calling thread; results are unchanged (reductions never depend on
+the thread count), only the speed-up of threads is lost in the child.
 ``"spawn"`` and ``"forkserver"`` children start fresh and keep their threads.
 """
 

@@ -202,8 +202,8 @@ cdef int _check_weight(object weight, object bias, int *typenum, int64_t *n_in,
 
 
 cdef double _slope(int act, object slope, double negative_slope, int typenum) except? -1.0:
-    if act < 0 or act > 3:
-        raise ValueError(f"act must be 0, 1, 2 or 3, got {act!r}")
+    if act < 0 or act > 5:
+        raise ValueError(f"act must be one of 0..5, got {act!r}")
     if act != 3:
         return negative_slope
     if slope is None:

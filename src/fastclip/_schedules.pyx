@@ -106,6 +106,8 @@ cdef object _eval_steps(Schedule sch, object steps):
     cdef int rc
     with nogil:
         rc = fc_schedule_eval_array(&sch.s, data, dt, n, stride, o)
+    if rc == -1:  # FC_ENOMEM
+        raise MemoryError("fastclip: out of memory evaluating a schedule")
     if rc != 0:
         raise _s.steps_error(arr)
     return out

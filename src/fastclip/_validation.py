@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from fastclip._checks import memory as _memory
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -75,6 +77,8 @@ def check_array(obj: Any, lab: str, inplace: bool) -> np.ndarray:
         obj = obj.astype(dt.newbyteorder("="))
     if inplace and not obj.flags.writeable:
         raise ValueError(readonly_msg(lab))
+    if inplace and _memory.has_internal_overlap(obj):
+        raise ValueError(_memory.self_overlap_msg(lab))
     return obj
 
 
@@ -87,33 +91,16 @@ def check_arrays(obj: Any, name: str, inplace: bool) -> tuple[list[np.ndarray], 
     return arrays, single
 
 
-def _extent(a: np.ndarray) -> tuple[int, int]:
-    lo = hi = a.__array_interface__["data"][0]
-    if a.size == 0:
-        return lo, lo
-    for n, s in zip(a.shape, a.strides):
-        if s < 0:
-            lo += (n - 1) * s
-        else:
-            hi += (n - 1) * s
-    return lo, hi + a.itemsize
+_extent = _memory.extent
 
 
 def check_no_shared_memory(arrays: list[np.ndarray], name: str) -> None:
-    """Raise ValueError naming the first pair of arrays that share an element."""
-    order = sorted(range(len(arrays)), key=lambda i: _extent(arrays[i]))
-    ext = [_extent(a) for a in arrays]
-    for k, i in enumerate(order):
-        lo_i, hi_i = ext[i]
-        if hi_i == lo_i:
-            continue
-        for j in order[k + 1:]:
-            lo_j, hi_j = ext[j]
-            if lo_j >= hi_i:
-                break
-            if hi_j > lo_j and np.shares_memory(arrays[i], arrays[j]):
-                a, b = sorted((i, j))
-                raise ValueError(shared_msg(label(name, a, False), label(name, b, False)))
+    """Raise ValueError naming the first pair of arrays that share an element
+    (O(n log n) plus the pairs that must be decided exactly: _checks.memory)."""
+    pair = _memory.first_shared_pair(arrays)
+    if pair is not None:
+        a, b = sorted(pair)
+        raise ValueError(shared_msg(label(name, a, False), label(name, b, False)))
 
 
 def _real(value: Any, name: str) -> float:

@@ -33,10 +33,12 @@ The kernels come from ``fastclip._nn`` or, after
 same model object switches with it.
 
 Activations: ``"identity"``, ``"relu"``, ``"leaky_relu"`` (fixed
-``negative_slope``, as ``torch.nn.LeakyReLU``) and ``"prelu"`` (one learnable
-scalar slope per block, as ``torch.nn.PReLU()`` with ``num_parameters=1``).
-At 0 the derivative is 0 for relu and the slope for leaky_relu/prelu, as in
-PyTorch; NaN propagates through every activation.
+``negative_slope``, as ``torch.nn.LeakyReLU``), ``"prelu"`` (one learnable
+scalar slope per block, as ``torch.nn.PReLU()`` with ``num_parameters=1``),
+``"sigmoid"`` and ``"tanh"`` (as ``torch.nn.Sigmoid`` / ``torch.nn.Tanh``; their
+derivatives ``y (1 - y)`` and ``1 - y**2`` are taken from the output, as in
+PyTorch). At 0 the derivative is 0 for relu and the slope for
+leaky_relu/prelu, as in PyTorch; NaN propagates through every activation.
 """
 
 from __future__ import annotations
@@ -53,8 +55,12 @@ from fastclip._dispatch import family
 
 __all__ = [
     "MLP",
+    "BatchNorm1d",
+    "Dropout",
     "Linear",
     "Parameter",
+    "Sigmoid",
+    "Tanh",
     "he_normal",
     "he_uniform",
     "mse",
@@ -64,8 +70,9 @@ __all__ = [
 ]
 
 _fam = family("nn")
+_lfam = family("layers")
 
-_ACTS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3}
+_ACTS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3, "sigmoid": 4, "tanh": 5}
 _INITS = {
     "xavier_uniform": "xavier_uniform",
     "xavier_normal": "xavier_normal",
@@ -430,18 +437,21 @@ class _BlockRun:
     __slots__ = ("bufs", "cur", "x")
 
     def __init__(self) -> None:
-        self.bufs: dict[int, _Buffers] = {}
+        # per batch size (a fused block's _Buffers; the other layers keep lists)
+        self.bufs: dict[Any, Any] = {}
         self.x: np.ndarray | None = None
-        self.cur: _Buffers | None = None
+        self.cur: Any = None
 
 
 class _Run:
     """One thread's state of a network: the last forward's batch size and the blocks' state."""
 
-    __slots__ = ("blocks", "last_n")
+    __slots__ = ("blocks", "last_dtype", "last_n", "last_w")
 
     def __init__(self, n_blocks: int) -> None:
         self.last_n: int | None = None
+        self.last_w: int | None = None
+        self.last_dtype: np.dtype | None = None
         self.blocks = [_BlockRun() for _ in range(n_blocks)]
 
 
@@ -566,13 +576,205 @@ class _Block:
                             self.dbias, None, self.sqnorms[:2])
 
 
-class _Network:
-    """Shared machinery of :class:`Linear` and :class:`MLP`."""
+def _cached(cache: dict, key: Any, make: Callable[[], Any]) -> Any:
+    """``cache[key]``, made on first use; the two most recent keys are kept."""
+    b = cache.get(key)
+    if b is None:
+        while len(cache) >= _CACHED_BATCH_SIZES:
+            del cache[next(iter(cache))]
+        b = cache[key] = make()
+    return b
 
-    _blocks: list[_Block]
+
+class _BatchNormLayer:
+    """Batch normalisation over the rows of an (N, C) batch (parameters,
+    gradients, running statistics, buffers)."""
+
+    def __init__(self, m: int, eps: float, momentum: float | None, affine: bool,
+                 track_running_stats: bool, dtype: np.dtype) -> None:
+        self.in_features = self.out_features = m
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.dtype = dtype
+        self.training = True
+        self.weight = np.ones(m, dtype=dtype) if affine else None
+        self.bias = np.zeros(m, dtype=dtype) if affine else None
+        self.dweight = np.zeros(m, dtype=dtype) if affine else None
+        self.dbias = np.zeros(m, dtype=dtype) if affine else None
+        self.running_mean = np.zeros(m, dtype=dtype) if track_running_stats else None
+        self.running_var = np.ones(m, dtype=dtype) if track_running_stats else None
+        self.num_batches_tracked = np.zeros((), dtype=np.int64) if track_running_stats else None
+        self.sqnorms: np.ndarray = np.zeros(2 if affine else 0)
+
+    def params(self) -> list[np.ndarray]:
+        return [self.weight, self.bias] if self.weight is not None and self.bias is not None else []
+
+    def grads(self) -> list[np.ndarray]:
+        return ([self.dweight, self.dbias] if self.dweight is not None and self.dbias is not None
+                else [])
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        if self.running_mean is None or self.running_var is None:
+            return []
+        assert self.num_batches_tracked is not None
+        return [("running_mean", self.running_mean), ("running_var", self.running_var),
+                ("num_batches_tracked", self.num_batches_tracked)]
+
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        # run.cur: [xhat, out, invstd, dx or None, batch statistics used]
+        n, m = x.shape
+        dt = self.dtype
+        b = _cached(run.bufs, n, lambda: [np.empty((n, m), dt), np.empty((n, m), dt),
+                                          np.empty(m, dt), None, True])
+        batch_stats = self.training or self.running_mean is None
+        update = self.training and self.running_mean is not None
+        factor = 0.0
+        if update:
+            assert self.num_batches_tracked is not None
+            if n < 2:
+                raise ValueError(f"x has {n} row(s): batch normalisation in training mode "
+                                 f"needs more than 1 value per feature (as torch)")
+            self.num_batches_tracked += 1
+            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                      else self.momentum)
+        _lfam.impl.bn_forward(x, self.weight, self.bias,
+                              self.running_mean if update else
+                              (None if batch_stats else self.running_mean),
+                              self.running_var if update else
+                              (None if batch_stats else self.running_var),
+                              batch_stats, self.eps, factor, b[2], b[0], b[1])
+        b[4] = batch_stats
+        run.cur = b
+        return b[1]
+
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
+        b = run.cur
+        assert b is not None
+        dx = None
+        if need_dx:
+            if b[3] is None:
+                b[3] = np.empty(b[0].shape, dtype=self.dtype)
+            dx = b[3]
+        _lfam.impl.bn_backward(dy, b[0], self.weight, b[2], b[4], dx,
+                               self.dweight, self.dbias, self.sqnorms if self.affine else None)
+        return dx
+
+
+class _DropoutLayer:
+    """Inverted dropout: in training, each element is kept with probability
+    ``1 - p`` and scaled by ``1 / (1 - p)``; the identity in evaluation."""
+
+    def __init__(self, p: float, rng: np.random.Generator) -> None:
+        self.p = p
+        self.rng = rng
+        self.training = True
+        self.sqnorms: np.ndarray = np.zeros(0)
+        self.dtype: np.dtype | None = None
+        self.mask: np.ndarray | None = None  # the last mask drawn (any thread)
+
+    def params(self) -> list[np.ndarray]:
+        return []
+
+    def grads(self) -> list[np.ndarray]:
+        return []
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        return []
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
+
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        # run.cur: [out, dx or None, mask], or None when inactive (identity)
+        if not (self.training and self.p > 0.0):
+            run.cur = None
+            return x
+        n, m = x.shape
+        dt = x.dtype
+        b = _cached(run.bufs, (n, m, dt.str), lambda: [np.empty((n, m), dt), None, None])
+        # keep with probability 1 - p (torch: bernoulli(1 - p)); p == 1 drops all
+        mask = self.rng.random((n, m)) < 1.0 - self.p
+        _lfam.impl.dropout(x, mask, self.scale, b[0])
+        b[2] = self.mask = mask
+        run.cur = b
+        return b[0]
+
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
+        if not need_dx:
+            return None
+        b = run.cur
+        if b is None:
+            return dy
+        if b[1] is None:
+            b[1] = np.empty(b[0].shape, dtype=b[0].dtype)
+        _lfam.impl.dropout(dy, b[2], self.scale, b[1])
+        return b[1]
+
+
+class _ActLayer:
+    """A standalone elementwise activation (PReLU holds its slope)."""
+
+    def __init__(self, act: int, negative_slope: float, dtype: np.dtype | None) -> None:
+        self.act = act
+        self.negative_slope = negative_slope
+        self.dtype = dtype
+        self.training = True
+        if act == 3:
+            assert dtype is not None
+            self.slope: np.ndarray | None = np.full(1, negative_slope, dtype=dtype)
+            self.dslope: np.ndarray | None = np.zeros(1, dtype=dtype)
+            self.sqnorms: np.ndarray = np.zeros(1)
+        else:
+            self.slope = self.dslope = None
+            self.sqnorms = np.zeros(0)
+
+    def params(self) -> list[np.ndarray]:
+        return [self.slope] if self.slope is not None else []
+
+    def grads(self) -> list[np.ndarray]:
+        return [self.dslope] if self.dslope is not None else []
+
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        return []
+
+    def _s(self) -> float:
+        return float(self.slope[0]) if self.slope is not None else self.negative_slope
+
+    def forward(self, impl: Any, x: np.ndarray, run: _BlockRun) -> np.ndarray:
+        # run.cur: [out, dx or None]; run.x: the input
+        n, m = x.shape
+        dt = x.dtype
+        b = _cached(run.bufs, (n, m, dt.str), lambda: [np.empty((n, m), dt), None])
+        _lfam.impl.act_forward(x, self.act, self._s(), b[0])
+        run.x = x
+        run.cur = b
+        return b[0]
+
+    def backward(self, impl: Any, dy: np.ndarray, need_dx: bool,
+                 run: _BlockRun) -> np.ndarray | None:
+        b = run.cur
+        assert b is not None and run.x is not None
+        if b[1] is None:
+            b[1] = np.empty(b[0].shape, dtype=b[0].dtype)
+        _lfam.impl.act_backward(dy, run.x, b[0], self.act, self._s(), b[1], self.dslope,
+                                self.sqnorms if self.act == 3 else None)
+        return b[1] if need_dx else None
+
+
+class _Network:
+    """Shared machinery of the layers and of :class:`MLP`: a chain of layers
+    run in order, their parameters, gradients and running buffers."""
+
+    _blocks: list[Any]
     _names: list[str]
 
-    def _setup(self, blocks: list[_Block], names: list[str], dtype: np.dtype) -> None:
+    def _setup(self, blocks: list[Any], names: list[str], dtype: np.dtype | None,
+               buffer_prefixes: list[str] | None = None) -> None:
         self._blocks = blocks
         self._names = names
         self._dtype = dtype
@@ -582,6 +784,11 @@ class _Network:
         self._sq = np.zeros(len(self._grads))
         self._link_sqnorms()
         self._runs: dict[int, _Run] = {}
+        prefixes = buffer_prefixes or [""] * len(blocks)
+        self._buffers = [(pre + name, arr) for pre, blk in zip(prefixes, blocks)
+                         for name, arr in (blk.named_buffers() if hasattr(blk, "named_buffers")
+                                           else [])]
+        self.training = True
 
     def _link_sqnorms(self) -> None:
         """Make each block's ``sqnorms`` a view of the network's ``_sq`` (the backward
@@ -622,40 +829,74 @@ class _Network:
 
     # -- properties ---------------------------------------------------------
     @property
-    def dtype(self) -> np.dtype:
-        """The dtype of every parameter, gradient and accepted input."""
+    def dtype(self) -> np.dtype | None:
+        """The dtype of every parameter, gradient and accepted input (None for
+        a layer without parameters, which accepts float32 and float64)."""
         return self._dtype
 
     @property
-    def in_features(self) -> int:
-        """Width of the input."""
-        return self._blocks[0].in_features
+    def in_features(self) -> int | None:
+        """Width of the input (None: any width)."""
+        return getattr(self._blocks[0], "in_features", None)
 
     @property
-    def out_features(self) -> int:
-        """Width of the output."""
-        return self._blocks[-1].out_features
+    def out_features(self) -> int | None:
+        """Width of the output (None: the width of the input)."""
+        return getattr(self._blocks[-1], "out_features", None)
+
+    # -- modes --------------------------------------------------------------
+    def train(self, mode: bool = True) -> _Network:
+        """Set training mode (``mode=True``) or evaluation mode; returns self.
+
+        As ``torch.nn.Module.train``: in training mode batch normalisation
+        uses (and updates the running estimates from) the batch statistics
+        and dropout is active; in evaluation mode batch normalisation uses its
+        running estimates and dropout is the identity. Layers without such
+        behaviour ignore the mode. New models start in training mode.
+
+        Raises
+        ------
+        TypeError
+            ``mode`` not a bool.
+        """
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
+        self.training = bool(mode)
+        for blk in self._blocks:
+            if hasattr(blk, "training"):
+                blk.training = self.training
+        return self
+
+    def eval(self) -> _Network:
+        """Set evaluation mode (``train(False)``); returns self."""
+        return self.train(False)
 
     # -- forward / backward -------------------------------------------------
-    def _check_rows(self, a: Any, name: str, width: int, what: str) -> np.ndarray:
+    def _check_rows(self, a: Any, name: str, width: int | None, what: str,
+                    dtype: np.dtype | None = None) -> np.ndarray:
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-        if a.dtype != self._dtype:
+        want = self._dtype if dtype is None else dtype
+        if want is None:
+            if a.dtype not in _FLOATS:
+                raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+        elif a.dtype != want:
             raise TypeError(
-                f"{name} must have dtype {self._dtype} (the model's dtype), got {a.dtype}"
+                f"{name} must have dtype {want} (the model's dtype), got {a.dtype}"
             )
-        if a.ndim != 2 or a.shape[1] != width:
+        if a.ndim != 2 or (width is not None and a.shape[1] != width):
             raise ValueError(
                 f"{name} has shape {a.shape} but the model expects {what} of shape "
-                f"(N, {width})"
+                f"(N, {width if width is not None else 'M'})"
             )
-        if a.flags.c_contiguous and a.flags.aligned:
+        width = a.shape[1]
+        if a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative:
             return a
         it = a.itemsize
         if (a.strides[1] == it and a.strides[0] >= width * it and a.strides[0] % it == 0
-                and a.flags.aligned):
+                and a.flags.aligned and a.dtype.isnative):
             return a
-        return np.ascontiguousarray(a)
+        return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run the network on a batch.
@@ -677,15 +918,18 @@ class _Network:
         TypeError
             x not an ndarray, or not of the model's dtype.
         ValueError
-            x not of shape (N, in_features) (both shapes are named).
+            x not of shape (N, in_features) (both shapes are named); a batch
+            of one row for batch normalisation in training mode.
         """
-        x = self._check_rows(x, "x", self._blocks[0].in_features, "an input")
+        x = self._check_rows(x, "x", self.in_features, "an input")
         impl = _fam.impl
         run = self._run()
         assert run is not None
         for blk, brun in zip(self._blocks, run.blocks):
             x = blk.forward(impl, x, brun)
         run.last_n = x.shape[0]
+        run.last_w = x.shape[1]
+        run.last_dtype = x.dtype
         return _readonly(x)
 
     __call__ = forward
@@ -696,6 +940,8 @@ class _Network:
         """Back-propagate ``dy`` (the gradient of the loss w.r.t. the output).
 
         Fills :meth:`gradients` (overwriting them) and :meth:`grad_sqnorms`.
+        The backward of batch normalisation and dropout follows the mode of
+        the last :meth:`forward`.
 
         Parameters
         ----------
@@ -746,11 +992,11 @@ class _Network:
         run = self._run(create=False)
         if run is None or run.last_n is None:
             raise RuntimeError("backward called before forward (in this thread)")
-        dy = self._check_rows(dy, "dy", self._blocks[-1].out_features, "an output gradient")
+        dy = self._check_rows(dy, "dy", run.last_w, "an output gradient", run.last_dtype)
         if dy.shape[0] != run.last_n:
             raise ValueError(
                 f"dy has shape {dy.shape} but the last forward produced an output of shape "
-                f"({run.last_n}, {self._blocks[-1].out_features})"
+                f"({run.last_n}, {run.last_w})"
             )
         if per_example_clip is not None or per_layer is not None:
             from fastclip._checks import privacy as _cp
@@ -763,6 +1009,11 @@ class _Network:
             if dy.shape[0] == 0:
                 raise ValueError("dy has a batch of size 0: per-example clipping needs "
                                  "at least one example")
+            if not all(isinstance(blk, _Block) for blk in self._blocks):
+                raise ValueError(
+                    "per_example_clip needs a model of Linear blocks only: batch "
+                    "normalisation mixes the examples of a batch (Opacus refuses it too), "
+                    "and the standalone dropout/activation layers have no per-example path")
             scale = float(dy.shape[0]) if loss_reduction == "mean" else 1.0
             return self._backward_per_example(dy, bool(input_grad), clip, layer_mode, scale)
         impl = _fam.impl
@@ -885,15 +1136,26 @@ class _Network:
         """Total number of scalar parameters."""
         return int(sum(p.size for p in self._params))
 
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        """The running statistics of batch normalisation, as torch's
+        ``named_buffers()``: ``(name, array)`` pairs (``"<layer>.running_mean"``,
+        ``"<layer>.running_var"``, ``"<layer>.num_batches_tracked"``). The
+        arrays themselves (updated in place by training-mode forwards)."""
+        return list(self._buffers)
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """``{name: copy of the parameter}`` in the order of :meth:`parameter_names`."""
-        return {n: p.copy() for n, p in zip(self._names, self._params)}
+        """``{name: copy}`` of the parameters, in the order of
+        :meth:`parameter_names`, then of the buffers (:meth:`named_buffers`)."""
+        sd = {n: p.copy() for n, p in zip(self._names, self._params)}
+        sd.update((n, b.copy()) for n, b in self._buffers)
+        return sd
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copy parameters in place from ``state`` (as returned by :meth:`state_dict`).
 
-        Every entry is validated before any parameter is written; the
-        parameter arrays stay the same objects (an optimiser holding them keeps
+        Parameters and buffers (batch normalisation's running statistics)
+        alike. Every entry is validated before any array is written; the
+        arrays stay the same objects (an optimiser holding them keeps
         working). Values are cast to the model's dtype.
 
         Raises
@@ -905,15 +1167,17 @@ class _Network:
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
-        missing = [n for n in self._names if n not in state]
-        unexpected = [k for k in state if k not in self._names]
+        names = self._names + [n for n, _ in self._buffers]
+        arrays = self._params + [b for _, b in self._buffers]
+        missing = [n for n in names if n not in state]
+        unexpected = [k for k in state if k not in names]
         if missing or unexpected:
             raise ValueError(
                 f"state does not match the model's parameters: missing keys {missing}, "
                 f"unexpected keys {unexpected}"
             )
         values = []
-        for n, p in zip(self._names, self._params):
+        for n, p in zip(names, arrays):
             v = state[n]
             if not isinstance(v, np.ndarray):
                 v = np.asarray(v)
@@ -924,7 +1188,7 @@ class _Network:
                     f"state[{n!r}] has shape {v.shape} but the parameter has shape {p.shape}"
                 )
             values.append(v)
-        for p, v in zip(self._params, values):
+        for p, v in zip(arrays, values):
             np.copyto(p, v, casting="unsafe")
 
 
@@ -938,7 +1202,7 @@ class Linear(_Network):
     ----------
     in_features, out_features : int
         Sizes (>= 1).
-    activation : {"identity", "relu", "leaky_relu", "prelu"}, default "identity"
+    activation : {"identity", "relu", "leaky_relu", "prelu", "sigmoid", "tanh"}, default "identity"
     negative_slope : float, default 0.01
         The slope for negative inputs of ``leaky_relu`` (any finite value, as
         ``torch.nn.LeakyReLU``), and the initial value of the learnable slope of
@@ -999,7 +1263,263 @@ class Linear(_Network):
 
     def __repr__(self) -> str:
         return (f"Linear({self.in_features}, {self.out_features}, "
-                f"activation={self.activation!r}, dtype={self._dtype.name})")
+                f"activation={self.activation!r}, dtype={self._dtype!s})")
+
+
+def _check_prob(p: Any) -> float:
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"dropout probability p must be a real number, got {type(p).__name__}")
+    f = float(p)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"dropout probability p must be in [0, 1], got {f!r}")
+    return f
+
+
+def _check_eps(eps: Any) -> float:
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
+    f = float(eps)
+    if not (math.isfinite(f) and f >= 0.0):
+        raise ValueError(f"eps must be finite and >= 0, got {f!r}")
+    return f
+
+
+def _check_momentum(momentum: Any) -> float | None:
+    if momentum is None:
+        return None
+    if isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real):
+        raise TypeError(f"momentum must be a real number or None, got {type(momentum).__name__}")
+    f = float(momentum)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] or None, got {f!r}")
+    return f
+
+
+def _check_bool(v: Any, name: str) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+    return bool(v)
+
+
+class BatchNorm1d(_Network):
+    """Batch normalisation over the rows of an ``(N, C)`` batch, as
+    ``torch.nn.BatchNorm1d(num_features)`` on 2-D input.
+
+    In training mode each feature is normalised with the mean and the
+    *biased* variance of the batch, ``y = (x - mean) / sqrt(var + eps) *
+    weight + bias``, and the running estimates are updated with the
+    *unbiased* variance: ``running = (1 - momentum) * running + momentum *
+    batch`` (PyTorch's convention). In evaluation mode (:meth:`eval`) the
+    running estimates are used instead. Statistics are accumulated in
+    float64.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the width of the input (>= 1).
+    eps : float, default 1e-5
+        Added to the variance (finite, >= 0).
+    momentum : float or None, default 0.1
+        Weight of the batch statistics in the running estimates, in [0, 1];
+        None gives the cumulative average (factor ``1 / num_batches_tracked``).
+    affine : bool, default True
+        Learnable per-feature ``weight`` (starts at 1) and ``bias`` (0).
+    track_running_stats : bool, default True
+        Keep running estimates. Without them batch statistics are used in
+        both modes.
+    dtype : {numpy.float32, numpy.float64}, default float32
+
+    Attributes
+    ----------
+    weight, bias : ndarray of shape (C,) or None
+    running_mean, running_var : ndarray of shape (C,) or None
+        Start at 0 and 1.
+    num_batches_tracked : 0-d int64 ndarray or None
+
+    Notes
+    -----
+    :meth:`parameters` is ``[weight, bias]`` (named ``"weight"``,
+    ``"bias"``, as torch), empty without ``affine``. The running estimates
+    are buffers (:meth:`named_buffers`), saved by :meth:`state_dict`. A
+    training-mode batch needs at least 2 rows (ValueError otherwise, as
+    torch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.nn import BatchNorm1d
+    >>> bn = BatchNorm1d(3, dtype=np.float64)
+    >>> y = bn(np.arange(12.0).reshape(4, 3))
+    >>> bool(np.allclose(y.mean(axis=0), 0.0))
+    True
+    >>> bn.running_mean
+    array([0.45, 0.55, 0.65])
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *,
+                 dtype: Any = np.float32) -> None:
+        m = _check_size(num_features, "num_features")
+        e = _check_eps(eps)
+        mom = _check_momentum(momentum)
+        aff = _check_bool(affine, "affine")
+        trk = _check_bool(track_running_stats, "track_running_stats")
+        dt = _check_dtype(dtype)
+        self._bn = _BatchNormLayer(m, e, mom, aff, trk, dt)
+        self._setup([self._bn], ["weight", "bias"] if aff else [], dt)
+
+    @property
+    def num_features(self) -> int:
+        """C, the number of features."""
+        return self._bn.in_features
+
+    @property
+    def eps(self) -> float:
+        """Added to the variance."""
+        return self._bn.eps
+
+    @property
+    def momentum(self) -> float | None:
+        """Weight of the batch statistics in the running estimates, or None (cumulative average)."""
+        return self._bn.momentum
+
+    @property
+    def affine(self) -> bool:
+        """Whether ``weight`` and ``bias`` exist."""
+        return self._bn.affine
+
+    @property
+    def track_running_stats(self) -> bool:
+        """Whether running estimates are kept."""
+        return self._bn.track_running_stats
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """Per-feature scale, shape (C,), or None."""
+        return self._bn.weight
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """Per-feature shift, shape (C,), or None."""
+        return self._bn.bias
+
+    @property
+    def running_mean(self) -> np.ndarray | None:
+        """Running mean, shape (C,), or None."""
+        return self._bn.running_mean
+
+    @property
+    def running_var(self) -> np.ndarray | None:
+        """Running unbiased variance, shape (C,), or None."""
+        return self._bn.running_var
+
+    @property
+    def num_batches_tracked(self) -> np.ndarray | None:
+        """Training-mode batches seen (0-d int64 array), or None."""
+        return self._bn.num_batches_tracked
+
+    def __repr__(self) -> str:
+        return (f"BatchNorm1d({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
+                f"dtype={self._bn.dtype.name})")
+
+
+class Dropout(_Network):
+    """Inverted dropout, as ``torch.nn.Dropout(p)``.
+
+    In training mode each element is zeroed with probability ``p`` and the
+    others are scaled by ``1 / (1 - p)`` (``p = 1`` zeroes everything); the
+    backward applies the same mask and scale. In evaluation mode
+    (:meth:`eval`) it is the identity. The mask is drawn from ``rng``, so a
+    seed reproduces it. Accepts float32 and float64 input of any width.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        Drop probability, in [0, 1].
+    rng : numpy.random.Generator, int or None
+        Source of the masks (an int seed or None makes
+        ``numpy.random.default_rng(rng)``; a Generator is used, not copied).
+
+    Attributes
+    ----------
+    p : float
+    mask : ndarray of bool or None
+        The mask of the last training-mode forward (True: kept).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.nn import Dropout
+    >>> d = Dropout(0.5, rng=0)
+    >>> y = d(np.ones((2, 4)))
+    >>> sorted(set(y.ravel().tolist())) in ([0.0, 2.0], [0.0], [2.0])
+    True
+    >>> bool((d.eval()(np.ones((2, 4))) == 1).all())
+    True
+    """
+
+    def __init__(self, p: float = 0.5, *, rng: Any = None) -> None:
+        self._drop = _DropoutLayer(_check_prob(p), _check_rng(rng))
+        self._setup([self._drop], [], None)
+
+    @property
+    def p(self) -> float:
+        """The drop probability."""
+        return self._drop.p
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The keep mask of the last training-mode forward (read-only), or None."""
+        return None if self._drop.mask is None else _readonly(self._drop.mask)
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"
+
+
+class Sigmoid(_Network):
+    """The logistic function ``1 / (1 + exp(-x))``, as ``torch.nn.Sigmoid``.
+
+    Elementwise on float32/float64 input of any width; the backward is
+    ``dy * y * (1 - y)`` from the output y (PyTorch's formula). Inside
+    :class:`MLP` and :class:`Linear` use ``activation="sigmoid"``, which fuses
+    it with the affine layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.nn import Sigmoid
+    >>> Sigmoid()(np.zeros((1, 2)))
+    array([[0.5, 0.5]])
+    """
+
+    def __init__(self) -> None:
+        self._setup([_ActLayer(4, 0.0, None)], [], None)
+
+    def __repr__(self) -> str:
+        return "Sigmoid()"
+
+
+class Tanh(_Network):
+    """The hyperbolic tangent, as ``torch.nn.Tanh``.
+
+    Elementwise on float32/float64 input of any width; the backward is
+    ``dy * (1 - y**2)`` from the output y (PyTorch's formula). Inside
+    :class:`MLP` and :class:`Linear` use ``activation="tanh"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.nn import Tanh
+    >>> Tanh()(np.zeros((1, 2)))
+    array([[0., 0.]])
+    """
+
+    def __init__(self) -> None:
+        self._setup([_ActLayer(5, 0.0, None)], [], None)
+
+    def __repr__(self) -> str:
+        return "Tanh()"
 
 
 def _init_weight(init_name: str, n_in: int, n_out: int, act: int, slope: float,
@@ -1023,12 +1543,23 @@ class MLP(_Network):
     ----------
     sizes : sequence of int
         At least two sizes, each >= 1, e.g. ``(784, 512, 512, 10)``.
-    activation : {"relu", "leaky_relu", "prelu", "identity"}, default "relu"
+    activation : {"relu", "leaky_relu", "prelu", "sigmoid", "tanh", "identity"}, default "relu"
     init : str, default "he_normal"
         As for :class:`Linear`; the weights of every block are drawn from ``rng``
         in order.
     negative_slope : float, default 0.01
         leaky_relu slope, or the initial slope of every prelu block.
+    batchnorm : bool, default False
+        Hidden layers become ``Linear -> BatchNorm1d -> activation`` (the
+        activation then runs as its own pass instead of fused into the
+        affine layer), as ``nn.Sequential(nn.Linear, nn.BatchNorm1d, act)``.
+    dropout : float, default 0.0
+        When > 0, a :class:`Dropout` of this probability after every hidden
+        activation (never after the output layer). Its masks come from a
+        generator seeded by one draw from ``rng`` after the weights.
+    bn_eps, bn_momentum : float, default 1e-5 and 0.1
+        ``eps`` and ``momentum`` of the batch-norm layers (see
+        :class:`BatchNorm1d`).
     dtype : {numpy.float32, numpy.float64}, default float32
     rng : numpy.random.Generator, int or None
 
@@ -1036,7 +1567,11 @@ class MLP(_Network):
     -----
     :meth:`parameters` / :meth:`gradients` order: ``W0, b0, [a0], W1, b1, [a1],
     ...`` (no slope on the last block), named ``"0.weight"``, ``"0.bias"``,
-    ``"0.slope"``, ``"1.weight"``, ...
+    ``"0.slope"``, ``"1.weight"``, ... With ``batchnorm`` each hidden layer
+    ``i`` adds ``"i.bn.weight"``, ``"i.bn.bias"`` after its bias, and the
+    buffers ``"i.bn.running_mean"``, ``"i.bn.running_var"``,
+    ``"i.bn.num_batches_tracked"`` (:meth:`named_buffers`). Training and
+    evaluation modes: :meth:`train`, :meth:`eval`.
 
     Examples
     --------
@@ -1051,7 +1586,9 @@ class MLP(_Network):
     """
 
     def __init__(self, sizes: Sequence[int], activation: str = "relu", init: str = "he_normal", *,
-                 negative_slope: float = 0.01, dtype: Any = np.float32, rng: Any = None) -> None:
+                 negative_slope: float = 0.01, batchnorm: bool = False, dropout: float = 0.0,
+                 bn_eps: float = 1e-5, bn_momentum: float | None = 0.1, dtype: Any = np.float32,
+                 rng: Any = None) -> None:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) and not (
                 isinstance(sizes, np.ndarray)):
             raise TypeError(f"sizes must be a sequence of ints, got {type(sizes).__name__}")
@@ -1061,22 +1598,55 @@ class MLP(_Network):
         act = _check_activation(activation)
         ns = _check_slope(negative_slope)
         init_name = _check_init(init)
+        bn = _check_bool(batchnorm, "batchnorm")
+        p_drop = _check_prob(dropout)
+        eps = _check_eps(bn_eps)
+        mom = _check_momentum(bn_momentum)
         dt = _check_dtype(dtype)
         gen = _check_rng(rng)
-        blocks = []
-        names = []
+        blocks: list[Any] = []
+        names: list[str] = []
+        prefixes: list[str] = []
+        hidden = len(szs) - 2
         for i in range(len(szs) - 1):
-            a = act if i < len(szs) - 2 else 0
+            a = act if i < hidden else 0
             w = _init_weight(init_name, szs[i], szs[i + 1], a, ns, gen, dt)
-            blocks.append(_Block(szs[i], szs[i + 1], a, ns, dt, w))
-            names += [f"{i}.weight", f"{i}.bias"] + ([f"{i}.slope"] if a == 3 else [])
+            if bn and i < hidden:
+                # Linear -> BatchNorm1d -> activation, as torch's usual stack
+                blocks.append(_Block(szs[i], szs[i + 1], 0, ns, dt, w))
+                names += [f"{i}.weight", f"{i}.bias"]
+                prefixes.append(f"{i}.")
+                blocks.append(_BatchNormLayer(szs[i + 1], eps, mom, True, True, dt))
+                names += [f"{i}.bn.weight", f"{i}.bn.bias"]
+                prefixes.append(f"{i}.bn.")
+                if a != 0:
+                    blocks.append(_ActLayer(a, ns, dt))
+                    names += [f"{i}.slope"] if a == 3 else []
+                    prefixes.append(f"{i}.")
+            else:
+                blocks.append(_Block(szs[i], szs[i + 1], a, ns, dt, w))
+                names += [f"{i}.weight", f"{i}.bias"] + ([f"{i}.slope"] if a == 3 else [])
+                prefixes.append(f"{i}.")
+            if p_drop > 0.0 and i < hidden:
+                blocks.append(_DropoutLayer(p_drop, gen))
+                prefixes.append(f"{i}.")
+        drops = [blk for blk in blocks if isinstance(blk, _DropoutLayer)]
+        if drops:
+            # one mask generator for every dropout layer, seeded after the weights
+            drop_rng = np.random.default_rng(int(gen.integers(0, 2**63 - 1)))
+            for d in drops:
+                d.rng = drop_rng
         self.sizes = tuple(szs)
         self.activation = activation.lower()
-        self._setup(blocks, names, dt)
+        self.batchnorm = bn
+        self.dropout = p_drop
+        self._setup(blocks, names, dt, prefixes)
 
     def __repr__(self) -> str:
-        return (f"MLP({list(self.sizes)}, activation={self.activation!r}, "
-                f"dtype={self._dtype.name})")
+        extra = (", batchnorm=True" if self.batchnorm else "") + (
+            f", dropout={self.dropout}" if self.dropout else "")
+        return (f"MLP({list(self.sizes)}, activation={self.activation!r}{extra}, "
+                f"dtype={self._dtype!s})")
 
     # -- torch interop --------------------------------------------------------------
     def to_torch_state_dict(self, *, tensors: bool = False) -> dict[str, Any]:
@@ -1098,6 +1668,8 @@ class MLP(_Network):
         dict of str -> ndarray (or torch.Tensor)
             New C-contiguous copies, in module order.
         """
+        if not all(isinstance(blk, _Block) for blk in self._blocks):
+            raise ValueError("to_torch_state_dict supports MLPs without batchnorm or dropout")
         out: dict[str, Any] = {}
         for i, blk in enumerate(self._blocks):
             out[f"{2 * i}.weight"] = np.ascontiguousarray(blk.weight.T)

@@ -3,7 +3,7 @@
 Every factory returns an immutable :class:`Schedule`: ``sched(step)`` with an
 int or float step returns a Python float, ``sched(steps)`` with an array (or
 list) returns a float64 ndarray of the same shape (one C loop, GIL released,
-OpenMP for large arrays). The value depends on the step alone, so a run
+threads for large arrays). The value depends on the step alone, so a run
 resumes at any step with no replay.
 
 Steps count from 0 (the first optimiser step uses ``sched(0)``), like

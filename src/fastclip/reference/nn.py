@@ -22,9 +22,11 @@ dweight, dbias, dslope, sqnorms)``
 ``xavier_uniform``, ``xavier_normal``, ``he_uniform``, ``he_normal``
     Initialisers (NumPy random generators; shared by both modules).
 
-Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu. The derivative
-is read from ``pre`` when given, otherwise from ``out`` (whose sign is the
-sign of ``z`` for relu and for leaky relu with a slope >= 0).
+Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu, 4 sigmoid,
+5 tanh. The derivative is read from ``pre`` when given, otherwise from ``out``
+(whose sign is the sign of ``z`` for relu and for leaky relu with a slope
+>= 0). sigmoid and tanh always read ``out``: their derivatives are
+``y * (1 - y)`` and ``1 - y**2`` (PyTorch's formulas).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ __all__ = [
     "xavier_uniform",
 ]
 
-ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3}
+ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3, "sigmoid": 4, "tanh": 5}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -234,8 +236,18 @@ def dense_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, slope: np
     elif act in (2, 3):
         sc = target.dtype.type(s)
         out[...] = np.where(target > 0, target, target * sc)
+    elif act == 4:
+        out[...] = _sigmoid(target)
+    elif act == 5:
+        np.tanh(target, out=out)
     else:
-        raise ValueError(f"act must be 0, 1, 2 or 3, got {act!r}")
+        raise ValueError(f"act must be one of 0..5, got {act!r}")
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-z))`` in z's dtype (0 where exp(-z) overflows)."""
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-z))
 
 
 def _ssq(a: np.ndarray) -> float:
@@ -255,8 +267,12 @@ def dense_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, slope: np.
         g = np.where(ref <= 0, dy.dtype.type(0), dy)
     elif act in (2, 3):
         g = np.where(ref > 0, dy, dy * dy.dtype.type(s))
+    elif act == 4:
+        g = dy * (1 - out) * out
+    elif act == 5:
+        g = dy * (1 - out * out)
     else:
-        raise ValueError(f"act must be 0, 1, 2 or 3, got {act!r}")
+        raise ValueError(f"act must be one of 0..5, got {act!r}")
     if dz is not None:
         dz[...] = g
         g = dz

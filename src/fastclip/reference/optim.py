@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fastclip import _validation as _v
+from fastclip._checks import memory as _memory
 from fastclip.reference.clip import _coef, _norm, _total
 
 __all__ = ["KINDS", "fused_step", "state_names"]
@@ -129,18 +130,10 @@ def check_grads(grads: Any, params: list[np.ndarray]) -> list[np.ndarray]:
 
 def check_grads_disjoint(params: list[np.ndarray], grads: list[np.ndarray]) -> None:
     """ValueError when a gradient shares memory with a parameter."""
-    ext = [(_v._extent(a), 0, i) for i, a in enumerate(params)]
-    ext += [(_v._extent(a), 1, i) for i, a in enumerate(grads)]
-    ext = [e for e in ext if e[0][1] > e[0][0]]
-    ext.sort()
-    for k, ((lo, hi), side, i) in enumerate(ext):
-        for (lo2, hi2), side2, j in ext[k + 1:]:
-            if lo2 >= hi:
-                break
-            if side2 != side:
-                gi, pj = (i, j) if side == 1 else (j, i)
-                if np.shares_memory(grads[gi], params[pj]):
-                    raise ValueError(grad_shares_msg(gi, pj))
+    pair = _memory.first_shared_pair([*params, *grads], [0] * len(params) + [1] * len(grads))
+    if pair is not None:
+        i, j = sorted(pair)
+        raise ValueError(grad_shares_msg(j - len(params), i))
 
 
 def check_states(states: Any, params: list[np.ndarray], count: int) -> list[tuple]:

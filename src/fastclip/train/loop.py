@@ -12,6 +12,7 @@ import numpy as np
 
 from fastclip import _interop as _io
 from fastclip._checks import train as _ct
+from fastclip.train.checkpoint import value_arrays
 from fastclip.train.engine import StepEngine
 from fastclip.train.history import History
 from fastclip.train.monitor import GradientMonitor
@@ -48,6 +49,10 @@ def fit(
     model : fastclip.nn.MLP or compatible
         Provides ``forward``, ``backward``, ``parameters``, ``gradients``,
         ``grad_sqnorms`` (and optionally ``parameter_names``, ``dtype``).
+        A model with ``train()``/``eval()`` is put in training mode and
+        left in it; validation runs in evaluation mode. With batch
+        normalisation, a last batch of one row is refused (choose
+        ``batch_size`` so that ``n_samples % batch_size != 1``).
     X : array_like, shape (n_samples, n_features)
         Real numbers; cast once to the model's dtype. Must be finite, and
         finite in the model's dtype (1e300 overflows float32 and is rejected).
@@ -179,11 +184,13 @@ def fit(
         if optimizer is None:
             from fastclip.optim import Adam
 
-            optimizer = Adam(params)
+            optimizer = Adam(list(model.parameters()))
         if not callable(getattr(optimizer, "step", None)):
             raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
                             f"{type(optimizer).__name__}")
         opt_params = getattr(optimizer, "params", None)
+        if opt_params is not None:
+            opt_params = value_arrays(list(opt_params))
         if opt_params is not None and (len(opt_params) != len(params) or any(
                 a is not b for a, b in zip(opt_params, params))):
             raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
@@ -241,6 +248,8 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
            comm: Any, reducer: Any, desc: str | None, backward_kw: dict[str, Any],
            names: list[str], history: History, dp: Any = None) -> None:
     """The epochs of :func:`fit` (arguments validated)."""
+    if hasattr(model, "training") and callable(getattr(model, "train", None)):
+        model.train()  # batch norm on batch statistics, dropout active (as torch's loops)
     if comm is not None:
         from fastclip import distributed
     from fastclip.clip import array_norms
@@ -361,6 +370,13 @@ def _backward_kwargs(model: Any) -> dict[str, Any]:
 
 
 def _output_size(model: Any, X: np.ndarray) -> int:
+    n_in, n_out = getattr(model, "in_features", None), getattr(model, "out_features", None)
+    if isinstance(n_in, int) and isinstance(n_out, int):
+        # no trial forward: it would update batch-norm statistics and draw dropout masks
+        if X.shape[1] != n_in:
+            raise ValueError(f"X has {X.shape[1]} features per row but the model expects "
+                             f"{n_in}")
+        return n_out
     try:
         out = model.forward(X[:1])
     except (TypeError, ValueError) as exc:
@@ -373,6 +389,20 @@ def _output_size(model: Any, X: np.ndarray) -> int:
 
 def _evaluate(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable,
               classification: bool, batch: int = 2048) -> tuple[float, float]:
+    """Validation loss and accuracy, in evaluation mode when the model has one
+    (batch norm on its running statistics, no dropout); the mode is restored."""
+    was_training = getattr(model, "training", None)
+    if was_training is not None and callable(getattr(model, "eval", None)):
+        model.eval()
+    try:
+        return _evaluate_batches(model, X, y, loss_fn, classification, batch)
+    finally:
+        if was_training is not None and callable(getattr(model, "train", None)):
+            model.train(bool(was_training))
+
+
+def _evaluate_batches(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable,
+                      classification: bool, batch: int) -> tuple[float, float]:
     total, correct, n = 0.0, 0, X.shape[0]
     for s in range(0, n, batch):
         out = model.forward(X[s:s + batch])

@@ -191,6 +191,7 @@ class GradientMonitor:
 
     @property
     def vanishing_layers(self) -> list[str]:
+        """The layers vanishing for at least ``vanish_steps`` good steps in a row."""
         if self._vanish_runs is None:
             return []
         names = self._groups[0]
@@ -265,6 +266,19 @@ class GradientMonitor:
         """Flag a step as non-finite without per-layer norms (e.g. a rank reported it).
 
         Counts as a flagged step for the policy, as :meth:`observe` does.
+
+        Parameters
+        ----------
+        step : int
+            The step number (for the event).
+        epoch : int, default 0
+        norm : float, default NaN
+            The global norm, when known.
+
+        Returns
+        -------
+        Event
+            Of kind ``"nonfinite"``, with no layer named.
         """
         self.consecutive += 1
         ev = Event(int(step), int(epoch), "nonfinite", self.policy, None, math.nan, norm,

@@ -1,0 +1,36 @@
+/*
+ * fastclip: CPU-feature detection, done once for the whole library, and the
+ * attribute that builds SIMD clones of hot loops: GCC/Clang function
+ * multi-versioning on x86-64 glibc (ifunc). Elsewhere the attribute expands to
+ * nothing and the baseline code runs.
+ */
+#ifndef FASTCLIP_CPU_H
+#define FASTCLIP_CPU_H
+
+#include "fc_array.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(FASTCLIP_SIMD_DISPATCH) && defined(__x86_64__) && defined(__linux__) && \
+    defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+#define FC_TARGET_CLONES __attribute__((target_clones("avx2", "default")))
+#define FC_HAVE_CLONES 1
+#else
+#define FC_TARGET_CLONES
+#define FC_HAVE_CLONES 0
+#endif
+
+/* 1 when the CPU runs AVX2 code (always 0 without FC_HAVE_CLONES). */
+int fc_cpu_has_avx2(void);
+
+FC_API_BEGIN
+/* Name of the SIMD level the kernels use ("avx2", "baseline"). */
+const char *fc_simd_level(void);
+FC_API_END
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTCLIP_CPU_H */

@@ -1,0 +1,196 @@
+"""fastclip.sklearn: scikit-learn's own estimator checks, parity with
+sklearn.neural_network on the same problems, fastclip's extra options."""
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.datasets import load_digits, make_classification, make_regression
+from sklearn.model_selection import train_test_split
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastclip import schedules
+from fastclip.sklearn import MLPClassifier, MLPRegressor
+
+# Small networks and few epochs keep the checks fast; every check runs.
+_FAST = dict(max_iter=60, random_state=0)
+
+
+def _expected_failed(estimator):
+    return {}
+
+
+@parametrize_with_checks([MLPClassifier(**_FAST), MLPRegressor(**_FAST)],
+                         expected_failed_checks=_expected_failed)
+def test_sklearn_estimator_checks(estimator, check):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# ---------------------------------------------------------------------------
+# behaviour
+# ---------------------------------------------------------------------------
+def _digits():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, test_size=0.25, random_state=0, stratify=y)
+
+
+def test_classifier_matches_sklearn_accuracy_on_digits():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    Xtr, Xte, ytr, yte = _digits()
+    kw = dict(hidden_layer_sizes=(64,), max_iter=40, random_state=0, tol=0.0,
+              n_iter_no_change=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**kw).fit(Xtr, ytr)
+        ref = SkMLP(**kw).fit(Xtr, ytr)
+    assert ours.n_iter_ == ref.n_iter_ == 40
+    assert len(ours.loss_curve_) == 40
+    assert ours.loss_curve_[-1] < ours.loss_curve_[0]
+    assert abs(ours.score(Xte, yte) - ref.score(Xte, yte)) < 0.03
+    assert ours.score(Xte, yte) > 0.93
+    p = ours.predict_proba(Xte)
+    assert p.dtype == np.float64 and p.shape == (len(Xte), 10)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(ours.classes_[p.argmax(1)], ours.predict(Xte))
+    np.testing.assert_allclose(np.exp(ours.predict_log_proba(Xte)), p, rtol=1e-10)
+    assert [c.shape for c in ours.coefs_] == [c.shape for c in ref.coefs_]
+    assert [b.shape for b in ours.intercepts_] == [b.shape for b in ref.intercepts_]
+
+
+def test_l2_term_is_sklearns():
+    # loss_curve_ of one full-batch epoch with no step taken yet: data loss + the
+    # L2 term alpha / (2 n) * sum ||W||^2 (biases not penalised)
+    from fastclip import nn
+
+    X, y = make_classification(n_samples=64, n_features=5, random_state=0)
+    clf = MLPClassifier((7,), alpha=3.0, batch_size=64, max_iter=1, learning_rate_init=1e-12,
+                        dtype="float64", random_state=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    m = clf.model_
+    out = m.eval()(X)
+    data_loss, _ = nn.softmax_cross_entropy(np.array(out), y)
+    l2 = sum(float((w ** 2).sum()) for w in clf.coefs_)
+    assert clf.loss_curve_[0] == pytest.approx(data_loss + 3.0 / (2 * 64) * l2, rel=1e-8)
+
+
+def test_partial_fit_warm_start_and_early_stopping():
+    Xtr, Xte, ytr, yte = _digits()
+    clf = MLPClassifier((32,), learning_rate_init=0.01, random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(Xtr, ytr)
+    for _ in range(5):
+        clf.partial_fit(Xtr, ytr, classes=np.arange(10))
+    assert clf.n_iter_ == 5 and len(clf.loss_curve_) == 5
+    assert clf.score(Xte, yte) > 0.85
+    es = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=300,
+                       random_state=0).fit(Xtr, ytr)
+    assert es.n_iter_ < 300 and es.best_loss_ is None
+    assert len(es.validation_scores_) == es.n_iter_
+    assert max(es.validation_scores_) == es.best_validation_score_
+
+
+def test_fastclip_options_clip_schedule_monitor_batchnorm_dropout():
+    Xtr, Xte, ytr, yte = _digits()
+    sched = schedules.warmup_cosine(init_value=0.0, peak_value=0.01, warmup_steps=20,
+                                    decay_steps=400)
+    for kw in [dict(clip_norm=1.0), dict(clip_value=0.05, solver="sgd",
+                                         learning_rate_init=0.1),
+               dict(schedule=sched), dict(monitor="skip"),
+               dict(batchnorm=True, dropout=0.1, activation="tanh"),
+               dict(activation="logistic", learning_rate_init=0.01)]:
+        clf = MLPClassifier((32,), max_iter=30, random_state=0, **kw)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(Xtr, ytr)
+        assert clf.score(Xte, yte) > 0.85, kw
+
+
+def test_regressor_multioutput_and_pickle_round_trip():
+    import pickle
+
+    X, y = make_regression(n_samples=300, n_features=6, n_targets=2, noise=0.1,
+                           random_state=0)
+    y = y / y.std(axis=0)
+    reg = MLPRegressor((32,), learning_rate_init=0.01, max_iter=150, random_state=0).fit(X, y)
+    assert reg.predict(X).shape == (300, 2)
+    assert reg.score(X, y) > 0.95
+    back = pickle.loads(pickle.dumps(reg))
+    np.testing.assert_array_equal(back.predict(X), reg.predict(X))
+    # the unpickled network trains on (its own buffers, gradients and state)
+    back.set_params(warm_start=True, max_iter=2)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back.fit(X, y)
+    assert back.n_iter_ == reg.n_iter_ + 2
+
+
+@pytest.mark.parametrize("kw,exc,word", [
+    ({"hidden_layer_sizes": (0,)}, ValueError, "hidden_layer_sizes"),
+    ({"hidden_layer_sizes": "10"}, TypeError, "hidden_layer_sizes"),
+    ({"activation": "softplus"}, ValueError, "activation"),
+    ({"solver": "lbfgs"}, ValueError, "solver"),
+    ({"alpha": -1.0}, ValueError, "alpha"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"learning_rate_init": 0.0}, ValueError, "learning_rate_init"),
+    ({"max_iter": 0}, ValueError, "max_iter"),
+    ({"validation_fraction": 1.0}, ValueError, "validation_fraction"),
+    ({"clip_norm": -1.0}, ValueError, "clip_norm"),
+    ({"schedule": 3}, TypeError, "schedule"),
+    ({"dropout": 1.0}, ValueError, "dropout"),
+    ({"dtype": "int32"}, TypeError, "dtype"),
+    ({"early_stopping": "yes"}, TypeError, "early_stopping"),
+])
+def test_bad_parameters_are_named(kw, exc, word):
+    X, y = make_classification(n_samples=30, n_features=4, random_state=0)
+    with pytest.raises(exc, match=word):
+        MLPClassifier(**kw).fit(X, y)
+
+
+def test_shuffle_false_visits_rows_in_order_and_is_deterministic():
+    import warnings
+
+    X, y = make_classification(n_samples=90, n_features=5, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = MLPClassifier((8,), shuffle=False, batch_size=30, max_iter=3, random_state=0,
+                          dtype="float64").fit(X, y)
+        b = MLPClassifier((8,), shuffle=False, batch_size=30, max_iter=3, random_state=5,
+                          dtype="float64")
+        b.set_params(random_state=0)
+        b.fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    # by hand: the same initial network, batches of rows 0-29, 30-59, 60-89 in order
+    from fastclip import nn, optim
+
+    c = MLPClassifier((8,), shuffle=False, batch_size=30, max_iter=1, random_state=0,
+                      dtype="float64", alpha=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c.fit(X[:0 + 90], y)
+        m = nn.MLP(**{**c._model_args})
+        o = optim.Adam([q.data for q in m.parameters()], lr=1e-3)
+        for s in range(0, 90, 30):
+            _, d = nn.softmax_cross_entropy(m(X[s:s + 30]), y[s:s + 30])
+            m.backward(d, input_grad=False)
+            o.step(m.gradients())
+    for p, q in zip([q.data for q in c.model_.parameters()], [q.data for q in m.parameters()]):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
