@@ -45,3 +45,15 @@ numpydoc_class_members_toctree = False
 html_theme = "alabaster"
 html_title = f"fastclip {release}"
 html_static_path: list[str] = []
+
+
+def _skip_sklearn_members(app, what, name, obj, skip, options):
+    """Leave out the members scikit-learn generates on estimators (``set_*_request``):
+    their docstrings refer to scikit-learn's own glossary and labels."""
+    if (getattr(obj, "__module__", None) or "").startswith("sklearn."):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_sklearn_members)
