@@ -47,13 +47,13 @@ html_title = f"fastclip {release}"
 html_static_path: list[str] = []
 
 
-def _skip_sklearn_routing(app, what, name, obj, skip, options):
-    """scikit-learn adds set_*_request (metadata routing) methods to every estimator
-    class at run time; their docstrings belong to scikit-learn, which documents them."""
-    if name.startswith("set_") and name.endswith("_request"):
+def _skip_sklearn_members(app, what, name, obj, skip, options):
+    """Leave out the members scikit-learn generates on estimators (``set_*_request``):
+    their docstrings refer to scikit-learn's own glossary and labels."""
+    if (getattr(obj, "__module__", None) or "").startswith("sklearn."):
         return True
     return None
 
 
 def setup(app):
-    app.connect("autodoc-skip-member", _skip_sklearn_routing)
+    app.connect("autodoc-skip-member", _skip_sklearn_members)

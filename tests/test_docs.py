@@ -42,8 +42,17 @@ NOT_IN_API = {"fastclip.reference", "fastclip.libfastclip_kernels"}
 def public_modules() -> list[str]:
     mods = ["fastclip"]
     for info in pkgutil.iter_modules(fastclip.__path__):
-        if not info.name.startswith("_") and f"fastclip.{info.name}" not in NOT_IN_API:
-            mods.append(f"fastclip.{info.name}")
+        name = f"fastclip.{info.name}"
+        if info.name.startswith("_") or name in NOT_IN_API:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            # a plain C shared library next to the modules (the kernels), not a module
+            if "does not define module export function" in str(exc):
+                continue
+            raise
+        mods.append(name)
     return mods
 
 
