@@ -282,3 +282,19 @@ def test_demo_falls_back_to_generated_data(monkeypatch):
     Xtr, ytr, Xte, _, source = demo.load_data(0)
     assert "generated" in source and "scikit-learn is not installed" in source
     assert Xtr.shape[1] == 64 and len(Xtr) + len(Xte) == 1797 and set(np.unique(ytr)) == set(range(10))
+
+
+def test_private_run_reports_epsilon_in_the_table():
+    pytest.importorskip("dp_accounting")
+    import io
+
+    buf = io.StringIO()
+    results = demo.run(epochs=1, seed=0, out=None, progress=False, stream=buf, private=True)
+    assert [r.name for r in results] == ["plain", "value", "norm", "private"]
+    priv = results[-1]
+    assert 0 < priv.epsilon <= demo.PRIVATE_EPSILON
+    assert priv.test_accuracy > 0.3  # it learns (chance: 0.1)
+    assert all(np.isnan(r.epsilon) for r in results[:3])
+    text = buf.getvalue()
+    assert "epsilon" in text.splitlines()[-len(results) - 2]  # the table's header
+    assert f"{priv.epsilon:.2f}" in text
