@@ -103,7 +103,8 @@ step "test suite against the installed wheel"
 run="$OUT/run"
 mkdir -p "$run"
 # tests run the examples and compare the LICENSE
-cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" "$ROOT/LICENSE" "$run/"
+cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/docs" "$ROOT/README.md" "$ROOT/CHANGELOG.md" \
+  "$ROOT/pyproject.toml" "$ROOT/LICENSE" "$run/"  # tests run the examples, README and docs
 cd "$run"
 "$OUT/venv/bin/python" - <<'EOF'
 import os, sys, sysconfig

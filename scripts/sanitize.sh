@@ -45,7 +45,8 @@ CC="$CC" "$VENV/bin/python" -m pip install --quiet --no-build-isolation \
 # Run from a directory where the source tree's src/ is not importable.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/pyproject.toml" "$work/"  # tests run the examples
+cp -r "$ROOT/tests" "$ROOT/examples" "$ROOT/docs" "$ROOT/README.md" "$ROOT/CHANGELOG.md" \
+  "$ROOT/LICENSE" "$ROOT/pyproject.toml" "$work/"  # tests run the examples, README and docs
 
 # The ASan runtime must be loaded before anything else in the process.
 # CPython frees little at exit by design: no leak detection. UBSan findings
