@@ -112,7 +112,7 @@ class RunResult:
 def _configs(steps: int, private: bool = False) -> list[tuple[str, str, dict[str, Any], str]]:
     from fastclip import schedules
 
-    runs = [
+    runs: list[tuple[str, str, dict[str, Any], str]] = [
         ("plain", f"plain SGD (lr={LR:g})", {}, "raise"),
         ("value", f"value clipping (+-{CLIP_VALUE:g})", {"clip_value": CLIP_VALUE}, "skip"),
         ("norm", f"global norm {CLIP_NORM:g} + warm-up/cosine",
