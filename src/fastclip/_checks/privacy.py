@@ -83,10 +83,7 @@ def check_count(value: Any, name: str, low: int) -> int:
     return v
 
 
-def check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
+check_bool = _cs.check_bool
 
 
 def check_accountant(value: Any) -> str:

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fastclip._checks import scalars as _cs
+
 # kind codes (csrc/schedules.h)
 CODES = {
     "constant": 0,
@@ -146,18 +148,9 @@ def integer(value: Any, name: str, minimum: int) -> int:
     return v
 
 
-def flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
-def choice(value: Any, name: str, options: tuple[str, ...]) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
-    if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-    return value
+# the shared scalar checks, under the names the schedule checks use
+flag = _cs.check_bool
+choice = _cs.check_choice
 
 
 def boundaries(value: Any, name: str) -> tuple[int | float, ...]:
