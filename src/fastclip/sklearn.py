@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import ABCMeta, abstractmethod
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -153,7 +154,7 @@ def _check_real(v: Any, name: str, low: float, high: float = math.inf, *,
     return f
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
     """Shared machinery of the two estimators (not public)."""
 
     _classifier = False
@@ -341,11 +342,13 @@ class _BaseMLP(BaseEstimator):
         return int(self._model.sizes[-1])
 
     # -- training --------------------------------------------------------------------
+    @abstractmethod
     def _loss(self) -> tuple[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]]:
-        raise NotImplementedError
+        """The loss name and function (each estimator's own)."""
 
+    @abstractmethod
     def _encode_y(self, y: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The targets as the loss takes them (class indices, or float rows)."""
 
     def _batch(self, n: int) -> int:
         if isinstance(self.batch_size, str):
