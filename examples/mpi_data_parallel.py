@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> float:
     # Every rank must hold the same parameters: compare them with rank 0's.
     same = 1
     if comm is not None:
-        mine = np.concatenate([p.ravel() for p in model.parameters()])
+        mine = np.concatenate([p.data.ravel() for p in model.parameters()])
         root = comm.bcast(mine if rank == 0 else None, root=0)
         same = comm.allreduce(int(np.array_equal(mine, root)), op=MPI.MIN)
     acc = float(hist.to_dict()["val_accuracy"][-1])

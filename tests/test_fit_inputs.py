@@ -20,7 +20,7 @@ def blobs(n=120, d=6, k=3, seed=0):
 
 
 def _snapshot(model):
-    return [p.copy() for p in model.parameters()]
+    return [np.array(p, copy=True) for p in model.parameters()]
 
 
 def _unchanged(model, before):

@@ -122,7 +122,7 @@ def test_bad_config(kw, exc, match):
 def test_bad_combinations_modify_nothing():
     X, y = _data()
     m = nn.MLP([8, 16, 3], dtype=np.float64, rng=1)
-    before = [p.copy() for p in m.parameters()]
+    before = [p.data.copy() for p in m.parameters()]
     cfg = P.DPConfig(max_grad_norm=1.0, noise_multiplier=1.0)
     with pytest.raises(TypeError, match="privacy"):
         fastclip.fit(m, X, y, epochs=1, progress=False, privacy={"max_grad_norm": 1.0})

@@ -108,7 +108,7 @@ def _deep_tiny(impl_dtype=np.float64):
     blocks near the input vanish (each block shrinks the activations ~20x)."""
     model = nn.MLP([8] + [16] * 8 + [3], rng=0, dtype=impl_dtype)
     for w in model.parameters()[0::2]:
-        w *= 0.05
+        w.data[...] *= 0.05
     return model
 
 

@@ -24,7 +24,7 @@ from fastclip._dispatch import get_implementation, set_implementation, use_imple
 # Public submodules, imported when first accessed as attributes of the package.
 _SUBMODULES = frozenset(
     {"adaptive", "clip", "distributed", "nn", "optim", "privacy", "reference", "schedules",
-     "train"}
+     "serialize", "train"}
 )
 
 # Public name -> module defining it, imported when the name is first accessed.
@@ -51,6 +51,8 @@ _LAZY: dict[str, str] = {
     "GradientMonitor": "fastclip.train",
     "History": "fastclip.train",
     "fit": "fastclip.train",
+    "load": "fastclip.serialize",
+    "save": "fastclip.serialize",
 }
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "optim",
     "privacy",
     "schedules",
+    "serialize",
     "train",
     # implementation and configuration
     "get_config",
@@ -93,6 +96,9 @@ __all__ = [
     "GradientMonitor",
     "History",
     "fit",
+    # saving without pickle
+    "load",
+    "save",
 ]
 
 
@@ -123,6 +129,7 @@ if TYPE_CHECKING:  # what static checkers see; at run time __getattr__ provides 
         privacy,
         reference,
         schedules,
+        serialize,
         train,
     )
     from fastclip._config import get_config, show_config
@@ -139,4 +146,5 @@ if TYPE_CHECKING:  # what static checkers see; at run time __getattr__ provides 
         get_total_norm,
         zero_nans_,
     )
+    from fastclip.serialize import load, save
     from fastclip.train import GradientExplosionError, GradientMonitor, History, fit

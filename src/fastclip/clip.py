@@ -4,6 +4,17 @@ Every function takes one ``numpy.ndarray`` or any iterable of them (float32 or
 float64, any shape, any strides, C or Fortran order, views included). With the
 compiled kernels, one C call handles the whole list with the GIL released.
 
+The rule for what is clipped: given parameters (``model.parameters()`` of a
+fastclip or torch model), the torch-style functions (``clip_grad_norm_``,
+``clip_grad_value_``, ``clip_grads_with_norm_``, ``get_total_norm``,
+``zero_nans_``) act on each ``p.grad`` and skip parameters whose grad is None,
+as PyTorch does; given plain arrays or plain torch tensors, the arrays are the
+gradients themselves. torch CPU float32/float64 tensors are shared, never
+copied. The TensorFlow/optax-style functions (``clip_by_*``, ``array_norms``)
+also take pytrees (nested dicts, lists, tuples; leaves in insertion order) and
+anything exposing ``__array__``, and return the same structure of new NumPy
+arrays.
+
 Non-finite values follow PyTorch: a NaN or inf in the data is data. With
 ``error_if_nonfinite=False`` a NaN total norm gives a NaN coefficient, which
 turns every gradient into NaN, and an infinite total norm gives a coefficient of
@@ -20,6 +31,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from fastclip import _interop as _io
 from fastclip._dispatch import family
 
 __all__ = [
@@ -56,9 +68,15 @@ def clip_grad_norm_(
 
     Parameters
     ----------
-    grads : ndarray or iterable of ndarray
+    grads : ndarray, iterable of ndarray, or iterable of parameters
         float32 or float64 arrays, modified in place. They must be writeable and
         must not share memory with each other.
+        Given parameters (``model.parameters()`` of fastclip or torch), each
+        ``p.grad`` is used and parameters whose grad is None are skipped, as in
+        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
+        gradients themselves. Mixing the two in one call is a TypeError.
+        A nested dict/list/tuple of arrays is accepted too (leaves in order).
+        torch CPU tensors are clipped in place through shared memory.
     max_norm : float
         The largest total norm allowed, ``>= 0`` (``inf`` disables clipping).
     norm_type : float, default 2.0
@@ -78,7 +96,8 @@ def clip_grad_norm_(
     -------
     float
         The total norm before clipping (0.0 for an empty list). float32 arrays
-        are accumulated in float64, so this is a float64 value.
+        are accumulated in float64, so this is a float64 value. (PyTorch returns
+        a 0-d tensor; this is always a Python float, also for torch inputs.)
 
     Raises
     ------
@@ -97,6 +116,7 @@ def clip_grad_norm_(
     >>> round(float(np.sqrt(sum((x**2).sum() for x in g))), 6)
     1.0
     """
+    grads = _io.gradients(grads, "grads", True)
     if comm is not None:
         from fastclip import distributed
 
@@ -111,8 +131,13 @@ def get_total_norm(
 
     Parameters
     ----------
-    grads : ndarray or iterable of ndarray
+    grads : ndarray, iterable of ndarray, or iterable of parameters
         float32 or float64 arrays (read only).
+        Given parameters (``model.parameters()`` of fastclip or torch), each
+        ``p.grad`` is used and parameters whose grad is None are skipped, as in
+        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
+        gradients themselves. Mixing the two in one call is a TypeError.
+        A nested dict/list/tuple of arrays is accepted too (leaves in order).
     norm_type : float, default 2.0
         Any ``p > 0``, or ``inf``.
     error_if_nonfinite : bool, default False
@@ -128,12 +153,14 @@ def get_total_norm(
     Returns
     -------
     float
-        The ``norm_type``-norm of the per-array norms; 0.0 for an empty list.
+        The ``norm_type``-norm of the per-array norms; 0.0 for an empty list
+        (PyTorch returns a 0-d tensor; this is a Python float).
         float64 norms are computed with rescaling, so values such as 1e200 or
         1e-200 give the right norm where a plain sum of squares overflows or
         underflows. An empty array has norm 0 for every ``norm_type``
         (PyTorch raises for the infinity norm of an empty tensor).
     """
+    grads = _io.gradients(grads, "grads", False)
     if comm is not None:
         from fastclip import distributed
 
@@ -146,17 +173,28 @@ def array_norms(grads: Arrays, norm_type: float = 2.0) -> np.ndarray:
 
     Parameters
     ----------
-    grads : ndarray or iterable of ndarray
-        float32 or float64 arrays (read only).
+    grads : ndarray, iterable of ndarray, or pytree
+        float32 or float64 arrays (read only). A pytree (nested dict/list/tuple; leaves in insertion order)
+        is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
+        is read. A parameter is refused (TypeError): pass ``p.grad`` or
+        ``p.data``.
     norm_type : float, default 2.0
         Any ``p > 0``, or ``inf``.
 
     Returns
     -------
-    ndarray of float64, shape (len(grads),)
-        ``torch.linalg.vector_norm(g, norm_type)`` for each array.
+    ndarray of float64, shape (len(grads),), or pytree of float
+        ``torch.linalg.vector_norm(g, norm_type)`` for each array: an ndarray
+        for one array or a flat list/tuple/iterable of arrays, the same
+        structure with a float per leaf for a dict or nested containers.
     """
-    return _fam.impl.array_norms(grads, norm_type)
+    if not isinstance(grads, (np.ndarray, list, tuple, dict)):
+        grads = _io.materialize(grads, "grads")
+    arrays, rebuild = _io.arrays_tree(grads, "grads")
+    norms = _fam.impl.array_norms(arrays, norm_type)
+    if rebuild is None or _io.is_sequence(grads):
+        return norms
+    return rebuild([float(v) for v in norms])
 
 
 def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> None:
@@ -168,14 +206,20 @@ def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> 
 
     Parameters
     ----------
-    grads : ndarray or iterable of ndarray
+    grads : ndarray, iterable of ndarray, or iterable of parameters
         Writeable float32 or float64 arrays.
+        Given parameters (``model.parameters()`` of fastclip or torch), each
+        ``p.grad`` is used and parameters whose grad is None are skipped, as in
+        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
+        gradients themselves. Mixing the two in one call is a TypeError.
+        A nested dict/list/tuple of arrays is accepted too (leaves in order).
     max_norm : float
         ``>= 0``.
     total_norm : float
         The total norm, e.g. from :func:`get_total_norm` (``>= 0``, inf or NaN).
     """
-    return _fam.impl.clip_grads_with_norm_(grads, max_norm, total_norm)
+    return _fam.impl.clip_grads_with_norm_(_io.gradients(grads, "grads", True), max_norm,
+                                           total_norm)
 
 
 def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
@@ -185,12 +229,17 @@ def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
 
     Parameters
     ----------
-    grads : ndarray or iterable of ndarray
+    grads : ndarray, iterable of ndarray, or iterable of parameters
         Writeable float32 or float64 arrays.
+        Given parameters (``model.parameters()`` of fastclip or torch), each
+        ``p.grad`` is used and parameters whose grad is None are skipped, as in
+        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
+        gradients themselves. Mixing the two in one call is a TypeError.
+        A nested dict/list/tuple of arrays is accepted too (leaves in order).
     clip_value : float
         ``>= 0`` (``inf`` leaves the data unchanged).
     """
-    return _fam.impl.clip_grad_value_(grads, clip_value)
+    return _fam.impl.clip_grad_value_(_io.gradients(grads, "grads", True), clip_value)
 
 
 def clip_by_value(x: Arrays, lo: float, hi: float) -> np.ndarray | list[np.ndarray]:
@@ -198,17 +247,24 @@ def clip_by_value(x: Arrays, lo: float, hi: float) -> np.ndarray | list[np.ndarr
 
     Parameters
     ----------
-    x : ndarray or iterable of ndarray
-        float32 or float64 arrays, left unchanged.
+    x : ndarray, iterable of ndarray, or pytree
+        float32 or float64 arrays, left unchanged. A pytree (nested dict/list/tuple; leaves in insertion order)
+        is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
+        is read. A parameter is refused (TypeError): pass ``p.grad`` or
+        ``p.data``.
     lo, hi : float
         Bounds with ``lo <= hi``; neither may be NaN.
 
     Returns
     -------
-    ndarray or list of ndarray
-        An ndarray for an ndarray input, a list otherwise; same dtypes and shapes.
+    ndarray, list of ndarray, or pytree
+        An ndarray for one array, the input's structure for a list, tuple,
+        namedtuple or dict (nested), a list for any other iterable; new NumPy
+        arrays of the same dtypes and shapes.
     """
-    return _fam.impl.clip_by_value(x, lo, hi)
+    arrays, rebuild = _io.arrays_tree(x, "x")
+    out = _fam.impl.clip_by_value(arrays, lo, hi)
+    return out if rebuild is None else rebuild(out)
 
 
 def clip_by_norm(x: Arrays, clip_norm: float) -> np.ndarray | list[np.ndarray]:
@@ -219,12 +275,22 @@ def clip_by_norm(x: Arrays, clip_norm: float) -> np.ndarray | list[np.ndarray]:
 
     Parameters
     ----------
-    x : ndarray or iterable of ndarray
-        float32 or float64 arrays, left unchanged.
+    x : ndarray, iterable of ndarray, or pytree
+        float32 or float64 arrays, left unchanged. A pytree (nested dict/list/tuple; leaves in insertion order)
+        is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
+        is read. A parameter is refused (TypeError): pass ``p.grad`` or
+        ``p.data``.
     clip_norm : float
         ``> 0``.
+
+    Returns
+    -------
+    ndarray, list of ndarray, or pytree
+        As :func:`clip_by_value`.
     """
-    return _fam.impl.clip_by_norm(x, clip_norm)
+    arrays, rebuild = _io.arrays_tree(x, "x")
+    out = _fam.impl.clip_by_norm(arrays, clip_norm)
+    return out if rebuild is None else rebuild(out)
 
 
 def clip_by_global_norm(
@@ -238,8 +304,11 @@ def clip_by_global_norm(
 
     Parameters
     ----------
-    xs : ndarray or iterable of ndarray
-        float32 or float64 arrays, left unchanged.
+    xs : ndarray, iterable of ndarray, or pytree
+        float32 or float64 arrays, left unchanged. A pytree (nested dict/list/tuple; leaves in insertion order)
+        is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
+        is read. A parameter is refused (TypeError): pass ``p.grad`` or
+        ``p.data``.
     clip_norm : float
         ``> 0``.
     use_norm : float, optional
@@ -254,19 +323,25 @@ def clip_by_global_norm(
 
     Returns
     -------
-    (list of ndarray, float)
-        The clipped copies and the global norm before clipping.
+    (list of ndarray or pytree, float)
+        The clipped copies (a list for an ndarray, a list or another iterable;
+        the input's structure for a tuple, namedtuple, dict or nested
+        containers) and the global norm before clipping.
     """
+    arrays, rebuild = _io.arrays_tree(xs, "xs")
     if comm is not None:
         from fastclip import distributed
 
-        return distributed.clip_by_global_norm(xs, clip_norm, use_norm, comm)
-    return _fam.impl.clip_by_global_norm(xs, clip_norm, use_norm)
+        out, g = distributed.clip_by_global_norm(arrays, clip_norm, use_norm, comm)
+    else:
+        out, g = _fam.impl.clip_by_global_norm(arrays, clip_norm, use_norm)
+    return (out if rebuild is None else rebuild(out)), g
 
 
 def zero_nans_(grads: Arrays) -> int:
     """Replace every NaN by 0 in place; returns how many were replaced.
 
-    Infinite values are left alone (clip them by value or norm).
+    Infinite values are left alone (clip them by value or norm). ``grads`` is
+    taken as in :func:`clip_grad_norm_` (parameters give their ``p.grad``).
     """
-    return _fam.impl.zero_nans_(grads)
+    return _fam.impl.zero_nans_(_io.gradients(grads, "grads", True))

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ from fastclip._dispatch import family
 __all__ = [
     "MLP",
     "Linear",
+    "Parameter",
     "he_normal",
     "he_uniform",
     "mse",
@@ -224,6 +225,134 @@ def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 mse.classification = False  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------
+class Parameter:
+    """A model parameter: its value array and its gradient, as ``torch.nn.Parameter``.
+
+    ``model.parameters()`` returns these objects, so that
+    ``fastclip.clip_grad_norm_(model.parameters(), 1.0)`` clips the gradients
+    (``p.grad``), never the values, exactly as in PyTorch.
+
+    Parameters
+    ----------
+    data : ndarray
+        The value array, float32 or float64. Kept by reference: the parameter
+        is a handle on this array, not a copy.
+    grad : ndarray or None, default None
+        The gradient: an ndarray of the shape and dtype of ``data``, or None.
+    name : str, default ""
+        The parameter's name in its model (e.g. ``"0.weight"``).
+
+    Attributes
+    ----------
+    data : ndarray
+        The value array the model computes with (read-only attribute: the same
+        object for the parameter's life; update the values in place, e.g.
+        ``p.data[...] = x``).
+    grad : ndarray or None
+        The gradient array filled by the model's ``backward`` (the same array
+        object as in ``model.gradients()``), or None before the first backward
+        and after ``optimizer.zero_grad()``. Settable to None or to an ndarray
+        of the same shape and dtype as ``data``.
+    name : str
+
+    Notes
+    -----
+    ``numpy.asarray(p)`` is ``p.data`` (no copy), so NumPy functions read a
+    parameter's value; ``shape``, ``dtype``, ``ndim`` and ``size`` are those of
+    ``data``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastclip.nn import Parameter
+    >>> p = Parameter(np.zeros(3), name="w")
+    >>> p.grad is None, p.shape
+    (True, (3,))
+    >>> p.grad = np.array([3.0, 4.0, 0.0])
+    >>> import fastclip
+    >>> fastclip.clip_grad_norm_([p], 1.0)   # clips p.grad, not p.data
+    5.0
+    """
+
+    __slots__ = ("__weakref__", "_data", "_grad", "name")
+
+    def __init__(self, data: np.ndarray, grad: np.ndarray | None = None, name: str = "") -> None:
+        if not isinstance(data, np.ndarray):
+            raise TypeError(f"data must be a numpy.ndarray, got {type(data).__name__}")
+        if data.dtype not in _FLOATS:
+            raise TypeError(f"data must have dtype float32 or float64, got {data.dtype}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self._data = data
+        self._grad: np.ndarray | None = None
+        self.grad = grad
+        self.name = name
+
+    @property
+    def data(self) -> np.ndarray:
+        """The value array (the same object for the parameter's life)."""
+        return self._data
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """The gradient array, or None."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray | None) -> None:
+        if value is not None:
+            d = self._data
+            if not isinstance(value, np.ndarray):
+                raise TypeError(
+                    f"grad must be a numpy.ndarray or None, got {type(value).__name__}"
+                )
+            if value.dtype != d.dtype:
+                raise TypeError(
+                    f"grad has dtype {value.dtype} but the parameter has dtype {d.dtype}"
+                )
+            if value.shape != d.shape:
+                raise ValueError(
+                    f"grad has shape {value.shape} but the parameter has shape {d.shape}"
+                )
+        self._grad = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of :attr:`data`."""
+        return self._data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of :attr:`data`."""
+        return self._data.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of :attr:`data`."""
+        return self._data.ndim
+
+    @property
+    def size(self) -> int:
+        """Number of elements of :attr:`data`."""
+        return self._data.size
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        a = self._data
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError("a copy is needed to change the dtype of a Parameter's data")
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def __repr__(self) -> str:
+        g = "None" if self._grad is None else "ndarray"
+        name = f"{self.name!r}, " if self.name else ""
+        return f"Parameter({name}shape={self.shape}, dtype={self.dtype.name}, grad={g})"
 
 
 # ---------------------------------------------------------------------------
@@ -449,6 +578,7 @@ class _Network:
         self._dtype = dtype
         self._params = [p for blk in blocks for p in blk.params()]
         self._grads = [g for blk in blocks for g in blk.grads()]
+        self._pobjs = [Parameter(p, None, n) for p, n in zip(self._params, names)]
         self._sq = np.zeros(len(self._grads))
         self._link_sqnorms()
         self._runs: dict[int, _Run] = {}
@@ -645,6 +775,8 @@ class _Network:
             assert gi is not None
             g = gi
         dx = blocks[0].backward(impl, g, bool(input_grad), bruns[0])
+        for p, gr in zip(self._pobjs, self._grads):
+            p._grad = gr
         return None if dx is None else _readonly(dx)
 
     def _backward_per_example(self, dy: np.ndarray, input_grad: bool, clip: Any,
@@ -699,14 +831,31 @@ class _Network:
         return None if dx is None else _readonly(dx)
 
     # -- parameters ---------------------------------------------------------
-    def parameters(self) -> list[np.ndarray]:
-        """The parameters: per block, weight ``(in, out)``, bias ``(out,)`` and,
-        for prelu, the slope ``(1,)``. The arrays themselves (update them in place)."""
-        return list(self._params)
+    def parameters(self) -> list[Parameter]:
+        """The parameters, as :class:`Parameter` objects (value ``p.data``, gradient ``p.grad``).
+
+        Per block: weight ``(in, out)``, bias ``(out,)`` and, for prelu, the
+        slope ``(1,)``. The same objects on every call; ``p.data`` is the array
+        the model computes with (update it in place), ``p.grad`` is None before
+        the first :meth:`backward` and afterwards the array of
+        :meth:`gradients` that the backward fills. Clipping functions and
+        optimisers given these objects act on ``p.grad``, as in PyTorch; use
+        ``[p.data for p in model.parameters()]`` for the value arrays.
+        """
+        return list(self._pobjs)
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(name, parameter)`` pairs in the order of :meth:`parameters`.
+
+        As ``torch.nn.Module.named_parameters``; the names are those of
+        :meth:`parameter_names` (``"0.weight"``, ``"0.bias"``, ...).
+        """
+        yield from zip(self._names, list(self._pobjs))
 
     def gradients(self) -> list[np.ndarray]:
-        """The gradients, in the order and shapes of :meth:`parameters`; the same
-        array objects after every :meth:`backward` (which fills them in place)."""
+        """The gradient arrays, in the order and shapes of :meth:`parameters`; the
+        same array objects after every :meth:`backward` (which fills them in
+        place, and sets each parameter's ``grad`` to them)."""
         return list(self._grads)
 
     def parameter_names(self) -> list[str]:
@@ -928,3 +1077,143 @@ class MLP(_Network):
     def __repr__(self) -> str:
         return (f"MLP({list(self.sizes)}, activation={self.activation!r}, "
                 f"dtype={self._dtype.name})")
+
+    # -- torch interop --------------------------------------------------------------
+    def to_torch_state_dict(self, *, tensors: bool = False) -> dict[str, Any]:
+        """The parameters as the ``state_dict`` of the equivalent ``torch.nn.Sequential``.
+
+        The torch model is ``Sequential(Linear, act, Linear, act, ..., Linear)``:
+        block ``i`` is module ``2 * i`` (``"{2i}.weight"`` of shape ``(out, in)``,
+        the transpose of fastclip's weight, and ``"{2i}.bias"``) and, for
+        ``activation="prelu"``, its ``nn.PReLU()`` is module ``2 * i + 1``
+        (``"{2i+1}.weight"`` of shape ``(1,)``).
+
+        Parameters
+        ----------
+        tensors : bool, default False, keyword-only
+            Return ``torch.Tensor`` values (imports torch) instead of ndarrays.
+
+        Returns
+        -------
+        dict of str -> ndarray (or torch.Tensor)
+            New C-contiguous copies, in module order.
+        """
+        out: dict[str, Any] = {}
+        for i, blk in enumerate(self._blocks):
+            out[f"{2 * i}.weight"] = np.ascontiguousarray(blk.weight.T)
+            out[f"{2 * i}.bias"] = blk.bias.copy()
+            if blk.slope is not None:
+                out[f"{2 * i + 1}.weight"] = blk.slope.copy()
+        if tensors:
+            import torch
+
+            return {k: torch.from_numpy(v) for k, v in out.items()}
+        return out
+
+    @classmethod
+    def from_torch_state_dict(cls, state_dict: Mapping[str, Any], activation: str = "relu", *,
+                              negative_slope: float = 0.01, dtype: Any = None) -> MLP:
+        """Build an MLP from the ``state_dict`` of a torch ``nn.Sequential`` of Linear layers.
+
+        The modules holding parameters are taken in the order of the dict:
+        each ``nn.Linear`` (a 2-D ``weight`` of torch's layout ``(out, in)``,
+        always transposed into fastclip's ``(in, out)``, so a square layer can
+        never load transposed; an optional ``bias``, zero when absent) and, for
+        ``activation="prelu"``, one ``nn.PReLU()`` (a ``(1,)`` weight) after
+        every hidden Linear. Activations without parameters leave no trace in a
+        state_dict: pass ``activation`` (and ``negative_slope``) as in the torch
+        model. A prefix common to all keys (``"net.0.weight"``) is fine.
+
+        Parameters
+        ----------
+        state_dict : mapping of str -> torch.Tensor or ndarray
+        activation : str, default "relu"
+            The hidden activation of the torch model.
+        negative_slope : float, default 0.01
+            leaky_relu's slope (ignored for prelu: the slopes are loaded).
+        dtype : {None, numpy.float32, numpy.float64}
+            Default: the dtype of the first weight.
+
+        Returns
+        -------
+        MLP
+
+        Raises
+        ------
+        TypeError
+            Not a mapping, or a value that is not a real numeric array/tensor.
+        ValueError
+            Keys that are not ``<module>.weight``/``<module>.bias``, a layer whose
+            input width is not the previous layer's output width (both keys and
+            shapes named), PReLU weights without ``activation="prelu"`` or the
+            reverse, or fewer than one Linear.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"state_dict must be a mapping of name -> tensor, got {type(state_dict).__name__}"
+            )
+        modules: dict[str, dict[str, np.ndarray]] = {}
+        for key, v in state_dict.items():
+            if not isinstance(key, str) or "." not in key:
+                raise ValueError(f"state_dict key {key!r} is not of the form '<module>.<param>'")
+            mod, _, name = key.rpartition(".")
+            if name not in ("weight", "bias"):
+                raise ValueError(f"state_dict[{key!r}]: only Linear and PReLU parameters "
+                                 "(weight, bias) are supported")
+            if type(v).__module__.startswith("torch"):
+                v = v.detach().cpu().numpy()
+            a = np.asarray(v)
+            if a.dtype.kind not in "iuf":
+                raise TypeError(f"state_dict[{key!r}] must be a real numeric array, got dtype "
+                                f"{a.dtype}")
+            modules.setdefault(mod, {})[name] = a
+        linears: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+        slopes: list[tuple[str, np.ndarray]] = []
+        for mod, ps in modules.items():
+            w = ps.get("weight")
+            if w is None:
+                raise ValueError(f"state_dict has {mod}.bias but no {mod}.weight")
+            if w.ndim == 2:
+                b = ps.get("bias")
+                if b is not None and b.shape != (w.shape[0],):
+                    raise ValueError(f"state_dict[{mod + '.bias'!r}] has shape {b.shape} but "
+                                     f"{mod}.weight has shape {w.shape} (out, in)")
+                if slopes and len(slopes) != len(linears):
+                    raise ValueError(f"state_dict: two PReLU modules in a row before {mod}")
+                linears.append((mod, w, b))
+            elif w.shape == (1,) and "bias" not in ps:
+                if len(slopes) != len(linears) - 1:
+                    raise ValueError(f"state_dict[{mod + '.weight'!r}]: a PReLU that does not "
+                                     "follow a Linear")
+                slopes.append((mod, w))
+            else:
+                raise ValueError(f"state_dict[{mod + '.weight'!r}] has shape {w.shape}: neither "
+                                 "a Linear weight (out, in) nor a PReLU() weight (1,)")
+        if not linears:
+            raise ValueError("state_dict holds no Linear layer (no 2-D weight)")
+        act = activation.lower() if isinstance(activation, str) else activation
+        if slopes and act != "prelu":
+            raise ValueError(f"state_dict holds PReLU weights ({slopes[0][0]}.weight) but "
+                             f"activation is {activation!r}; pass activation='prelu'")
+        if act == "prelu" and len(slopes) != len(linears) - 1:
+            raise ValueError(f"activation='prelu' needs one PReLU() weight after each of the "
+                             f"{len(linears) - 1} hidden Linear layers, found {len(slopes)}")
+        for (m0, w0, _), (m1, w1, _) in zip(linears, linears[1:]):
+            if w1.shape[1] != w0.shape[0]:
+                raise ValueError(
+                    f"state_dict[{m1 + '.weight'!r}] has shape {w1.shape} (out, in) but the "
+                    f"previous layer {m0}.weight has {w0.shape[0]} outputs"
+                )
+        dt = _check_dtype(linears[0][1].dtype if dtype is None and linears[0][1].dtype.kind == "f"
+                          else (np.float32 if dtype is None else dtype))
+        sizes = [int(linears[0][1].shape[1])] + [int(w.shape[0]) for _, w, _ in linears]
+        model = cls(sizes, activation, negative_slope=negative_slope, dtype=dt, rng=0)
+        for i, ((_, w, b), blk) in enumerate(zip(linears, model._blocks)):
+            np.copyto(blk.weight, w.T, casting="unsafe")  # torch (out, in) -> fastclip (in, out)
+            if b is None:
+                blk.bias[...] = 0
+            else:
+                np.copyto(blk.bias, b, casting="unsafe")
+            if blk.slope is not None:
+                np.copyto(blk.slope, slopes[i][1], casting="unsafe")
+        return model

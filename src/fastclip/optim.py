@@ -16,6 +16,15 @@ Clipping acts on the raw gradient before weight decay is added, as
 value is computed on the fly inside the update pass (PyTorch clips ``p.grad`` in
 place; here gradients are read-only inputs).
 
+Built on parameters (``model.parameters()`` of a fastclip model, or of a torch
+CPU model whose float32/float64 tensors are then updated in place through shared
+memory, never copied), :meth:`Optimizer.step` with no argument reads each
+``p.grad`` and skips parameters whose grad is None, and
+:meth:`Optimizer.zero_grad` resets the gradients (``set_to_none=True`` by
+default, as PyTorch). On a torch model ``p.grad`` is left unclipped, where
+``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()`` would have
+scaled it in place; the parameters are the same.
+
 A step whose gradient norm is not finite is never applied: with
 ``on_nonfinite="raise"`` (default) it raises :class:`FloatingPointError` naming
 the first non-finite gradient, with ``"skip"`` it returns the norm; in both
@@ -37,6 +46,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from fastclip import _interop as _io
 from fastclip import _validation as _v
 from fastclip._dispatch import family
 from fastclip.reference import optim as _ref
@@ -108,7 +118,8 @@ class Optimizer:
         clip_norm: float | None,
         clip_value: float | None,
     ) -> None:
-        plist = _ref.check_params_list(params)
+        values, handles = _io.optim_params(params)
+        plist = _ref.check_params_list(values)
         if len(plist) == 0:
             raise ValueError("params is an empty list: the optimiser has nothing to update")
         self._params: list[np.ndarray] = plist
@@ -128,6 +139,7 @@ class Optimizer:
         ]
         self._step_count = 0
         self._lr_scale = 1.0
+        self._reader = None if handles is None else _io.GradReader(handles, self._params)
 
     # -- attributes ---------------------------------------------------------------------
     @property
@@ -190,9 +202,33 @@ class Optimizer:
         return v * self._lr_scale
 
     # -- the step -------------------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of the parameters, as ``torch.optim.Optimizer.zero_grad``.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            True (PyTorch's default): set every ``p.grad`` to None; a fastclip
+            model's next ``backward`` sets it back to its gradient array (which it
+            overwrites, so zeroing is never needed between steps), a torch
+            model's next backward allocates a new tensor. False: fill each
+            existing gradient with zeros in place.
+
+        Raises
+        ------
+        TypeError
+            The optimiser was built on plain arrays (it knows no gradients).
+        """
+        if self._reader is None:
+            raise TypeError(
+                "zero_grad() needs an optimiser built on parameters (model.parameters()); "
+                "this one was built on plain arrays and knows no gradients"
+            )
+        self._reader.zero_grad(bool(set_to_none))
+
     def step(
         self,
-        grads: Sequence[np.ndarray],
+        grads: Sequence[np.ndarray] | None = None,
         *,
         sqnorms: Any = None,
         on_nonfinite: str = "raise",
@@ -201,10 +237,15 @@ class Optimizer:
 
         Parameters
         ----------
-        grads : list of ndarray
+        grads : list of ndarray, optional
             One gradient per parameter, same dtype and shape, in the order of
             :attr:`params`. Read only: the clipped gradient is used on the fly and
-            never written back.
+            never written back. Omitted (optimiser built on parameters): each
+            parameter's ``p.grad`` is used, and parameters whose grad is None
+            are skipped, as PyTorch does (their state is left unchanged; the
+            bias-correction step is the optimiser's :attr:`step_count`, which
+            PyTorch keeps per parameter). When every grad is None the step does
+            nothing and returns 0.0.
         sqnorms : array of float, optional
             Per-gradient sums of squares (e.g. ``model.grad_sqnorms()``); the global
             norm is then ``sqrt(sum(sqnorms))`` (computed with rescaling) and the
@@ -235,12 +276,33 @@ class Optimizer:
         """
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        params, state = self._params, self._state
+        if grads is None:
+            if self._reader is None:
+                raise TypeError(
+                    "step() without grads needs an optimiser built on parameters "
+                    "(model.parameters()); this one was built on plain arrays: pass grads"
+                )
+            self._reader.refresh_values()
+            grads, idx = self._reader.grads()
+            if len(idx) < len(params):
+                if not idx:
+                    return 0.0
+                if sqnorms is not None:
+                    raise ValueError(
+                        "sqnorms was given but some parameters have no grad: it must hold "
+                        "one value per parameter with a gradient"
+                    )
+                params = [params[i] for i in idx]
+                state = [state[i] for i in idx]
+        elif self._reader is not None:
+            self._reader.refresh_values()
         lr = self._lr_at(self._step_count)
         total, bad = _fam.impl.fused_step(
             self._kind,
-            self._params,
+            params,
             grads,
-            self._state,
+            state,
             lr=lr,
             step=self._step_count + 1,
             clip_norm=self._clip_norm,
@@ -399,7 +461,11 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : iterable of ndarray
+    params : iterable of ndarray, or of parameters
+        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
+        or of a torch CPU model (float32/float64, updated in place through
+        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
+        or the value arrays themselves.
         Writeable float32/float64 arrays not sharing memory (any layout).
     lr : float or callable
         Learning rate ``>= 0``, or a callable ``step -> float`` evaluated at
@@ -488,7 +554,11 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : iterable of ndarray
+    params : iterable of ndarray, or of parameters
+        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
+        or of a torch CPU model (float32/float64, updated in place through
+        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
+        or the value arrays themselves.
         Writeable float32/float64 arrays not sharing memory (any layout).
     lr : float or callable, default 1e-3
         Learning rate ``>= 0``, or a callable ``step -> float``.
@@ -546,7 +616,11 @@ class AdamW(Adam):
 
     Parameters
     ----------
-    params : iterable of ndarray
+    params : iterable of ndarray, or of parameters
+        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
+        or of a torch CPU model (float32/float64, updated in place through
+        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
+        or the value arrays themselves.
         Writeable float32/float64 arrays not sharing memory.
     lr : float or callable, default 1e-3
     betas : (float, float), default (0.9, 0.999)
@@ -586,7 +660,11 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    params : iterable of ndarray
+    params : iterable of ndarray, or of parameters
+        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
+        or of a torch CPU model (float32/float64, updated in place through
+        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
+        or the value arrays themselves.
         Writeable float32/float64 arrays not sharing memory.
     lr : float or callable, default 1e-2
     alpha : float, default 0.99

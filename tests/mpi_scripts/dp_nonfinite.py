@@ -52,7 +52,7 @@ def main(comm):
             dp.check_replicas()
         assert opt.step_count == 4
         dp.check_replicas()
-        assert np.isfinite(model.parameters()[0]).all()
+        assert np.isfinite(model.parameters()[0].data).all()
 
     # An exception inside one rank's forward/loss: every rank raises, no deadlock.
     model = nn.MLP(SIZES, dtype=np.float64, rng=7)

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fastclip import _interop as _io
 from fastclip.distributed.broadcast import broadcast_parameters, signature
 from fastclip.distributed.comm import agree_or_raise, check_comm
 from fastclip.distributed.reduce import GradientAllreducer, ReduceResult
@@ -47,7 +48,7 @@ def fit_setup(
     if comm.Get_rank() != 0:
         rng = np.random.Generator(type(rng.bit_generator)())
         rng.bit_generator.state = state
-    broadcast_parameters(list(model.parameters()), comm)
+    broadcast_parameters(_io.values(model.parameters()), comm)
     return GradientAllreducer(list(model.gradients()), comm), rng
 
 
@@ -189,7 +190,7 @@ class DataParallel:
                 raise TypeError("optimizer must have a step(grads, ...) method")
             if mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
                 raise TypeError("policy 'rollback' needs an optimiser with lr_scale")
-            params = list(model.parameters())
+            params = _io.values(model.parameters())
             grads = list(model.gradients())
             if signature(params) != signature(grads):
                 raise ValueError(

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from fastclip import _interop as _io
 from fastclip._checks import train as _ct
 from fastclip.train.engine import StepEngine
 from fastclip.train.history import History
@@ -174,7 +175,7 @@ def fit(
             if Xv.shape[1] != X.shape[1]:
                 raise ValueError(f"validation[0] has {Xv.shape[1]} features but X has {X.shape[1]}")
             yv = _ct.check_y(validation[1], "validation[1]", Xv.shape[0], n_out, is_cls, dtype)
-        params = list(model.parameters())
+        params = _io.values(model.parameters())
         if optimizer is None:
             from fastclip.optim import Adam
 
@@ -243,7 +244,7 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
     if comm is not None:
         from fastclip import distributed
     from fastclip.clip import array_norms
-    params = list(model.parameters())
+    params = _io.values(model.parameters())
     n = X.shape[0]
     steps_per_epoch = -(-n // batch_size) if dp is None else dp.sampler.steps_per_epoch
     clips = clip is not None or any(

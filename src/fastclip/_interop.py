@@ -1,0 +1,384 @@
+"""What the public functions accept, turned into the NumPy arrays the kernels take.
+
+One place for every conversion, used by :mod:`fastclip.clip` and
+:mod:`fastclip.optim`:
+
+- :class:`fastclip.nn.Parameter` and ``torch.nn.Parameter``: the gradient
+  ``p.grad`` is the array (parameters whose ``grad`` is None are skipped);
+- ``numpy.ndarray`` and plain torch tensors: the array itself;
+- nested dicts, lists and tuples of those (pytrees), leaves in insertion order;
+- for the read-only (out-of-place) functions, any object exposing ``__array__``.
+
+torch tensors are shared, never copied: a CPU float32/float64 strided tensor is
+viewed through ``Tensor.numpy()`` (same memory), anything else raises
+:class:`TypeError` naming the dtype, device or layout. torch is recognised by
+the module of the object's type, so fastclip never imports torch itself unless
+a torch object is passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from fastclip import _validation as _v
+
+_ND = np.ndarray
+
+
+def is_torch(x: Any) -> bool:
+    """True for torch tensors and parameters (without importing torch)."""
+    return type(x).__module__.startswith("torch")
+
+
+_PARAM: Any = None
+
+
+def _is_param(x: Any) -> bool:
+    """A fastclip or torch parameter: something whose ``grad`` is the gradient.
+
+    A torch tensor counts as one when it is a ``torch.nn.Parameter`` or a leaf
+    that requires grad (what ``torch.nn.utils.clip_grad_norm_`` is given);
+    any other torch tensor is a gradient itself.
+    """
+    global _PARAM
+    if is_torch(x):
+        import torch
+
+        return isinstance(x, torch.nn.Parameter) or (
+            isinstance(x, torch.Tensor) and x.requires_grad and x.is_leaf
+        )
+    if _PARAM is None:
+        from fastclip.nn import Parameter
+
+        _PARAM = Parameter
+    return isinstance(x, _PARAM)
+
+
+def torch_array(t: Any, lab: str) -> np.ndarray:
+    """An ndarray sharing memory with the CPU float tensor ``t``; TypeError otherwise."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{lab} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise TypeError(
+            f"{lab} is a torch tensor on device {t.device}; fastclip works on CPU tensors "
+            "only (it never copies a tensor to the host and back)"
+        )
+    if t.layout != torch.strided:
+        raise TypeError(
+            f"{lab} is a torch tensor with layout {t.layout}; fastclip needs a strided "
+            "(dense) CPU tensor to share its memory"
+        )
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"{lab} is a torch tensor of dtype {t.dtype}; fastclip supports torch.float32 "
+            "and torch.float64 only (no silent conversion)"
+        )
+    if t.is_conj() or t.is_neg():
+        raise TypeError(
+            f"{lab} is a torch tensor with a lazy conjugate/negative bit; its memory does "
+            "not hold its values (call .resolve_conj()/.resolve_neg() first)"
+        )
+    a = t.detach().numpy()
+    if a.size and a.__array_interface__["data"][0] != t.data_ptr():
+        raise TypeError(f"{lab}: torch did not share the tensor's memory with NumPy")
+    return a
+
+
+def _leaf_array(x: Any, lab: str, inplace: bool) -> np.ndarray:
+    """One leaf that is not a parameter, as a validated ndarray."""
+    if type(x) is _ND or isinstance(x, _ND):
+        return _v.check_array(x, lab, inplace)
+    if is_torch(x):
+        return _v.check_array(torch_array(x, lab), lab, inplace)
+    if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
+        a = np.asarray(x)
+        if inplace:
+            if not a.flags.writeable:
+                raise ValueError(_v.readonly_msg(lab))
+            raise TypeError(
+                f"{lab} is a {type(x).__name__}, not an ndarray: an in-place function cannot "
+                "know that writing to numpy.asarray() of it changes it; pass an ndarray"
+            )
+        return _v.check_array(a, lab, False)
+    raise TypeError(_v.not_array_msg(lab, x))
+
+
+def _read_leaf(x: Any, lab: str) -> np.ndarray:
+    """A leaf read by an out-of-place function; parameters are ambiguous there."""
+    if type(x) is not _ND and _is_param(x):
+        raise TypeError(
+            f"{lab} is a parameter ({type(x).__name__}); this function reads arrays: pass "
+            "its gradient (p.grad) or its value (p.data) explicitly"
+        )
+    return _leaf_array(x, lab, False)
+
+
+def _key_label(k: Any) -> str:
+    return f"[{k!r}]"
+
+
+class _Tree:
+    """The structure of a pytree: containers and where each leaf goes."""
+
+    __slots__ = ("children", "cls", "keys", "kind")
+
+    def __init__(self, kind: str, cls: Any, keys: Any, children: list[Any]) -> None:
+        self.kind = kind  # "leaf", "none", "dict", "list", "tuple", "namedtuple"
+        self.cls = cls
+        self.keys = keys
+        self.children = children
+
+
+def _flatten(obj: Any, path: str, leaves: list[Any], labels: list[str]) -> _Tree:
+    if obj is None:
+        return _Tree("none", None, None, [])
+    if isinstance(obj, Mapping):
+        keys = list(obj.keys())
+        return _Tree("dict", type(obj), keys,
+                     [_flatten(obj[k], path + _key_label(k), leaves, labels) for k in keys])
+    if isinstance(obj, tuple):
+        kind = "namedtuple" if hasattr(type(obj), "_fields") else "tuple"
+        return _Tree(kind, type(obj), None,
+                     [_flatten(c, f"{path}[{i}]", leaves, labels) for i, c in enumerate(obj)])
+    if isinstance(obj, list):
+        return _Tree("list", list, None,
+                     [_flatten(c, f"{path}[{i}]", leaves, labels) for i, c in enumerate(obj)])
+    leaves.append(obj)
+    labels.append(path)
+    return _Tree("leaf", None, None, [])
+
+
+def _unflatten(tree: _Tree, it: Any) -> Any:
+    if tree.kind == "leaf":
+        return next(it)
+    if tree.kind == "none":
+        return None
+    kids = [_unflatten(c, it) for c in tree.children]
+    if tree.kind == "dict":
+        pairs = list(zip(tree.keys, kids))
+        if tree.cls is dict:
+            return dict(pairs)
+        try:
+            return tree.cls(pairs)
+        except (TypeError, ValueError):  # a Mapping type that cannot be built from pairs
+            return dict(pairs)
+    if tree.kind == "namedtuple":
+        return tree.cls(*kids)
+    if tree.kind == "tuple":
+        return tuple(kids)
+    return kids
+
+
+def materialize(obj: Any, name: str) -> Any:
+    """Materialise a one-shot iterable (e.g. torch's ``model.parameters()``)."""
+    if isinstance(obj, (_ND, Mapping, list, tuple)) or obj is None:
+        return obj
+    if is_torch(obj) or hasattr(obj, "__array__") or _is_param(obj):
+        return obj
+    if isinstance(obj, (str, bytes)) or not isinstance(obj, Iterable):
+        raise TypeError(_v.not_iterable_msg(name, obj))
+    return list(obj)
+
+
+def _all_ndarrays(obj: Any) -> bool:
+    return type(obj) is list and (not obj or set(map(type, obj)) == {_ND})
+
+
+def gradients(obj: Any, name: str, inplace: bool) -> Any:
+    """The gradient arrays of ``obj`` for the torch-style functions.
+
+    Returns ``obj`` itself when it is already an ndarray or a list of ndarrays
+    (the kernels validate it), else a validated list of ndarrays: the ``grad``
+    of each parameter whose grad is not None, the arrays (or shared views of
+    torch tensors) otherwise, in tree order. Mixing parameters and plain
+    arrays raises TypeError.
+    """
+    if type(obj) is _ND or _all_ndarrays(obj):
+        return obj
+    obj = materialize(obj, name)
+    if obj is None:
+        raise TypeError(_v.not_iterable_msg(name, obj))
+    leaves: list[Any] = []
+    labels: list[str] = []
+    single = not isinstance(obj, (Mapping, list, tuple))
+    _flatten(obj, "", leaves, labels)
+    labels = [name + lab for lab in labels]
+    out: list[np.ndarray] = []
+    first_param = first_array = None
+    for x, lab in zip(leaves, labels):
+        if _is_param(x):
+            first_param = first_param or lab
+            g = x.grad
+            if g is None:
+                continue
+            glab = f"{lab}.grad"
+            out.append(_leaf_array(g, glab, inplace))
+        else:
+            first_array = first_array or lab
+            out.append(_leaf_array(x, lab, inplace))
+        if first_param is not None and first_array is not None:
+            raise TypeError(
+                f"{name} mixes parameters ({first_param}) and plain arrays ({first_array}); "
+                "pass either parameters (their .grad is used) or the gradient arrays "
+                "themselves"
+            )
+    if single and len(out) == 1 and not _is_param(obj):
+        return out[0]
+    return out
+
+
+def arrays_tree(obj: Any, name: str) -> tuple[Any, Callable[[list[Any]], Any] | None]:
+    """``(arrays, rebuild)`` for the read-only, out-of-place functions.
+
+    ``arrays`` is what the kernels take (an ndarray or a list of ndarrays);
+    ``rebuild(results)`` puts one result per leaf back into the structure of
+    ``obj`` (None when ``obj`` is one array or a plain list of ndarrays, whose
+    results need no rebuilding). Every leaf is read as an array: ndarrays,
+    CPU torch tensors (shared) and anything with ``__array__``. A parameter is
+    ambiguous here (value or gradient?) and raises TypeError.
+    """
+    if type(obj) is _ND or _all_ndarrays(obj):
+        return obj, None
+    obj = materialize(obj, name)
+    if obj is None or not isinstance(obj, (Mapping, list, tuple)):
+        if obj is not None and (is_torch(obj) or hasattr(obj, "__array__")):
+            return _read_leaf(obj, name), None
+        raise TypeError(_v.not_iterable_msg(name, obj))
+    leaves: list[Any] = []
+    labels: list[str] = []
+    tree = _flatten(obj, name, leaves, labels)
+    arrays = [_read_leaf(x, lab) for x, lab in zip(leaves, labels)]
+
+    def rebuild(results: list[Any]) -> Any:
+        return _unflatten(tree, iter(results))
+
+    return arrays, rebuild
+
+
+def is_sequence(obj: Any) -> bool:
+    """True for a list, tuple or other iterable whose items are not containers.
+
+    Such an input is "a list of arrays" (one result per array in a vector), as
+    opposed to a pytree (dict or nested containers).
+    """
+    if isinstance(obj, Mapping):
+        return False
+    if isinstance(obj, (list, tuple)):
+        return not any(isinstance(c, (Mapping, list, tuple)) or c is None for c in obj)
+    return True
+
+
+def values(params: Iterable[Any]) -> list[np.ndarray]:
+    """The value arrays of fastclip parameters (other items unchanged)."""
+    _is_param(None)  # loads the Parameter class
+    return [p.data if isinstance(p, _PARAM) else p for p in params]
+
+
+def optim_params(params: Any) -> tuple[Any, list[Any] | None]:
+    """``(value arrays, parameter handles or None)`` for an optimiser's ``params``.
+
+    Parameters (fastclip or torch) give their value arrays (torch ones shared
+    zero-copy) and are kept as handles, so that ``step()`` can read their
+    ``grad``; plain ndarrays are returned unchanged with no handles. Mixing
+    parameters and plain arrays raises TypeError.
+    """
+    if type(params) is _ND or _all_ndarrays(params):
+        return params, None
+    if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
+        return params, None  # check_params_list reports it
+    items = list(params)
+    kinds = [_is_param(p) for p in items]
+    if not any(kinds):
+        return [torch_array(p, f"params[{i}]") if is_torch(p) else p
+                for i, p in enumerate(items)], None
+    if not all(kinds):
+        a, b = kinds.index(True), kinds.index(False)
+        raise TypeError(
+            f"params mixes parameters (params[{a}]) and plain arrays (params[{b}]); pass "
+            "either model.parameters() or the value arrays"
+        )
+    vals = [torch_array(p, f"params[{i}]") if is_torch(p) else p.data
+            for i, p in enumerate(items)]
+    return vals, items
+
+
+class GradReader:
+    """Reads the current ``grad`` of each parameter as an ndarray, fast.
+
+    A torch gradient tensor is viewed once and the view reused while
+    ``p.grad`` is the same tensor with the same storage; a new tensor (after
+    ``zero_grad(set_to_none=True)`` and a backward) is viewed anew.
+    """
+
+    __slots__ = ("_cache", "_handles", "_ptrs", "_torch", "_tidx", "_vals")
+
+    def __init__(self, handles: list[Any], vals: list[np.ndarray]) -> None:
+        self._handles = handles
+        self._vals = vals
+        self._torch = [is_torch(p) for p in handles]
+        self._tidx = [i for i, t in enumerate(self._torch) if t]
+        self._ptrs = [handles[i].data_ptr() for i in self._tidx]
+        self._cache: list[Any] = [None] * len(handles)
+
+    def refresh_values(self) -> None:
+        """Re-view a torch parameter whose storage was replaced (``p.data = t``)."""
+        handles = self._handles
+        for k, i in enumerate(self._tidx):
+            p = handles[i]
+            if p.data_ptr() != self._ptrs[k]:
+                v = self._vals[i]
+                new = torch_array(p, f"params[{i}]")
+                if new.shape != v.shape or new.dtype != v.dtype:
+                    raise ValueError(
+                        f"params[{i}] changed from shape {v.shape} {v.dtype} to "
+                        f"{new.shape} {new.dtype} after the optimiser was built"
+                    )
+                self._vals[i] = new
+                self._ptrs[k] = p.data_ptr()
+
+    def grads(self) -> tuple[list[np.ndarray], list[int]]:
+        """``(gradients, indices)`` of the parameters whose grad is not None."""
+        out: list[np.ndarray] = []
+        idx: list[int] = []
+        cache = self._cache
+        is_torch_ = self._torch
+        ptr = None
+        if self._tidx:
+            import torch
+
+            ptr = torch._C.TensorBase.data_ptr  # no __torch_function__ dispatch
+        for i, p in enumerate(self._handles):
+            g = p.grad
+            if g is None:
+                continue
+            if is_torch_[i]:
+                c = cache[i]
+                if c is not None and c[0] is g and c[2] == ptr(g):
+                    a = c[1]
+                else:
+                    a = torch_array(g, f"params[{i}].grad")
+                    cache[i] = (g, a, ptr(g))
+                out.append(a)
+            else:
+                out.append(g)
+            idx.append(i)
+        return out, idx
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        for i, p in enumerate(self._handles):
+            g = p.grad
+            if g is None:
+                continue
+            if set_to_none:
+                p.grad = None
+                self._cache[i] = None
+            elif self._torch[i]:
+                g.detach_()
+                g.zero_()
+            else:
+                g[...] = 0

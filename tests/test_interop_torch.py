@@ -1,0 +1,254 @@
+"""torch CPU tensors in the clipping functions and optimisers: in place, zero-copy."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastclip
+from fastclip import optim
+
+torch = pytest.importorskip("torch")
+
+IMPLS = ["c", "python"]
+
+
+def _model(seed=0, dtype=torch.float64, sizes=(6, 9, 7, 3)):
+    torch.manual_seed(seed)
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers).to(dtype)
+
+
+def _backward(model, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    dt = next(model.parameters()).dtype
+    x = torch.randn(8, model[0].in_features, generator=g, dtype=dt)
+    y = torch.randint(0, model[-1].out_features, (8,), generator=g)
+    loss = torch.nn.functional.cross_entropy(model(x) * scale, y)
+    loss.backward()
+
+
+def _grads(model):
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf"), 3.0])
+def test_clip_grad_norm_matches_torch_in_place(impl, dtype, norm_type):
+    a, b = _model(dtype=dtype), _model(dtype=dtype)
+    _backward(a, scale=50.0)
+    _backward(b, scale=50.0)
+    ptrs = [p.grad.data_ptr() for p in b.parameters()]
+    values = [p.detach().clone() for p in b.parameters()]
+    want = torch.nn.utils.clip_grad_norm_(a.parameters(), 0.5, norm_type)
+    with fastclip.use_implementation(impl):
+        got = fastclip.clip_grad_norm_(b.parameters(), 0.5, norm_type)
+    assert type(got) is float  # torch returns a 0-d tensor
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(got, float(want), rtol=rtol)
+    for p, q, ptr, v in zip(a.parameters(), b.parameters(), ptrs, values):
+        assert q.grad.data_ptr() == ptr  # the same memory, modified in place
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=rtol, atol=0)
+        assert torch.equal(q.detach(), v)  # the values are never touched
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_clip_grad_value_get_total_norm_and_with_norm(impl):
+    a, b = _model(), _model()
+    _backward(a, scale=20.0)
+    _backward(b, scale=20.0)
+    with fastclip.use_implementation(impl):
+        n = fastclip.get_total_norm(b.parameters())
+        assert type(n) is float
+        tn = torch.nn.utils.get_total_norm([p.grad for p in a.parameters()])
+        np.testing.assert_allclose(n, float(tn), rtol=1e-12)
+        torch.nn.utils.clip_grads_with_norm_(a.parameters(), 0.3, tn)
+        fastclip.clip_grads_with_norm_(b.parameters(), 0.3, n)
+        for p, q in zip(a.parameters(), b.parameters()):
+            np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-12)
+        torch.nn.utils.clip_grad_value_(a.parameters(), 0.01)
+        fastclip.clip_grad_value_(b.parameters(), 0.01)
+        for p, q in zip(a.parameters(), b.parameters()):
+            np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-12)
+            assert q.grad.abs().max() <= 0.01
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_none_grads_skipped_and_plain_tensors_are_gradients(impl):
+    m = _model()
+    _backward(m)
+    m[0].bias.grad = None
+    with fastclip.use_implementation(impl):
+        want = float(torch.nn.utils.get_total_norm(
+            [p.grad for p in m.parameters() if p.grad is not None]))
+        assert fastclip.get_total_norm(m.parameters()) == pytest.approx(want, rel=1e-12)
+        # plain tensors (not parameters) are gradients themselves, as ndarrays are
+        g = torch.tensor([3.0, 4.0], dtype=torch.float64)
+        assert fastclip.clip_grad_norm_([g], 1.0) == 5.0
+        np.testing.assert_allclose(g.numpy(), [0.6, 0.8], rtol=1e-6)
+        t = torch.full((2, 3), 9.0).t()  # a transposed (non-contiguous) view is shared too
+        fastclip.clip_grad_value_(t, 1.0)
+        assert torch.equal(t, torch.ones(3, 2))
+        # a leaf that requires grad is a parameter (torch clips its .grad)
+        w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        w.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)
+        assert fastclip.clip_grad_norm_([w], 1.0) == 5.0
+        assert torch.equal(w.detach(), torch.zeros(2, dtype=torch.float64))
+        np.testing.assert_allclose(w.grad.numpy(), [0.6, 0.8], rtol=1e-6)
+
+
+def test_mixing_torch_parameters_and_arrays_is_a_type_error():
+    m = _model()
+    _backward(m)
+    before = _grads(m)
+    with pytest.raises(TypeError, match=r"^grads mixes parameters \(grads\[0\]\) and plain "
+                                        r"arrays \(grads\[6\]\)"):
+        fastclip.clip_grad_norm_([*m.parameters(), np.ones(3)], 1e-3)
+    assert all(torch.equal(p.grad, g) for p, g in zip(m.parameters(), before))
+
+
+def _bad_tensors():
+    out = [
+        ("float16", torch.ones(3, dtype=torch.float16), r"dtype torch\.float16"),
+        ("bfloat16", torch.ones(3, dtype=torch.bfloat16), r"dtype torch\.bfloat16"),
+        ("int64", torch.ones(3, dtype=torch.int64), r"dtype torch\.int64"),
+        ("meta", torch.empty(3, device="meta"), r"on device meta; fastclip works on CPU"),
+        ("sparse", torch.eye(3).to_sparse(), r"layout torch\.sparse_coo"),
+        ("neg-bit", torch._neg_view(torch.ones(3)), r"lazy conjugate/negative bit"),
+    ]
+    if torch.cuda.is_available():  # pragma: no cover - CPU CI
+        out.append(("cuda", torch.ones(3, device="cuda"), r"on device cuda"))
+    return out
+
+
+@pytest.mark.parametrize(("what", "t", "match"), _bad_tensors(), ids=lambda v: str(v)[:12])
+def test_unsupported_tensors_raise_type_error_and_nothing_is_modified(what, t, match):
+    ok = torch.full((2,), 10.0)
+    with pytest.raises(TypeError, match=r"^grads\[1\] is a torch tensor .*" + match):
+        fastclip.clip_grad_norm_([ok, t], 1.0)
+    assert torch.equal(ok, torch.full((2,), 10.0))
+    # a parameter whose grad cannot be shared is named as such
+    if what in ("float16", "bfloat16"):
+        p = torch.nn.Parameter(torch.ones(3, dtype=t.dtype))
+        p.grad = t
+        with pytest.raises(TypeError, match=r"^grads\[0\]\.grad is a torch tensor of dtype"):
+            fastclip.clip_grad_value_([p], 1.0)
+
+
+def test_torch_is_imported_only_when_a_torch_object_is_passed():
+    code = ("import sys, numpy as np, fastclip\n"
+            "from fastclip import nn, optim\n"
+            "m = nn.MLP([3, 2], dtype=np.float64, rng=0)\n"
+            "m(np.ones((1, 3))); m.backward(np.ones((1, 2)))\n"
+            "fastclip.clip_grad_norm_(m.parameters(), 1.0)\n"
+            "fastclip.clip_by_global_norm({'a': np.ones(2)}, 1.0)\n"
+            "optim.Adam(m.parameters(), clip_norm=1.0).step()\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_out_of_place_functions_read_torch_tensors(impl):
+    with fastclip.use_implementation(impl):
+        t = {"w": torch.full((2, 2), 3.0, dtype=torch.float64),
+             "b": torch.full((2,), 4.0, dtype=torch.float64)}
+        out, g = fastclip.clip_by_global_norm(t, 1.0)
+        assert g == pytest.approx(np.sqrt(4 * 9 + 2 * 16))
+        assert isinstance(out["w"], np.ndarray)
+        assert torch.equal(t["w"], torch.full((2, 2), 3.0, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------
+# Optimisers on a torch model: parity with torch.optim + clip_grad_norm_
+# ---------------------------------------------------------------------------
+CONFIGS = [
+    ("SGD", dict(lr=0.05)),
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.5)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.05)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1)),
+    ("Adam", dict(lr=0.02, betas=(0.3, 0.9), eps=1e-6, weight_decay=0.05, amsgrad=True)),
+    ("AdamW", dict(lr=0.01)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.2, amsgrad=True)),
+    ("RMSprop", dict(lr=0.01)),
+    ("RMSprop", dict(lr=0.01, alpha=0.9, weight_decay=0.1, centered=True)),
+    ("RMSprop", dict(lr=0.005, alpha=0.3, eps=1e-4, centered=True, momentum=0.5,
+                     weight_decay=0.05)),
+]
+STEPS = 50
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(("name", "kw"), CONFIGS,
+                         ids=[f"{n}-" + "-".join(f"{k}={v}" for k, v in kw.items())
+                              for n, kw in CONFIGS])
+def test_optimizer_on_torch_model_matches_torch(impl, name, kw):
+    a, b = _model(seed=3), _model(seed=3)
+    topt = getattr(torch.optim, name)(a.parameters(), **kw, foreach=False)
+    with fastclip.use_implementation(impl):
+        fopt = getattr(optim, name)(b.parameters(), **kw, clip_norm=1.0)
+        ptrs = [p.data_ptr() for p in b.parameters()]
+        for k in range(STEPS):
+            scale = 40.0 if k % 3 == 0 else 1.0  # some steps clip, some do not
+            topt.zero_grad()
+            _backward(a, seed=k, scale=scale)
+            tn = torch.nn.utils.clip_grad_norm_(a.parameters(), 1.0)
+            topt.step()
+            fopt.zero_grad()
+            _backward(b, seed=k, scale=scale)
+            fn = fopt.step()
+            np.testing.assert_allclose(fn, float(tn), rtol=1e-10)
+    for p, q, ptr in zip(a.parameters(), b.parameters(), ptrs):
+        assert q.data_ptr() == ptr  # updated in place
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_optimizer_on_torch_model_float32_and_zero_grad_in_place():
+    a, b = _model(dtype=torch.float32), _model(dtype=torch.float32)
+    topt = torch.optim.Adam(a.parameters(), lr=0.01)
+    fopt = optim.Adam(b.parameters(), lr=0.01, clip_norm=1.0)
+    for k in range(10):
+        topt.zero_grad(set_to_none=False)
+        _backward(a, seed=k, scale=10.0)
+        torch.nn.utils.clip_grad_norm_(a.parameters(), 1.0)
+        topt.step()
+        grads = [p.grad for p in b.parameters()] if k else None
+        fopt.zero_grad(set_to_none=False)
+        if grads is not None:  # the same gradient tensors, zeroed in place
+            assert all(p.grad is g and not g.any() for p, g in zip(b.parameters(), grads))
+        _backward(b, seed=k, scale=10.0)
+        fopt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=2e-5,
+                                   atol=2e-6)
+
+
+def test_optimizer_follows_a_replaced_parameter_tensor():
+    m = _model()
+    opt = optim.SGD(m.parameters(), lr=0.5)
+    _backward(m)
+    w = m[0].weight
+    w.data = w.data.clone()  # new storage for the same parameter
+    before = w.detach().clone()
+    g = w.grad.clone()
+    opt.step()
+    torch.testing.assert_close(w.detach(), before - 0.5 * g, rtol=1e-12, atol=1e-12)
+
+
+def test_optimizer_rejects_unsupported_torch_parameters():
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float16))
+    with pytest.raises(TypeError, match=r"^params\[0\] is a torch tensor of dtype torch\.float16"):
+        optim.SGD([p], lr=0.1)
+    q = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"params mixes parameters \(params\[0\]\) and plain "
+                                        r"arrays \(params\[1\]\)"):
+        optim.SGD([q, np.ones(3)], lr=0.1)
