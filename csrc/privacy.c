@@ -102,7 +102,7 @@ int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int i
  * AVX-512DQ's 64-bit multiply) besides the AVX2 one. The same operations in the
  * same order in every clone, so every clone gives the same bits. */
 #if FC_HAVE_CLONES
-#define FC_NOISE_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
+#define FC_NOISE_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define FC_NOISE_CLONES
 #endif
@@ -217,6 +217,104 @@ static inline void normal_pair(uint64_t seed, uint64_t p, double *z0, double *z1
     *z1 = rad * s_t;
 }
 
+/* ---- float32 outputs: one hash per pair, float32 arithmetic ------------------- */
+
+static inline float bits_to_float(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static inline uint32_t float_to_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/* x as a float, exactly, for x < 2^23 (integer operations only). */
+static inline float small_to_float(uint32_t x) {
+    return bits_to_float(x | UINT32_C(0x4B000000)) - 8388608.0f;
+}
+
+#define LN2F 0x1.62e430p-1f   /* log(2) rounded to float */
+#define PI_2F 0x1.921fb6p+0f  /* pi/2 rounded to float */
+
+/* log(u) for a normal float u in (0, 1], as log_unit with float32 arithmetic; the
+ * atanh series to s^9 (|s| < 0.1716: the next term is below 2e-9 relative). */
+static inline float log_unit_f32(float u) {
+    uint32_t b = float_to_bits(u);
+    uint32_t mant = b & UINT32_C(0x007FFFFF);
+    float e = small_to_float(b >> 23) - 127.0f;
+    float m = bits_to_float(mant | UINT32_C(0x3F800000));
+    int big = mant >= UINT32_C(0x3504F3); /* m >= sqrt(2) */
+    m = big ? m * 0.5f : m;
+    e = big ? e + 1.0f : e;
+    float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+    float p = 0x1.c71c72p-4f;   /* 1/9 */
+    p = p * s2 + 0x1.24924ap-3f; /* 1/7 */
+    p = p * s2 + 0x1.99999ap-3f; /* 1/5 */
+    p = p * s2 + 0x1.555556p-2f; /* 1/3 */
+    p = p * s2 + 1.0f;
+    return e * LN2F + 2.0f * s * p;
+}
+
+/* Normals 2p and 2p+1 for float32 outputs: Box-Muller on one SplitMix64 output
+ * (output p of the stream): its low 40 bits give u1 = 1 - x 2^-40 in (0, 1] (so
+ * |z| reaches 7.4), its high 24 bits the angle. log, sin and cos by fixed
+ * polynomials in float32 arithmetic, accurate to the float32 result. */
+static inline void normal_pair_f32(uint64_t seed, uint64_t p, float *z0, float *z1) {
+    uint64_t h = mix64(seed, p);
+    uint64_t x = h & ((UINT64_C(1) << 40) - 1);
+    float u1 = (float)(small_to_double((UINT64_C(1) << 40) - x) * 0x1p-40);
+    float rad = sqrtf(-2.0f * log_unit_f32(u1));
+    /* theta = 2 pi a 2^-24 = (k + f) pi/2, k = round(a 2^-22) in 0..4, |f| <= 1/2 */
+    uint32_t a = (uint32_t)(h >> 40);
+    uint32_t k = (a + (UINT32_C(1) << 21)) >> 22;
+    float r = ((float)((int32_t)a - (int32_t)(k << 22)) * 0x1p-22f) * PI_2F;
+    float r2 = r * r;
+    float sp = 0x1.71de3ap-19f;     /* 1/9! */
+    sp = sp * r2 - 0x1.a01a02p-13f; /* 1/7! */
+    sp = sp * r2 + 0x1.111112p-7f;  /* 1/5! */
+    sp = sp * r2 - 0x1.555556p-3f;  /* 1/3! */
+    sp = sp * r2 + 1.0f;
+    float cp = -0x1.27e4fcp-22f;    /* 1/10! */
+    cp = cp * r2 + 0x1.a01a02p-16f; /* 1/8! */
+    cp = cp * r2 - 0x1.6c16c2p-10f; /* 1/6! */
+    cp = cp * r2 + 0x1.555556p-5f;  /* 1/4! */
+    cp = cp * r2 - 0.5f;
+    cp = cp * r2 + 1.0f;
+    float sn = r * sp, cs = cp;
+    /* quadrant k (k == 4 is quadrant 0): cos and sin of theta are +-cs or +-sn */
+    int odd = (int)(k & 1);
+    float cm = odd ? sn : cs, sm = odd ? cs : sn;
+    float c_t = (k == 1 || k == 2) ? -cm : cm;
+    float s_t = (k == 2 || k == 3) ? -sm : sm;
+    *z0 = rad * c_t;
+    *z1 = rad * s_t;
+}
+
+FC_NOISE_CLONES
+static void gauss_pairs_f32(float *restrict out, const float *restrict add, int64_t np,
+                            uint64_t seed, uint64_t p0, float std, float scale) {
+    if (add) {
+        for (int64_t i = 0; i < np; i++) {
+            float z0, z1;
+            normal_pair_f32(seed, p0 + (uint64_t)i, &z0, &z1);
+            out[2 * i] = (add[2 * i] + std * z0) * scale;
+            out[2 * i + 1] = (add[2 * i + 1] + std * z1) * scale;
+        }
+    } else {
+        for (int64_t i = 0; i < np; i++) {
+            float z0, z1;
+            normal_pair_f32(seed, p0 + (uint64_t)i, &z0, &z1);
+            out[2 * i] = (0.0f + std * z0) * scale;
+            out[2 * i + 1] = (0.0f + std * z1) * scale;
+        }
+    }
+}
+
+/* ---- float64 outputs ---------------------------------------------------------- */
+
 /* Pairs [p0, p0 + np) into out[2 (p - p0) ...] (np pairs, 2 np elements); `add` is
  * read when given (two loops, so that each is free of branches and vectorises). */
 #define GAUSS_BODY(T)                                                                       \
@@ -237,12 +335,6 @@ static inline void normal_pair(uint64_t seed, uint64_t p, double *z0, double *z1
     }
 
 FC_NOISE_CLONES
-static void gauss_pairs_f32(float *restrict out, const float *restrict add, int64_t np,
-                            uint64_t seed, uint64_t p0, double std, double scale) {
-    GAUSS_BODY(float)
-}
-
-FC_NOISE_CLONES
 static void gauss_pairs_f64(double *restrict out, const double *restrict add, int64_t np,
                             uint64_t seed, uint64_t p0, double std, double scale) {
     GAUSS_BODY(double)
@@ -254,21 +346,25 @@ static void gauss_range(void *out, const void *add, int64_t j0, int64_t j1, uint
                         uint64_t counter, double std, double scale, int f32) {
     int64_t np = (j1 - j0) / 2;
     uint64_t p0 = (counter + (uint64_t)j0) >> 1;
-    size_t it = f32 ? 4 : 8;
-    char *o = (char *)out + (size_t)j0 * it;
-    const char *a = add ? (const char *)add + (size_t)j0 * it : NULL;
-    if (f32)
-        gauss_pairs_f32((float *)o, (const float *)a, np, seed, p0, std, scale);
-    else
-        gauss_pairs_f64((double *)o, (const double *)a, np, seed, p0, std, scale);
-    if ((j1 - j0) & 1) {
-        double z0, z1;
-        int64_t j = j1 - 1;
-        normal_pair(seed, (counter + (uint64_t)j) >> 1, &z0, &z1);
-        if (f32) {
-            double av = add ? (double)((const float *)add)[j] : 0.0;
-            ((float *)out)[j] = (float)((av + std * z0) * scale);
-        } else {
+    if (f32) {
+        float *o = (float *)out + j0;
+        const float *a = add ? (const float *)add + j0 : NULL;
+        gauss_pairs_f32(o, a, np, seed, p0, (float)std, (float)scale);
+        if ((j1 - j0) & 1) {
+            float z0, z1;
+            int64_t j = j1 - 1;
+            normal_pair_f32(seed, (counter + (uint64_t)j) >> 1, &z0, &z1);
+            float av = add ? ((const float *)add)[j] : 0.0f;
+            ((float *)out)[j] = (av + (float)std * z0) * (float)scale;
+        }
+    } else {
+        double *o = (double *)out + j0;
+        const double *a = add ? (const double *)add + j0 : NULL;
+        gauss_pairs_f64(o, a, np, seed, p0, std, scale);
+        if ((j1 - j0) & 1) {
+            double z0, z1;
+            int64_t j = j1 - 1;
+            normal_pair(seed, (counter + (uint64_t)j) >> 1, &z0, &z1);
             double av = add ? ((const double *)add)[j] : 0.0;
             ((double *)out)[j] = (av + std * z0) * scale;
         }

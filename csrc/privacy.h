@@ -37,13 +37,14 @@ int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int i
                         char *const *sums);
 
 /* Gaussian noise from a counter-based stream, fused with the DP-SGD average:
- * out[i] = (add[i] + std * z[counter + i]) * scale, computed in float64 and rounded
- * to the output's dtype (add may be NULL: 0). z[j] is the j-th standard normal of
- * the stream `seed`: normals 2p and 2p+1 come from one Box-Muller pair whose two
- * uniforms are SplitMix64 outputs number 2p and 2p+1 of the stream (52-bit
- * uniforms; log, sin and cos by fixed polynomials, so the values depend on the
- * seed and the counter only: not on the thread count, the SIMD level or the
- * platform's libm). `counter` must be even. out may alias add. */
+ * out[i] = (add[i] + std * z[counter + i]) * scale (add may be NULL: 0). z[j] is the
+ * j-th standard normal of the stream `seed`; normals 2p and 2p+1 are one Box-Muller
+ * pair. float64: the pair's uniforms are SplitMix64 outputs 2p and 2p+1 (52 bits
+ * each), float64 arithmetic. float32: one SplitMix64 output p gives both (40 bits
+ * for the radius, 24 for the angle), float32 arithmetic, accurate to the float32
+ * result. log, sin and cos are fixed polynomials, so the values depend on the seed
+ * and the counter only: not on the thread count, the SIMD level or the platform's
+ * libm. `counter` must be even. out may alias add. */
 int fc_gaussian_f32(float *out, const float *add, int64_t n, uint64_t seed, uint64_t counter,
                     double std, double scale);
 int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
