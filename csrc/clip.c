@@ -106,7 +106,95 @@ __attribute__((target("avx2"))) static void clamp_f32_avx2(float *x, int64_t n, 
     }
 }
 
+#if FC_HAVE_AVX512
+/* The same three kernels with AVX-512 vectors. The sum of squares keeps the
+ * generic version's 32 float64 lanes (four 8-lane registers) and its reduction
+ * tree, so the result is the same bits as the AVX2 and generic versions. */
+#define FC_SQ_ADD16(lo, hi, p)                                                  \
+    do {                                                                        \
+        __m512 v_ = _mm512_loadu_ps(p);                                         \
+        __m512d l_ = _mm512_cvtps_pd(_mm512_castps512_ps256(v_));               \
+        __m512d h_ = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(   \
+            _mm512_castps_pd(v_), 1)));                                         \
+        lo = _mm512_add_pd(lo, _mm512_mul_pd(l_, l_));                          \
+        hi = _mm512_add_pd(hi, _mm512_mul_pd(h_, h_));                          \
+    } while (0)
+__attribute__((target("arch=x86-64-v4"))) static void ssq_f32_avx512(const float *x, int64_t n,
+                                                                      double *s_out) {
+    int64_t i = 0;
+    double st = 0;
+    if (n >= 32) {
+        __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 32 <= n; i += 32) {
+            FC_SQ_ADD16(a0, a1, x + i);      /* lanes 0-7, 8-15 */
+            FC_SQ_ADD16(a2, a3, x + i + 16); /* lanes 16-23, 24-31 */
+        }
+        /* s[j] += s[j + w] for w = 16, 8, then the 8 lanes as in the AVX2 version */
+        a0 = _mm512_add_pd(a0, a2);
+        a1 = _mm512_add_pd(a1, a3);
+        a0 = _mm512_add_pd(a0, a1);
+        __m256d q = _mm256_add_pd(_mm512_castpd512_pd256(a0), _mm512_extractf64x4_pd(a0, 1));
+        __m128d lo = _mm256_castpd256_pd128(q), hi = _mm256_extractf128_pd(q, 1);
+        __m128d h = _mm_add_pd(lo, hi);
+        st = _mm_cvtsd_f64(h) + _mm_cvtsd_f64(_mm_unpackhi_pd(h, h));
+    }
+    for (; i < n; i++) {
+        double v = (double)x[i];
+        st += v * v;
+    }
+    *s_out = st;
+}
+#undef FC_SQ_ADD16
+
+__attribute__((target("arch=x86-64-v4"))) static void scale_f32_avx512(float *x, int64_t n,
+                                                                        float c) {
+    const __m512 vc = _mm512_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+        _mm512_storeu_ps(x + i, _mm512_mul_ps(v0, vc));
+        _mm512_storeu_ps(x + i + 16, _mm512_mul_ps(v1, vc));
+        _mm512_storeu_ps(x + i + 32, _mm512_mul_ps(v2, vc));
+        _mm512_storeu_ps(x + i + 48, _mm512_mul_ps(v3, vc));
+    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vc));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vc));
+    }
+}
+
+__attribute__((target("arch=x86-64-v4"))) static void clamp_f32_avx512(float *x, int64_t n,
+                                                                        float lo, float hi) {
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    int64_t i = 0;
+#define FC_CLAMP16(v) _mm512_min_ps(vhi, _mm512_max_ps(vlo, v))
+    for (; i + 64 <= n; i += 64) {
+        __m512 v0 = FC_CLAMP16(_mm512_loadu_ps(x + i));
+        __m512 v1 = FC_CLAMP16(_mm512_loadu_ps(x + i + 16));
+        __m512 v2 = FC_CLAMP16(_mm512_loadu_ps(x + i + 32));
+        __m512 v3 = FC_CLAMP16(_mm512_loadu_ps(x + i + 48));
+        _mm512_storeu_ps(x + i, v0);
+        _mm512_storeu_ps(x + i + 16, v1);
+        _mm512_storeu_ps(x + i + 32, v2);
+        _mm512_storeu_ps(x + i + 48, v3);
+    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, FC_CLAMP16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(x + i, m, FC_CLAMP16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+#undef FC_CLAMP16
+}
+#define FC_IF_AVX512(call) \
+    if (fc_cpu_has_avx512()) { call; return; }
+#else
+#define FC_IF_AVX512(call)
+#endif
+
 static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
+    FC_IF_AVX512((ssq_f32_avx512(x, n, s_out), *m_out = 0))
     if (fc_cpu_has_avx2()) {
         ssq_f32_avx2(x, n, s_out);
         *m_out = 0;
@@ -115,10 +203,12 @@ static void ssq_f32(const float *x, int64_t n, double *s_out, double *m_out) {
     }
 }
 static void scale_f32(float *x, int64_t n, float c) {
+    FC_IF_AVX512(scale_f32_avx512(x, n, c))
     if (fc_cpu_has_avx2()) scale_f32_avx2(x, n, c);
     else scale_dense_f32(x, n, c);
 }
 static void clamp_f32(float *x, int64_t n, float lo, float hi) {
+    FC_IF_AVX512(clamp_f32_avx512(x, n, lo, hi))
     if (fc_cpu_has_avx2()) clamp_f32_avx2(x, n, lo, hi);
     else clamp_dense_f32(x, n, lo, hi);
 }

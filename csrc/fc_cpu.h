@@ -22,11 +22,27 @@ extern "C" {
 #define FC_HAVE_CLONES 0
 #endif
 
+/* AVX-512 code: the x86-64-v4 level (AVX-512 F, BW, CD, DQ, VL), which Intel
+ * (Skylake-SP and later) and AMD (Zen 4 and later) CPUs share. GCC 12 tests it
+ * by feature in target_clones ("arch=x86-64-v4"); elsewhere the AVX-512 paths are
+ * not built. FC_TARGET_CLONES_512 adds an AVX-512 clone to the AVX2 one, for
+ * arithmetic-bound loops where the wider vectors pay. */
+#if FC_HAVE_CLONES && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define FC_HAVE_AVX512 1
+#define FC_TARGET_CLONES_512 \
+    __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define FC_HAVE_AVX512 0
+#define FC_TARGET_CLONES_512 FC_TARGET_CLONES
+#endif
+
 /* 1 when the CPU runs AVX2 code (always 0 without FC_HAVE_CLONES). */
 int fc_cpu_has_avx2(void);
+/* 1 when the CPU runs x86-64-v4 (AVX-512) code (always 0 without FC_HAVE_AVX512). */
+int fc_cpu_has_avx512(void);
 
 FC_API_BEGIN
-/* Name of the SIMD level the kernels use ("avx2", "baseline"). */
+/* Name of the SIMD level the kernels use ("avx512", "avx2", "baseline"). */
 const char *fc_simd_level(void);
 FC_API_END
 

@@ -56,7 +56,7 @@ int fc_bn_eval_forward_f64(const double *x, int64_t ldx, int64_t n, int64_t m,
                            double *invstd, double *xhat, double *y);
 
 /* Batch norm backward. dw[j] = sum_i dy xhat, db[j] = sum_i dy (when dw/db
- * are not NULL; their float64 sums of squares in *dw_sq/*db_sq), and, when
+ * are not NULL; their float64 sums of squares in *dw_sq and *db_sq), and, when
  * dx is not NULL (dense, row stride m):
  *   batch statistics (train != 0):
  *     dx = w invstd / n * (n dy - sum_i dy - xhat sum_i dy xhat)

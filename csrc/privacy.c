@@ -99,13 +99,9 @@ int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int i
 
 /* The noise loops are arithmetic-bound (64-bit multiplies of the hash, two
  * polynomials, a division and a square root per pair): an AVX-512 clone (with
- * AVX-512DQ's 64-bit multiply) besides the AVX2 one. The same operations in the
+ * AVX-512DQ's 64-bit multiply) besides the AVX2 one (fc_cpu.h). The same operations in the
  * same order in every clone, so every clone gives the same bits. */
-#if FC_HAVE_CLONES
-#define FC_NOISE_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define FC_NOISE_CLONES
-#endif
+#define FC_NOISE_CLONES FC_TARGET_CLONES_512
 
 /* SplitMix64's output for counter value c of stream `seed` (Steele et al., 2014). */
 static inline uint64_t mix64(uint64_t seed, uint64_t c) {

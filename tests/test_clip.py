@@ -721,3 +721,18 @@ def test_clip_grad_value_every_tail_length_and_special_value(dtype) -> None:
         C.clip_grad_value_(a, 0.5)
         R.clip_grad_value_(b, 0.5)
         assert a.tobytes() == b.tobytes(), n
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_grads_with_norm_every_tail_length(dtype) -> None:
+    """The vector scale (64, 32, 16 and 8 lanes, a masked or scalar tail) equals the
+    reference for every length up to 150, specials included."""
+    rng = np.random.default_rng(11)
+    for n in range(151):
+        x = rng.standard_normal(n).astype(dtype)
+        if n > 3:
+            x[[0, n // 2, n - 1]] = [np.inf, -0.0, np.nan]
+        a, b = x.copy(), x.copy()
+        C.clip_grads_with_norm_([a], 1.0, 3.0)
+        R.clip_grads_with_norm_([b], 1.0, 3.0)
+        assert a.tobytes() == b.tobytes(), n
