@@ -370,35 +370,77 @@ static void gauss_range(void *out, const void *add, int64_t j0, int64_t j1, uint
 #define GAUSS_ITEM ((int64_t)1 << 14) /* even */
 
 typedef struct {
-    void *out;
-    const void *add;
-    int64_t n;
-    uint64_t seed, counter;
+    void *const *outs;
+    const void *const *adds; /* NULL: no array has an addend */
+    const int64_t *sizes;
+    const int64_t *first_item; /* n + 1 prefix offsets of the items of each array */
+    const uint64_t *counters;  /* the stream position of each array's first element */
+    uint64_t seed;
     double std, scale;
     int f32;
 } gauss_task;
 
 static void item_gauss(void *ctx, int64_t it) {
     const gauss_task *t = (const gauss_task *)ctx;
-    int64_t j0 = it * GAUSS_ITEM, j1 = j0 + GAUSS_ITEM < t->n ? j0 + GAUSS_ITEM : t->n;
-    gauss_range(t->out, t->add, j0, j1, t->seed, t->counter, t->std, t->scale, t->f32);
+    int64_t k = 0;
+    while (t->first_item[k + 1] <= it) k++;
+    const int64_t n = t->sizes[k];
+    const int64_t j0 = (it - t->first_item[k]) * GAUSS_ITEM;
+    const int64_t j1 = j0 + GAUSS_ITEM < n ? j0 + GAUSS_ITEM : n;
+    gauss_range(t->outs[k], t->adds ? t->adds[k] : NULL, j0, j1, t->seed, t->counters[k],
+                t->std, t->scale, t->f32);
 }
 
-static int gaussian(void *out, const void *add, int64_t n, uint64_t seed, uint64_t counter,
-                    double std, double scale, int f32) {
+/* Arrays k = 0..n-1 take consecutive stretches of the stream: array k starts at
+ * counter + sum over j < k of sizes[j] rounded up to even (whole pairs). */
+static int gaussian(void *const *outs, const void *const *adds, const int64_t *sizes,
+                    int64_t n, uint64_t seed, uint64_t counter, double std, double scale,
+                    int f32) {
     if (counter & 1) return FC_EINVAL;
     if (n <= 0) return FC_OK;
-    gauss_task t = {out, add, n, seed, counter, std, scale, f32};
-    fc_parallel_for((n + GAUSS_ITEM - 1) / GAUSS_ITEM, item_gauss, &t, fc_pool_parallel(8 * n));
+    int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
+    uint64_t *counters = (uint64_t *)malloc((size_t)n * sizeof(uint64_t));
+    if (first == NULL || counters == NULL) {
+        free(first);
+        free(counters);
+        return FC_ENOMEM;
+    }
+    int64_t total = 0;
+    first[0] = 0;
+    for (int64_t k = 0; k < n; k++) {
+        if (sizes[k] < 0) {
+            free(first);
+            free(counters);
+            return FC_EINVAL;
+        }
+        counters[k] = counter;
+        counter += (uint64_t)sizes[k] + ((uint64_t)sizes[k] & 1);
+        first[k + 1] = first[k] + (sizes[k] + GAUSS_ITEM - 1) / GAUSS_ITEM;
+        total += sizes[k];
+    }
+    gauss_task t = {outs, adds, sizes, first, counters, seed, std, scale, f32};
+    if (first[n] > 0) fc_parallel_for(first[n], item_gauss, &t, fc_pool_parallel(8 * total));
+    free(first);
+    free(counters);
     return FC_OK;
 }
 
 int fc_gaussian_f32(float *out, const float *add, int64_t n, uint64_t seed, uint64_t counter,
                     double std, double scale) {
-    return gaussian(out, add, n, seed, counter, std, scale, 1);
+    void *o = out;
+    const void *a = add;
+    return gaussian(&o, add ? &a : NULL, &n, 1, seed, counter, std, scale, 1);
 }
 
 int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
                     uint64_t counter, double std, double scale) {
-    return gaussian(out, add, n, seed, counter, std, scale, 0);
+    void *o = out;
+    const void *a = add;
+    return gaussian(&o, add ? &a : NULL, &n, 1, seed, counter, std, scale, 0);
+}
+
+int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
+                       int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
+                       double scale) {
+    return gaussian(outs, adds, sizes, n, seed, counter, std, scale, f32 ? 1 : 0);
 }

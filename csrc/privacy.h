@@ -49,6 +49,13 @@ int fc_gaussian_f32(float *out, const float *add, int64_t n, uint64_t seed, uint
                     double std, double scale);
 int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
                     uint64_t counter, double std, double scale);
+/* The same for n arrays of one dtype (float32 when f32, else float64) in one
+ * parallel pass: array k's elements continue the stream where array k-1's end,
+ * rounded up to a whole pair (counter + the sizes before it, each rounded up to
+ * even). adds is NULL or has one entry per array (each may be NULL). */
+int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
+                       int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
+                       double scale);
 
 FC_API_END
 #ifdef __cplusplus

@@ -342,3 +342,35 @@ def test_a_nan_example_makes_the_sum_nan_as_in_opacus(impl):
     assert np.isnan(norms[1]) and np.all(np.isfinite(norms[[0, 2]]))
     assert np.all(np.isnan(s))
     assert np.all(np.isfinite(g[[0, 2]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_noise_of_a_list_continues_the_stream_and_matches_the_reference(dtype):
+    from fastclip import _privacy as C
+    from fastclip.reference import privacy as R
+
+    sizes = [5, 0, 1, 70_001, 2, 33]
+    adds = [np.linspace(-1, 1, n).astype(dtype) for n in sizes]
+    a = [np.empty(n, dtype) for n in sizes]
+    b = [np.empty(n, dtype) for n in sizes]
+    C.gaussian_arrays_(a, adds, 99, 4, 1.5, 0.5)
+    R.gaussian_arrays_(b, adds, 99, 4, 1.5, 0.5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    # array k starts where array k - 1 ends, rounded up to a whole pair
+    counter = 4
+    for n, add, x in zip(sizes, adds, a):
+        one = np.empty(n, dtype)
+        C.gaussian_(one, add, 99, counter, 1.5, 0.5)
+        np.testing.assert_array_equal(one, x)
+        counter += n + (n & 1)
+    c = [np.empty(n, dtype) for n in sizes]
+    C.gaussian_arrays_(c, None, 99, 4, 1.5, 0.5)
+    R.gaussian_arrays_(b, None, 99, 4, 1.5, 0.5)
+    for x, y in zip(c, b):
+        np.testing.assert_array_equal(x, y)
+    for impl in (C, R):
+        with pytest.raises(ValueError):
+            impl.gaussian_arrays_(c, None, 99, 3, 1.0, 1.0)  # odd counter
+        with pytest.raises(TypeError):
+            impl.gaussian_arrays_([np.empty(2, np.float32), np.empty(2)], None, 1, 0, 1.0, 1.0)

@@ -14,3 +14,11 @@ def row_weighted_sum(
 def gaussian_(
     out: np.ndarray, add: np.ndarray | None, seed: int, counter: int, std: float, scale: float
 ) -> None: ...
+def gaussian_arrays_(
+    outs: list[np.ndarray],
+    adds: list[np.ndarray | None] | None,
+    seed: int,
+    counter: int,
+    std: float,
+    scale: float,
+) -> None: ...

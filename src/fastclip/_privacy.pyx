@@ -33,6 +33,9 @@ cdef extern from "privacy.h" nogil:
                         double std, double scale)
     int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
                         uint64_t counter, double std, double scale)
+    int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
+                           int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
+                           double scale)
 
 
 cdef object _as_rows(object a):
@@ -153,4 +156,61 @@ def gaussian_(out, add, uint64_t seed, uint64_t counter, double std, double scal
             rc = fc_gaussian_f32(<float *>po, <const float *>pa, n, seed, counter, std, scale)
         else:
             rc = fc_gaussian_f64(<double *>po, <const double *>pa, n, seed, counter, std, scale)
+    raise_rc(rc)
+
+
+def gaussian_arrays_(outs, adds, uint64_t seed, uint64_t counter, double std, double scale):
+    """:func:`gaussian_` for a list of arrays in one C call: ``outs[k] = (adds[k] + std *
+    z) * scale``, array ``k`` continuing the stream where array ``k - 1`` ends (its
+    size rounded up to even). ``outs``: C-contiguous writeable arrays of one float
+    dtype; ``adds``: None or a list of arrays of the same dtypes and sizes."""
+    cdef Py_ssize_t n = len(outs), k
+    if adds is not None and len(adds) != n:
+        raise ValueError("adds must have one array per out")
+    if n == 0:
+        if counter & 1:
+            raise_rc(fc_gaussian_f64(NULL, NULL, 0, seed, counter, std, scale))
+        return
+    cdef int t = -1
+    cdef cnp.ndarray o, a
+    for k in range(n):
+        o = <cnp.ndarray>outs[k]
+        if not (cnp.PyArray_Check(o) and cnp.PyArray_IS_C_CONTIGUOUS(o)
+                and cnp.PyArray_ISWRITEABLE(o)):
+            raise ValueError("outs must be writeable C-contiguous arrays")
+        if t < 0:
+            t = cnp.PyArray_TYPE(o)
+            if t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE:
+                raise TypeError("outs must have dtype float32 or float64")
+        elif cnp.PyArray_TYPE(o) != t:
+            raise TypeError("outs must all have one dtype")
+        if adds is not None and adds[k] is not None:
+            a = <cnp.ndarray>adds[k]
+            if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(a) != t
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+                    or cnp.PyArray_SIZE(a) != cnp.PyArray_SIZE(o)):
+                raise ValueError("adds must be C-contiguous arrays of the outs' dtype and sizes")
+    cdef void **po = <void **>malloc(n * sizeof(void *))
+    cdef const void **pa = <const void **>malloc(n * sizeof(void *))
+    cdef int64_t *sizes = <int64_t *>malloc(n * sizeof(int64_t))
+    if po == NULL or pa == NULL or sizes == NULL:
+        free(po)
+        free(pa)
+        free(sizes)
+        raise MemoryError()
+    for k in range(n):
+        o = <cnp.ndarray>outs[k]
+        po[k] = cnp.PyArray_DATA(o)
+        sizes[k] = cnp.PyArray_SIZE(o)
+        pa[k] = NULL
+        if adds is not None and adds[k] is not None:
+            pa[k] = cnp.PyArray_DATA(<cnp.ndarray>adds[k])
+    cdef int rc
+    cdef int f32 = t == cnp.NPY_FLOAT
+    with nogil:
+        rc = fc_gaussian_arrays(<void *const *>po, <const void *const *>pa, sizes, n, f32,
+                                seed, counter, std, scale)
+    free(po)
+    free(pa)
+    free(sizes)
     raise_rc(rc)

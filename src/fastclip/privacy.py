@@ -396,6 +396,9 @@ class DPOptimizer:
         self.optimizer = optimizer
         self._noisy = [np.empty(_value(p).shape, dtype=_value(p).dtype)
                        for p in optimizer.params]
+        # the buffers grouped by dtype (one noise call per group), in parameter order
+        self._groups = [[k for k, b in enumerate(self._noisy) if b.dtype == dt]
+                        for dt in dict.fromkeys(b.dtype for b in self._noisy)]
         # the noise stream: one seed from rng, a counter that every element advances
         self._seed = int(self._rng.integers(0, 2**63))
         self._counter = 0
@@ -420,16 +423,19 @@ class DPOptimizer:
                                 f"got {g.dtype}")
         std = self.noise_multiplier * self.max_grad_norm
         inv = 1.0 / self.expected_batch_size
-        impl = _fam.impl
-        for g, buf in zip(grads, self._noisy):
-            g = np.ascontiguousarray(g, dtype=buf.dtype)
-            if self.secure_mode and std > 0:
+        adds = [np.ascontiguousarray(g, dtype=buf.dtype) for g, buf in zip(grads, self._noisy)]
+        if self.secure_mode and std > 0:
+            for g, buf in zip(adds, self._noisy):
                 z = _secure_standard_normal(buf.size).reshape(buf.shape)
                 buf[...] = (g.astype(np.float64) + std * z) * inv
-            else:
-                # one fused pass: (summed + std * z) / expected_batch_size
-                impl.gaussian_(buf, g, self._seed, self._counter, std, inv)
-                self._counter += buf.size + (buf.size & 1)
+            return self._noisy
+        # one fused pass per dtype over all the arrays: (summed + std * z) / batch size
+        impl = _fam.impl
+        for idx in self._groups:
+            outs = [self._noisy[k] for k in idx]
+            impl.gaussian_arrays_(outs, [adds[k] for k in idx], self._seed, self._counter,
+                                  std, inv)
+            self._counter += sum(b.size + (b.size & 1) for b in outs)
         return self._noisy
 
     def step(self, summed_grads: Sequence[np.ndarray], **kwargs: Any) -> Any:

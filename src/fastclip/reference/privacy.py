@@ -209,3 +209,19 @@ def gaussian_(out: np.ndarray, add: np.ndarray | None, seed: int, counter: int, 
     z = _normals(seed, counter, out.size)
     base = add.reshape(-1).astype(np.float64) if add is not None else 0.0
     out.reshape(-1)[...] = ((base + std * z) * scale).astype(out.dtype)
+
+
+def gaussian_arrays_(outs: list[np.ndarray], adds: list[np.ndarray | None] | None, seed: int,
+                     counter: int, std: float, scale: float) -> None:
+    """:func:`gaussian_` on each array, array ``k`` continuing the stream where array
+    ``k - 1`` ends (its size rounded up to even)."""
+    if adds is not None and len(adds) != len(outs):
+        raise ValueError("adds must have one array per out")
+    if counter % 2:
+        raise ValueError("fastclip: invalid arguments reached a C kernel")
+    dtypes = {o.dtype for o in outs}
+    if len(dtypes) > 1:
+        raise TypeError("outs must all have one dtype")
+    for k, o in enumerate(outs):
+        gaussian_(o, adds[k] if adds is not None else None, seed, counter, std, scale)
+        counter += o.size + (o.size & 1)
