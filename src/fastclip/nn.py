@@ -478,6 +478,7 @@ class _Block:
     """One fused Linear + activation block (parameters and gradients)."""
 
     __slots__ = (
+        "_row_scratch",
         "act",
         "bias",
         "dbias",
@@ -509,6 +510,7 @@ class _Block:
         self.dbias = np.zeros_like(self.bias)
         self.dslope = np.zeros(1, dtype=dtype) if act == 3 else None
         self.sqnorms: np.ndarray = np.zeros(3 if act == 3 else 2)
+        self._row_scratch: tuple[Any, ...] | None = None
 
     def params(self) -> list[np.ndarray]:
         ps = [self.weight, self.bias]
@@ -570,11 +572,14 @@ class _Block:
             dx = b.dx
         if b.dz is None:  # identity: a copy of dy, which may be the caller's array
             b.dz = np.empty((n, self.out_features), dtype=self.dtype)
-        scratch = np.empty(self.out_features, dtype=self.dtype)
+        scratch = self._row_scratch
+        if scratch is None:  # where the first pass's unused bias gradient and norms go
+            scratch = self._row_scratch = (
+                np.empty(self.out_features, dtype=self.dtype),
+                np.empty(1, dtype=self.dtype) if self.act == 3 else None,
+                np.empty(len(self.sqnorms)))
         impl.dense_backward(dy, x, self.weight, self.slope, self.act, self.negative_slope,
-                            b.pre, b.out, b.dz, dx, None, scratch,
-                            np.empty(1, dtype=self.dtype) if self.act == 3 else None,
-                            np.empty(len(self.sqnorms)))
+                            b.pre, b.out, b.dz, dx, None, scratch[0], scratch[1], scratch[2])
         s = None
         if self.act == 3:
             ref = b.pre if b.pre is not None else b.out
@@ -1077,13 +1082,21 @@ class _Network:
             assert br.x is not None  # set by the forward that backward checked for
             xs.append(br.x)
         weights = _privacy._clip_rows(self, rows, slopes, xs, clip, per_layer, scale)
-        # weights: per parameter array, the per-example factor of its rows
+        # weights: per parameter array, the per-example factor of its rows; under
+        # global clipping one array for all, and every layer's rows are scaled in
+        # one call
+        pimpl = _privacy._fam.impl
+        shared = all(w is weights[0] for w in weights)
+        if shared:
+            pimpl.row_weighted_sum(rows, np.broadcast_to(weights[0], (len(rows), dy.shape[0])),
+                                   True)
         k = 0
         for blk, dz, s, br in zip(blocks, rows, slopes, bruns):
             w_w, w_b = weights[k], weights[k + 1]
-            db = _privacy._fam.impl.row_weighted_sum([dz], w_b[None, :], False)[0] \
+            db = pimpl.row_weighted_sum([dz], w_b[None, :], False)[0] \
                 if w_b is not w_w else None
-            _privacy._fam.impl.row_weighted_sum([dz], w_w[None, :], True)
+            if not shared:
+                pimpl.row_weighted_sum([dz], w_w[None, :], True)
             blk.weight_grads_from_rows(impl, dz, br)
             if db is not None:
                 blk.dbias[...] = db

@@ -229,8 +229,10 @@ def _clip_rows(model: Any, rows: list[np.ndarray], slopes: list[np.ndarray | Non
     sq: list[np.ndarray] = []  # per parameter array, (B,) squared per-example norms
     sizes: list[int] = []
     s2 = scale * scale
-    for dz, s, x in zip(rows, slopes, xs):
-        r = impl.row_sqnorms([x, dz])
+    # |x_l|^2 and |dz_l|^2 of every layer in one call: rows 2l and 2l + 1
+    r_all = impl.row_sqnorms([a for x, dz in zip(xs, rows) for a in (x, dz)])
+    for layer, (dz, s, x) in enumerate(zip(rows, slopes, xs)):
+        r = r_all[2 * layer:2 * layer + 2]
         sq.append(r[0] * r[1] * s2)
         sq.append(r[1] * s2)
         sizes += [x.shape[1] * dz.shape[1], dz.shape[1]]
