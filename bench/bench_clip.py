@@ -180,14 +180,36 @@ def _candidate(who: str, work, params, max_norm):
     raise ValueError(who)
 
 
+def _value_candidate(who: str, g: np.ndarray):
+    """``clip_grad_value_(g, 0.5)`` on one 4 Mi float32 array, each library's way."""
+    if who == "fastclip":
+        return lambda: C.clip_grad_value_(g, 0.5)
+    if who == "reference":
+        return lambda: ref.clip_grad_value_(g, 0.5)
+    if who == "numpy":
+        lo, hi = np.float32(-0.5), np.float32(0.5)
+        return lambda: np.clip(g, lo, hi, out=g)
+    if who == "torch":
+        if torch is None:
+            return None
+        t = torch.from_numpy(g)
+        return lambda: t.clamp_(-0.5, 0.5)
+    raise ValueError(who)
+
+
 def _worker(who: str, gset: str, regime: str, pattern: str, reps: int) -> None:
     import json
 
     from _common import other_work, time_calls, warm
 
-    work, orig, params, total = _data(gset)
-    max_norm = total / 2 if regime == "clip" else total * 2
-    fn = _candidate(who, work, params, max_norm)
+    if regime == "value":  # clip_grad_value_ on the first 4 Mi array of 8x4M
+        work, orig, _params, _total = _data("8x4M")
+        work, orig = work[:1], orig[:1]
+        fn = _value_candidate(who, work[0])
+    else:
+        work, orig, params, total = _data(gset)
+        max_norm = total / 2 if regime == "clip" else total * 2
+        fn = _candidate(who, work, params, max_norm)
     if fn is None:  # torch is not installed
         print(json.dumps([]))
         return
@@ -204,7 +226,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="mlp", help="comma-separated: mlp,500x256,8x4M")
-    ap.add_argument("--regimes", default="clip,under")
+    ap.add_argument("--regimes", default="clip,under",
+                    help="comma-separated: clip,under (clip_grad_norm_), value "
+                         "(clip_grad_value_ on one 4 Mi float32 array; --sets is ignored)")
     ap.add_argument("--pattern", choices=["tight", "loop"], default="tight")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--rounds", type=int, default=5)
@@ -220,7 +244,9 @@ def main() -> None:
                 __file__, a.candidates.split(","),
                 ["--sets", gset, "--regimes", regime, "--pattern", a.pattern,
                  "--reps", str(a.reps)], a.rounds)
-            print(f"\nclip_grad_norm_ {gset} {regime}, pattern {a.pattern}, {a.rounds} rounds "
+            what = ("clip_grad_value_ 4M" if regime == "value"
+                    else f"clip_grad_norm_ {gset} {regime}")
+            print(f"\n{what}, pattern {a.pattern}, {a.rounds} rounds "
                   f"x {a.reps} calls per candidate")
             print("\n".join(median_table(times, "fastclip")))
 
