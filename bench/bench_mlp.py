@@ -50,11 +50,11 @@ def make_problem(batch: int, seed: int = 0):
 # fastclip
 # ---------------------------------------------------------------------------
 class FastclipStep:
-    def __init__(self, x, y, seed=0):
+    def __init__(self, x, y, seed=0, clip=True):
         from fastclip.optim import SGD
 
         self.model = fastclip_mlp(seed)
-        self.opt = SGD(self.model.parameters(), lr=LR, clip_norm=MAX_NORM)
+        self.opt = SGD(self.model.parameters(), lr=LR, clip_norm=MAX_NORM if clip else None)
         self.grads = self.model.gradients()
         self.x, self.y = x, y
 
@@ -245,21 +245,38 @@ def test_mlp_step_gemms_only(benchmark, problem):
 # ---------------------------------------------------------------------------
 # stand-alone table
 # ---------------------------------------------------------------------------
-def _make_impls(batch: int) -> dict:
+NAMES = ("fastclip", "fastclip-noclip", "numpy", "gemm", "torch")
+
+
+def _make_impls(batch: int, only: str | None = None) -> dict:
+    """The candidates (or only the one named: a worker process builds nothing else,
+    so no other library's threads or imports are in it)."""
     x, y = make_problem(batch)
-    fc = FastclipStep(x, y)
-    params = fc.initial_params()
-    impls = {"fastclip": fc, "numpy": NumpyStep(x, y, params), "gemm": GemmOnly(x, params)}
-    try:
-        impls["torch"] = TorchStep(x, y, params)
-    except ImportError:
-        pass
+    params = FastclipStep(x, y).initial_params()
+    makers = {
+        "fastclip": lambda: FastclipStep(x, y),
+        "fastclip-noclip": lambda: FastclipStep(x, y, clip=False),
+        "numpy": lambda: NumpyStep(x, y, params),
+        "gemm": lambda: GemmOnly(x, params),
+        "torch": lambda: TorchStep(x, y, params),
+    }
+    impls = {}
+    for name, make in makers.items():
+        if only is not None and name != only:
+            continue
+        try:
+            impls[name] = make()
+        except ImportError:  # torch is optional
+            pass
     return impls
 
 
-def _time(f, reps: int) -> list[float]:
+def _time(f, reps: int, warmup: float = 0.0) -> list[float]:
     f()  # warm up (allocations, thread pools)
     f()
+    t_end = time.perf_counter() + warmup
+    while time.perf_counter() < t_end:  # until new threads have their own CPUs
+        f()
     out = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -300,7 +317,7 @@ def run_isolated(batches, reps: int, threads: int, rounds: int = 3) -> list[dict
     for batch in batches:
         r = max(5, reps if batch < 2048 else reps // 3)
         per = max(3, -(-r // rounds))
-        names = ["fastclip", "numpy", "gemm", "torch"]
+        names = list(NAMES)
         times: dict[str, list[float]] = {k: [] for k in names}
         for _ in range(rounds):
             for k in names:
@@ -318,8 +335,8 @@ def _worker(name: str, batch: int, reps: int, threads: int) -> None:
     import json
 
     set_threads(threads)
-    impls = _make_impls(batch)
-    print(json.dumps(_time(impls[name], reps) if name in impls else []))
+    impls = _make_impls(batch, only=name)
+    print(json.dumps(_time(impls[name], reps, warmup=0.3) if name in impls else []))
 
 
 def main() -> None:
@@ -344,13 +361,16 @@ def main() -> None:
     else:
         rows = run_isolated(batches, a.reps, a.threads, a.rounds)
     print(f"threads={a.threads}, {how}, medians in ms")
-    print("| batch | fastclip | NumPy | PyTorch | vs torch | vs NumPy | GEMM share |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| batch | fastclip | NumPy | PyTorch | GEMMs alone | no clip | vs torch | vs NumPy "
+          "| step / GEMMs | clip share |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    nan = float("nan")
     for r in rows:
-        t = r.get("torch", float("nan"))
-        print(f"| {r['batch']} | {r['fastclip']:.3f} | {r['numpy']:.3f} | {t:.3f} | "
-              f"{t / r['fastclip']:.2f}x | {r['numpy'] / r['fastclip']:.2f}x | "
-              f"{100 * r['gemm'] / r['fastclip']:.0f}% |")
+        t, f, g = r.get("torch", nan), r["fastclip"], r["gemm"]
+        nc = r.get("fastclip-noclip", nan)
+        print(f"| {r['batch']} | {f:.3f} | {r['numpy']:.3f} | {t:.3f} | {g:.3f} | {nc:.3f} | "
+              f"{t / f:.2f}x | {r['numpy'] / f:.2f}x | {f / g:.2f}x | "
+              f"{100 * (f - nc) / f:.1f}% |")
 
 
 if __name__ == "__main__":

@@ -159,10 +159,7 @@ __attribute__((target("arch=x86-64-v4"))) static void scale_f32_avx512(float *x,
         _mm512_storeu_ps(x + i + 48, _mm512_mul_ps(v3, vc));
     }
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vc));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vc));
-    }
+    for (; i < n; i++) x[i] = x[i] * c;
 }
 
 __attribute__((target("arch=x86-64-v4"))) static void clamp_f32_avx512(float *x, int64_t n,
@@ -181,11 +178,12 @@ __attribute__((target("arch=x86-64-v4"))) static void clamp_f32_avx512(float *x,
         _mm512_storeu_ps(x + i + 48, v3);
     }
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, FC_CLAMP16(_mm512_loadu_ps(x + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-        _mm512_mask_storeu_ps(x + i, m, FC_CLAMP16(_mm512_maskz_loadu_ps(m, x + i)));
-    }
 #undef FC_CLAMP16
+    for (; i < n; i++) {
+        float v = x[i];
+        v = v < lo ? lo : v;
+        x[i] = v > hi ? hi : v;
+    }
 }
 #define FC_IF_AVX512(call) \
     if (fc_cpu_has_avx512()) { call; return; }
