@@ -36,5 +36,6 @@ cdef class ArrayList:
 
 
 cdef ArrayList collect(object obj, str name, bint inplace)
+cdef ArrayList describe_checked(list arrays)
 cdef int fill(fc_array *dst, object arr) except -1
 cdef int raise_rc(int rc) except -1

@@ -135,6 +135,24 @@ cdef ArrayList collect(object obj, str name, bint inplace):
     return out
 
 
+cdef ArrayList describe_checked(list arrays):
+    """Describe for the C kernels arrays that fastclip._checks.arrays.check_arrays
+    returned (plain native float32/float64 ndarrays; writeable and not sharing
+    memory when checked for in-place use): nothing is checked again."""
+    cdef ArrayList out = ArrayList.__new__(ArrayList)
+    cdef Py_ssize_t i, n = len(arrays)
+    out.n = n
+    out.arrays = arrays
+    if n == 0:
+        return out
+    out.arrs = <fc_array *>malloc(n * sizeof(fc_array))
+    if out.arrs == NULL:
+        raise MemoryError()
+    for i in range(n):
+        fill(&out.arrs[i], <cnp.ndarray?>arrays[i])
+    return out
+
+
 cdef int raise_rc(int rc) except -1:
     if rc == FC_ENOMEM:
         raise MemoryError("fastclip: out of memory in a C kernel")

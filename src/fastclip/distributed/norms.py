@@ -208,7 +208,8 @@ def get_total_norm(grads: Any, norm_type: Any, error_if_nonfinite: bool, comm: A
     try:
         p = _cs.check_norm_type(norm_type)
         arg, _ = sequence(grads, "grads")
-        norms = np.ascontiguousarray(_clip.impl.array_norms(arg, p), dtype=np.float64)
+        arrays, _ = _ca.check_arrays(arg, "grads", inplace=False)
+        norms = _clip.impl.array_norms_checked(arrays, p)
     except Exception as e:
         exc = e
     check = bool(error_if_nonfinite)
@@ -232,7 +233,7 @@ def clip_grad_norm_(
         p = _cs.check_norm_type(norm_type)
         arg, _ = sequence(grads, "grads")
         arrays, _ = _ca.check_arrays(arg, "grads", inplace=True)
-        norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, p), dtype=np.float64)
+        norms = _clip.impl.array_norms_checked(arrays, p)
     except Exception as e:
         exc = e
     check = bool(error_if_nonfinite)
@@ -240,7 +241,7 @@ def clip_grad_norm_(
     total = float(_dist.impl.total_norm(allnorms, p))
     if check and not math.isfinite(total):
         raise FloatingPointError(_nonfinite_msg("grads", allnorms, counts, total, p))
-    _clip.impl.clip_grads_with_norm_(arrays, mx, total)
+    _clip.impl.clip_grads_with_norm_checked_(arrays, mx, total)
     return total
 
 
@@ -258,11 +259,11 @@ def clip_by_global_norm(
         c = _cs.check_positive(clip_norm, "clip_norm")
         arg, _ = sequence(xs, "xs")
         arrays, _ = _ca.check_arrays(arg, "xs", inplace=False)
-        norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, 2.0), dtype=np.float64)
+        norms = _clip.impl.array_norms_checked(arrays, 2.0)
     except Exception as e:
         exc = e
     allnorms, _ = _gather_norms(comm, norms, 2.0, exc, extra=c)
     g = float(_dist.impl.total_norm(allnorms, 2.0))
-    return _clip.impl.clip_by_global_norm(arrays, c, g)
+    return _clip.impl.clip_by_global_norm_checked(arrays, c, g), g
 
 

@@ -5,6 +5,12 @@ norms are rescaled by max|x| when the plain sum of squares overflows or
 underflows, p-norms other than 1, 2 and inf are computed as
 ``max|x| * sum((|x|/max|x|)**p)**(1/p)``, and the total norm is the p-norm of
 the per-array norms, computed with the same scaling.
+
+The ``*_checked`` functions are the entry points of the MPI collectives
+(:mod:`fastclip.distributed.norms`): their arrays come from
+``fastclip._checks.arrays.check_arrays`` and their scalars from
+``fastclip._checks``, validated once at the collective, so nothing is checked
+again here.
 """
 
 from __future__ import annotations
@@ -74,10 +80,15 @@ def _scale_(arrays: list[np.ndarray], coef: float) -> None:
 
 
 @_quiet
+def array_norms_checked(arrays: list[np.ndarray], p: float) -> np.ndarray:
+    """array_norms of checked arrays and a checked norm_type."""
+    return np.array([_norm(a, p) for a in arrays], dtype=np.float64)
+
+
 def array_norms(grads: Any, norm_type: Any = 2.0) -> np.ndarray:
     p = _cs.check_norm_type(norm_type)
     arrays, _ = _ca.check_arrays(grads, "grads", inplace=False)
-    return np.array([_norm(a, p) for a in arrays], dtype=np.float64)
+    return array_norms_checked(arrays, p)
 
 
 @_quiet
@@ -115,13 +126,19 @@ def clip_grad_norm_(
 
 
 @_quiet
+def clip_grads_with_norm_checked_(arrays: list[np.ndarray], max_norm: float,
+                                  total_norm: float) -> None:
+    """clip_grads_with_norm_ of checked arrays (checked for in-place use) and scalars."""
+    coef = _coef(max_norm, total_norm)
+    if coef != 1.0:
+        _scale_(arrays, coef)
+
+
 def clip_grads_with_norm_(grads: Any, max_norm: Any, total_norm: Any) -> None:
     mx = _cs.check_nonnegative(max_norm, "max_norm")
     total = _cs.check_total_norm(total_norm)
     arrays, _ = _ca.check_arrays(grads, "grads", inplace=True)
-    coef = _coef(mx, total)
-    if coef != 1.0:
-        _scale_(arrays, coef)
+    clip_grads_with_norm_checked_(arrays, mx, total)
 
 
 @_quiet
@@ -153,18 +170,27 @@ def clip_by_norm(x: Any, clip_norm: Any) -> Any:
 
 
 @_quiet
+def clip_by_global_norm_checked(arrays: list[np.ndarray], clip_norm: float,
+                                global_norm: float) -> list[np.ndarray]:
+    """The clipped copies of clip_by_global_norm of checked arrays, given the
+    checked clip_norm and the global norm."""
+    g = global_norm
+    inv = 1.0 / g if g != 0.0 else math.inf
+    coef = clip_norm * min(inv, 1.0 / clip_norm)
+    if not math.isfinite(g):
+        coef = math.nan
+    return [np.asarray(a * a.dtype.type(coef)) for a in arrays]
+
+
+@_quiet
 def clip_by_global_norm(xs: Any, clip_norm: Any, use_norm: Any = None) -> tuple[list, float]:
     c = _cs.check_positive(clip_norm, "clip_norm")
     arrays, _ = _ca.check_arrays(xs, "xs", inplace=False)
     if use_norm is None:
-        g = _total(np.array([_norm(a, 2.0) for a in arrays], dtype=np.float64), 2.0)
+        g = _total(array_norms_checked(arrays, 2.0), 2.0)
     else:
         g = _cs.check_total_norm(use_norm, "use_norm")
-    inv = 1.0 / g if g != 0.0 else math.inf
-    coef = c * min(inv, 1.0 / c)
-    if not math.isfinite(g):
-        coef = math.nan
-    return [np.asarray(a * a.dtype.type(coef)) for a in arrays], g
+    return clip_by_global_norm_checked(arrays, c, g), g
 
 
 def zero_nans_(grads: Any) -> int:
