@@ -461,18 +461,6 @@ class SGD(Optimizer):
                          clip_value=clip_value)
 
 
-def _betas(betas: Any) -> tuple[float, float]:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
-    out = []
-    for k, b in enumerate(betas):
-        v = _cs.check_real(b, f"betas[{k}]")
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"betas[{k}] must be in [0, 1), got {v!r}")
-        out.append(v)
-    return out[0], out[1]
-
-
 class Adam(Optimizer):
     """Adam with bias correction and optional AMSGrad, fused with clipping (``torch.optim.Adam``).
 
