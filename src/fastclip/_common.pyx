@@ -111,23 +111,21 @@ cdef ArrayList collect(object obj, str name, bint inplace):
     n = out.n
     if n == 0:
         return out
-    cdef bint copied = False
+    cdef bint copied = False, plain
     for i in range(n):
         item = items[i]
         if not cnp.PyArray_Check(item):
             raise TypeError(_ca.not_array_msg(_ca.label(name, i, out.single), item))
-        if not cnp.PyArray_CheckExact(item):
-            # a subclass: a plain view of its memory (TypeError for a masked array)
-            if not copied:
-                items = list(items)
-                out.arrays = items
-                copied = True
-            item = _ca.check_array(item, _ca.label(name, i, out.single), inplace)
-            items[i] = item
-        typenum = cnp.PyArray_TYPE(<cnp.ndarray>item)
-        if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
-            raise TypeError(_ca.bad_dtype_msg(_ca.label(name, i, out.single), item.dtype))
-        if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>item):
+        plain = cnp.PyArray_CheckExact(item)
+        if plain:
+            typenum = cnp.PyArray_TYPE(<cnp.ndarray>item)
+            if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+                raise TypeError(_ca.bad_dtype_msg(_ca.label(name, i, out.single), item.dtype))
+            plain = cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>item)
+        if not plain:
+            # A subclass (a plain view of its memory; TypeError for a masked array
+            # or another dtype) or a non-native byte order (a native copy for
+            # read-only use, TypeError in place): _checks.arrays decides.
             if not copied:
                 items = list(items)
                 out.arrays = items
