@@ -91,11 +91,11 @@ def array_norms(grads: Any, norm_type: Any = 2.0) -> np.ndarray:
     return array_norms_checked(arrays, p)
 
 
-@_quiet
-def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False) -> float:
-    p = _cs.check_norm_type(norm_type)
-    arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
-    norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
+def _checked_total(arrays: list[np.ndarray], single: bool, p: float,
+                   error_if_nonfinite: bool) -> float:
+    """The total norm of checked arrays; FloatingPointError naming the first
+    non-finite array when it is not finite and ``error_if_nonfinite``."""
+    norms = array_norms_checked(arrays, p)
     total = _total(norms, p)
     if error_if_nonfinite and not math.isfinite(total):
         bad = np.flatnonzero(~np.isfinite(norms))
@@ -106,19 +106,20 @@ def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = 
 
 
 @_quiet
+def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False) -> float:
+    p = _cs.check_norm_type(norm_type)
+    arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
+    return _checked_total(arrays, single, p, error_if_nonfinite)
+
+
+@_quiet
 def clip_grad_norm_(
     grads: Any, max_norm: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False
 ) -> float:
     mx = _cs.check_nonnegative(max_norm, "max_norm")
     p = _cs.check_norm_type(norm_type)
     arrays, single = _ca.check_arrays(grads, "grads", inplace=True)
-    norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
-    total = _total(norms, p)
-    if error_if_nonfinite and not math.isfinite(total):
-        bad = np.flatnonzero(~np.isfinite(norms))
-        raise FloatingPointError(
-            _ca.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
-        )
+    total = _checked_total(arrays, single, p, error_if_nonfinite)
     coef = _coef(mx, total)
     if coef != 1.0:
         _scale_(arrays, coef)
