@@ -381,14 +381,7 @@ class Parameter:
 # ---------------------------------------------------------------------------
 # Layers
 # ---------------------------------------------------------------------------
-def _check_dtype(dtype: Any) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _FLOATS:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
+_check_dtype = _cn.check_dtype
 
 
 def _check_size(v: Any, name: str) -> int:
