@@ -112,25 +112,20 @@ def _pow(x: float, y: float) -> float:
         return math.inf
 
 
-def _powe(x: float, e: float) -> float:
-    """x ** e with the exponents 1, 2 and 0.5 special-cased exactly as in C."""
+def _powe(x: Any, e: float, sqrt: Any = math.sqrt, power: Any = _pow) -> Any:
+    """x ** e with the exponents 1, 2 and 0.5 special-cased exactly as in C
+    (a float; with ``np.sqrt`` and ``_npow``, an array elementwise)."""
     if e == 1.0:
         return x
     if e == 2.0:
         return x * x
     if e == 0.5:
-        return math.sqrt(x)
-    return _pow(x, e)
+        return sqrt(x)
+    return power(x, e)
 
 
 def _powe_a(x: np.ndarray, e: float) -> np.ndarray:
-    if e == 1.0:
-        return x
-    if e == 2.0:
-        return x * x
-    if e == 0.5:
-        return np.sqrt(x)
-    return _npow(x, e)
+    return _powe(x, e, np.sqrt, _npow)
 
 
 def eval_scalar(low: _s.Lowered, x: float) -> float:
