@@ -26,6 +26,7 @@ nothing is modified.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from typing import Any, Union
 
@@ -58,6 +59,12 @@ Given parameters (``model.parameters()`` of fastclip or torch), each
 PyTorch; given plain arrays (or plain torch tensors), the arrays are the
 gradients themselves. Mixing the two in one call is a TypeError.
 A nested dict/list/tuple of arrays is accepted too (leaves in order).
+"""
+
+_INPLACE_GRADS = f"""
+grads : ndarray, iterable of ndarray, or iterable of parameters
+    Writeable float32 or float64 arrays.
+{textwrap.indent(_GIVEN_PARAMS.strip(), "    ")}
 """
 
 _COMM = """
@@ -206,7 +213,7 @@ def array_norms(grads: Arrays, norm_type: float = 2.0) -> np.ndarray:
     return rebuild([float(v) for v in norms])
 
 
-@_fill(given_params=_GIVEN_PARAMS)
+@_fill(inplace_grads=_INPLACE_GRADS)
 def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> None:
     """Scale gradients in place given a precomputed total norm.
 
@@ -216,9 +223,7 @@ def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> 
 
     Parameters
     ----------
-    grads : ndarray, iterable of ndarray, or iterable of parameters
-        Writeable float32 or float64 arrays.
-        {given_params}
+    {inplace_grads}
     max_norm : float
         ``>= 0``.
     total_norm : float
@@ -228,7 +233,7 @@ def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> 
                                            total_norm)
 
 
-@_fill(given_params=_GIVEN_PARAMS)
+@_fill(inplace_grads=_INPLACE_GRADS)
 def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
     """Clamp gradients in place to ``[-clip_value, clip_value]``.
 
@@ -236,9 +241,7 @@ def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
 
     Parameters
     ----------
-    grads : ndarray, iterable of ndarray, or iterable of parameters
-        Writeable float32 or float64 arrays.
-        {given_params}
+    {inplace_grads}
     clip_value : float
         ``>= 0`` (``inf`` leaves the data unchanged).
     """
