@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from fastclip._checks import nn as _cn
+from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
 
 __all__ = [
@@ -1304,10 +1305,7 @@ def _check_momentum(momentum: Any) -> float | None:
     return f
 
 
-def _check_bool(v: Any, name: str) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
-    return bool(v)
+_check_bool = _cs.check_bool
 
 
 class BatchNorm1d(_Network):
