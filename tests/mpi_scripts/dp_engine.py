@@ -9,7 +9,7 @@ import numpy as np
 from _common import expect, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared test models
-from _fake_model import SpyMLP
+from _fake_model import SpyMLP  # noqa: E402
 
 from fastclip import nn, optim
 from fastclip.distributed import DataParallel, shard_slice
