@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 import pytest
-from _common import LR, MAX_NORM, SIZES, fastclip_mlp, mlp_batch, torch_mlp, values
+from _common import LR, MAX_NORM, SIZES, fastclip_mlp, mlp_batch, time_calls, torch_mlp, values
 
 from fastclip import nn as fnn
 
@@ -277,12 +277,7 @@ def _time(f, reps: int, warmup: float = 0.0) -> list[float]:
     t_end = time.perf_counter() + warmup
     while time.perf_counter() < t_end:  # until new threads have their own CPUs
         f()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        out.append(time.perf_counter() - t0)
-    return out
+    return time_calls(f, reps)
 
 
 def run(batches, reps: int, threads: int) -> list[dict]:

@@ -30,9 +30,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
 CANDIDATES = ("fastclip", "torch_fused", "torch_foreach")
 MODELS = ("mlp", "small200")
@@ -89,14 +91,8 @@ def _worker(cand: str, model: str, reps: int, warmup: float, threads: int) -> No
     with torch.no_grad():
         m = _model(model)
         step = _step_fn(cand, m)
-        t_end = time.perf_counter() + warmup
-        while time.perf_counter() < t_end:
-            step()
-        out = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            step()
-            out.append(time.perf_counter() - t0)
+        _common.warm(step, seconds=warmup)
+        out = _common.time_calls(step, reps)
     print(json.dumps(out))
 
 

@@ -27,9 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 import warnings
-
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
@@ -133,14 +131,8 @@ def _worker(name: str, batch: int, reps: int, threads: int) -> None:
 
         torch.set_num_threads(threads)
         step = _torch_step(batch, name)
-    t_end = time.perf_counter() + 0.5  # warm-up: threads started, buffers allocated
-    while time.perf_counter() < t_end:
-        step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    _common.warm(step)  # threads started, buffers allocated
+    times = _common.time_calls(step, reps)
     print(json.dumps({"median": statistics.median(times)}))
 
 

@@ -50,15 +50,23 @@ typedef struct {
     const void *coef;   /* scale_task: per-column coefficients (the array's dtype) */
 } fc_unit_task;
 
+/* The tile of task k: row block *b, rows [*r0, *r1), columns [*c0, *c1). */
+static void fc_tile_of(const fc_units *a, const fc_tiling *t, int64_t k, int64_t *b,
+                       int64_t *r0, int64_t *r1, int64_t *c0, int64_t *c1) {
+    const int64_t cc = k % t->ncc;
+    *b = k / t->ncc;
+    *r0 = *b * t->rb;
+    *r1 = *r0 + t->rb < a->rows ? *r0 + t->rb : a->rows;
+    *c0 = cc * t->w;
+    *c1 = *c0 + t->w < a->cols ? *c0 + t->w : a->cols;
+}
+
 static void colsq_task(void *c, int64_t k) {
     const fc_unit_task *u = (const fc_unit_task *)c;
     const fc_units *a = u->a;
-    const fc_tiling *t = u->t;
-    const int64_t rows = a->rows, cols = a->cols;
-    int64_t b = k / t->ncc, cc = k % t->ncc;
-    int64_t r0 = b * t->rb, r1 = r0 + t->rb < rows ? r0 + t->rb : rows;
-    int64_t c0 = cc * t->w, c1 = c0 + t->w < cols ? c0 + t->w : cols;
-    double *pa = u->acc + b * cols, *pm = u->mx + b * cols;
+    int64_t b, r0, r1, c0, c1;
+    fc_tile_of(a, u->t, k, &b, &r0, &r1, &c0, &c1);
+    double *pa = u->acc + b * a->cols, *pm = u->mx + b * a->cols;
     if (a->dtype == FC_FLOAT32) {
         if (u->adjacent) colsq_rows_f32(a->data, a->rs, r0, r1, c0, c1, pa, pm);
         else colsq_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, pa, pm);
@@ -71,11 +79,8 @@ static void colsq_task(void *c, int64_t k) {
 static void scale_task(void *c, int64_t q) {
     const fc_unit_task *u = (const fc_unit_task *)c;
     const fc_units *a = u->a;
-    const fc_tiling *t = u->t;
-    const int64_t rows = a->rows, cols = a->cols;
-    int64_t b = q / t->ncc, cc = q % t->ncc;
-    int64_t r0 = b * t->rb, r1 = r0 + t->rb < rows ? r0 + t->rb : rows;
-    int64_t c0 = cc * t->w, c1 = c0 + t->w < cols ? c0 + t->w : cols;
+    int64_t b, r0, r1, c0, c1;
+    fc_tile_of(a, u->t, q, &b, &r0, &r1, &c0, &c1);
     if (a->dtype == FC_FLOAT32) {
         if (u->adjacent) scale_rows_f32(a->data, a->rs, r0, r1, c0, c1, (const float *)u->coef);
         else scale_cols_f32(a->data, a->rs, a->cs, r0, r1, c0, c1, (const float *)u->coef);

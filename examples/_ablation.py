@@ -1,4 +1,6 @@
-"""Shared by the examples: print an ablation table in one fixed, parseable layout.
+"""Shared by the examples: print an ablation table in one fixed, parseable layout,
+and run and judge a training run that may explode (:func:`guarded_fit`,
+:func:`judge`).
 
 Every example prints at least one table::
 
@@ -17,6 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+
+from fastclip.train import GradientExplosionError, fit
 
 
 def fmt(v: Any) -> str:
@@ -44,3 +50,30 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
         print(" | ".join(v.ljust(w) if i == 0 else v.rjust(w)
                          for i, (v, w) in enumerate(zip(r, widths))))
     print()
+
+
+def guarded_fit(model: Any, X: np.ndarray, y: np.ndarray, **kwargs: Any) -> tuple[Any, Any]:
+    """``fit(model, X, y, monitor="raise", progress=False, **kwargs)``.
+
+    Returns ``(history, "-")``, or ``(history so far, step)`` when the
+    explosion monitor stopped the run at ``step``.
+    """
+    try:
+        return fit(model, X, y, monitor="raise", progress=False, **kwargs), "-"
+    except GradientExplosionError as exc:
+        return exc.history, exc.event.step
+
+
+def judge(model: Any, history: Any, stopped: Any, X: np.ndarray,
+          y: np.ndarray) -> tuple[float, float, str]:
+    """``(final loss, test accuracy, outcome)`` of a :func:`guarded_fit` run.
+
+    The final loss is NaN for a stopped run; the outcome is ``exploded`` (the
+    monitor stopped it), ``failed`` (below 20% accuracy on ``(X, y)``) or
+    ``trained``.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        acc = float(np.mean(np.argmax(model.forward(X), axis=1) == y))
+        loss = float(history.epoch_loss[-1]) if stopped == "-" else float("nan")
+    outcome = "exploded" if stopped != "-" else ("failed" if acc < 0.2 else "trained")
+    return loss, acc, outcome

@@ -42,13 +42,12 @@ import sys
 from typing import Any
 
 import numpy as np
-from _ablation import table
+from _ablation import guarded_fit, judge, table
 
 from fastclip import AGC, AutoClip, ZClip, schedules
 from fastclip.demo import load_data
 from fastclip.nn import MLP
 from fastclip.optim import SGD
-from fastclip.train import GradientExplosionError, fit
 
 SIZES = [64, 128, 128, 128, 128, 128, 10]
 
@@ -57,18 +56,10 @@ def train(lr: Any, clipper: Any, clip_norm: float | None, data: tuple, epochs: i
     Xtr, ytr, Xte, yte = data
     model = MLP(SIZES, rng=0)
     opt = SGD(model.parameters(), lr=lr, clip_norm=clip_norm)
-    stopped: Any = "-"
-    try:
-        h = fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64, clipper=clipper,
-                monitor="raise", progress=False, seed=0)
-    except GradientExplosionError as exc:
-        h, stopped = exc.history, exc.event.step
-    with np.errstate(invalid="ignore", over="ignore"):
-        acc = float(np.mean(np.argmax(model.forward(Xte), axis=1) == yte))
-        loss = float(h.epoch_loss[-1]) if stopped == "-" else float("nan")
-        max_norm = float(np.nanmax(h.grad_norm))
-    outcome = "exploded" if stopped != "-" else ("failed" if acc < 0.2 else "trained")
-    return [stopped, loss, acc, max_norm, outcome]
+    h, stopped = guarded_fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64,
+                             clipper=clipper, seed=0)
+    loss, acc, outcome = judge(model, h, stopped, Xte, yte)
+    return [stopped, loss, acc, float(np.nanmax(h.grad_norm)), outcome]
 
 
 def main(argv: list[str] | None = None) -> int:

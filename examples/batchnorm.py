@@ -43,12 +43,11 @@ import sys
 from typing import Any
 
 import numpy as np
-from _ablation import table
+from _ablation import guarded_fit, judge, table
 
 from fastclip.demo import load_data
 from fastclip.nn import MLP
 from fastclip.optim import SGD
-from fastclip.train import GradientExplosionError, fit
 
 
 def build(sizes: list[int], batchnorm: bool, randn: bool) -> MLP:
@@ -68,19 +67,11 @@ def train(sizes: list[int], batchnorm: bool, randn: bool, lr: float, clip: float
     Xtr, ytr, Xte, yte = data
     model = build(sizes, batchnorm, randn)
     opt = SGD(model.parameters(), lr=lr, clip_norm=clip)
-    stopped: Any = "-"
-    try:
-        h = fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64, monitor="raise",
-                progress=False, seed=0)
-    except GradientExplosionError as exc:
-        h, stopped = exc.history, exc.event.step
+    h, stopped = guarded_fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64,
+                             seed=0)
     model.eval()  # batch norm: the running statistics, not the test batch's
-    with np.errstate(invalid="ignore", over="ignore"):
-        acc = float(np.mean(np.argmax(model.forward(Xte), axis=1) == yte))
-        loss = float(h.epoch_loss[-1]) if stopped == "-" else float("nan")
-        max_norm = float(np.nanmax(h.grad_norm))
-    outcome = "exploded" if stopped != "-" else ("failed" if acc < 0.2 else "trained")
-    return [stopped, loss, acc, max_norm, outcome]
+    loss, acc, outcome = judge(model, h, stopped, Xte, yte)
+    return [stopped, loss, acc, float(np.nanmax(h.grad_norm)), outcome]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,12 +42,11 @@ import sys
 from typing import Any
 
 import numpy as np
-from _ablation import table
+from _ablation import guarded_fit, judge, table
 
 from fastclip import schedules
 from fastclip.nn import MLP
 from fastclip.optim import SGD
-from fastclip.train import GradientExplosionError, fit
 
 
 def load(short: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
@@ -79,18 +78,10 @@ def train(lr: Any, clip: dict[str, float], data: tuple, epochs: int) -> list[Any
     Xtr, ytr, Xte, yte = data
     model = MLP([784, 512, 512, 10], rng=0)
     opt = SGD(model.parameters(), lr=lr, momentum=0.9, **clip)
-    stopped = "-"
-    try:
-        h = fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64, seed=0,
-                monitor="raise", progress=False)
-    except GradientExplosionError as exc:
-        h, stopped = exc.history, exc.event.step
-    with np.errstate(invalid="ignore", over="ignore"):
-        acc = float(np.mean(np.argmax(model.forward(Xte), axis=1) == yte))
-        loss = float(h.epoch_loss[-1]) if stopped == "-" else float("nan")
-        max_norm = float(np.nanmax(h.grad_norm))
-    outcome = "exploded" if stopped != "-" else ("failed" if acc < 0.2 else "trained")
-    return [stopped, loss, acc, max_norm, outcome]
+    h, stopped = guarded_fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64,
+                             seed=0)
+    loss, acc, outcome = judge(model, h, stopped, Xte, yte)
+    return [stopped, loss, acc, float(np.nanmax(h.grad_norm)), outcome]
 
 
 def main(argv: list[str] | None = None) -> int:

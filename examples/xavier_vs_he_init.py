@@ -41,15 +41,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import numpy as np
-from _ablation import table
+from _ablation import guarded_fit, judge, table
 
 from fastclip.demo import load_data
 from fastclip.nn import MLP, softmax_cross_entropy
 from fastclip.optim import SGD
-from fastclip.train import GradientExplosionError, fit
 
 SIZES = [64, *([128] * 8), 10]
 
@@ -101,16 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         rms, g0 = at_init(model, Xtr[:64], ytr[:64])
         model = build(init)
         opt = SGD(model.parameters(), lr=0.05, clip_norm=clip)
-        stopped: Any = "-"
-        try:
-            h = fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64,
-                    monitor="raise", progress=False, seed=0)
-        except GradientExplosionError as exc:
-            h, stopped = exc.history, exc.event.step
-        with np.errstate(invalid="ignore", over="ignore"):
-            acc = float(np.mean(np.argmax(model.forward(Xte), axis=1) == yte))
-            loss = float(h.epoch_loss[-1]) if stopped == "-" else float("nan")
-        outcome = "exploded" if stopped != "-" else ("failed" if acc < 0.2 else "trained")
+        h, stopped = guarded_fit(model, Xtr, ytr, optimizer=opt, epochs=epochs, batch_size=64,
+                                 seed=0)
+        loss, acc, outcome = judge(model, h, stopped, Xte, yte)
         rows.append([name, rms, g0, stopped, loss, acc, outcome])
     print(f"data: {source}; ReLU MLP {'-'.join(map(str, SIZES))}, SGD lr 0.05, batch 64, "
           f"{epochs} epochs")

@@ -14,12 +14,12 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _testing import run_to_end
 
 TIMEOUT = 600  # seconds per block; the slowest (a 20-epoch fit) takes seconds
 
@@ -57,15 +57,7 @@ def needs(code: str) -> list[str]:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, what: str) -> None:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{what} did not finish in {TIMEOUT} s:\n{out}")
-    assert proc.returncode == 0, f"{what} exited with {proc.returncode}:\n{out}"
+    run_to_end(cmd, cwd=cwd, env=env, timeout=TIMEOUT, what=what)
 
 
 def run_block(code: str, ranks: int | None, where: str, tmp_path: Path) -> None:

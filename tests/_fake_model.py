@@ -1,6 +1,22 @@
-"""A minimal NumPy model with fastclip.nn's interface (for testing fit alone)."""
+"""Models for testing fit: a minimal NumPy model with fastclip.nn's interface
+(FakeMLP, for testing fit alone) and an MLP that records its backward calls
+(SpyMLP; the MPI scripts use it too)."""
 
 import numpy as np
+
+from fastclip import nn
+
+
+class SpyMLP(nn.MLP):
+    """Records the input_grad of every backward."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.input_grads = []
+
+    def backward(self, dy, *, input_grad=True):
+        self.input_grads.append(input_grad)
+        return super().backward(dy, input_grad=input_grad)
 
 
 class FakeMLP:

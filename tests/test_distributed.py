@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _testing import implementation_fixture
 
 import fastclip
 from fastclip import distributed as dist
@@ -115,3 +116,83 @@ def test_shard_slice_covers_the_range_in_rank_order():
     assert dist.shard_slice(10) == slice(0, 10)
     with pytest.raises(ValueError, match="n must be"):
         dist.shard_slice(-1)
+
+
+def _outcome(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        return type(e), str(e)
+
+
+impl = implementation_fixture("clip")
+
+
+def test_comm_self_matches_single_process(rng, impl):
+    # The collectives validate once (fastclip._checks) and call the *_checked
+    # kernels: on a one-rank communicator every result is bit-identical to the
+    # single-process call, and every bad input gives the same exception and
+    # message with nothing modified.
+    MPI = pytest.importorskip("mpi4py.MPI")
+    comm = MPI.COMM_SELF
+    ro = np.ones(3)
+    ro.flags.writeable = False
+    base = np.ones(6)
+    for p in (1.0, 2.0, 3.0, math.inf):
+        g = [rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal(11) * 1e3,
+             np.asfortranarray(rng.standard_normal((4, 6)))[:, ::2]]
+        h = [a.copy() for a in g]
+        assert fastclip.get_total_norm(g, p, comm=comm) == fastclip.get_total_norm(g, p)
+        assert fastclip.clip_grad_norm_(g, 1.0, p, comm=comm) == fastclip.clip_grad_norm_(
+            h, 1.0, p)
+        assert all(np.array_equal(a, b) for a, b in zip(g, h))
+        out, n = fastclip.clip_by_global_norm(g, 0.5, comm=comm)
+        want, m = fastclip.clip_by_global_norm(g, 0.5)
+        assert n == m and all(a.dtype == b.dtype and np.array_equal(a, b)
+                              for a, b in zip(out, want))
+    bad = [
+        ([np.ones(3), np.ones(3, np.int32)], 1.0, 2.0),
+        ([np.ones(3).astype(">f8")], 1.0, 2.0),
+        ([np.ones(3), ro], 1.0, 2.0),
+        ([base[:4], base[2:]], 1.0, 2.0),
+        (5, 1.0, 2.0),
+        ([np.full(3, 5.0)], -1.0, 2.0),
+        ([np.full(3, 5.0)], 1.0, 0.0),
+    ]
+    for grads, mx, p in bad:
+        given = grads if isinstance(grads, list) else []
+        before = [np.array(a, copy=True) for a in given]
+        got = _outcome(fastclip.clip_grad_norm_, grads, mx, p, comm=comm)
+        assert got == _outcome(fastclip.clip_grad_norm_, grads, mx, p)
+        assert got[0] in (TypeError, ValueError)
+        assert all(np.array_equal(a, b) for a, b in zip(given, before))
+    for xs, c in (([np.ones(2), "a"], 1.0), ([np.ones(2)], 0.0)):
+        got = _outcome(fastclip.clip_by_global_norm, xs, c, comm=comm)
+        assert got == _outcome(fastclip.clip_by_global_norm, xs, c)
+        assert got[0] in (TypeError, ValueError)
+
+
+def test_checked_kernels_agree(rng):
+    # The entry points of the collectives: compiled and reference twins agree
+    # (to rounding, as the checked functions they serve).
+    from fastclip.reference import clip as ref
+
+    _clip = pytest.importorskip("fastclip._clip", reason="the compiled extension is not built")
+
+    arrays = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(7)[::2],
+              np.empty(0)]
+    for p in (1.0, 2.0, 3.0, math.inf):
+        np.testing.assert_allclose(_clip.array_norms_checked(arrays, p),
+                                   ref.array_norms_checked(arrays, p), rtol=1e-12)
+    for g in (0.0, 0.3, 7.0, math.inf, math.nan):
+        for a, b in zip(_clip.clip_by_global_norm_checked(arrays, 0.5, g),
+                        ref.clip_by_global_norm_checked(arrays, 0.5, g)):
+            assert a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    x = [a.copy() for a in arrays]
+    y = [a.copy() for a in arrays]
+    _clip.clip_grads_with_norm_checked_(x, 1.0, 9.0)
+    ref.clip_grads_with_norm_checked_(y, 1.0, 9.0)
+    for a, b in zip(x, y):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 import pytest
-from _fake_model import FakeMLP
+from _fake_model import FakeMLP, SpyMLP
 
 import fastclip
 from fastclip import nn, optim
@@ -200,18 +200,6 @@ def test_negative_and_float_labels_still_reported():
 # ---------------------------------------------------------------------------
 # no input gradient during training
 # ---------------------------------------------------------------------------
-
-
-class SpyMLP(nn.MLP):
-    """Records the input_grad of every backward."""
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.input_grads = []
-
-    def backward(self, dy, *, input_grad=True):
-        self.input_grads.append(input_grad)
-        return super().backward(dy, input_grad=input_grad)
 
 
 @pytest.mark.parametrize("impl", ["c", "python"])

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from _testing import central_difference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -158,24 +159,12 @@ def _fd_check(model, x, lab, eps=1e-6):
     for p, g in zip([q.data for q in model.parameters()], grads):
         flat = p.reshape(-1)
         for k in range(0, flat.size, max(1, flat.size // 7)):
-            old = flat[k]
-            flat[k] = old + eps
-            lp = loss()
-            flat[k] = old - eps
-            lm = loss()
-            flat[k] = old
-            assert math.isclose((lp - lm) / (2 * eps), g.reshape(-1)[k], rel_tol=1e-5,
-                                abs_tol=1e-7)
+            assert math.isclose(central_difference(loss, flat, k, eps), g.reshape(-1)[k],
+                                rel_tol=1e-5, abs_tol=1e-7)
+    xf = x.reshape(-1)
     for k in range(0, x.size, 5):
-        xf = x.reshape(-1)
-        old = xf[k]
-        xf[k] = old + eps
-        lp = loss()
-        xf[k] = old - eps
-        lm = loss()
-        xf[k] = old
-        assert math.isclose((lp - lm) / (2 * eps), dx.reshape(-1)[k], rel_tol=1e-5,
-                            abs_tol=1e-7)
+        assert math.isclose(central_difference(loss, xf, k, eps), dx.reshape(-1)[k],
+                            rel_tol=1e-5, abs_tol=1e-7)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

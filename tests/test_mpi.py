@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _testing import run_to_end
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'numpy-fastclip[mpi]')")
 
@@ -54,22 +54,8 @@ def launch(n: int, *names: str) -> str:
         cmd.append("--oversubscribe")
     cmd += [sys.executable, str(SCRIPTS / "run_all.py"), *names]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{' '.join(cmd)} did not finish in {TIMEOUT} s (deadlock?):\n{out}")
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited with {proc.returncode}:\n{out}"
-    return out
+    return run_to_end(cmd, env=env, timeout=TIMEOUT, what=" ".join(cmd),
+                      hang_hint=" (deadlock?)")
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["2 ranks", "3 ranks"])

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from _testing import central_difference
 from hypothesis import strategies as st
 
 import fastclip
@@ -169,27 +170,15 @@ def test_gradients_match_finite_differences(impl, act, kind):
         dx = model.backward(dl).copy()
         grads = [g.copy() for g in model.gradients()]
         eps = 1e-6
-        for p, g in zip(_vals(model), grads):
-            num = np.empty_like(p)
-            for i in np.ndindex(p.shape):
-                old = p[i]
-                p[i] = old + eps
-                lp = _loss_of(model, x, target, lk)[0]
-                p[i] = old - eps
-                lm = _loss_of(model, x, target, lk)[0]
-                p[i] = old
-                num[i] = (lp - lm) / (2 * eps)
+
+        def loss():
+            return _loss_of(model, x, target, lk)[0]
+
+        for a, g in [*zip(_vals(model), grads), (x, dx)]:
+            num = np.empty_like(a)
+            for i in np.ndindex(a.shape):
+                num[i] = central_difference(loss, a, i, eps)
             np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
-        numx = np.empty_like(x)
-        for i in np.ndindex(x.shape):
-            old = x[i]
-            x[i] = old + eps
-            lp = _loss_of(model, x, target, lk)[0]
-            x[i] = old - eps
-            lm = _loss_of(model, x, target, lk)[0]
-            x[i] = old
-            numx[i] = (lp - lm) / (2 * eps)
-        np.testing.assert_allclose(dx, numx, rtol=1e-5, atol=1e-8)
         sq = np.array([float(np.sum(g.astype(np.float64) ** 2)) for g in grads])
         np.testing.assert_allclose(model.grad_sqnorms(), sq, rtol=1e-12)
 

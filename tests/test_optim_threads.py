@@ -8,17 +8,11 @@ import threading
 
 import numpy as np
 import pytest
+from _testing import implementation_fixture
 
-import fastclip
 from fastclip.optim import SGD, Adam, RMSprop
 
-
-@pytest.fixture(params=["c", "python"])
-def impl(request):
-    if request.param == "c" and fastclip._dispatch.family("optim").compiled is None:
-        pytest.skip("the compiled extension is not built")
-    with fastclip.use_implementation(request.param):
-        yield request.param
+impl = implementation_fixture("optim")
 
 
 def _make(cls, rng):

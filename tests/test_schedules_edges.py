@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from _testing import implementation_fixture
 
 import fastclip
 from fastclip import schedules as S
@@ -19,12 +20,7 @@ BIG = sys.float_info.max
 STEPS = [0.0, 1.0, 12345.5, 1e20, 1e300, 1e308, BIG / 2, BIG]
 
 
-@pytest.fixture(params=["c", "python"])
-def impl(request):
-    if request.param == "c" and fastclip._dispatch.family("schedules").compiled is None:
-        pytest.skip("the compiled extension is not built")
-    with fastclip.use_implementation(request.param):
-        yield request.param
+impl = implementation_fixture("schedules")
 
 
 EXTREME = {

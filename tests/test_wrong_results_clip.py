@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from _testing import implementation_fixture
 
 import fastclip
 from fastclip import AutoClip, ZClip
@@ -20,12 +21,7 @@ from fastclip.optim import SGD, Adam, AdamW, RMSprop
 IMPLS = ["c", "python"]
 
 
-@pytest.fixture(params=IMPLS)
-def impl(request):
-    if request.param == "c" and fastclip._dispatch.family("clip").compiled is None:
-        pytest.skip("the compiled extension is not built")
-    with fastclip.use_implementation(request.param):
-        yield request.param
+impl = implementation_fixture("clip")
 
 
 def _masked(values, mask):

@@ -1,7 +1,8 @@
 """Type stubs for fastclip._clip, the compiled clipping kernels (csrc/clip.c).
 
 Same functions, signatures and exceptions as fastclip.reference.clip; the
-docstrings are in fastclip.clip.
+docstrings are in fastclip.clip. The ``*_checked`` functions take arguments
+validated by fastclip._checks (the entry points of fastclip.distributed).
 """
 
 from collections.abc import Iterable
@@ -32,3 +33,10 @@ def clip_by_global_norm(
     xs: _Arrays, clip_norm: _Real, use_norm: _Real | None = None
 ) -> tuple[list[np.ndarray], float]: ...
 def zero_nans_(grads: _Arrays) -> int: ...
+def array_norms_checked(arrays: list[np.ndarray], p: float) -> npt.NDArray[np.float64]: ...
+def clip_grads_with_norm_checked_(
+    arrays: list[np.ndarray], max_norm: float, total_norm: float
+) -> None: ...
+def clip_by_global_norm_checked(
+    arrays: list[np.ndarray], clip_norm: float, global_norm: float
+) -> list[np.ndarray]: ...

@@ -5,6 +5,11 @@ Each function validates its arguments (with the messages of
 fastclip._checks, shared with fastclip.reference.clip), releases the GIL
 and makes one C call for the whole list of arrays. Signatures and semantics are
 those of fastclip.reference.clip; the docstrings live in fastclip.clip.
+
+The ``*_checked`` functions are the entry points of the MPI collectives
+(fastclip.distributed.norms): their arrays come from
+fastclip._checks.arrays.check_arrays and their scalars from fastclip._checks,
+validated once at the collective, so nothing is checked again here.
 """
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t
@@ -13,7 +18,8 @@ cimport numpy as cnp
 import numpy as np
 
 from fastclip._checks import arrays as _ca, scalars as _cs
-from fastclip._common cimport fc_array, ArrayList, collect, fill, raise_rc, FC_OK, FC_ENONFINITE
+from fastclip._common cimport (fc_array, ArrayList, collect, describe_checked, fill, raise_rc,
+                               FC_OK, FC_ENONFINITE)
 
 cnp.import_array()
 
@@ -63,15 +69,23 @@ cdef class _Norms:
         free(self.buf)
 
 
-def array_norms(grads, norm_type=2.0):
-    cdef double p = _ptype(norm_type)
-    cdef ArrayList al = collect(grads, "grads", False)
+cdef object _array_norms(ArrayList al, double p):
     cdef cnp.ndarray out = np.empty(al.n, dtype=np.float64)
     cdef int rc
     with nogil:
         rc = fc_array_norms(al.arrs, al.n, p, <double *>cnp.PyArray_DATA(out))
     raise_rc(rc)
     return out
+
+
+def array_norms(grads, norm_type=2.0):
+    cdef double p = _ptype(norm_type)
+    return _array_norms(collect(grads, "grads", False), p)
+
+
+def array_norms_checked(list arrays, double p):
+    """array_norms of checked arrays and a checked norm_type."""
+    return _array_norms(describe_checked(arrays), p)
 
 
 cdef int _first_nonfinite(const double *norms, Py_ssize_t n) noexcept:
@@ -116,16 +130,24 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     return total
 
 
-def clip_grads_with_norm_(grads, max_norm, total_norm):
-    cdef double mx = _nonneg(max_norm, "max_norm")
-    cdef double total = _cs.check_total_norm(total_norm)
-    cdef ArrayList al = collect(grads, "grads", True)
+cdef int _clip_with_norm(ArrayList al, double mx, double total) except -1:
     cdef double coef = fc_clip_coef(mx, total)
     cdef int rc = FC_OK
     if coef != 1.0:
         with nogil:
             rc = fc_scale_(al.arrs, al.n, coef)
-    raise_rc(rc)
+    return raise_rc(rc)
+
+
+def clip_grads_with_norm_(grads, max_norm, total_norm):
+    cdef double mx = _nonneg(max_norm, "max_norm")
+    cdef double total = _cs.check_total_norm(total_norm)
+    _clip_with_norm(collect(grads, "grads", True), mx, total)
+
+
+def clip_grads_with_norm_checked_(list arrays, double max_norm, double total_norm):
+    """clip_grads_with_norm_ of checked arrays (checked for in-place use) and scalars."""
+    _clip_with_norm(describe_checked(arrays), max_norm, total_norm)
 
 
 def clip_grad_value_(grads, clip_value):
@@ -215,29 +237,41 @@ def clip_by_norm(x, clip_norm):
     return outs[0] if al.single else outs
 
 
-def clip_by_global_norm(xs, clip_norm, use_norm=None):
-    cdef double c = _cs.check_positive(clip_norm, "clip_norm")
-    cdef ArrayList al = collect(xs, "xs", False)
-    cdef _Norms norms = _Norms(al.n)
-    cdef double g
-    cdef int rc = FC_OK
+cdef list _scaled_by_global_norm(ArrayList al, double c, double g):
+    """The copies of clip_by_global_norm, given the global norm g."""
+    cdef _Norms coefs = _Norms(al.n)
     cdef Py_ssize_t i
-    if use_norm is None:
-        with nogil:
-            rc = fc_array_norms(al.arrs, al.n, 2.0, norms.buf)
-            g = fc_total_norm(norms.buf, al.n, 2.0)
-        raise_rc(rc)
-    else:
-        g = _cs.check_total_norm(use_norm, "use_norm")
     # TensorFlow: clip_norm * min(1/g, 1/clip_norm), NaN when g is inf or NaN.
     cdef double inv = 1.0 / g if g != 0.0 else float("inf")
     cdef double coef = c * (inv if inv < 1.0 / c else 1.0 / c)
     if not (g - g == 0.0):
         coef = float("nan")
     for i in range(al.n):
-        norms.buf[i] = coef
-    outs = _unary_into(al, 1, 0.0, 0.0, norms.buf)
-    return outs, g
+        coefs.buf[i] = coef
+    return _unary_into(al, 1, 0.0, 0.0, coefs.buf)
+
+
+def clip_by_global_norm(xs, clip_norm, use_norm=None):
+    cdef double c = _cs.check_positive(clip_norm, "clip_norm")
+    cdef ArrayList al = collect(xs, "xs", False)
+    cdef _Norms norms
+    cdef double g
+    cdef int rc = FC_OK
+    if use_norm is None:
+        norms = _Norms(al.n)
+        with nogil:
+            rc = fc_array_norms(al.arrs, al.n, 2.0, norms.buf)
+            g = fc_total_norm(norms.buf, al.n, 2.0)
+        raise_rc(rc)
+    else:
+        g = _cs.check_total_norm(use_norm, "use_norm")
+    return _scaled_by_global_norm(al, c, g), g
+
+
+def clip_by_global_norm_checked(list arrays, double clip_norm, double global_norm):
+    """The clipped copies of clip_by_global_norm of checked arrays, given the
+    checked clip_norm and the global norm."""
+    return _scaled_by_global_norm(describe_checked(arrays), clip_norm, global_norm)
 
 
 def zero_nans_(grads):

@@ -1,5 +1,6 @@
-# Shared declarations for the Cython bindings: the C array descriptor and the
-# collector that turns one ndarray or an iterable of them into fc_array[].
+# Shared declarations for the Cython bindings: the C array descriptor, the
+# collector that turns one ndarray or an iterable of them into fc_array[], and
+# the checks of the row-major matrices and output buffers of the layer kernels.
 from libc.stdint cimport int64_t, int32_t
 
 cdef extern from "fc_common.h" nogil:
@@ -36,5 +37,10 @@ cdef class ArrayList:
 
 
 cdef ArrayList collect(object obj, str name, bint inplace)
+cdef ArrayList describe_checked(list arrays)
+cdef int require_array(object obj, str name) except -1
+cdef int64_t row_stride(object obj, int64_t n, int64_t width, int64_t max_ld,
+                        str name) except -1
+cdef int check_buf(object obj, int typenum, int64_t n0, int64_t n1, str name) except -1
 cdef int fill(fc_array *dst, object arr) except -1
 cdef int raise_rc(int rc) except -1

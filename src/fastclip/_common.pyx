@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Array collection shared by every binding (not public)."""
+"""Array collection and array checks shared by the bindings (not public)."""
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 
@@ -28,6 +28,19 @@ cdef class ArrayList:
 
     def __len__(self):
         return self.n
+
+
+cdef ArrayList _sized(list items):
+    """An ArrayList holding items, with room for len(items) descriptors."""
+    cdef ArrayList out = ArrayList.__new__(ArrayList)
+    cdef Py_ssize_t n = len(items)
+    out.n = n
+    out.arrays = items
+    if n > 0:
+        out.arrs = <fc_array *>malloc(n * sizeof(fc_array))
+        if out.arrs == NULL:
+            raise MemoryError()
+    return out
 
 
 cdef int fill(fc_array *dst, object obj) except -1:
@@ -78,45 +91,41 @@ cdef bint _distinct_elements(cnp.ndarray arr):
 cdef ArrayList collect(object obj, str name, bint inplace):
     """Validate one ndarray or an iterable of them (every array before any is
     used) and describe them for the C kernels."""
-    cdef ArrayList out = ArrayList.__new__(ArrayList)
+    cdef ArrayList out
     cdef list items
+    cdef bint single = False
     cdef Py_ssize_t i, n
     cdef int typenum
     cdef object item
     if cnp.PyArray_Check(obj):
         items = [obj]
-        out.single = True
+        single = True
     elif type(obj) is list:
         items = <list>obj
     elif type(obj) is tuple:
         items = list(obj)
     else:
-        items, out.single = _ca.as_sequence(obj, name)
-    n = len(items)
-    out.n = n
-    out.arrays = items
+        items, single = _ca.as_sequence(obj, name)
+    out = _sized(items)
+    out.single = single
+    n = out.n
     if n == 0:
         return out
-    out.arrs = <fc_array *>malloc(n * sizeof(fc_array))
-    if out.arrs == NULL:
-        raise MemoryError()
-    cdef bint copied = False
+    cdef bint copied = False, plain
     for i in range(n):
         item = items[i]
         if not cnp.PyArray_Check(item):
             raise TypeError(_ca.not_array_msg(_ca.label(name, i, out.single), item))
-        if not cnp.PyArray_CheckExact(item):
-            # a subclass: a plain view of its memory (TypeError for a masked array)
-            if not copied:
-                items = list(items)
-                out.arrays = items
-                copied = True
-            item = _ca.check_array(item, _ca.label(name, i, out.single), inplace)
-            items[i] = item
-        typenum = cnp.PyArray_TYPE(<cnp.ndarray>item)
-        if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
-            raise TypeError(_ca.bad_dtype_msg(_ca.label(name, i, out.single), item.dtype))
-        if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>item):
+        plain = cnp.PyArray_CheckExact(item)
+        if plain:
+            typenum = cnp.PyArray_TYPE(<cnp.ndarray>item)
+            if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+                raise TypeError(_ca.bad_dtype_msg(_ca.label(name, i, out.single), item.dtype))
+            plain = cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>item)
+        if not plain:
+            # A subclass (a plain view of its memory; TypeError for a masked array
+            # or another dtype) or a non-native byte order (a native copy for
+            # read-only use, TypeError in place): _checks.arrays decides.
             if not copied:
                 items = list(items)
                 out.arrays = items
@@ -133,6 +142,70 @@ cdef ArrayList collect(object obj, str name, bint inplace):
         # Extents overlap: decide exactly (interleaved views do not share).
         _ca.check_no_shared_memory(items, name)
     return out
+
+
+cdef ArrayList describe_checked(list arrays):
+    """Describe for the C kernels arrays that fastclip._checks.arrays.check_arrays
+    returned (plain native float32/float64 ndarrays; writeable and not sharing
+    memory when checked for in-place use): nothing is checked again."""
+    cdef ArrayList out = _sized(arrays)
+    cdef Py_ssize_t i
+    for i in range(out.n):
+        fill(&out.arrs[i], <cnp.ndarray?>arrays[i])
+    return out
+
+
+cdef int require_array(object obj, str name) except -1:
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
+    return 0
+
+
+cdef int64_t row_stride(object obj, int64_t n, int64_t width, int64_t max_ld,
+                        str name) except -1:
+    """Row stride (elements, at most max_ld) of an ndarray of the right dtype
+    that must be 2-D (n, width) with unit-stride rows (n < 0: any number of
+    rows; width < 0: any width)."""
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    if cnp.PyArray_NDIM(a) != 2 or (n >= 0 and a.shape[0] != n) \
+            or (width >= 0 and a.shape[1] != width):
+        raise ValueError(f"{name} has shape {obj.shape}, expected "
+                         f"({n if n >= 0 else 'N'}, {width if width >= 0 else 'M'})")
+    if not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        raise ValueError(f"{name} must be aligned and in native byte order")
+    cdef int64_t it = cnp.PyArray_ITEMSIZE(a)
+    cdef int64_t rows = a.shape[0], m = a.shape[1]
+    cdef int64_t s0 = cnp.PyArray_STRIDES(a)[0], s1 = cnp.PyArray_STRIDES(a)[1]
+    if rows <= 1 or m == 0:
+        if m > 1 and rows == 1 and s1 != it:
+            raise ValueError(f"{name} must have unit-stride rows")
+        return m if m > 0 else 1
+    if m > 1 and s1 != it:
+        raise ValueError(f"{name} must have unit-stride rows")
+    if s0 % it != 0 or s0 // it < m or s0 // it > max_ld:
+        raise ValueError(f"{name} must have unit-stride rows and a positive row stride")
+    return s0 // it
+
+
+cdef int check_buf(object obj, int typenum, int64_t n0, int64_t n1, str name) except -1:
+    """A writeable C-contiguous (n0, n1) array (n1 < 0: 1-D of n0)."""
+    require_array(obj, name)
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise TypeError(f"{name} has dtype {obj.dtype}, expected "
+                        f"{np.dtype(np.float32 if typenum == cnp.NPY_FLOAT else np.float64)}")
+    cdef bint ok
+    if n1 < 0:
+        ok = cnp.PyArray_NDIM(a) == 1 and a.shape[0] == n0
+    else:
+        ok = cnp.PyArray_NDIM(a) == 2 and a.shape[0] == n0 and a.shape[1] == n1
+    if not ok:
+        want = str((n0,)) if n1 < 0 else str((n0, n1))
+        raise ValueError(f"{name} has shape {obj.shape}, expected {want}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a) \
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        raise ValueError(f"{name} must be a writeable, aligned, C-contiguous native array")
+    return 0
 
 
 cdef int raise_rc(int rc) except -1:

@@ -5,12 +5,12 @@ Same functions, signatures and exceptions as fastclip.reference.layers (see
 its docstring for the kernel contract); the public API is the layer classes
 of fastclip.nn.
 """
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, INT64_MAX
 cimport numpy as cnp
 
 import numpy as np
 
-from fastclip._common cimport raise_rc, FC_OK
+from fastclip._common cimport raise_rc, FC_OK, check_buf as _check_buf, require_array, row_stride
 
 cnp.import_array()
 
@@ -65,8 +65,7 @@ cdef extern from "layers.h" nogil:
 # Argument checks (the messages of fastclip.reference.layers)
 # ---------------------------------------------------------------------------
 cdef int _float_typenum(object obj, str name) except -1:
-    if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
+    require_array(obj, name)
     cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>obj)
     if t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE:
         raise TypeError(f"{name} must have dtype float32 or float64, got {obj.dtype}")
@@ -76,52 +75,11 @@ cdef int _float_typenum(object obj, str name) except -1:
 cdef int64_t _rows_ld(object obj, int typenum, int64_t n, int64_t width, str name) except -1:
     """Row stride (elements) of a 2-D (n, width) array with unit-stride rows
     (n < 0: any number of rows; width < 0: any width)."""
-    if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
-    cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != typenum:
+    require_array(obj, name)
+    if cnp.PyArray_TYPE(<cnp.ndarray>obj) != typenum:
         raise TypeError(f"{name} has dtype {obj.dtype}, expected "
                         f"{np.dtype(np.float32 if typenum == cnp.NPY_FLOAT else np.float64)}")
-    if cnp.PyArray_NDIM(a) != 2 or (n >= 0 and a.shape[0] != n) \
-            or (width >= 0 and a.shape[1] != width):
-        raise ValueError(f"{name} has shape {obj.shape}, expected "
-                         f"({n if n >= 0 else 'N'}, {width if width >= 0 else 'M'})")
-    if not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
-        raise ValueError(f"{name} must be aligned and in native byte order")
-    cdef int64_t it = cnp.PyArray_ITEMSIZE(a)
-    cdef int64_t rows = a.shape[0], m = a.shape[1]
-    cdef int64_t s0 = cnp.PyArray_STRIDES(a)[0], s1 = cnp.PyArray_STRIDES(a)[1]
-    if rows <= 1 or m == 0:
-        if m > 1 and rows == 1 and s1 != it:
-            raise ValueError(f"{name} must have unit-stride rows")
-        return m if m > 0 else 1
-    if m > 1 and s1 != it:
-        raise ValueError(f"{name} must have unit-stride rows")
-    if s0 % it != 0 or s0 // it < m:
-        raise ValueError(f"{name} must have unit-stride rows and a positive row stride")
-    return s0 // it
-
-
-cdef int _check_buf(object obj, int typenum, int64_t n0, int64_t n1, str name) except -1:
-    """A writeable C-contiguous (n0, n1) array (n1 < 0: 1-D of n0)."""
-    if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
-    cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != typenum:
-        raise TypeError(f"{name} has dtype {obj.dtype}, expected "
-                        f"{np.dtype(np.float32 if typenum == cnp.NPY_FLOAT else np.float64)}")
-    cdef bint ok
-    if n1 < 0:
-        ok = cnp.PyArray_NDIM(a) == 1 and a.shape[0] == n0
-    else:
-        ok = cnp.PyArray_NDIM(a) == 2 and a.shape[0] == n0 and a.shape[1] == n1
-    if not ok:
-        want = str((n0,)) if n1 < 0 else str((n0, n1))
-        raise ValueError(f"{name} has shape {obj.shape}, expected {want}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a) \
-            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
-        raise ValueError(f"{name} must be a writeable, aligned, C-contiguous native array")
-    return 0
+    return row_stride(obj, n, width, INT64_MAX, name)
 
 
 cdef void *_ptr(object a):

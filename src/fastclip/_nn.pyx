@@ -19,7 +19,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastclip._common cimport raise_rc, FC_OK
+from fastclip._common cimport raise_rc, FC_OK, check_buf as _check_buf, require_array, row_stride
 from fastclip._checks.nn import ACTIVATIONS, check_loss_pred_target, check_xent_args
 
 cnp.import_array()
@@ -109,62 +109,17 @@ cdef inline void _gemm(bint f32, char ta, char tb, int m, int n, int k, const vo
 # ---------------------------------------------------------------------------
 # Argument checks (cheap: C-level attribute reads)
 # ---------------------------------------------------------------------------
-cdef inline int _typenum(cnp.ndarray a):
-    return cnp.PyArray_TYPE(a)
-
-
 cdef int64_t _rows_ld(object obj, int typenum, int64_t n, int64_t width, str name) except -1:
-    """Row stride (elements) of a 2-D (n, width) array with unit-stride rows."""
-    if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
-    cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != typenum:
+    """Row stride (elements, a BLAS int) of a 2-D (n, width) array with unit-stride rows."""
+    require_array(obj, name)
+    if cnp.PyArray_TYPE(<cnp.ndarray>obj) != typenum:
         raise TypeError(f"{name} must have dtype {np.dtype(np.float32 if typenum == cnp.NPY_FLOAT else np.float64)}, got {obj.dtype}")
-    if cnp.PyArray_NDIM(a) != 2 or (n >= 0 and a.shape[0] != n) or a.shape[1] != width:
-        rows_txt = str(n) if n >= 0 else "N"
-        raise ValueError(f"{name} has shape {obj.shape}, expected ({rows_txt}, {width})")
-    cdef int64_t it = cnp.PyArray_ITEMSIZE(a)
-    cdef int64_t rows = a.shape[0]
-    cdef int64_t s0 = cnp.PyArray_STRIDES(a)[0], s1 = cnp.PyArray_STRIDES(a)[1]
-    if not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
-        raise ValueError(f"{name} must be aligned and in native byte order")
-    if rows == 0:
-        return width if width > 0 else 1
-    if width > 1 and s1 != it:
-        raise ValueError(f"{name} must have unit-stride rows")
-    if rows == 1:
-        return width if width > 0 else 1
-    if s0 % it != 0 or s0 // it < width or s0 // it > INT_MAX:
-        raise ValueError(f"{name} must have unit-stride rows and a positive row stride")
-    return s0 // it
-
-
-cdef int _check_buf(object obj, int typenum, int64_t n0, int64_t n1, str name) except -1:
-    """A writeable C-contiguous (n0, n1) array (n1 < 0: 1-D of n0)."""
-    if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
-    cdef cnp.ndarray a = <cnp.ndarray>obj
-    if cnp.PyArray_TYPE(a) != typenum:
-        raise TypeError(f"{name} has dtype {obj.dtype}, expected "
-                        f"{np.dtype(np.float32 if typenum == cnp.NPY_FLOAT else np.float64)}")
-    cdef bint ok
-    if n1 < 0:
-        ok = cnp.PyArray_NDIM(a) == 1 and a.shape[0] == n0
-    else:
-        ok = cnp.PyArray_NDIM(a) == 2 and a.shape[0] == n0 and a.shape[1] == n1
-    if not ok:
-        want = str((n0,)) if n1 < 0 else str((n0, n1))
-        raise ValueError(f"{name} has shape {obj.shape}, expected {want}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a) \
-            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a):
-        raise ValueError(f"{name} must be a writeable, aligned, C-contiguous native array")
-    return 0
+    return row_stride(obj, n, width, INT_MAX, name)
 
 
 cdef int _check_weight(object weight, object bias, int *typenum, int64_t *n_in,
                        int64_t *n_out) except -1:
-    if not cnp.PyArray_Check(weight):
-        raise TypeError(f"weight must be a numpy.ndarray, got {type(weight).__name__}")
+    require_array(weight, "weight")
     cdef cnp.ndarray w = <cnp.ndarray>weight
     cdef int t = cnp.PyArray_TYPE(w)
     if t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE:
@@ -179,8 +134,7 @@ cdef int _check_weight(object weight, object bias, int *typenum, int64_t *n_in,
     typenum[0] = t
     n_in[0] = w.shape[0]
     n_out[0] = w.shape[1]
-    if not cnp.PyArray_Check(bias):
-        raise TypeError(f"bias must be a numpy.ndarray, got {type(bias).__name__}")
+    require_array(bias, "bias")
     cdef cnp.ndarray b = <cnp.ndarray>bias
     if cnp.PyArray_TYPE(b) != t:
         raise TypeError(f"bias has dtype {bias.dtype}, expected {weight.dtype}")
@@ -208,8 +162,6 @@ def dense_forward(x, weight, bias, slope, int act, double negative_slope, pre, o
     cdef int64_t n_in, n_out, n, ldx
     _check_weight(weight, bias, &t, &n_in, &n_out)
     cdef double s = _slope(act, slope, negative_slope, t)
-    if not cnp.PyArray_Check(x):
-        raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__}")
     ldx = _rows_ld(x, t, -1, n_in, "x")
     n = (<cnp.ndarray>x).shape[0]
     if n > INT_MAX:
@@ -246,8 +198,6 @@ def dense_backward(dy, x, weight, slope, int act, double negative_slope, pre, ou
     cdef int64_t n_in, n_out, n, ldx, lddy, lddz
     _check_weight(weight, dbias, &t, &n_in, &n_out)
     cdef double s = _slope(act, slope, negative_slope, t)
-    if not cnp.PyArray_Check(dy):
-        raise TypeError(f"dy must be a numpy.ndarray, got {type(dy).__name__}")
     lddy = _rows_ld(dy, t, -1, n_out, "dy")
     n = (<cnp.ndarray>dy).shape[0]
     if n > INT_MAX:

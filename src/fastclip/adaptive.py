@@ -34,6 +34,7 @@ from fastclip._checks import adaptive as _cad
 from fastclip._checks import arrays as _ca
 from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
+from fastclip._docs import fill as _fill
 from fastclip._window import SortedWindow
 from fastclip.clip import clip_grads_with_norm_, get_total_norm
 
@@ -148,6 +149,16 @@ def _total(sq: np.ndarray) -> float:
 def _copies(grads: Arrays) -> tuple[list[np.ndarray], bool]:
     arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
     return [np.array(a, copy=True) for a in arrays], single
+
+
+# The grads/params paragraph of the clip_ methods that ignore params
+# (fastclip._docs.fill).
+_GRADS_PARAMS = """
+grads : ndarray or iterable of ndarray
+    Writeable gradients.
+params : ignored
+    Accepted for interface compatibility.
+"""
 
 
 class _Clipper:
@@ -393,16 +404,14 @@ class AutoClip(_Clipper):
             return math.nan
         return _lerp_percentile(self._window.sorted, self.percentile)
 
+    @_fill(grads_params=_GRADS_PARAMS)
     def clip_(self, grads: Arrays, params: Arrays | None = None, *,
               sqnorms: Any = None) -> float:
         """Record the global norm, then clip ``grads`` in place to the percentile.
 
         Parameters
         ----------
-        grads : ndarray or iterable of ndarray
-            Writeable gradients.
-        params : ignored
-            Accepted for interface compatibility.
+        {grads_params}
         sqnorms : array-like, optional
             Per-array sums of squares of ``grads`` (e.g. ``model.grad_sqnorms()``);
             saves the norm pass.
@@ -571,16 +580,14 @@ class ZClip(_Clipper):
             self.last_clipped = 1
             self.last_sqnorms = sq * (coef * coef)
 
+    @_fill(grads_params=_GRADS_PARAMS)
     def clip_(self, grads: Arrays, params: Arrays | None = None, *,
               sqnorms: Any = None) -> float:
         """Update the statistics and clip ``grads`` in place.
 
         Parameters
         ----------
-        grads : ndarray or iterable of ndarray
-            Writeable gradients.
-        params : ignored
-            Accepted for interface compatibility.
+        {grads_params}
         sqnorms : array-like, optional
             Per-array sums of squares of ``grads``; saves the norm pass.
 

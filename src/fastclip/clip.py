@@ -26,6 +26,7 @@ nothing is modified.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from typing import Any, Union
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from fastclip import _interop as _io
 from fastclip._dispatch import family
+from fastclip._docs import fill as _fill
 
 __all__ = [
     "array_norms",
@@ -50,7 +52,40 @@ Arrays = Union[np.ndarray, Iterable[np.ndarray]]
 
 _fam = family("clip")
 
+# Docstring paragraphs of several functions (fastclip._docs.fill).
+_GIVEN_PARAMS = """
+Given parameters (``model.parameters()`` of fastclip or torch), each
+``p.grad`` is used and parameters whose grad is None are skipped, as in
+PyTorch; given plain arrays (or plain torch tensors), the arrays are the
+gradients themselves. Mixing the two in one call is a TypeError.
+A nested dict/list/tuple of arrays is accepted too (leaves in order).
+"""
 
+_INPLACE_GRADS = f"""
+grads : ndarray, iterable of ndarray, or iterable of parameters
+    Writeable float32 or float64 arrays.
+{textwrap.indent(_GIVEN_PARAMS.strip(), "    ")}
+"""
+
+_COMM = """
+comm : mpi4py.MPI.Intracomm, optional, keyword-only
+    The gradients are sharded across the ranks of ``comm``: the total norm
+    is that of every rank's arrays together (the all-reduced sum of the
+    local p-th powers, the maximum for ``inf``, as PyTorch's FSDP), the same
+    on every rank bit for bit and equal to the single-process norm of the
+    concatenated list. Collective: every rank must call. See
+    :mod:`fastclip.distributed`; ``None`` (default) never imports mpi4py.
+"""
+
+_PYTREE_INPUT = """
+float32 or float64 arrays, left unchanged. A pytree (nested dict/list/tuple; leaves in insertion order)
+is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
+is read. A parameter is refused (TypeError): pass ``p.grad`` or
+``p.data``.
+"""
+
+
+@_fill(given_params=_GIVEN_PARAMS, comm=_COMM)
 def clip_grad_norm_(
     grads: Arrays,
     max_norm: float,
@@ -71,11 +106,7 @@ def clip_grad_norm_(
     grads : ndarray, iterable of ndarray, or iterable of parameters
         float32 or float64 arrays, modified in place. They must be writeable and
         must not share memory with each other.
-        Given parameters (``model.parameters()`` of fastclip or torch), each
-        ``p.grad`` is used and parameters whose grad is None are skipped, as in
-        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
-        gradients themselves. Mixing the two in one call is a TypeError.
-        A nested dict/list/tuple of arrays is accepted too (leaves in order).
+        {given_params}
         torch CPU tensors are clipped in place through shared memory.
     max_norm : float
         The largest total norm allowed, ``>= 0`` (``inf`` disables clipping).
@@ -84,13 +115,7 @@ def clip_grad_norm_(
     error_if_nonfinite : bool, default False
         Raise :class:`FloatingPointError` when the total norm is NaN or inf,
         naming the first array whose norm is not finite; nothing is modified.
-    comm : mpi4py.MPI.Intracomm, optional, keyword-only
-        The gradients are sharded across the ranks of ``comm``: the total norm
-        is that of every rank's arrays together (the all-reduced sum of the
-        local p-th powers, the maximum for ``inf``, as PyTorch's FSDP), the same
-        on every rank bit for bit and equal to the single-process norm of the
-        concatenated list. Collective: every rank must call. See
-        :mod:`fastclip.distributed`; ``None`` (default) never imports mpi4py.
+    {comm}
 
     Returns
     -------
@@ -124,6 +149,7 @@ def clip_grad_norm_(
     return _fam.impl.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite)
 
 
+@_fill(given_params=_GIVEN_PARAMS, comm=_COMM)
 def get_total_norm(
     grads: Arrays, norm_type: float = 2.0, error_if_nonfinite: bool = False, *, comm: Any = None
 ) -> float:
@@ -133,22 +159,12 @@ def get_total_norm(
     ----------
     grads : ndarray, iterable of ndarray, or iterable of parameters
         float32 or float64 arrays (read only).
-        Given parameters (``model.parameters()`` of fastclip or torch), each
-        ``p.grad`` is used and parameters whose grad is None are skipped, as in
-        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
-        gradients themselves. Mixing the two in one call is a TypeError.
-        A nested dict/list/tuple of arrays is accepted too (leaves in order).
+        {given_params}
     norm_type : float, default 2.0
         Any ``p > 0``, or ``inf``.
     error_if_nonfinite : bool, default False
         Raise :class:`FloatingPointError` when the total is NaN or inf.
-    comm : mpi4py.MPI.Intracomm, optional, keyword-only
-        The gradients are sharded across the ranks of ``comm``: the total norm
-        is that of every rank's arrays together (the all-reduced sum of the
-        local p-th powers, the maximum for ``inf``, as PyTorch's FSDP), the same
-        on every rank bit for bit and equal to the single-process norm of the
-        concatenated list. Collective: every rank must call. See
-        :mod:`fastclip.distributed`; ``None`` (default) never imports mpi4py.
+    {comm}
 
     Returns
     -------
@@ -197,6 +213,7 @@ def array_norms(grads: Arrays, norm_type: float = 2.0) -> np.ndarray:
     return rebuild([float(v) for v in norms])
 
 
+@_fill(inplace_grads=_INPLACE_GRADS)
 def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> None:
     """Scale gradients in place given a precomputed total norm.
 
@@ -206,13 +223,7 @@ def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> 
 
     Parameters
     ----------
-    grads : ndarray, iterable of ndarray, or iterable of parameters
-        Writeable float32 or float64 arrays.
-        Given parameters (``model.parameters()`` of fastclip or torch), each
-        ``p.grad`` is used and parameters whose grad is None are skipped, as in
-        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
-        gradients themselves. Mixing the two in one call is a TypeError.
-        A nested dict/list/tuple of arrays is accepted too (leaves in order).
+    {inplace_grads}
     max_norm : float
         ``>= 0``.
     total_norm : float
@@ -222,6 +233,7 @@ def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> 
                                            total_norm)
 
 
+@_fill(inplace_grads=_INPLACE_GRADS)
 def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
     """Clamp gradients in place to ``[-clip_value, clip_value]``.
 
@@ -229,29 +241,21 @@ def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
 
     Parameters
     ----------
-    grads : ndarray, iterable of ndarray, or iterable of parameters
-        Writeable float32 or float64 arrays.
-        Given parameters (``model.parameters()`` of fastclip or torch), each
-        ``p.grad`` is used and parameters whose grad is None are skipped, as in
-        PyTorch; given plain arrays (or plain torch tensors), the arrays are the
-        gradients themselves. Mixing the two in one call is a TypeError.
-        A nested dict/list/tuple of arrays is accepted too (leaves in order).
+    {inplace_grads}
     clip_value : float
         ``>= 0`` (``inf`` leaves the data unchanged).
     """
     return _fam.impl.clip_grad_value_(_io.gradients(grads, "grads", True), clip_value)
 
 
+@_fill(pytree_input=_PYTREE_INPUT)
 def clip_by_value(x: Arrays, lo: float, hi: float) -> np.ndarray | list[np.ndarray]:
     """Return ``x`` clipped to ``[lo, hi]`` (new arrays), as ``tf.clip_by_value``.
 
     Parameters
     ----------
     x : ndarray, iterable of ndarray, or pytree
-        float32 or float64 arrays, left unchanged. A pytree (nested dict/list/tuple; leaves in insertion order)
-        is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
-        is read. A parameter is refused (TypeError): pass ``p.grad`` or
-        ``p.data``.
+        {pytree_input}
     lo, hi : float
         Bounds with ``lo <= hi``; neither may be NaN.
 
@@ -267,6 +271,7 @@ def clip_by_value(x: Arrays, lo: float, hi: float) -> np.ndarray | list[np.ndarr
     return out if rebuild is None else rebuild(out)
 
 
+@_fill(pytree_input=_PYTREE_INPUT)
 def clip_by_norm(x: Arrays, clip_norm: float) -> np.ndarray | list[np.ndarray]:
     """Return ``x * clip_norm / max(||x||_2, clip_norm)`` (new arrays), as ``tf.clip_by_norm``.
 
@@ -276,10 +281,7 @@ def clip_by_norm(x: Arrays, clip_norm: float) -> np.ndarray | list[np.ndarray]:
     Parameters
     ----------
     x : ndarray, iterable of ndarray, or pytree
-        float32 or float64 arrays, left unchanged. A pytree (nested dict/list/tuple; leaves in insertion order)
-        is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
-        is read. A parameter is refused (TypeError): pass ``p.grad`` or
-        ``p.data``.
+        {pytree_input}
     clip_norm : float
         ``> 0``.
 
@@ -293,6 +295,7 @@ def clip_by_norm(x: Arrays, clip_norm: float) -> np.ndarray | list[np.ndarray]:
     return out if rebuild is None else rebuild(out)
 
 
+@_fill(pytree_input=_PYTREE_INPUT)
 def clip_by_global_norm(
     xs: Arrays, clip_norm: float, use_norm: float | None = None, *, comm: Any = None
 ) -> tuple[list[np.ndarray], float]:
@@ -305,10 +308,7 @@ def clip_by_global_norm(
     Parameters
     ----------
     xs : ndarray, iterable of ndarray, or pytree
-        float32 or float64 arrays, left unchanged. A pytree (nested dict/list/tuple; leaves in insertion order)
-        is accepted, and anything exposing ``__array__`` (e.g. a JAX CPU array)
-        is read. A parameter is refused (TypeError): pass ``p.grad`` or
-        ``p.data``.
+        {pytree_input}
     clip_norm : float
         ``> 0``.
     use_norm : float, optional

@@ -135,20 +135,13 @@ def _configs(steps: int, private: bool = False) -> list[tuple[str, str, dict[str
     return runs
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {int(seed)}")
-    return int(seed)
-
-
-def _check_epochs(epochs: Any) -> int:
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)):
-        raise TypeError(f"epochs must be an int, got {type(epochs).__name__}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {int(epochs)}")
-    return int(epochs)
+def _check_count(value: Any, name: str, low: int) -> int:
+    """An int (not a bool) >= low."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {int(value)}")
+    return int(value)
 
 
 def resolve_out(out: str | os.PathLike[str]) -> str:
@@ -246,8 +239,8 @@ def run(epochs: int = 20, seed: int = 0, out: str | os.PathLike[str] | None = DE
     OSError
         If the figure's file cannot be written, before any training.
     """
-    epochs = _check_epochs(epochs)
-    seed = _check_seed(seed)
+    epochs = _check_count(epochs, "epochs", 1)
+    seed = _check_count(seed, "seed", 0)
     path = None
     if out is not None:
         path = resolve_out(out)

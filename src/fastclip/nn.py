@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from fastclip._checks import nn as _cn
+from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
 
 __all__ = [
@@ -381,14 +382,7 @@ class Parameter:
 # ---------------------------------------------------------------------------
 # Layers
 # ---------------------------------------------------------------------------
-def _check_dtype(dtype: Any) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _FLOATS:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
+_check_dtype = _cn.check_dtype
 
 
 def _check_size(v: Any, name: str) -> int:
@@ -1324,10 +1318,7 @@ def _check_momentum(momentum: Any) -> float | None:
     return f
 
 
-def _check_bool(v: Any, name: str) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
-    return bool(v)
+_check_bool = _cs.check_bool
 
 
 class BatchNorm1d(_Network):

@@ -50,12 +50,23 @@ from fastclip import _interop as _io
 from fastclip._checks import optim as _co
 from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
+from fastclip._docs import fill as _fill
 
 __all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
 
 LR = _co.LR
 
 _fam = family("optim")
+
+
+# The params paragraph of every optimiser's docstring (fastclip._docs.fill).
+_PARAMS = """
+params : iterable of ndarray, or of parameters
+    ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
+    or of a torch CPU model (float32/float64, updated in place through
+    shared memory; then :meth:`step` with no argument reads each ``p.grad``),
+    or the value arrays themselves.
+"""
 
 
 class Optimizer:
@@ -380,6 +391,7 @@ class Optimizer:
         )
 
 
+@_fill(params=_PARAMS)
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, fused with clipping (``torch.optim.SGD``).
 
@@ -389,11 +401,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : iterable of ndarray, or of parameters
-        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
-        or of a torch CPU model (float32/float64, updated in place through
-        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
-        or the value arrays themselves.
+    {params}
         Writeable float32/float64 arrays not sharing memory (any layout).
     lr : float or callable
         Learning rate ``>= 0``, or a callable ``step -> float`` evaluated at
@@ -461,18 +469,7 @@ class SGD(Optimizer):
                          clip_value=clip_value)
 
 
-def _betas(betas: Any) -> tuple[float, float]:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
-    out = []
-    for k, b in enumerate(betas):
-        v = _cs.check_real(b, f"betas[{k}]")
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"betas[{k}] must be in [0, 1), got {v!r}")
-        out.append(v)
-    return out[0], out[1]
-
-
+@_fill(params=_PARAMS)
 class Adam(Optimizer):
     """Adam with bias correction and optional AMSGrad, fused with clipping (``torch.optim.Adam``).
 
@@ -482,11 +479,7 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : iterable of ndarray, or of parameters
-        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
-        or of a torch CPU model (float32/float64, updated in place through
-        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
-        or the value arrays themselves.
+    {params}
         Writeable float32/float64 arrays not sharing memory (any layout).
     lr : float or callable, default 1e-3
         Learning rate ``>= 0``, or a callable ``step -> float``.
@@ -535,6 +528,7 @@ class Adam(Optimizer):
         super().__init__(params, lr, hyper, kernel, clip_norm=clip_norm, clip_value=clip_value)
 
 
+@_fill(params=_PARAMS)
 class AdamW(Adam):
     """Adam with decoupled weight decay, fused with clipping (``torch.optim.AdamW``).
 
@@ -544,11 +538,7 @@ class AdamW(Adam):
 
     Parameters
     ----------
-    params : iterable of ndarray, or of parameters
-        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
-        or of a torch CPU model (float32/float64, updated in place through
-        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
-        or the value arrays themselves.
+    {params}
         Writeable float32/float64 arrays not sharing memory.
     lr : float or callable, default 1e-3
     betas : (float, float), default (0.9, 0.999)
@@ -578,6 +568,7 @@ class AdamW(Adam):
                          clip_value=clip_value)
 
 
+@_fill(params=_PARAMS)
 class RMSprop(Optimizer):
     """RMSprop (centered, momentum) fused with clipping (``torch.optim.RMSprop``).
 
@@ -588,11 +579,7 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    params : iterable of ndarray, or of parameters
-        ``model.parameters()`` of a fastclip model (:class:`fastclip.nn.Parameter`)
-        or of a torch CPU model (float32/float64, updated in place through
-        shared memory; then :meth:`step` with no argument reads each ``p.grad``),
-        or the value arrays themselves.
+    {params}
         Writeable float32/float64 arrays not sharing memory.
     lr : float or callable, default 1e-2
     alpha : float, default 0.99

@@ -460,6 +460,13 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             out[s:s + 4096] = m.forward(X[s:s + 4096])
         return out
 
+    def _outputs(self, X: Any) -> np.ndarray:
+        """The network's outputs (float64) for new data: a fitted estimator,
+        ``X`` validated against the fit."""
+        check_is_fitted(self, "_model")
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return self._forward(X)
+
     def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
         return float(self.score(X, y))
 
@@ -697,9 +704,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        check_is_fitted(self, "_model")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        z = self._forward(X)
+        z = self._outputs(X)
         z -= z.max(axis=1, keepdims=True)
         np.exp(z, out=z)
         z /= z.sum(axis=1, keepdims=True)
@@ -707,9 +712,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """``log(predict_proba(X))``, computed stably."""
-        check_is_fitted(self, "_model")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        z = self._forward(X)
+        z = self._outputs(X)
         z -= z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
@@ -724,9 +727,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         ndarray of shape (n_samples,), of the dtype of ``classes_``
         """
-        check_is_fitted(self, "_model")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.classes_[np.argmax(self._forward(X), axis=1)]
+        scores = self._outputs(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -794,9 +796,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
             1-D when ``y`` was 1-D at fit time.
         """
-        check_is_fitted(self, "_model")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        out = self._forward(X)
+        out = self._outputs(X)
         return out.ravel() if getattr(self, "_y_1d", False) else out
 
     def __sklearn_tags__(self) -> Any:

@@ -2,8 +2,14 @@
 settings apply, skipping never gives up without a monitor, no input gradient is computed,
 and GradientExplosionError (a FloatingPointError) stops every rank."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 from _common import expect, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared test models
+from _fake_model import SpyMLP  # noqa: E402
 
 from fastclip import nn, optim
 from fastclip.distributed import DataParallel, shard_slice
@@ -11,16 +17,6 @@ from fastclip.nn import softmax_cross_entropy
 from fastclip.train import GradientExplosionError, GradientMonitor, fit
 
 SIZES, BATCH = [6, 8, 3], 12
-
-
-class SpyMLP(nn.MLP):
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.input_grads = []
-
-    def backward(self, dy, *, input_grad=True):
-        self.input_grads.append(input_grad)
-        return super().backward(dy, input_grad=input_grad)
 
 
 def batches(comm, n, bad_steps=(), bad_value=np.nan):

@@ -68,9 +68,7 @@ def sqnorms_arg(sqnorms: Any, n: int) -> np.ndarray:
             f"sqnorms must be a 1-d array with one sum of squares per gradient ({n}), "
             f"got shape {arr.shape}"
         )
-    if (arr < 0).any():
-        raise ValueError("sqnorms holds a negative value; sums of squares are >= 0")
-    return arr
+    return _ca.check_sums_of_squares(arr)
 
 
 def require_keys(state: Any, keys: tuple[str, ...], cls: str) -> None:

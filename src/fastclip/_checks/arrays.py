@@ -134,3 +134,11 @@ def nonfinite_msg(index: int, single: bool, name: str, total: float, norm_type: 
         f"the total norm of order {norm_type!r} of {name} is {total!r}: {where}; nothing "
         "was modified (pass error_if_nonfinite=False to clip anyway, as PyTorch does)"
     )
+
+
+def check_sums_of_squares(sqnorms: np.ndarray) -> np.ndarray:
+    """``sqnorms`` (float64, one sum of squares per gradient) if none is negative
+    (NaN and inf pass: a NaN or inf gradient gives them)."""
+    if (sqnorms < 0).any():
+        raise ValueError("sqnorms holds a negative value; sums of squares are >= 0")
+    return sqnorms

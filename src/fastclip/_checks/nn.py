@@ -130,13 +130,18 @@ def init_args(shape: Any, rng: Any, gain: Any, dtype: Any) -> tuple[tuple[int, .
     g = float(gain)
     if not (math.isfinite(g) and g >= 0):
         raise ValueError(f"gain must be finite and >= 0, got {g!r}")
+    return shp, fan_in, fan_out, rng, g, check_dtype(dtype)
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    """The dtype of a layer's parameters: float32 or float64."""
     try:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in FLOATS:
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return shp, fan_in, fan_out, rng, g, dt
+    return dt
 
 
 def fan(n: int) -> int:

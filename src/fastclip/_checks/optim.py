@@ -172,9 +172,7 @@ def check_sqnorms(sqnorms: Any, n: int) -> np.ndarray | None:
             f"sqnorms has shape {sq.shape} but there are {n} gradients; pass one sum of "
             f"squares per gradient, shape ({n},)"
         )
-    if (sq < 0).any():
-        raise ValueError("sqnorms holds a negative value; sums of squares are >= 0")
-    return sq
+    return _ca.check_sums_of_squares(sq)
 
 
 def check_clip(clip_norm: Any, clip_value: Any) -> tuple[float | None, float | None]:

@@ -45,36 +45,38 @@ def check_finite(value: Any, name: str) -> float:
     return v
 
 
-def check_nonnegative(value: Any, name: str) -> float:
-    """A real number >= 0, not NaN (inf allowed)."""
-    v = check_real(value, name)
+def at_least_zero(v: float, name: str) -> float:
+    """``v`` (a float, not NaN) if it is >= 0."""
     if v < 0:
         raise ValueError(f"{name} must be >= 0, got {v!r}")
     return v
+
+
+def above_zero(v: float, name: str) -> float:
+    """``v`` (a float) if it is > 0."""
+    if not v > 0:
+        raise ValueError(f"{name} must be > 0, got {v!r}")
+    return v
+
+
+def check_nonnegative(value: Any, name: str) -> float:
+    """A real number >= 0, not NaN (inf allowed)."""
+    return at_least_zero(check_real(value, name), name)
 
 
 def check_positive(value: Any, name: str) -> float:
     """A real number > 0, not NaN (inf allowed)."""
-    v = check_real(value, name)
-    if not v > 0:
-        raise ValueError(f"{name} must be > 0, got {v!r}")
-    return v
+    return above_zero(check_real(value, name), name)
 
 
 def check_rate(value: Any, name: str) -> float:
     """A finite real number >= 0 (a learning rate, a factor, ...)."""
-    v = check_finite(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v!r}")
-    return v
+    return at_least_zero(check_finite(value, name), name)
 
 
 def check_finite_positive(value: Any, name: str) -> float:
     """A finite real number > 0."""
-    v = check_finite(value, name)
-    if not v > 0:
-        raise ValueError(f"{name} must be > 0, got {v!r}")
-    return v
+    return above_zero(check_finite(value, name), name)
 
 
 def check_interval(value: Any, name: str, *, low: float, low_open: bool,

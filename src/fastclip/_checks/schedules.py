@@ -83,20 +83,14 @@ def _lower(
 
 
 def _num(value: Any, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    try:
-        v = float(value)
-    except OverflowError:
-        raise ValueError(f"{name} must be finite, got an int too large for a float") from None
-    if math.isnan(v):
-        raise ValueError(f"{name} must not be NaN")
-    if math.isinf(v):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    return v
+    """A finite real number (scalars.check_finite); an int too large for a
+    float is reported as not finite."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"{name} must be finite, got an int too large for a float") from None
+    return _cs.check_finite(value, name)
 
 
 def _tidy(v: float) -> int | float:
@@ -106,17 +100,12 @@ def _tidy(v: float) -> int | float:
 
 def rate(value: Any, name: str) -> float:
     """A learning rate or other non-negative finite number."""
-    v = _num(value, name)
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0, got {v!r}")
-    return v
+    return _cs.at_least_zero(_num(value, name), name)
 
 
 def positive(value: Any, name: str) -> float:
-    v = _num(value, name)
-    if not v > 0:
-        raise ValueError(f"{name} must be > 0, got {v!r}")
-    return v
+    """A finite number > 0."""
+    return _cs.above_zero(_num(value, name), name)
 
 
 def steps_pos(value: Any, name: str) -> int | float:

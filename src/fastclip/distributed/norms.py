@@ -200,39 +200,29 @@ def sequence(obj: Any, name: str) -> tuple[Any, bool]:
     return (obj if single else items), single
 
 
-def get_total_norm(grads: Any, norm_type: Any, error_if_nonfinite: bool, comm: Any) -> float:
-    """``fastclip.get_total_norm(..., comm=comm)``: see its docstring."""
-    check_comm(comm)
-    exc: BaseException | None = None
-    p, norms = math.nan, np.empty(0)
-    try:
-        p = _cs.check_norm_type(norm_type)
-        arg, _ = sequence(grads, "grads")
-        norms = np.ascontiguousarray(_clip.impl.array_norms(arg, p), dtype=np.float64)
-    except Exception as e:
-        exc = e
-    check = bool(error_if_nonfinite)
-    allnorms, counts = _gather_norms(comm, norms, p, exc, flag=float(check))
-    total = float(_dist.impl.total_norm(allnorms, p))
-    if check and not math.isfinite(total):
-        raise FloatingPointError(_nonfinite_msg("grads", allnorms, counts, total, p))
-    return total
+def _sharded_total(
+    grads: Any, norm_type: Any, error_if_nonfinite: bool, comm: Any, *, clipping: bool,
+    max_norm: Any = None,
+) -> tuple[float, list[np.ndarray], float]:
+    """Collective: the total norm of every rank's ``grads``.
 
-
-def clip_grad_norm_(
-    grads: Any, max_norm: Any, norm_type: Any, error_if_nonfinite: bool, comm: Any
-) -> float:
-    """``fastclip.clip_grad_norm_(..., comm=comm)``: see its docstring."""
+    Checks this rank's arguments once (``max_norm`` too when ``clipping``, and
+    then ``grads`` for in-place use), all-gathers the per-array norms (every
+    rank raises when one rank's arguments are bad) and combines them. Returns
+    ``(total, this rank's checked arrays, max_norm)``; FloatingPointError for a
+    non-finite total when ``error_if_nonfinite``, nothing modified.
+    """
     check_comm(comm)
     exc: BaseException | None = None
     arrays: list[np.ndarray] = []
     p, mx, norms = math.nan, math.nan, np.empty(0)
     try:
-        mx = _cs.check_nonnegative(max_norm, "max_norm")
+        if clipping:
+            mx = _cs.check_nonnegative(max_norm, "max_norm")
         p = _cs.check_norm_type(norm_type)
         arg, _ = sequence(grads, "grads")
-        arrays, _ = _ca.check_arrays(arg, "grads", inplace=True)
-        norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, p), dtype=np.float64)
+        arrays, _ = _ca.check_arrays(arg, "grads", inplace=clipping)
+        norms = _clip.impl.array_norms_checked(arrays, p)
     except Exception as e:
         exc = e
     check = bool(error_if_nonfinite)
@@ -240,7 +230,21 @@ def clip_grad_norm_(
     total = float(_dist.impl.total_norm(allnorms, p))
     if check and not math.isfinite(total):
         raise FloatingPointError(_nonfinite_msg("grads", allnorms, counts, total, p))
-    _clip.impl.clip_grads_with_norm_(arrays, mx, total)
+    return total, arrays, mx
+
+
+def get_total_norm(grads: Any, norm_type: Any, error_if_nonfinite: bool, comm: Any) -> float:
+    """``fastclip.get_total_norm(..., comm=comm)``: see its docstring."""
+    return _sharded_total(grads, norm_type, error_if_nonfinite, comm, clipping=False)[0]
+
+
+def clip_grad_norm_(
+    grads: Any, max_norm: Any, norm_type: Any, error_if_nonfinite: bool, comm: Any
+) -> float:
+    """``fastclip.clip_grad_norm_(..., comm=comm)``: see its docstring."""
+    total, arrays, mx = _sharded_total(grads, norm_type, error_if_nonfinite, comm,
+                                       clipping=True, max_norm=max_norm)
+    _clip.impl.clip_grads_with_norm_checked_(arrays, mx, total)
     return total
 
 
@@ -258,11 +262,11 @@ def clip_by_global_norm(
         c = _cs.check_positive(clip_norm, "clip_norm")
         arg, _ = sequence(xs, "xs")
         arrays, _ = _ca.check_arrays(arg, "xs", inplace=False)
-        norms = np.ascontiguousarray(_clip.impl.array_norms(arrays, 2.0), dtype=np.float64)
+        norms = _clip.impl.array_norms_checked(arrays, 2.0)
     except Exception as e:
         exc = e
     allnorms, _ = _gather_norms(comm, norms, 2.0, exc, extra=c)
     g = float(_dist.impl.total_norm(allnorms, 2.0))
-    return _clip.impl.clip_by_global_norm(arrays, c, g)
+    return _clip.impl.clip_by_global_norm_checked(arrays, c, g), g
 
 

@@ -5,6 +5,12 @@ norms are rescaled by max|x| when the plain sum of squares overflows or
 underflows, p-norms other than 1, 2 and inf are computed as
 ``max|x| * sum((|x|/max|x|)**p)**(1/p)``, and the total norm is the p-norm of
 the per-array norms, computed with the same scaling.
+
+The ``*_checked`` functions are the entry points of the MPI collectives
+(:mod:`fastclip.distributed.norms`): their arrays come from
+``fastclip._checks.arrays.check_arrays`` and their scalars from
+``fastclip._checks``, validated once at the collective, so nothing is checked
+again here.
 """
 
 from __future__ import annotations
@@ -74,17 +80,22 @@ def _scale_(arrays: list[np.ndarray], coef: float) -> None:
 
 
 @_quiet
-def array_norms(grads: Any, norm_type: Any = 2.0) -> np.ndarray:
-    p = _cs.check_norm_type(norm_type)
-    arrays, _ = _ca.check_arrays(grads, "grads", inplace=False)
+def array_norms_checked(arrays: list[np.ndarray], p: float) -> np.ndarray:
+    """array_norms of checked arrays and a checked norm_type."""
     return np.array([_norm(a, p) for a in arrays], dtype=np.float64)
 
 
-@_quiet
-def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False) -> float:
+def array_norms(grads: Any, norm_type: Any = 2.0) -> np.ndarray:
     p = _cs.check_norm_type(norm_type)
-    arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
-    norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
+    arrays, _ = _ca.check_arrays(grads, "grads", inplace=False)
+    return array_norms_checked(arrays, p)
+
+
+def _checked_total(arrays: list[np.ndarray], single: bool, p: float,
+                   error_if_nonfinite: bool) -> float:
+    """The total norm of checked arrays; FloatingPointError naming the first
+    non-finite array when it is not finite and ``error_if_nonfinite``."""
+    norms = array_norms_checked(arrays, p)
     total = _total(norms, p)
     if error_if_nonfinite and not math.isfinite(total):
         bad = np.flatnonzero(~np.isfinite(norms))
@@ -92,6 +103,13 @@ def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = 
             _ca.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
         )
     return total
+
+
+@_quiet
+def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False) -> float:
+    p = _cs.check_norm_type(norm_type)
+    arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
+    return _checked_total(arrays, single, p, error_if_nonfinite)
 
 
 @_quiet
@@ -101,13 +119,7 @@ def clip_grad_norm_(
     mx = _cs.check_nonnegative(max_norm, "max_norm")
     p = _cs.check_norm_type(norm_type)
     arrays, single = _ca.check_arrays(grads, "grads", inplace=True)
-    norms = np.array([_norm(a, p) for a in arrays], dtype=np.float64)
-    total = _total(norms, p)
-    if error_if_nonfinite and not math.isfinite(total):
-        bad = np.flatnonzero(~np.isfinite(norms))
-        raise FloatingPointError(
-            _ca.nonfinite_msg(int(bad[0]) if bad.size else -1, single, "grads", total, p)
-        )
+    total = _checked_total(arrays, single, p, error_if_nonfinite)
     coef = _coef(mx, total)
     if coef != 1.0:
         _scale_(arrays, coef)
@@ -115,13 +127,19 @@ def clip_grad_norm_(
 
 
 @_quiet
+def clip_grads_with_norm_checked_(arrays: list[np.ndarray], max_norm: float,
+                                  total_norm: float) -> None:
+    """clip_grads_with_norm_ of checked arrays (checked for in-place use) and scalars."""
+    coef = _coef(max_norm, total_norm)
+    if coef != 1.0:
+        _scale_(arrays, coef)
+
+
 def clip_grads_with_norm_(grads: Any, max_norm: Any, total_norm: Any) -> None:
     mx = _cs.check_nonnegative(max_norm, "max_norm")
     total = _cs.check_total_norm(total_norm)
     arrays, _ = _ca.check_arrays(grads, "grads", inplace=True)
-    coef = _coef(mx, total)
-    if coef != 1.0:
-        _scale_(arrays, coef)
+    clip_grads_with_norm_checked_(arrays, mx, total)
 
 
 @_quiet
@@ -153,18 +171,27 @@ def clip_by_norm(x: Any, clip_norm: Any) -> Any:
 
 
 @_quiet
+def clip_by_global_norm_checked(arrays: list[np.ndarray], clip_norm: float,
+                                global_norm: float) -> list[np.ndarray]:
+    """The clipped copies of clip_by_global_norm of checked arrays, given the
+    checked clip_norm and the global norm."""
+    g = global_norm
+    inv = 1.0 / g if g != 0.0 else math.inf
+    coef = clip_norm * min(inv, 1.0 / clip_norm)
+    if not math.isfinite(g):
+        coef = math.nan
+    return [np.asarray(a * a.dtype.type(coef)) for a in arrays]
+
+
+@_quiet
 def clip_by_global_norm(xs: Any, clip_norm: Any, use_norm: Any = None) -> tuple[list, float]:
     c = _cs.check_positive(clip_norm, "clip_norm")
     arrays, _ = _ca.check_arrays(xs, "xs", inplace=False)
     if use_norm is None:
-        g = _total(np.array([_norm(a, 2.0) for a in arrays], dtype=np.float64), 2.0)
+        g = _total(array_norms_checked(arrays, 2.0), 2.0)
     else:
         g = _cs.check_total_norm(use_norm, "use_norm")
-    inv = 1.0 / g if g != 0.0 else math.inf
-    coef = c * min(inv, 1.0 / c)
-    if not math.isfinite(g):
-        coef = math.nan
-    return [np.asarray(a * a.dtype.type(coef)) for a in arrays], g
+    return clip_by_global_norm_checked(arrays, c, g), g
 
 
 def zero_nans_(grads: Any) -> int:

@@ -112,25 +112,32 @@ def _pow(x: float, y: float) -> float:
         return math.inf
 
 
-def _powe(x: float, e: float) -> float:
-    """x ** e with the exponents 1, 2 and 0.5 special-cased exactly as in C."""
+def _powe(x: Any, e: float, sqrt: Any = math.sqrt, power: Any = _pow) -> Any:
+    """x ** e with the exponents 1, 2 and 0.5 special-cased exactly as in C
+    (a float; with ``np.sqrt`` and ``_npow``, an array elementwise)."""
     if e == 1.0:
         return x
     if e == 2.0:
         return x * x
     if e == 0.5:
-        return math.sqrt(x)
-    return _pow(x, e)
+        return sqrt(x)
+    return power(x, e)
 
 
 def _powe_a(x: np.ndarray, e: float) -> np.ndarray:
-    if e == 1.0:
-        return x
-    if e == 2.0:
-        return x * x
-    if e == 0.5:
-        return np.sqrt(x)
-    return _npow(x, e)
+    return _powe(x, e, np.sqrt, _npow)
+
+
+def _one_cycle_phases(
+    p: tuple[float, ...], f: int
+) -> tuple[bool, tuple[tuple[float, float, float], ...]]:
+    """OneCycleLR's (linear annealing, phases): each phase (start value, end
+    value, last step), two phases or three."""
+    initial, mx, mn = p[0], p[1], p[2]
+    if f & _s.F_THREE_PHASE:
+        return bool(f & _s.F_LINEAR_ANNEAL), (
+            (initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
+    return bool(f & _s.F_LINEAR_ANNEAL), ((initial, mx, p[3]), (mx, mn, p[4]))
 
 
 def eval_scalar(low: _s.Lowered, x: float) -> float:
@@ -218,13 +225,7 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         peak = init if m == 1.0 else init * _pow(m, i)
         return eta + (peak - eta) * (1.0 + _cos_pi_ratio(tcur, ti)) / 2.0
     if c == 13:  # one_cycle
-        linear = bool(f & _s.F_LINEAR_ANNEAL)
-        initial, mx, mn = p[0], p[1], p[2]
-        phases: tuple[tuple[float, float, float], ...]
-        if f & _s.F_THREE_PHASE:
-            phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
-        else:
-            phases = ((initial, mx, p[3]), (mx, mn, p[4]))
+        linear, phases = _one_cycle_phases(p, f)
         start_step = 0.0
         last = len(phases) - 1
         for k, (a, b, end) in enumerate(phases):
@@ -364,13 +365,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         peak = np.full(x.shape, init) if m == 1.0 else init * _npow(m, i)
         return eta + (peak - eta) * (1.0 + _cos_pi_ratio_a(tcur, ti)) / 2.0
     if c == 13:
-        linear = bool(f & _s.F_LINEAR_ANNEAL)
-        initial, mx, mn = p[0], p[1], p[2]
-        phases: tuple[tuple[float, float, float], ...]
-        if f & _s.F_THREE_PHASE:
-            phases = ((initial, mx, p[3]), (mx, initial, p[4]), (initial, mn, p[5]))
-        else:
-            phases = ((initial, mx, p[3]), (mx, mn, p[4]))
+        linear, phases = _one_cycle_phases(p, f)
         out = np.empty(x.shape)
         done = np.zeros(x.shape, dtype=bool)
         start_step = 0.0
