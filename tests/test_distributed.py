@@ -92,7 +92,8 @@ def test_allreduce_norm_bad_input():
 
 
 def test_total_norm_kernels_agree_with_get_total_norm(rng):
-    from fastclip import _distributed
+    _distributed = pytest.importorskip("fastclip._distributed",
+                                       reason="the compiled extension is not built")
     from fastclip.reference import distributed as ref
 
     for scale in (1.0, 1e200, 1e-200):

@@ -288,7 +288,7 @@ def gaussian_noise(shape: Any, std: float, *, rng: Any = None, secure_mode: bool
     Without ``secure_mode`` the samples come from fastclip's noise kernel: a
     counter-based stream (SplitMix64 and Box-Muller; float64 samples from 52-bit
     uniforms in float64 arithmetic, float32 samples from one 64-bit hash per pair
-    in float32 arithmetic, |z| up to 7.4) whose seed is drawn from ``rng``,
+    in float32 arithmetic, magnitudes up to 7.4) whose seed is drawn from ``rng``,
     vectorised and threaded, with the same values whatever the thread count or
     SIMD level (the NumPy reference gives the same bits).
 
