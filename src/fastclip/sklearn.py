@@ -71,10 +71,18 @@ class _Penalised:
         self.model = model
         self.alpha = alpha
         names = model.parameter_names()
-        self._widx = [i for i, n in enumerate(names)
-                      if n.endswith(".weight") and ".bn." not in n]
+        widx = [i for i, n in enumerate(names) if n.endswith(".weight") and ".bn." not in n]
         self._params = [p.data for p in model.parameters()]
         self._grads = model.gradients()
+        # Per penalised weight, made once: the flat views of the weight and of its
+        # gradient (the model fills its arrays in place, so views stay current),
+        # a scratch array for alpha / n * W and, for float32, a float64 copy of the
+        # gradient for its sum of squares. Every step then allocates nothing.
+        self._terms = [(i, _flat(self._params[i]), _flat(self._grads[i]),
+                        np.empty_like(self._params[i]),
+                        None if self._grads[i].dtype == np.float64
+                        else np.empty(self._grads[i].size, dtype=np.float64))
+                       for i in widx]
         self._n = 1
         self._sq: np.ndarray | None = None
         self.dtype = model.dtype
@@ -98,8 +106,7 @@ class _Penalised:
         if self.alpha == 0.0:
             return 0.0
         s = 0.0
-        for i in self._widx:
-            w = self._params[i].ravel()
+        for _, w, _, _, _ in self._terms:
             s += float(np.dot(w, w))
         return 0.5 * self.alpha * s / self._n
 
@@ -112,11 +119,15 @@ class _Penalised:
         sq = self.model.grad_sqnorms()
         if self.alpha != 0.0:
             c = self.alpha / self._n
-            for i in self._widx:
+            for i, _, gv, tmp, g64 in self._terms:
                 g = self._grads[i]
-                g += self._params[i] * g.dtype.type(c)
-                gv = g.ravel()
-                sq[i] = float(np.dot(gv.astype(np.float64), gv.astype(np.float64)))
+                np.multiply(self._params[i], g.dtype.type(c), out=tmp)
+                g += tmp
+                if g64 is None:  # float64: the gradient itself
+                    sq[i] = float(np.dot(gv, gv))
+                else:  # float32: squares summed in float64
+                    np.copyto(g64, gv)
+                    sq[i] = float(np.dot(g64, g64))
         self._sq = sq
         return dx
 
@@ -131,6 +142,14 @@ class _Penalised:
 
     def parameter_names(self) -> list[str]:
         return self.model.parameter_names()
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """``a`` as a 1-D view; ``a`` must be C-contiguous (as every array of
+    :class:`fastclip.nn.MLP`), since a flattened copy would not see its updates."""
+    if not a.flags.c_contiguous:
+        raise ValueError("the L2 term needs C-contiguous parameter and gradient arrays")
+    return a.reshape(-1)
 
 
 def _check_int(v: Any, name: str, low: int) -> int:
