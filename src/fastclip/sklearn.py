@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -486,8 +487,14 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         return self._forward(X)
 
+    @abstractmethod
+    def _predictions(self, out: np.ndarray) -> np.ndarray:
+        """What :meth:`predict` returns for the network's outputs ``out``."""
+
+    @abstractmethod
     def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
-        return float(self.score(X, y))
+        """:meth:`score` of the held-out split of :meth:`fit` (early stopping),
+        which :meth:`fit` validated: not validated again at every epoch."""
 
     def _prepare_fit(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32),
@@ -746,8 +753,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         ndarray of shape (n_samples,), of the dtype of ``classes_``
         """
-        scores = self._outputs(X)
-        return self.classes_[np.argmax(scores, axis=1)]
+        return self._predictions(self._outputs(X))
+
+    def _predictions(self, out: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(out, axis=1)]
+
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+        # ClassifierMixin.score: the accuracy of predict(X)
+        return float(accuracy_score(y, self._predictions(self._forward(X))))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -815,8 +828,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
             1-D when ``y`` was 1-D at fit time.
         """
-        out = self._outputs(X)
+        return self._predictions(self._outputs(X))
+
+    def _predictions(self, out: np.ndarray) -> np.ndarray:
         return out.ravel() if getattr(self, "_y_1d", False) else out
+
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+        # RegressorMixin.score: the R^2 of predict(X)
+        return float(r2_score(y, self._predictions(self._forward(X))))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
