@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from abc import ABCMeta, abstractmethod
 import warnings
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -291,10 +291,10 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
     # -- the network -----------------------------------------------------------------
     def _initialize(self, n_features: int, n_out: int, hidden: list[int], act: str,
                     rs: np.random.RandomState) -> None:
-        self._model_args = dict(sizes=[n_features, *hidden, n_out], activation=act,
-                                init="xavier_uniform", batchnorm=bool(self.batchnorm),
-                                dropout=float(self.dropout), dtype=np.dtype(self.dtype).name,
-                                rng=int(rs.randint(0, 2**31 - 1)))
+        self._model_args = {"sizes": [n_features, *hidden, n_out], "activation": act,
+                            "init": "xavier_uniform", "batchnorm": bool(self.batchnorm),
+                            "dropout": float(self.dropout), "dtype": np.dtype(self.dtype).name,
+                            "rng": int(rs.randint(0, 2**31 - 1))}
         self._build()
 
     def _build(self) -> None:
@@ -674,11 +674,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D class labels (multilabel targets are not "
                              f"supported), got shape {y.shape}")
-        if first and not incremental:
+        if first and (not incremental or not hasattr(self, "classes_")):
             self.classes_ = unique_labels(y)
-        elif first:
-            if not hasattr(self, "classes_"):
-                self.classes_ = unique_labels(y)
         if not incremental or not first:
             present = unique_labels(y)
             unknown = np.setdiff1d(present, self.classes_)
