@@ -291,10 +291,18 @@ double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
 }
 
 /* ---- losses -------------------------------------------------------------- */
+#ifndef FC_XENT_KEEP
+/* rows of up to this many classes keep exp(x_j - max) on the stack: computed once for
+   the sum and reused for the gradient (wider rows compute it again, same value) */
+#define FC_XENT_KEEP 256
+#endif
+
 static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, int64_t c,
                             const int64_t *labels, const FC_T *t, int64_t ldt, FC_T *g,
                             double nrows) {
     double L = 0.0;
+    double ex[FC_XENT_KEEP];
+    const int keep = c <= FC_XENT_KEEP;
     for (int64_t i = r0; i < r1; i++) {
         const FC_T *xr = x + i * ldx;
         FC_T *gr = g + i * c;
@@ -305,13 +313,17 @@ static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, 
         }
         if (!(mx > -INFINITY)) mx = 0.0;
         double se = 0.0;
-        for (int64_t j = 0; j < c; j++) se += exp((double)xr[j] - mx);
+        for (int64_t j = 0; j < c; j++) {
+            double e = exp((double)xr[j] - mx);
+            if (keep) ex[j] = e;
+            se += e;
+        }
         const double lse = mx + log(se);
         if (labels) {
             const int64_t y = labels[i];
             L += lse - (double)xr[y];
             for (int64_t j = 0; j < c; j++) {
-                double p = exp((double)xr[j] - mx) / se;
+                double p = (keep ? ex[j] : exp((double)xr[j] - mx)) / se;
                 gr[j] = (FC_T)((j == y ? p - 1.0 : p) / nrows);
             }
         } else {
@@ -323,7 +335,7 @@ static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, 
             }
             L += ts * lse - sxt;
             for (int64_t j = 0; j < c; j++) {
-                double p = exp((double)xr[j] - mx) / se;
+                double p = (keep ? ex[j] : exp((double)xr[j] - mx)) / se;
                 gr[j] = (FC_T)((p * ts - (double)tr[j]) / nrows);
             }
         }

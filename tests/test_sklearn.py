@@ -194,3 +194,23 @@ def test_shuffle_false_visits_rows_in_order_and_is_deterministic():
             o.step(m.gradients())
     for p, q in zip([q.data for q in c.model_.parameters()], [q.data for q in m.parameters()]):
         np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_early_stopping_scores_without_validating_again():
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    Xtr, Xte, ytr, yte = _digits()
+    df = pd.DataFrame(Xtr, columns=[f"px{i}" for i in range(Xtr.shape[1])])
+    Xr, yr = make_regression(n_samples=300, n_features=6, noise=0.1, random_state=0)
+    dfr = pd.DataFrame(Xr, columns=[f"f{i}" for i in range(6)])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        clf = MLPClassifier((16,), early_stopping=True, max_iter=4, random_state=0).fit(df, ytr)
+        reg = MLPRegressor((16,), early_stopping=True, max_iter=4, random_state=0).fit(dfr, yr)
+    # the held-out split is scored as arrays: no feature-name warning at every epoch
+    assert not [w for w in rec if "feature names" in str(w.message)]
+    assert len(clf.validation_scores_) == 4 and len(reg.validation_scores_) == 4
+    # what the epochs score is what score() gives
+    assert clf._score_arrays(Xte, yte) == clf.score(pd.DataFrame(Xte, columns=df.columns), yte)
+    assert reg._score_arrays(Xr, yr) == reg.score(dfr, yr)

@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from abc import ABCMeta, abstractmethod
 import warnings
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -71,10 +72,18 @@ class _Penalised:
         self.model = model
         self.alpha = alpha
         names = model.parameter_names()
-        self._widx = [i for i, n in enumerate(names)
-                      if n.endswith(".weight") and ".bn." not in n]
+        widx = [i for i, n in enumerate(names) if n.endswith(".weight") and ".bn." not in n]
         self._params = [p.data for p in model.parameters()]
         self._grads = model.gradients()
+        # Per penalised weight, made once: the flat views of the weight and of its
+        # gradient (the model fills its arrays in place, so views stay current),
+        # a scratch array for alpha / n * W and, for float32, a float64 copy of the
+        # gradient for its sum of squares. Every step then allocates nothing.
+        self._terms = [(i, _flat(self._params[i]), _flat(self._grads[i]),
+                        np.empty_like(self._params[i]),
+                        None if self._grads[i].dtype == np.float64
+                        else np.empty(self._grads[i].size, dtype=np.float64))
+                       for i in widx]
         self._n = 1
         self._sq: np.ndarray | None = None
         self.dtype = model.dtype
@@ -98,8 +107,7 @@ class _Penalised:
         if self.alpha == 0.0:
             return 0.0
         s = 0.0
-        for i in self._widx:
-            w = self._params[i].ravel()
+        for _, w, _, _, _ in self._terms:
             s += float(np.dot(w, w))
         return 0.5 * self.alpha * s / self._n
 
@@ -112,11 +120,15 @@ class _Penalised:
         sq = self.model.grad_sqnorms()
         if self.alpha != 0.0:
             c = self.alpha / self._n
-            for i in self._widx:
+            for i, _, gv, tmp, g64 in self._terms:
                 g = self._grads[i]
-                g += self._params[i] * g.dtype.type(c)
-                gv = g.ravel()
-                sq[i] = float(np.dot(gv.astype(np.float64), gv.astype(np.float64)))
+                np.multiply(self._params[i], g.dtype.type(c), out=tmp)
+                g += tmp
+                if g64 is None:  # float64: the gradient itself
+                    sq[i] = float(np.dot(gv, gv))
+                else:  # float32: squares summed in float64
+                    np.copyto(g64, gv)
+                    sq[i] = float(np.dot(g64, g64))
         self._sq = sq
         return dx
 
@@ -131,6 +143,14 @@ class _Penalised:
 
     def parameter_names(self) -> list[str]:
         return self.model.parameter_names()
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """``a`` as a 1-D view; ``a`` must be C-contiguous (as every array of
+    :class:`fastclip.nn.MLP`), since a flattened copy would not see its updates."""
+    if not a.flags.c_contiguous:
+        raise ValueError("the L2 term needs C-contiguous parameter and gradient arrays")
+    return a.reshape(-1)
 
 
 def _check_int(v: Any, name: str, low: int) -> int:
@@ -271,10 +291,10 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
     # -- the network -----------------------------------------------------------------
     def _initialize(self, n_features: int, n_out: int, hidden: list[int], act: str,
                     rs: np.random.RandomState) -> None:
-        self._model_args = dict(sizes=[n_features, *hidden, n_out], activation=act,
-                                init="xavier_uniform", batchnorm=bool(self.batchnorm),
-                                dropout=float(self.dropout), dtype=np.dtype(self.dtype).name,
-                                rng=int(rs.randint(0, 2**31 - 1)))
+        self._model_args = {"sizes": [n_features, *hidden, n_out], "activation": act,
+                            "init": "xavier_uniform", "batchnorm": bool(self.batchnorm),
+                            "dropout": float(self.dropout), "dtype": np.dtype(self.dtype).name,
+                            "rng": int(rs.randint(0, 2**31 - 1))}
         self._build()
 
     def _build(self) -> None:
@@ -467,8 +487,14 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         return self._forward(X)
 
+    @abstractmethod
+    def _predictions(self, out: np.ndarray) -> np.ndarray:
+        """What :meth:`predict` returns for the network's outputs ``out``."""
+
+    @abstractmethod
     def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
-        return float(self.score(X, y))
+        """:meth:`score` of the held-out split of :meth:`fit` (early stopping),
+        which :meth:`fit` validated: not validated again at every epoch."""
 
     def _prepare_fit(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32),
@@ -648,11 +674,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D class labels (multilabel targets are not "
                              f"supported), got shape {y.shape}")
-        if first and not incremental:
+        if first and (not incremental or not hasattr(self, "classes_")):
             self.classes_ = unique_labels(y)
-        elif first:
-            if not hasattr(self, "classes_"):
-                self.classes_ = unique_labels(y)
         if not incremental or not first:
             present = unique_labels(y)
             unknown = np.setdiff1d(present, self.classes_)
@@ -727,8 +750,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         ndarray of shape (n_samples,), of the dtype of ``classes_``
         """
-        scores = self._outputs(X)
-        return self.classes_[np.argmax(scores, axis=1)]
+        return self._predictions(self._outputs(X))
+
+    def _predictions(self, out: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(out, axis=1)]
+
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+        # ClassifierMixin.score: the accuracy of predict(X)
+        return float(accuracy_score(y, self._predictions(self._forward(X))))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -796,8 +825,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
             1-D when ``y`` was 1-D at fit time.
         """
-        out = self._outputs(X)
+        return self._predictions(self._outputs(X))
+
+    def _predictions(self, out: np.ndarray) -> np.ndarray:
         return out.ravel() if getattr(self, "_y_1d", False) else out
+
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+        # RegressorMixin.score: the R^2 of predict(X)
+        return float(r2_score(y, self._predictions(self._forward(X))))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -89,7 +89,10 @@ class History:
         self._n = 0
         self._cap = 0
         self._cols: dict[str, np.ndarray] = {}
-        self._layers = np.zeros((0, len(self.layer_names)))
+        self._step_cols: tuple[np.ndarray, ...] = ()
+        # per step, each parameter's sum of squares (float64); :attr:`layer_norms`
+        # takes the square roots when read, so that recording a step is a row copy
+        self._sq = np.zeros((0, len(self.layer_names)))
         self._grow(256)
         self._epoch: dict[str, list[float]] = {
             "epoch_loss": [], "val_loss": [], "val_accuracy": [], "epoch_time": [],
@@ -104,27 +107,29 @@ class History:
             if name in self._cols:
                 new[: self._n] = self._cols[name][: self._n]
             self._cols[name] = new
-        layers = np.zeros((cap, len(self.layer_names)))
-        layers[: self._n] = self._layers[: self._n]
-        self._layers = layers
+        # the columns in the order of record_step's arguments
+        self._step_cols = tuple(self._cols[name] for name, _ in self._STEP_FIELDS)
+        sq = np.zeros((cap, len(self.layer_names)))
+        sq[: self._n] = self._sq[: self._n]
+        self._sq = sq
         self._cap = cap
 
     def record_step(self, step: int, epoch: int, loss: float, grad_norm: float, lr: float,
                     applied: bool, sqnorms: np.ndarray) -> None:
-        """Append one step (``sqnorms``: per-parameter sums of squares)."""
+        """Append one step (``sqnorms``: per-parameter sums of squares, kept in float64)."""
         n = self._n
         if n == self._cap:
             self._grow(2 * self._cap)
-        c = self._cols
-        c["step"][n] = step
-        c["epoch"][n] = epoch
-        c["loss"][n] = loss
-        c["grad_norm"][n] = grad_norm
-        c["lr"][n] = lr
-        c["applied"][n] = applied
-        if sqnorms.shape[0] == self._layers.shape[1]:
-            with np.errstate(invalid="ignore"):
-                np.sqrt(sqnorms, out=self._layers[n])
+        c_step, c_epoch, c_loss, c_norm, c_lr, c_applied = self._step_cols
+        c_step[n] = step
+        c_epoch[n] = epoch
+        c_loss[n] = loss
+        c_norm[n] = grad_norm
+        c_lr[n] = lr
+        c_applied[n] = applied
+        sq = self._sq
+        if sqnorms.shape[0] == sq.shape[1]:
+            sq[n] = sqnorms
         self._n = n + 1
 
     def record_epoch(self, loss: float, val_loss: float, val_accuracy: float,
@@ -157,7 +162,8 @@ class History:
 
     @property
     def layer_norms(self) -> np.ndarray:
-        return self._layers[: self._n].copy()
+        with np.errstate(invalid="ignore"):  # a negative sum of squares reads as NaN
+            return np.sqrt(self._sq[: self._n])
 
     @property
     def n_explosions(self) -> int:

@@ -298,7 +298,7 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                     sq = array_norms(grads) ** 2
                 else:
                     sq = np.asarray(model.grad_sqnorms(), dtype=np.float64)
-                total = float(sq.sum())
+                total = float(np.add.reduce(sq, axis=None))  # sq.sum() without its wrapper
                 gnorm = math.sqrt(total) if total >= 0 else math.nan
                 lr = float(getattr(optimizer, "lr", math.nan))
                 ev = None

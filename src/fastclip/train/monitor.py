@@ -241,7 +241,7 @@ class GradientMonitor:
             :attr:`last_warnings` (and :attr:`events`).
         """
         sq = np.asarray(sqnorms, dtype=np.float64)
-        total_sq = float(sq.sum())
+        total_sq = float(np.add.reduce(sq, axis=None))  # sq.sum() without its wrapper
         norm = math.sqrt(total_sq) if total_sq >= 0 else math.nan
         thr = self.threshold()
         self.last_warnings = []
