@@ -100,6 +100,7 @@ def test_dropout_c_matches_reference(n, c, p, dtype, layout, seed):
         np.testing.assert_array_equal(out["c"][0], x * mask * scale)
 
 
+@needs_c
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(0, 30), c=st.integers(1, 20),
        act=st.sampled_from(["identity", "relu", "leaky_relu", "prelu", "sigmoid", "tanh"]),

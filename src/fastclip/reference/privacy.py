@@ -129,35 +129,34 @@ def _normals(seed: int, counter: int, n: int) -> np.ndarray:
     return z[:n]
 
 
-_F = np.float32
-_LN2F = _F(np.log(2.0))
-_PI_2F = _F(np.pi / 2)
+_LN2F = np.float32(np.log(2.0))
+_PI_2F = np.float32(np.pi / 2)
 # float32 roundings of 1/9, 1/7, 1/5, 1/3, 1 (log) and of the sine and cosine
 # Taylor coefficients from 1/9! and -1/10! (the C kernel's hex literals)
-_LOG_COEFS_F = [_F(1.0 / k) for k in (7, 5, 3)] + [_F(1.0)]
-_SIN_COEFS_F = [_F(-1.0 / 5040.0), _F(1.0 / 120.0), _F(-1.0 / 6.0), _F(1.0)]
-_COS_COEFS_F = [_F(1.0 / 40320.0), _F(-1.0 / 720.0), _F(1.0 / 24.0), _F(-0.5), _F(1.0)]
+_LOG_COEFS_F = [np.float32(1.0 / k) for k in (7, 5, 3)] + [np.float32(1.0)]
+_SIN_COEFS_F = [np.float32(c) for c in (-1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0, 1.0)]
+_COS_COEFS_F = [np.float32(c) for c in (1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0, -0.5, 1.0)]
 
 
 def _small_to_float(x: np.ndarray) -> np.ndarray:
     """x < 2**23 (uint32) as float32, exactly (the C kernel's integer-only conversion)."""
-    return (x | np.uint32(0x4B000000)).view(np.float32) - _F(8388608.0)
+    return (x | np.uint32(0x4B000000)).view(np.float32) - np.float32(8388608.0)
 
 
 def _log_unit_f32(u: np.ndarray) -> np.ndarray:
     b = u.view(np.uint32)
     mant = b & np.uint32(0x007FFFFF)
-    e = _small_to_float(b >> np.uint32(23)) - _F(127.0)
+    e = _small_to_float(b >> np.uint32(23)) - np.float32(127.0)
     m = (mant | np.uint32(0x3F800000)).view(np.float32)
     big = mant >= np.uint32(0x3504F3)
-    m = np.where(big, m * _F(0.5), m)
-    e = np.where(big, e + _F(1.0), e)
-    s = (m - _F(1.0)) / (m + _F(1.0))
+    m = np.where(big, m * np.float32(0.5), m)
+    e = np.where(big, e + np.float32(1.0), e)
+    s = (m - np.float32(1.0)) / (m + np.float32(1.0))
     s2 = s * s
-    p = np.full_like(s, _F(1.0 / 9.0))
+    p = np.full_like(s, np.float32(1.0 / 9.0))
     for c in _LOG_COEFS_F:
         p = p * s2 + c
-    return e * _LN2F + _F(2.0) * s * p
+    return e * _LN2F + np.float32(2.0) * s * p
 
 
 @_quiet
@@ -168,16 +167,16 @@ def _normals_f32(seed: int, counter: int, n: int) -> np.ndarray:
     h = _mix64(seed, p)
     x = h & np.uint64((1 << 40) - 1)
     u1 = ((_small_to_double(np.uint64(1 << 40) - x)) * 2.0**-40).astype(np.float32)
-    rad = np.sqrt(_F(-2.0) * _log_unit_f32(u1))
+    rad = np.sqrt(np.float32(-2.0) * _log_unit_f32(u1))
     a = (h >> np.uint64(40)).astype(np.uint32)
     k = (a + np.uint32(1 << 21)) >> np.uint32(22)
     fi = a.astype(np.int32) - (k << np.uint32(22)).astype(np.int32)
-    r = (fi.astype(np.float32) * _F(2.0**-22)) * _PI_2F
+    r = (fi.astype(np.float32) * np.float32(2.0**-22)) * _PI_2F
     r2 = r * r
-    sp = np.full_like(r, _F(1.0 / 362880.0))
+    sp = np.full_like(r, np.float32(1.0 / 362880.0))
     for c in _SIN_COEFS_F:
         sp = sp * r2 + c
-    cp = np.full_like(r, _F(-1.0 / 3628800.0))
+    cp = np.full_like(r, np.float32(-1.0 / 3628800.0))
     for c in _COS_COEFS_F:
         cp = cp * r2 + c
     sn, cs = r * sp, cp
@@ -203,8 +202,8 @@ def gaussian_(out: np.ndarray, add: np.ndarray | None, seed: int, counter: int, 
         raise ValueError("fastclip: invalid arguments reached a C kernel")
     if out.dtype == np.float32:
         zf = _normals_f32(seed, counter, out.size)
-        basef = add.reshape(-1) if add is not None else _F(0.0)
-        out.reshape(-1)[...] = (basef + _F(std) * zf) * _F(scale)
+        basef = add.reshape(-1) if add is not None else np.float32(0.0)
+        out.reshape(-1)[...] = (basef + np.float32(std) * zf) * np.float32(scale)
         return
     z = _normals(seed, counter, out.size)
     base = add.reshape(-1).astype(np.float64) if add is not None else 0.0
