@@ -326,7 +326,52 @@ def run_isolated(batches, reps: int, threads: int, rounds: int = 3) -> list[dict
     return rows
 
 
+def clip_share(batch: int, reps: int, threads: int, rounds: int) -> tuple[float, float, float]:
+    """The clip's share of the fastclip step: ``clip_norm=1.0`` against the same
+    step without clipping, both models in one fresh process per round (same
+    threads, same cache state), steps alternating, 0.3 s warm-up; the median over
+    rounds of each round's (clip median, no-clip median). Returns (clip ms,
+    no-clip ms, share)."""
+    import json
+    import subprocess
+    import sys
+
+    pairs = []
+    for _ in range(rounds):
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", "clip-share", "--batches", str(batch),
+             "--reps", str(reps), "--threads", str(threads)],
+            check=True, capture_output=True, text=True).stdout
+        pairs.append(json.loads(out.strip().splitlines()[-1]))
+    c = float(np.median([p[0] for p in pairs])) * 1e3
+    nc = float(np.median([p[1] for p in pairs])) * 1e3
+    share = float(np.median([(p[0] - p[1]) / p[0] for p in pairs]))
+    return c, nc, share
+
+
+def _clip_share_worker(batch: int, reps: int, threads: int) -> None:
+    import json
+
+    set_threads(threads)
+    x, y = make_problem(batch)
+    a, b = FastclipStep(x, y), FastclipStep(x, y, clip=False)
+    t_end = time.perf_counter() + 0.3
+    while time.perf_counter() < t_end:
+        a()
+        b()
+    ta, tb = [], []
+    for _ in range(reps):
+        for f, ts in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+    print(json.dumps([float(np.median(ta)), float(np.median(tb))]))
+
+
 def _worker(name: str, batch: int, reps: int, threads: int) -> None:
+    if name == "clip-share":
+        _clip_share_worker(batch, reps, threads)
+        return
     import json
 
     set_threads(threads)
@@ -344,11 +389,22 @@ def main() -> None:
                          "(default: a fresh process per candidate and round)")
     ap.add_argument("--rounds", type=int, default=5,
                     help="fresh processes per candidate (alternating), default 5")
+    ap.add_argument("--clip-share", action="store_true",
+                    help="only the clip's share of the fastclip step (clip_norm=1.0 vs no "
+                         "clipping, alternating in one process per round)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     batches = [int(b) for b in a.batches.split(",")]
     if a.worker:
         _worker(a.worker, batches[0], a.reps, a.threads)
+        return
+    if a.clip_share:
+        print(f"threads={a.threads}, {a.rounds} processes x {a.reps} alternating step pairs")
+        print("| batch | with clip_norm=1.0 | without | clip share |")
+        print("|---:|---:|---:|---:|")
+        for b in batches:
+            c, nc, share = clip_share(b, a.reps, a.threads, a.rounds)
+            print(f"| {b} | {c:.3f} ms | {nc:.3f} ms | {100 * share:.1f}% |")
         return
     how = "same process, interleaved" if a.same_process else "one process per candidate"
     if a.same_process:
