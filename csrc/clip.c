@@ -311,11 +311,6 @@ static void item_powsum(void *c, int64_t g) {
 
 static void scale_block(const fc_array *a, int64_t start, int64_t count, double coef, float c32);
 
-/* Above this many elements a set does not fit in the last-level cache (16 MiB of
- * float32): the scaling pass then starts from the last block, where the norm pass
- * ended, to reuse what is still cached. */
-#define FC_SCALE_IN_ORDER_MAX ((int64_t)1 << 22)
-
 /* blocks in order */
 static void item_scale(void *c, int64_t k) {
     const fc_items *t = (const fc_items *)c;
@@ -639,14 +634,11 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     if (do_scale) {
         t.coef = coef;
         t.c32 = (float)coef;
-        /* One thread, or data larger than the last-level cache: last block first
-         * (the tail of the norm pass is still in cache). Threads on data that fits
-         * in cache: in order, as in the norm pass, so that each thread tends to get
-         * back the blocks it has just read from its own L2 (figures in
-         * bench/README.md). */
+        /* One thread: last block first (its tail is still in cache). Threads: in
+         * order, as in the norm pass, so that each thread tends to get back the
+         * blocks it has just read (figures in bench/README.md). */
         const int par = fc_pool_parallel(work);
-        const int in_order = par && work <= FC_SCALE_IN_ORDER_MAX;
-        fc_parallel_for(nb, in_order ? item_scale : item_scale_rev, &t, par);
+        fc_parallel_for(nb, par ? item_scale : item_scale_rev, &t, par);
     }
 #undef FC_DECIDE
     *scaled = do_scale;
