@@ -54,6 +54,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastclip import nn as _nn
 from fastclip import optim as _optim
+from fastclip._checks.train import int_arg
 from fastclip.train import fit as _fit
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -153,14 +154,6 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
 
-def _check_int(v: Any, name: str, low: int) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if int(v) < low:
-        raise ValueError(f"{name} must be >= {low}, got {int(v)}")
-    return int(v)
-
-
 def _check_real(v: Any, name: str, low: float, high: float = math.inf, *,
                 low_open: bool = False, high_open: bool = False) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
@@ -249,7 +242,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints, got "
                             f"{type(h).__name__}")
         for i, s in enumerate(hidden):
-            _check_int(s, f"hidden_layer_sizes[{i}]", 1)
+            int_arg(s, f"hidden_layer_sizes[{i}]", 1)
         if not isinstance(self.activation, str) or self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(_ACTIVATIONS)}, got "
                              f"{self.activation!r}")
@@ -257,9 +250,9 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"solver must be 'adam' or 'sgd', got {self.solver!r}")
         _check_real(self.alpha, "alpha", 0.0)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            _check_int(self.batch_size, "batch_size", 1)
+            int_arg(self.batch_size, "batch_size", 1)
         _check_real(self.learning_rate_init, "learning_rate_init", 0.0, low_open=True)
-        _check_int(self.max_iter, "max_iter", 1)
+        int_arg(self.max_iter, "max_iter", 1)
         _check_real(self.tol, "tol", 0.0)
         _check_real(self.momentum, "momentum", 0.0, 1.0)
         _check_real(self.validation_fraction, "validation_fraction", 0.0, 1.0, low_open=True,
@@ -267,7 +260,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         _check_real(self.beta_1, "beta_1", 0.0, 1.0, high_open=True)
         _check_real(self.beta_2, "beta_2", 0.0, 1.0, high_open=True)
         _check_real(self.epsilon, "epsilon", 0.0, low_open=True)
-        _check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        int_arg(self.n_iter_no_change, "n_iter_no_change", 1)
         for name in ("shuffle", "verbose", "warm_start", "nesterovs_momentum", "early_stopping",
                      "batchnorm"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):

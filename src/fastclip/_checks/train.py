@@ -25,7 +25,7 @@ def int_arg(value: Any, name: str, low: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if int(value) < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+        raise ValueError(f"{name} must be >= {low}, got {int(value)}")
     return int(value)
 
 
