@@ -24,48 +24,36 @@
 /* Sum of squares (in double) and max |x| of a run (max tracked for float64
  * only: float32 squares accumulated in double cannot overflow). */
 static FC_TARGET_CLONES void FN(ssq_dense)(const FC_T *x, int64_t n, double *s_out, double *m_out) {
-    if (n < FC_ACC) { /* short run: no lanes to set up */
-        double st = 0, mt = 0;
-        for (int64_t i = 0; i < n; i++) {
-            double v = (double)x[i];
-            st += v * v;
-#if FC_TRACK_MAX
-            double a = fabs(v);
-            mt = a > mt ? a : mt;
-#endif
-        }
-        *s_out = st;
-        *m_out = mt;
-        return;
-    }
-    double s[FC_ACC];
-#if FC_TRACK_MAX
-    double m[FC_ACC];
-#endif
-    for (int j = 0; j < FC_ACC; j++) {
-        s[j] = 0;
-#if FC_TRACK_MAX
-        m[j] = 0;
-#endif
-    }
+    double st = 0, mt = 0;
     int64_t i = 0;
-    for (; i + FC_ACC <= n; i += FC_ACC) {
-        for (int j = 0; j < FC_ACC; j++) {
-            double v = (double)x[i + j];
-            s[j] += v * v;
+    if (n >= FC_ACC) { /* a short run goes straight to the sequential loop: no lanes */
+        double s[FC_ACC];
 #if FC_TRACK_MAX
-            double a = fabs(v);
-            m[j] = a > m[j] ? a : m[j];
+        double m[FC_ACC];
+#endif
+        for (int j = 0; j < FC_ACC; j++) {
+            s[j] = 0;
+#if FC_TRACK_MAX
+            m[j] = 0;
 #endif
         }
-    }
-    for (int w = FC_ACC / 2; w >= 1; w /= 2)
-        for (int j = 0; j < w; j++) s[j] += s[j + w];
-    double st = s[0];
-    double mt = 0;
+        for (; i + FC_ACC <= n; i += FC_ACC) {
+            for (int j = 0; j < FC_ACC; j++) {
+                double v = (double)x[i + j];
+                s[j] += v * v;
 #if FC_TRACK_MAX
-    for (int j = 0; j < FC_ACC; j++) mt = m[j] > mt ? m[j] : mt;
+                double a = fabs(v);
+                m[j] = a > m[j] ? a : m[j];
 #endif
+            }
+        }
+        for (int w = FC_ACC / 2; w >= 1; w /= 2)
+            for (int j = 0; j < w; j++) s[j] += s[j + w];
+        st = s[0];
+#if FC_TRACK_MAX
+        for (int j = 0; j < FC_ACC; j++) mt = m[j] > mt ? m[j] : mt;
+#endif
+    }
     for (; i < n; i++) {
         double v = (double)x[i];
         st += v * v;
