@@ -143,7 +143,7 @@ class TorchStep:
 # ---------------------------------------------------------------------------
 class GemmOnly:
     """The 8 GEMMs of a fastclip step, through the BLAS fastclip's layers call
-    (``fastclip._blas``: the scipy-openblas32 library)."""
+    (``fastclip._blas``: scipy-openblas32 or MKL)."""
 
     def __init__(self, x, params):
         import ctypes
@@ -158,7 +158,7 @@ class GemmOnly:
         self.dW = [np.zeros_like(w) for w in self.W]
         self.dx = [np.zeros((n, s), np.float32) for s in SIZES[1:-1]]
         assert _nn.gemm_library() and _blas._lib is not None
-        f = _blas._lib.scipy_sgemm_
+        f = getattr(_blas._lib, _blas._sgemm_name)
         c_int, c_float, ref = ctypes.c_int, ctypes.c_float, ctypes.byref
         one, zero = c_float(1.0), c_float(0.0)
 

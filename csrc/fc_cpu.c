@@ -1,38 +1,61 @@
-/* fastclip: CPU-feature detection (see fc_cpu.h). */
+/* fastclip: CPU-feature detection (see fc_cpu.h). Each probe runs once and
+ * is cached; the cache is written with relaxed atomics because every thread
+ * that races to fill it computes the same value. */
 #include "fc_cpu.h"
 
-#if FC_HAVE_CLONES
-static int fc_avx2 = -1;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FC_X86_PROBES 1
 
-int fc_cpu_has_avx2(void) {
-    int v = __atomic_load_n(&fc_avx2, __ATOMIC_RELAXED);
+/* Cached probe: 'slot' holds -1 until the first call fills it with probe(). */
+static int fc_cached(int *slot, int (*probe)(void)) {
+    int v = __atomic_load_n(slot, __ATOMIC_RELAXED);
     if (v < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") ? 1 : 0;
-        __atomic_store_n(&fc_avx2, v, __ATOMIC_RELAXED);
+        v = probe();
+        __atomic_store_n(slot, v, __ATOMIC_RELAXED);
     }
     return v;
 }
+#else
+#define FC_X86_PROBES 0
+#endif
+
+#if FC_HAVE_CLONES
+static int fc_probe_avx2(void) { return __builtin_cpu_supports("avx2") ? 1 : 0; }
+static int fc_avx2 = -1;
+int fc_cpu_has_avx2(void) { return fc_cached(&fc_avx2, fc_probe_avx2); }
 #else
 int fc_cpu_has_avx2(void) { return 0; }
 #endif
 
 #if FC_HAVE_AVX512
+static int fc_probe_avx512(void) { return __builtin_cpu_supports("x86-64-v4") ? 1 : 0; }
 static int fc_avx512 = -1;
-
-int fc_cpu_has_avx512(void) {
-    int v = __atomic_load_n(&fc_avx512, __ATOMIC_RELAXED);
-    if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("x86-64-v4") ? 1 : 0;
-        __atomic_store_n(&fc_avx512, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
+int fc_cpu_has_avx512(void) { return fc_cached(&fc_avx512, fc_probe_avx512); }
 #else
 int fc_cpu_has_avx512(void) { return 0; }
 #endif
 
 const char *fc_simd_level(void) {
     return fc_cpu_has_avx512() ? "avx512" : fc_cpu_has_avx2() ? "avx2" : "baseline";
+}
+
+#if FC_X86_PROBES
+/* 1 Intel, 2 AMD, 0 another vendor. */
+static int fc_probe_vendor(void) {
+    return __builtin_cpu_is("intel") ? 1 : __builtin_cpu_is("amd") ? 2 : 0;
+}
+static int fc_vendor = -1;
+#endif
+
+const char *fc_cpu_vendor(void) {
+#if FC_X86_PROBES
+    switch (fc_cached(&fc_vendor, fc_probe_vendor)) {
+        case 1: return "intel";
+        case 2: return "amd";
+        default: return "other";
+    }
+#else
+    return "other";
+#endif
 }

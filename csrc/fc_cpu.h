@@ -44,6 +44,9 @@ int fc_cpu_has_avx512(void);
 FC_API_BEGIN
 /* Name of the SIMD level the kernels use ("avx512", "avx2", "baseline"). */
 const char *fc_simd_level(void);
+/* The CPU's vendor, for choices that depend on it (the BLAS): "intel", "amd" or
+ * "other" (also on every non-x86 CPU). */
+const char *fc_cpu_vendor(void);
 FC_API_END
 
 #ifdef __cplusplus

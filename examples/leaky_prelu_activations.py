@@ -18,9 +18,10 @@ and pass no gradient at all.
 
 What the table shows (checked by the test suite on the printed numbers):
 **neither Leaky ReLU nor PReLU prevents the failure**: PReLU explodes even
-earlier than ReLU, and Leaky ReLU does not trip the monitor but ends at
-chance accuracy (the weights' scale and the learning rate cause the
-explosion, not the negative half of the activation). **Clipping prevents
+earlier than ReLU, and Leaky ReLU ends at chance accuracy or explodes as
+well, depending on the rounding of the BLAS that runs the matrix products
+(the weights' scale and the learning rate cause the explosion, not the
+negative half of the activation). **Clipping prevents
 it** with any of the three activations. After the clipped runs, PReLU
 leaves fewer dead units than ReLU; Leaky ReLU leaves about as many units
 with negative input everywhere as ReLU, but those still pass a gradient

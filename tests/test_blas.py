@@ -66,33 +66,55 @@ def _reference_layers() -> dict[str, list[np.ndarray]]:
     return out
 
 
-def test_default_is_scipy_openblas32_reported_with_its_reason_and_no_scipy() -> None:
-    got = _result(_child(None))
-    assert got["gemm"] == got["config"]
-    assert got["gemm"].startswith("scipy-openblas32 "), got["gemm"]
-    assert "FASTCLIP_BLAS unset" in got["reason"], got["reason"]
-    assert got["scipy"] == [], "fastclip.nn imported SciPy"
+def _mkl_usable() -> bool:
+    from fastclip import _blas
+
+    return bool(_blas._mkl_candidates())
 
 
-@pytest.mark.parametrize("value", ["auto", "scipy-openblas32", " Scipy-OpenBLAS32 ", ""])
-def test_every_accepted_value_gives_the_same_library_and_layers(value: str) -> None:
-    got = _result(_child(value))
-    assert got["gemm"].startswith("scipy-openblas32 "), got["gemm"]
+def _auto_library() -> str:
+    """What 'auto' must choose on this machine."""
+    from fastclip import _common
+
+    return "mkl " if _common.cpu_vendor() == "intel" and _mkl_usable() else "scipy-openblas32 "
+
+
+def _same_layers_as_the_reference(got: dict) -> None:
     ref = _reference_layers()
     for dtype, rtol in (("float32", 2e-5), ("float64", 1e-12)):
         for u, v in zip(got[dtype], ref[dtype], strict=True):
             u = np.asarray(u)
             scale = max(float(np.abs(v).max()), 1e-30)
             assert np.abs(u - v).max() <= rtol * scale, dtype
+
+
+def test_default_is_auto_reported_with_its_reason_and_no_scipy() -> None:
+    got = _result(_child(None))
+    assert got["gemm"] == got["config"]
+    assert got["gemm"].startswith(_auto_library()), got["gemm"]
+    assert "FASTCLIP_BLAS unset" in got["reason"], got["reason"]
+    assert got["scipy"] == [], "fastclip.nn imported SciPy"
+
+
+@pytest.mark.parametrize("value", ["auto", "scipy-openblas32", " Scipy-OpenBLAS32 ", "", "mkl"])
+def test_every_accepted_value_gives_its_library_and_the_same_layers(value: str) -> None:
+    if value == "mkl" and not _mkl_usable():
+        pytest.skip("the mkl wheel is not installed")
+    got = _result(_child(value))
+    want = {"mkl": "mkl ", "scipy-openblas32": "scipy-openblas32 "}.get(
+        value.strip().lower(), _auto_library())
+    assert got["gemm"].startswith(want), got["gemm"]
+    _same_layers_as_the_reference(got)
     if value.strip():
         assert f"FASTCLIP_BLAS={value.strip()!r}" in got["reason"], got["reason"]
 
 
-@pytest.mark.parametrize("value", ["mkl", "scipy", "openblas"])
+@pytest.mark.parametrize("value", ["mkl_rt", "scipy", "openblas"])
 def test_bad_value_is_a_clear_error_naming_the_variable(value: str) -> None:
     r = _child(value)
     assert r.returncode != 0
-    assert "ValueError: FASTCLIP_BLAS must be one of ('auto', 'scipy-openblas32')" in r.stderr
+    assert ("ValueError: FASTCLIP_BLAS must be one of ('auto', 'scipy-openblas32', 'mkl')"
+            in r.stderr), r.stderr
     assert repr(value) in r.stderr, r.stderr
 
 
@@ -103,6 +125,7 @@ def test_install_raises_import_error_when_the_wheel_cannot_load(monkeypatch) -> 
         raise OSError("no library")
 
     monkeypatch.setattr(_blas, "_openblas32", broken)
+    monkeypatch.setattr(_blas, "_mkl_candidates", list)  # auto then needs OpenBLAS
     calls: list[tuple[int, int, str]] = []
     for value in (None, "scipy-openblas32"):
         if value is None:
@@ -121,3 +144,144 @@ def test_set_gemm_rejects_null_pointers() -> None:
     with pytest.raises(ValueError, match="must be non-zero"):
         _nn._set_gemm(0, 0, "nothing")
     assert _nn.gemm_library() == before
+
+
+@pytest.fixture()
+def blas_state():
+    """Restores what install() records, for tests that call it in this process."""
+    from fastclip import _blas
+
+    saved = (_blas._lib, _blas._sgemm_name, _blas._reason)
+    yield _blas
+    _blas._lib, _blas._sgemm_name, _blas._reason = saved
+
+
+def test_mkl_asked_for_but_absent_is_an_import_error_that_says_how_to_get_it(monkeypatch) -> None:
+    from fastclip import _blas
+
+    monkeypatch.setattr(_blas, "_mkl_candidates", list)
+    monkeypatch.setenv("FASTCLIP_BLAS", "mkl")
+    calls: list[tuple[int, int, str]] = []
+    with pytest.raises(ImportError, match=r"FASTCLIP_BLAS=mkl.*pip install numpy-fastclip\[mkl\]"):
+        _blas.install(lambda s, d, name: calls.append((s, d, name)))
+    assert calls == []
+
+
+@pytest.mark.parametrize("vendor", ["amd", "other"])
+def test_auto_uses_openblas_on_cpus_other_than_intel(monkeypatch, blas_state, vendor: str) -> None:
+    from fastclip import _blas
+
+    monkeypatch.delenv("FASTCLIP_BLAS", raising=False)
+    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(_blas, "_mkl", lambda: pytest.fail("MKL loaded on a non-Intel CPU"))
+    calls: list[tuple[int, int, str]] = []
+    _blas.install(lambda s, d, name: calls.append((s, d, name)))
+    assert len(calls) == 1 and calls[0][2].startswith("scipy-openblas32 ")
+    assert f"not an Intel CPU ({vendor})" in _blas.reason()
+
+
+def test_auto_on_intel_without_the_mkl_wheel_says_how_to_get_it(monkeypatch, blas_state) -> None:
+    from fastclip import _blas
+
+    monkeypatch.delenv("FASTCLIP_BLAS", raising=False)
+    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: "intel")
+    monkeypatch.setattr(_blas, "_mkl_candidates", list)
+    calls: list[tuple[int, int, str]] = []
+    _blas.install(lambda s, d, name: calls.append((s, d, name)))
+    assert calls[0][2].startswith("scipy-openblas32 ")
+    assert "numpy-fastclip[mkl]" in _blas.reason()
+
+
+def test_cpu_vendor_is_one_of_three_names_and_show_config_says_it(capsys) -> None:
+    import fastclip
+    from fastclip import _common
+
+    vendor = _common.cpu_vendor()
+    assert vendor in ("intel", "amd", "other")
+    assert fastclip.get_config()["kernels"]["cpu_vendor"] == vendor
+    fastclip.show_config()
+    assert f"CPU vendor: {vendor}" in capsys.readouterr().out
+
+
+FORK_CHILD = r"""
+import json, multiprocessing as mp, sys
+import numpy as np
+from threadpoolctl import threadpool_limits
+from fastclip import _nn, nn
+
+model = nn.MLP([300, 256, 256, 10], rng=0)
+x = np.random.default_rng(1).standard_normal((256, 300)).astype(np.float32)
+
+def run():
+    return model.forward(x).tolist()
+
+def child(q):
+    with threadpool_limits(2):  # a raised count in the child must not hang either
+        q.put(run())
+
+if __name__ == "__main__":
+    with threadpool_limits(2):
+        parent = run()  # the BLAS's threads run before the fork
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    try:
+        got = q.get(timeout=60)
+    except Exception:
+        got = None
+    p.join(10)
+    hung = p.is_alive()
+    if hung:
+        p.kill()
+    print(json.dumps({"gemm": _nn.gemm_library(), "hung": hung, "same": got == parent}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+@pytest.mark.parametrize("value", ["scipy-openblas32", "mkl"])
+def test_a_forked_child_runs_the_layers_without_hanging(tmp_path, value: str) -> None:
+    if value == "mkl" and not _mkl_usable():
+        pytest.skip("the mkl wheel is not installed")
+    script = tmp_path / "fork_child.py"
+    script.write_text(FORK_CHILD)
+    env = dict(os.environ, FASTCLIP_BLAS=value, FASTCLIP_IMPLEMENTATION="c")
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                       timeout=180, check=False)
+    got = _result(r)
+    assert got["gemm"].startswith(value + " "), got["gemm"]
+    assert not got["hung"], "the forked child hung in a GEMM"
+    assert got["same"], "the forked child computed another forward than its parent"
+
+
+THREADS_CHILD = r"""
+import json
+import numpy as np
+from threadpoolctl import threadpool_limits
+from fastclip import _nn, nn
+
+model = nn.MLP([784, 512, 512, 10], rng=0)
+x = np.random.default_rng(1).standard_normal((512, 784)).astype(np.float32)
+out = {"gemm": _nn.gemm_library()}
+for n in (1, 2):
+    with threadpool_limits(n):
+        y = model.forward(x)
+        model.backward(np.ones_like(y) / y.size)
+        out[n] = [y.tobytes().hex()] + [g.tobytes().hex() for g in model.gradients()]
+print(json.dumps({"gemm": out["gemm"], "same": out[1] == out[2]}))
+"""
+
+
+def test_with_mkl_the_thread_count_never_changes_the_layers_results() -> None:
+    # fastclip sets MKL's strict reproducibility mode (OpenBLAS's sgemm, by
+    # contrast, rounds differently on one and two threads at these sizes)
+    if not _mkl_usable():
+        pytest.skip("the mkl wheel is not installed")
+    value = "mkl"
+    env = dict(os.environ, FASTCLIP_BLAS=value, FASTCLIP_IMPLEMENTATION="c")
+    env.pop("MKL_CBWR", None)
+    r = subprocess.run([sys.executable, "-c", THREADS_CHILD], env=env, capture_output=True,
+                       text=True, timeout=180, check=False)
+    got = _result(r)
+    assert got["gemm"].startswith(value + " "), got["gemm"]
+    assert got["same"], "one and two threads give different bits"

@@ -163,7 +163,9 @@ def check_init(found):
 def check_activations(found):
     rows = one(found, "activation functions")
     assert rows["baseline: ReLU"]["outcome"] == "exploded"
-    assert rows["Leaky ReLU (0.01)"]["outcome"] == "failed"
+    # Leaky ReLU does not train: it ends at chance accuracy or explodes as well, which
+    # of the two depends on the GEMMs' rounding (OpenBLAS or MKL)
+    assert rows["Leaky ReLU (0.01)"]["outcome"] in ("failed", "exploded")
     prelu = rows["PReLU (learned, from 0.01)"]
     assert prelu["outcome"] == "exploded"
     assert int(prelu["exploded at step"]) < int(rows["baseline: ReLU"]["exploded at step"])

@@ -1,20 +1,28 @@
 """Which BLAS the GEMMs of :mod:`fastclip.nn` call (not public; see ``show_config``).
 
 The compiled layers call ``sgemm``/``dgemm`` through function pointers, without
-the GIL. They come from one library: the OpenBLAS of the ``scipy-openblas32``
-wheel (a dependency of fastclip; 32-bit integers, the symbols carry a
-``scipy_`` prefix), loaded with :mod:`ctypes` and called through its Fortran
-interface (``scipy_sgemm_``/``scipy_dgemm_``). fastclip links no BLAS at build
-time, so SciPy is needed neither to build nor to run it. ``threadpoolctl``
-sees the library, so ``threadpool_limits(user_api="blas")`` and
-``OPENBLAS_NUM_THREADS`` control its threads.
+the GIL, through the Fortran interface (every argument by pointer, 32-bit
+integers). fastclip links no BLAS at build time, so SciPy is needed neither to
+build nor to run it. Two libraries can serve, both maintained wheels loaded
+with :mod:`ctypes`:
 
-``FASTCLIP_BLAS`` (environment) selects the provider: ``auto`` (the default)
-or ``scipy-openblas32``, which today mean the same library; any other value is
-a :class:`ValueError` when :mod:`fastclip.nn`'s kernels are loaded. When the
-library cannot be loaded the compiled layers are unavailable, with an
-:class:`ImportError` that says why (``FASTCLIP_IMPLEMENTATION=python`` runs the
-NumPy reference instead).
+- ``scipy-openblas32``: the OpenBLAS of the ``scipy-openblas32`` wheel, a
+  dependency of fastclip (the symbols carry a ``scipy_`` prefix);
+- ``mkl``: Intel oneMKL's single dynamic library (``libmkl_rt``) from the
+  ``mkl`` wheel (``pip install numpy-fastclip[mkl]``). fastclip selects its GNU
+  OpenMP threading layer, the OpenMP runtime fastclip's own kernels use, so
+  the GEMMs and the element-wise passes share one set of threads, and its LP64
+  interface (32-bit integers).
+
+``FASTCLIP_BLAS`` (environment) selects the provider: ``scipy-openblas32``,
+``mkl`` (an :class:`ImportError` when the ``mkl`` wheel cannot be loaded), or
+``auto`` (the default): MKL on Intel CPUs when the ``mkl`` wheel is installed,
+where its GEMMs are faster at every size of ``bench/bench_mlp.py``, otherwise
+OpenBLAS. Any other value is a :class:`ValueError` when :mod:`fastclip.nn`'s
+kernels are loaded. ``threadpoolctl`` sees either library, so
+``threadpool_limits(user_api="blas")`` controls its threads. When no library can
+be loaded the compiled layers are unavailable, with an :class:`ImportError` that
+says why (``FASTCLIP_IMPLEMENTATION=python`` runs the NumPy reference instead).
 """
 
 from __future__ import annotations
@@ -22,19 +30,30 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import sys
+import sysconfig
 from collections.abc import Callable
 
 ENV = "FASTCLIP_BLAS"
 OPENBLAS32 = "scipy-openblas32"
-CHOICES = ("auto", OPENBLAS32)
+MKL = "mkl"
+CHOICES = ("auto", OPENBLAS32, MKL)
+
+# oneMKL's mkl_service.h and mkl_cbwr.h: MKL_THREADING_GNU, MKL_INTERFACE_LP64,
+# MKL_CBWR_AUTO | MKL_CBWR_STRICT and MKL_CBWR_SUCCESS.
+_MKL_THREADING_GNU = 3
+_MKL_INTERFACE_LP64 = 0
+_MKL_CBWR_AUTO_STRICT = 2 | 0x10000
+_MKL_CBWR_SUCCESS = 0
 
 _lib: ctypes.CDLL | None = None  # kept loaded for the life of the process
+_mkl_lib: ctypes.CDLL | None = None  # MKL, once loaded with the settings below
+_sgemm_name = ""  # the symbol the GEMMs call (bench/bench_mlp.py times it alone)
 _reason = ""  # why this library, for show_config
 
 
-def _openblas32() -> tuple[int, int, str]:
-    """Addresses of sgemm and dgemm in scipy-openblas32, and a description."""
-    global _lib
+def _openblas32() -> tuple[ctypes.CDLL, str, str]:
+    """scipy-openblas32: the library, its sgemm symbol's prefix and a description."""
     import scipy_openblas32 as sob
 
     libdir = sob.get_lib_dir()
@@ -44,13 +63,55 @@ def _openblas32() -> tuple[int, int, str]:
              for p in sorted(glob.glob(os.path.join(d, pat)))]
     if not found:
         raise OSError(f"no OpenBLAS shared library in {libdir}")
+    return (ctypes.CDLL(found[0]), "scipy_",
+            f"{OPENBLAS32} {getattr(sob, '__version__', '?')} ({found[0]})")
+
+
+def _mkl_candidates() -> list[str]:
+    """Where the ``mkl`` wheel puts ``libmkl_rt`` (its data files go to the
+    environment's ``lib``, or ``Library/bin`` on Windows)."""
+    roots = {sys.prefix, sysconfig.get_paths().get("data", sys.prefix)}
+    user = sysconfig.get_config_var("userbase")
+    if user:
+        roots.add(user)
+    patterns = ("lib/libmkl_rt.so*", "lib/libmkl_rt*.dylib", "Library/bin/mkl_rt*.dll")
+    return [p for r in sorted(roots) for pat in patterns
+            for p in sorted(glob.glob(os.path.join(r, pat)))]
+
+
+def _mkl() -> tuple[ctypes.CDLL, str, str]:
+    """oneMKL (``libmkl_rt``) with the GNU OpenMP threading layer and LP64."""
+    found = _mkl_candidates()
+    if not found:
+        raise OSError("no libmkl_rt in this environment (pip install mkl)")
     lib = ctypes.CDLL(found[0])
-    s = ctypes.cast(lib.scipy_sgemm_, ctypes.c_void_p).value
-    d = ctypes.cast(lib.scipy_dgemm_, ctypes.c_void_p).value
-    if not s or not d:
-        raise OSError(f"{found[0]} has no scipy_sgemm_/scipy_dgemm_")
-    _lib = lib
-    return s, d, f"{OPENBLAS32} {getattr(sob, '__version__', '?')} ({found[0]})"
+    lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+    lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
+    # Both settings are fixed by MKL's first call in the process and returned
+    # from then on: a process in which something else already chose another
+    # layer keeps it, and fastclip then does not use this library.
+    # Strict conditional numerical reproducibility: GEMM results that do not depend
+    # on the thread count (as OpenBLAS's, and fastclip's own reductions), so a
+    # forked child, OMP_NUM_THREADS and threadpoolctl never change a result. It
+    # costs nothing measurable at the sizes of bench/bench_mlp.py. A user's own
+    # MKL_CBWR setting is kept.
+    if not os.environ.get("MKL_CBWR"):
+        lib.MKL_CBWR_Set.argtypes = [ctypes.c_int]
+        if lib.MKL_CBWR_Set(_MKL_CBWR_AUTO_STRICT) != _MKL_CBWR_SUCCESS:
+            raise OSError("MKL refused strict reproducibility (MKL_CBWR_Set)")
+    threading = lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU)
+    interface = lib.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)
+    if threading != _MKL_THREADING_GNU or interface & 1:
+        raise OSError(
+            f"MKL in this process already uses threading layer {threading} and interface "
+            f"layer {interface}; fastclip needs GNU OpenMP ({_MKL_THREADING_GNU}) and LP64 "
+            f"({_MKL_INTERFACE_LP64})")
+    buf = ctypes.create_string_buffer(256)
+    lib.MKL_Get_Version_String(buf, len(buf))
+    version = buf.value.decode(errors="replace").strip() or "?"
+    global _mkl_lib
+    _mkl_lib = lib
+    return lib, "", f"{MKL} ({version}; {found[0]})"
 
 
 def choice() -> str:
@@ -58,33 +119,79 @@ def choice() -> str:
     raw = os.environ.get(ENV, "")
     env = raw.strip().lower() or "auto"
     if env not in CHOICES:
-        raise ValueError(
-            f"{ENV} must be one of {CHOICES} (fastclip's GEMMs use the scipy-openblas32 "
-            f"wheel), got {raw!r}"
-        )
+        raise ValueError(f"{ENV} must be one of {CHOICES}, got {raw!r}")
     return env
 
 
-def install(set_gemm: Callable[[int, int, str], None]) -> None:
+def _cpu_vendor() -> str:
+    from fastclip import _common
+
+    return _common.cpu_vendor()
+
+
+def install(set_gemm: Callable[[int, int, str], None],
+            set_fork_guard: Callable[[int], None] | None = None) -> None:
     """Point the compiled layers' GEMMs at the BLAS that ``FASTCLIP_BLAS`` selects.
 
     ``set_gemm(sgemm_address, dgemm_address, description)`` is called once, with
     non-zero addresses; a library that cannot be loaded is an ImportError.
+    ``set_fork_guard(address)`` receives MKL's ``MKL_Set_Num_Threads_Local`` when
+    MKL is chosen: GNU OpenMP's threads do not survive ``fork()``, and a parallel
+    region in a forked child waits for them forever, so in a forked child (where
+    fastclip's own kernels run on the calling thread, see ``fastclip._fork``)
+    the layers set MKL's thread count of the calling thread to 1 before each
+    GEMM, whatever the child asked for since.
     """
-    global _reason
-    choice()  # rejects a bad value; both valid ones mean the same library
+    global _lib, _sgemm_name, _reason
+    env = choice()
+    raw = os.environ.get(ENV, "").strip()
+    said = f"{ENV}={raw!r}" if raw else f"{ENV} unset ('auto')"
+    if env == "auto":
+        vendor = _cpu_vendor()
+        if vendor == "intel" and _mkl_candidates():
+            try:
+                lib, prefix, desc = _mkl()
+                why = "an Intel CPU with the mkl wheel installed: MKL, whose GEMMs are faster there"
+            except (OSError, AttributeError) as exc:
+                lib, prefix, desc = _load_openblas()
+                why = f"an Intel CPU, but MKL cannot be used ({exc}): OpenBLAS"
+        else:
+            lib, prefix, desc = _load_openblas()
+            why = ("an Intel CPU without the mkl wheel (pip install numpy-fastclip[mkl] for "
+                   "MKL, faster there): OpenBLAS" if vendor == "intel"
+                   else f"not an Intel CPU ({vendor}): OpenBLAS")
+        _reason = f"{said}: {why}"
+    elif env == MKL:
+        try:
+            lib, prefix, desc = _mkl()
+        except (OSError, AttributeError) as exc:
+            raise ImportError(
+                f"{ENV}=mkl, but MKL cannot be used: {exc}; install it (pip install "
+                f"numpy-fastclip[mkl]) or unset {ENV}") from exc
+        _reason = f"{said}: chosen"
+    else:
+        lib, prefix, desc = _load_openblas()
+        _reason = f"{said}: chosen"
+    s = ctypes.cast(getattr(lib, prefix + "sgemm_"), ctypes.c_void_p).value
+    d = ctypes.cast(getattr(lib, prefix + "dgemm_"), ctypes.c_void_p).value
+    if not s or not d:
+        raise ImportError(f"{desc} has no {prefix}sgemm_/{prefix}dgemm_")
+    _lib, _sgemm_name = lib, prefix + "sgemm_"
+    set_gemm(s, d, desc)
+    if set_fork_guard is not None:
+        set_fork_guard(ctypes.cast(lib.MKL_Set_Num_Threads_Local, ctypes.c_void_p).value or 0
+                       if lib is _mkl_lib else 0)
+
+
+def _load_openblas() -> tuple[ctypes.CDLL, str, str]:
     try:
-        s, d, desc = _openblas32()
+        return _openblas32()
     except (ImportError, OSError, AttributeError) as exc:
         raise ImportError(
             f"fastclip.nn's compiled layers need the {OPENBLAS32} wheel for their GEMMs and "
             f"it cannot be loaded: {exc}; reinstall it (pip install {OPENBLAS32}) or set "
             "FASTCLIP_IMPLEMENTATION=python"
         ) from exc
-    raw = os.environ.get(ENV, "").strip()
-    _reason = (f"{ENV}={raw!r}" if raw else f"{ENV} unset ('auto')") + (
-        f": {OPENBLAS32} is the only BLAS fastclip uses (a dependency; no SciPy needed)")
-    set_gemm(s, d, desc)
 
 
 def reason() -> str:

@@ -26,6 +26,7 @@ cdef extern from "fc_common.h" nogil:
     void fc_set_serial_only(int on)
     int fc_serial_only()
     const char *fc_simd_level()
+    const char *fc_cpu_vendor()
     int fc_extents_overlap(const fc_array *arrs, int64_t n)
 
 

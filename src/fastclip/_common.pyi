@@ -22,8 +22,11 @@ def num_procs() -> int:
 def openmp_enabled() -> bool:
     """Whether the kernels were built with OpenMP."""
 
+def cpu_vendor() -> str:
+    """The CPU's vendor: "intel", "amd" or "other"."""
+
 def simd_level() -> str:
-    """The SIMD clone the dispatcher picked: "avx2" or "baseline"."""
+    """The SIMD clone the dispatcher picked: "avx512", "avx2" or "baseline"."""
 
 def set_serial_only(on: bool) -> None:
     """Keep kernels on the calling thread (used after fork())."""

@@ -245,6 +245,11 @@ def simd_level():
     return fc_simd_level().decode()
 
 
+def cpu_vendor():
+    """The CPU's vendor: "intel", "amd" or "other"."""
+    return fc_cpu_vendor().decode()
+
+
 def set_serial_only(bint on):
     """Keep kernels on the calling thread (used after fork())."""
     fc_set_serial_only(on)

@@ -51,6 +51,7 @@ def get_config() -> dict[str, Any]:
             "threads": _common.max_threads(),
             "serial_only": _common.serial_only(),
             "simd": _common.simd_level(),
+            "cpu_vendor": _common.cpu_vendor(),
         }
         try:
             from fastclip import _blas, _nn
@@ -99,7 +100,8 @@ def show_config(as_json: bool = False) -> None:
     if k.get("compiled"):
         lines += [
             f"  C kernels:       built with {b.get('compiler')} ({b.get('build_type')}), "
-            f"SIMD dispatch: {b.get('simd_dispatch')} (running: {k['simd']})",
+            f"SIMD dispatch: {b.get('simd_dispatch')} (running: {k['simd']}, "
+            f"CPU vendor: {k['cpu_vendor']})",
             f"  OpenMP:          {k['openmp']}"
             + (f" (version {b.get('openmp_version')})" if k["openmp"] else "")
             + f", threads: {k['threads']}"

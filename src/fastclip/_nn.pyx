@@ -19,7 +19,7 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastclip._common cimport raise_rc, FC_OK, check_buf as _check_buf, require_array, row_stride
+from fastclip._common cimport fc_serial_only, raise_rc, FC_OK, check_buf as _check_buf, require_array, row_stride
 from fastclip._checks.nn import ACTIVATIONS, check_loss_pred_target, check_xent_args
 
 cnp.import_array()
@@ -72,8 +72,12 @@ ctypedef void (*sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, fl
 ctypedef void (*dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, double *alpha,
                           double *a, int *lda, double *b, int *ldb, double *beta, double *c,
                           int *ldc) noexcept nogil
+ctypedef int (*threads_local_fn)(int nt) noexcept nogil
 cdef sgemm_fn _sgemm = NULL
 cdef dgemm_fn _dgemm = NULL
+# MKL's MKL_Set_Num_Threads_Local when the GEMMs run in MKL (else NULL): called
+# with 1 before each GEMM in a forked child, whose OpenMP threads are gone.
+cdef threads_local_fn _fork_guard = NULL
 _gemm_library = ""
 
 
@@ -88,6 +92,13 @@ def _set_gemm(size_t sgemm_address, size_t dgemm_address, str description):
     _gemm_library = description
 
 
+def _set_fork_guard(size_t address):
+    """The function that keeps the BLAS on one thread in a forked child (0: none
+    needed). Not public: fastclip._blas calls it once, at import."""
+    global _fork_guard
+    _fork_guard = <threads_local_fn><void *>address
+
+
 def gemm_library():
     """The BLAS library the GEMMs call (for show_config)."""
     return _gemm_library
@@ -98,6 +109,8 @@ cdef inline void _gemm(bint f32, char ta, char tb, int m, int n, int k, const vo
     """Column-major C(m, n) = op(A) op(B) (alpha 1, beta 0)."""
     cdef float one_f = 1.0, zero_f = 0.0
     cdef double one_d = 1.0, zero_d = 0.0
+    if _fork_guard != NULL and fc_serial_only():
+        _fork_guard(1)
     if f32:
         _sgemm(&ta, &tb, &m, &n, &k, &one_f, <float *>a, &lda, <float *>b, &ldb, &zero_f,
                <float *>c, &ldc)
@@ -332,4 +345,4 @@ def mse(pred, target):
 
 from fastclip import _blas  # noqa: E402  (after _set_gemm exists)
 
-_blas.install(_set_gemm)
+_blas.install(_set_gemm, _set_fork_guard)
