@@ -1,6 +1,9 @@
 /* fastclip: per-example gradient kernels (see privacy.h). */
 #include "privacy.h"
 
+#include "fc_blocks.h"
+#include "nn.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,6 +371,8 @@ static void gauss_range(void *out, const void *add, int64_t j0, int64_t j1, uint
 }
 
 #define GAUSS_ITEM ((int64_t)1 << 14) /* even */
+/* an item's sum of squares is one fc_nn_sumsq block (no nested parallel region) */
+typedef char fc_gauss_item_fits_a_block[(GAUSS_ITEM <= FC_BLOCK) ? 1 : -1];
 
 typedef struct {
     void *const *outs;
@@ -378,6 +383,7 @@ typedef struct {
     uint64_t seed;
     double std, scale;
     int f32;
+    double *part; /* NULL, or one sum of squares per item */
 } gauss_task;
 
 static void item_gauss(void *ctx, int64_t it) {
@@ -389,13 +395,16 @@ static void item_gauss(void *ctx, int64_t it) {
     const int64_t j1 = j0 + GAUSS_ITEM < n ? j0 + GAUSS_ITEM : n;
     gauss_range(t->outs[k], t->adds ? t->adds[k] : NULL, j0, j1, t->seed, t->counters[k],
                 t->std, t->scale, t->f32);
+    if (t->part)
+        t->part[it] = t->f32 ? fc_nn_sumsq_f32((const float *)t->outs[k] + j0, j1 - j0)
+                             : fc_nn_sumsq_f64((const double *)t->outs[k] + j0, j1 - j0);
 }
 
 /* Arrays k = 0..n-1 take consecutive stretches of the stream: array k starts at
  * counter + sum over j < k of sizes[j] rounded up to even (whole pairs). */
 static int gaussian(void *const *outs, const void *const *adds, const int64_t *sizes,
                     int64_t n, uint64_t seed, uint64_t counter, double std, double scale,
-                    int f32) {
+                    int f32, double *sqnorms) {
     if (counter & 1) return FC_EINVAL;
     if (n <= 0) return FC_OK;
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
@@ -418,8 +427,25 @@ static int gaussian(void *const *outs, const void *const *adds, const int64_t *s
         first[k + 1] = first[k] + (sizes[k] + GAUSS_ITEM - 1) / GAUSS_ITEM;
         total += sizes[k];
     }
-    gauss_task t = {outs, adds, sizes, first, counters, seed, std, scale, f32};
+    double *part = NULL;
+    if (sqnorms && first[n] > 0) {
+        part = (double *)malloc((size_t)first[n] * sizeof(double));
+        if (part == NULL) {
+            free(first);
+            free(counters);
+            return FC_ENOMEM;
+        }
+    }
+    gauss_task t = {outs, adds, sizes, first, counters, seed, std, scale, f32, part};
     if (first[n] > 0) fc_parallel_for(first[n], item_gauss, &t, fc_pool_parallel(8 * total));
+    if (sqnorms) { /* items in order: the same sums whatever the thread count */
+        for (int64_t k = 0; k < n; k++) {
+            double s = 0.0;
+            for (int64_t it = first[k]; it < first[k + 1]; it++) s += part[it];
+            sqnorms[k] = s;
+        }
+    }
+    free(part);
     free(first);
     free(counters);
     return FC_OK;
@@ -429,18 +455,24 @@ int fc_gaussian_f32(float *out, const float *add, int64_t n, uint64_t seed, uint
                     double std, double scale) {
     void *o = out;
     const void *a = add;
-    return gaussian(&o, add ? &a : NULL, &n, 1, seed, counter, std, scale, 1);
+    return gaussian(&o, add ? &a : NULL, &n, 1, seed, counter, std, scale, 1, NULL);
 }
 
 int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
                     uint64_t counter, double std, double scale) {
     void *o = out;
     const void *a = add;
-    return gaussian(&o, add ? &a : NULL, &n, 1, seed, counter, std, scale, 0);
+    return gaussian(&o, add ? &a : NULL, &n, 1, seed, counter, std, scale, 0, NULL);
 }
 
 int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
                        int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
                        double scale) {
-    return gaussian(outs, adds, sizes, n, seed, counter, std, scale, f32 ? 1 : 0);
+    return gaussian(outs, adds, sizes, n, seed, counter, std, scale, f32 ? 1 : 0, NULL);
+}
+
+int fc_gaussian_arrays_sqnorms(void *const *outs, const void *const *adds,
+                               const int64_t *sizes, int64_t n, int f32, uint64_t seed,
+                               uint64_t counter, double std, double scale, double *sqnorms) {
+    return gaussian(outs, adds, sizes, n, seed, counter, std, scale, f32 ? 1 : 0, sqnorms);
 }

@@ -56,6 +56,13 @@ int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
 int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
                        int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
                        double scale);
+/* fc_gaussian_arrays that also writes sqnorms[k], the sum of squares of outs[k]
+ * (in float64), each item of the pass reading back the part it has just
+ * written, while it is in cache: the optimiser that takes the noisy gradients
+ * then needs no norm pass of its own. */
+int fc_gaussian_arrays_sqnorms(void *const *outs, const void *const *adds,
+                               const int64_t *sizes, int64_t n, int f32, uint64_t seed,
+                               uint64_t counter, double std, double scale, double *sqnorms);
 
 FC_API_END
 #ifdef __cplusplus

@@ -374,3 +374,57 @@ def test_noise_of_a_list_continues_the_stream_and_matches_the_reference(dtype):
             impl.gaussian_arrays_(c, None, 99, 3, 1.0, 1.0)  # odd counter
         with pytest.raises(TypeError):
             impl.gaussian_arrays_([np.empty(2, np.float32), np.empty(2)], None, 1, 0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_noise_of_a_list_can_return_each_result_sum_of_squares(dtype):
+    from fastclip import _privacy as C
+    from fastclip.reference import privacy as R
+
+    sizes = [5, 0, 1, 70_001, 2, 33]
+    adds = [np.linspace(-1, 1, n).astype(dtype) for n in sizes]
+    plain = [np.empty(n, dtype) for n in sizes]
+    C.gaussian_arrays_(plain, adds, 7, 2, 0.8, 0.25)
+    for impl in (C, R):
+        outs = [np.empty(n, dtype) for n in sizes]
+        sq = np.full(len(sizes), -1.0)
+        impl.gaussian_arrays_(outs, adds, 7, 2, 0.8, 0.25, sq)
+        for x, y in zip(outs, plain):  # the same noise with or without the sums
+            np.testing.assert_array_equal(x, y)
+        want = [float(np.dot(x.astype(np.float64), x.astype(np.float64))) for x in outs]
+        np.testing.assert_allclose(sq, want, rtol=1e-12, atol=0)
+        assert sq[1] == 0.0
+        # bad sqnorms: a clear error and nothing written
+        for bad in (np.zeros(len(sizes), np.float32), np.zeros(len(sizes) + 1),
+                    np.zeros(len(sizes))[::-1], np.zeros(len(sizes)).reshape(2, 3)[:, :2]):
+            outs2 = [np.full(n, 3, dtype) for n in sizes]
+            with pytest.raises(ValueError, match="sqnorms"):
+                impl.gaussian_arrays_(outs2, adds, 7, 2, 0.8, 0.25, bad)
+            assert all(np.all(o == 3) for o in outs2)
+        ro = np.zeros(len(sizes))
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match="sqnorms"):
+            impl.gaussian_arrays_([np.empty(n, dtype) for n in sizes], adds, 7, 2, 0.8, 0.25, ro)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dp_optimizer_hands_the_noise_pass_sums_to_the_optimiser(impl, dtype):
+    rng = np.random.default_rng(5)
+    params = [rng.standard_normal(s).astype(dtype) for s in ((30, 20), (20,), (20, 3))]
+    summed = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+    got = {}
+    for way in ("dp", "by hand"):
+        ps = [p.copy() for p in params]
+        sgd = fastclip.optim.SGD(ps, lr=0.1)
+        dp = P.DPOptimizer(sgd, noise_multiplier=1.3, max_grad_norm=1.0,
+                           expected_batch_size=8, rng=3)
+        if way == "dp":
+            norm = dp.step(summed)
+        else:  # the same noise, the optimiser reading the gradients for their norm
+            noisy = [n.copy() for n in dp.noisy_average(summed)]
+            norm = sgd.step(noisy)
+        got[way] = (norm, ps)
+    (n1, p1), (n2, p2) = got["dp"], got["by hand"]
+    assert n1 == pytest.approx(n2, rel=1e-12)
+    for a, b in zip(p1, p2):  # SGD without clipping: the norm does not enter the update
+        np.testing.assert_array_equal(a, b)

@@ -21,4 +21,5 @@ def gaussian_arrays_(
     counter: int,
     std: float,
     scale: float,
+    sqnorms: npt.NDArray[np.float64] | None = None,
 ) -> None: ...

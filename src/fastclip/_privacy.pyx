@@ -36,6 +36,9 @@ cdef extern from "privacy.h" nogil:
     int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
                            int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
                            double scale)
+    int fc_gaussian_arrays_sqnorms(void *const *outs, const void *const *adds,
+                                   const int64_t *sizes, int64_t n, int f32, uint64_t seed,
+                                   uint64_t counter, double std, double scale, double *sqnorms)
 
 
 cdef object _as_rows(object a):
@@ -159,14 +162,26 @@ def gaussian_(out, add, uint64_t seed, uint64_t counter, double std, double scal
     raise_rc(rc)
 
 
-def gaussian_arrays_(outs, adds, uint64_t seed, uint64_t counter, double std, double scale):
+def gaussian_arrays_(outs, adds, uint64_t seed, uint64_t counter, double std, double scale,
+                     sqnorms=None):
     """:func:`gaussian_` for a list of arrays in one C call: ``outs[k] = (adds[k] + std *
     z) * scale``, array ``k`` continuing the stream where array ``k - 1`` ends (its
     size rounded up to even). ``outs``: C-contiguous writeable arrays of one float
-    dtype; ``adds``: None or a list of arrays of the same dtypes and sizes."""
+    dtype; ``adds``: None or a list of arrays of the same dtypes and sizes;
+    ``sqnorms``: None, or a writeable C-contiguous float64 array of ``len(outs)``
+    that receives the sum of squares of each output."""
     cdef Py_ssize_t n = len(outs), k
     if adds is not None and len(adds) != n:
         raise ValueError("adds must have one array per out")
+    cdef double *psq = NULL
+    if sqnorms is not None:
+        if not (cnp.PyArray_Check(sqnorms) and cnp.PyArray_TYPE(<cnp.ndarray>sqnorms) == cnp.NPY_DOUBLE
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sqnorms)
+                and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>sqnorms)
+                and cnp.PyArray_SIZE(<cnp.ndarray>sqnorms) == n):
+            raise ValueError("sqnorms must be a writeable C-contiguous float64 array with one "
+                             "element per out")
+        psq = <double *>cnp.PyArray_DATA(<cnp.ndarray>sqnorms)
     if n == 0:
         if counter & 1:
             raise_rc(fc_gaussian_f64(NULL, NULL, 0, seed, counter, std, scale))
@@ -208,8 +223,8 @@ def gaussian_arrays_(outs, adds, uint64_t seed, uint64_t counter, double std, do
     cdef int rc
     cdef int f32 = t == cnp.NPY_FLOAT
     with nogil:
-        rc = fc_gaussian_arrays(<void *const *>po, <const void *const *>pa, sizes, n, f32,
-                                seed, counter, std, scale)
+        rc = fc_gaussian_arrays_sqnorms(<void *const *>po, <const void *const *>pa, sizes, n,
+                                        f32, seed, counter, std, scale, psq)
     free(po)
     free(pa)
     free(sizes)

@@ -404,6 +404,11 @@ class DPOptimizer:
         # the noise stream: one seed from rng, a counter that every element advances
         self._seed = int(self._rng.integers(0, 2**63))
         self._counter = 0
+        # the noisy averages' sums of squares, written by the noise pass: a
+        # fastclip.optim optimiser takes them (sqnorms=) instead of a norm pass
+        self._sqnorms = np.zeros(len(self._noisy))
+        self._group_sq = [np.zeros(len(idx)) for idx in self._groups]
+        self._sq_ready = False
 
     @property
     def params(self) -> list[Any]:
@@ -426,18 +431,22 @@ class DPOptimizer:
         std = self.noise_multiplier * self.max_grad_norm
         inv = 1.0 / self.expected_batch_size
         adds = [np.ascontiguousarray(g, dtype=buf.dtype) for g, buf in zip(grads, self._noisy)]
+        self._sq_ready = False
         if self.secure_mode and std > 0:
             for g, buf in zip(adds, self._noisy):
                 z = _secure_standard_normal(buf.size).reshape(buf.shape)
                 buf[...] = (g.astype(np.float64) + std * z) * inv
             return self._noisy
-        # one fused pass per dtype over all the arrays: (summed + std * z) / batch size
+        # one fused pass per dtype over all the arrays: (summed + std * z) / batch size,
+        # and the sum of squares of each result
         impl = _fam.impl
-        for idx in self._groups:
+        for idx, sq in zip(self._groups, self._group_sq):
             outs = [self._noisy[k] for k in idx]
             impl.gaussian_arrays_(outs, [adds[k] for k in idx], self._seed, self._counter,
-                                  std, inv)
+                                  std, inv, sq)
             self._counter += sum(b.size + (b.size & 1) for b in outs)
+            self._sqnorms[idx] = sq
+        self._sq_ready = True
         return self._noisy
 
     def step(self, summed_grads: Sequence[np.ndarray], **kwargs: Any) -> Any:
@@ -446,6 +455,10 @@ class DPOptimizer:
         Returns what the wrapped optimiser's ``step`` returns.
         """
         noisy = self.noisy_average(summed_grads)
+        from fastclip.optim import Optimizer
+
+        if self._sq_ready and "sqnorms" not in kwargs and isinstance(self.optimizer, Optimizer):
+            kwargs["sqnorms"] = self._sqnorms  # the noise pass's sums: no norm pass
         out = self.optimizer.step(noisy, **kwargs)
         if self.accountant is not None:
             assert self.sample_rate is not None
@@ -568,6 +581,11 @@ class _FitPrivacy:
         self.accountant.step(noise_multiplier=self.noise_multiplier,
                              sample_rate=self.sample_rate)
         return out
+
+    def noisy_sqnorms(self) -> np.ndarray | None:
+        """The sums of squares of the last noisy average, from its noise pass (None
+        when that pass did not compute them: secure mode)."""
+        return self.dp._sqnorms.copy() if self.dp._sq_ready else None
 
     def epsilon(self) -> float:
         return self.accountant.get_epsilon(self.config.delta)

@@ -211,11 +211,19 @@ def gaussian_(out: np.ndarray, add: np.ndarray | None, seed: int, counter: int, 
 
 
 def gaussian_arrays_(outs: list[np.ndarray], adds: list[np.ndarray | None] | None, seed: int,
-                     counter: int, std: float, scale: float) -> None:
+                     counter: int, std: float, scale: float,
+                     sqnorms: np.ndarray | None = None) -> None:
     """:func:`gaussian_` on each array, array ``k`` continuing the stream where array
-    ``k - 1`` ends (its size rounded up to even)."""
+    ``k - 1`` ends (its size rounded up to even); ``sqnorms[k]`` (when given) receives
+    the sum of squares of ``outs[k]``, in float64."""
     if adds is not None and len(adds) != len(outs):
         raise ValueError("adds must have one array per out")
+    if sqnorms is not None and not (
+            isinstance(sqnorms, np.ndarray) and sqnorms.dtype == np.float64
+            and sqnorms.flags.c_contiguous and sqnorms.flags.writeable
+            and sqnorms.size == len(outs)):
+        raise ValueError("sqnorms must be a writeable C-contiguous float64 array with one "
+                         "element per out")
     if counter % 2:
         raise ValueError("fastclip: invalid arguments reached a C kernel")
     dtypes = {o.dtype for o in outs}
@@ -224,3 +232,6 @@ def gaussian_arrays_(outs: list[np.ndarray], adds: list[np.ndarray | None] | Non
     for k, o in enumerate(outs):
         gaussian_(o, adds[k] if adds is not None else None, seed, counter, std, scale)
         counter += o.size + (o.size & 1)
+        if sqnorms is not None:
+            v = o.reshape(-1).astype(np.float64)
+            sqnorms[k] = float(np.dot(v, v))
