@@ -285,3 +285,32 @@ def test_with_mkl_the_thread_count_never_changes_the_layers_results() -> None:
     got = _result(r)
     assert got["gemm"].startswith(value + " "), got["gemm"]
     assert got["same"], "one and two threads give different bits"
+
+
+OTHER_MKL_CHILD = r"""
+import ctypes, json, sys
+from fastclip import _blas
+
+ctypes.CDLL(_blas._mkl_candidates()[0])  # another library of the process loads MKL first
+import fastclip
+from fastclip import _nn
+
+print(json.dumps({"gemm": _nn.gemm_library(), "reason": _blas.reason()}))
+"""
+
+
+def test_auto_leaves_an_mkl_that_another_library_loaded_alone() -> None:
+    from fastclip import _common
+
+    if _common.cpu_vendor() != "intel" or not _mkl_usable():
+        pytest.skip("auto chooses MKL only on Intel CPUs with the mkl wheel")
+    env = dict(os.environ, FASTCLIP_IMPLEMENTATION="c")
+    env.pop("FASTCLIP_BLAS", None)
+    got = _result(subprocess.run([sys.executable, "-c", OTHER_MKL_CHILD], env=env,
+                                 capture_output=True, text=True, timeout=120, check=False))
+    assert got["gemm"].startswith("scipy-openblas32 "), got["gemm"]
+    assert "another library in this process already uses MKL" in got["reason"]
+    env["FASTCLIP_BLAS"] = "mkl"  # asked for: fastclip shares it
+    got = _result(subprocess.run([sys.executable, "-c", OTHER_MKL_CHILD], env=env,
+                                 capture_output=True, text=True, timeout=120, check=False))
+    assert got["gemm"].startswith("mkl "), got["gemm"]

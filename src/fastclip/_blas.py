@@ -17,8 +17,9 @@ with :mod:`ctypes`:
 ``FASTCLIP_BLAS`` (environment) selects the provider: ``scipy-openblas32``,
 ``mkl`` (an :class:`ImportError` when the ``mkl`` wheel cannot be loaded), or
 ``auto`` (the default): MKL on Intel CPUs when the ``mkl`` wheel is installed,
-where its GEMMs are faster at every size of ``bench/bench_mlp.py``, otherwise
-OpenBLAS. Any other value is a :class:`ValueError` when :mod:`fastclip.nn`'s
+where its GEMMs are faster at every size of ``bench/bench_mlp.py``, unless
+another library of the process has already loaded that MKL (its settings are
+then that library's); otherwise OpenBLAS. Any other value is a :class:`ValueError` when :mod:`fastclip.nn`'s
 kernels are loaded. ``threadpoolctl`` sees either library, so
 ``threadpool_limits(user_api="blas")`` controls its threads. When no library can
 be loaded the compiled layers are unavailable, with an :class:`ImportError` that
@@ -77,6 +78,19 @@ def _mkl_candidates() -> list[str]:
     patterns = ("lib/libmkl_rt.so*", "lib/libmkl_rt*.dylib", "Library/bin/mkl_rt*.dll")
     return [p for r in sorted(roots) for pat in patterns
             for p in sorted(glob.glob(os.path.join(r, pat)))]
+
+
+def _loaded_by_another(path: str) -> bool:
+    """Whether another library of this process has already loaded this MKL (for
+    example a NumPy built with MKL): its threading and reproducibility settings
+    are then that library's, which fastclip leaves alone unless asked for MKL."""
+    if _mkl_lib is not None or not hasattr(os, "RTLD_NOLOAD"):
+        return False
+    try:
+        ctypes.CDLL(path, mode=os.RTLD_NOLOAD)
+    except OSError:
+        return False
+    return True
 
 
 def _mkl() -> tuple[ctypes.CDLL, str, str]:
@@ -148,7 +162,13 @@ def install(set_gemm: Callable[[int, int, str], None],
     said = f"{ENV}={raw!r}" if raw else f"{ENV} unset ('auto')"
     if env == "auto":
         vendor = _cpu_vendor()
-        if vendor == "intel" and _mkl_candidates():
+        found = _mkl_candidates() if vendor == "intel" else []
+        if found and _loaded_by_another(found[0]):
+            lib, prefix, desc = _load_openblas()
+            why = ("an Intel CPU, but another library in this process already uses MKL "
+                   f"and fastclip leaves its settings alone (set {ENV}=mkl to share it): "
+                   "OpenBLAS")
+        elif found:
             try:
                 lib, prefix, desc = _mkl()
                 why = "an Intel CPU with the mkl wheel installed: MKL, whose GEMMs are faster there"
