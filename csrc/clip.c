@@ -186,7 +186,7 @@ __attribute__((target("arch=x86-64-v4"))) static void clamp_f32_avx512(float *x,
     }
 }
 #define FC_IF_AVX512(call) \
-    if (fc_cpu_has_avx512()) { call; return; }
+    if (fc_cpu_avx512_streams()) { call; return; }
 #else
 #define FC_IF_AVX512(call)
 #endif

@@ -3,6 +3,8 @@
  * that races to fill it computes the same value. */
 #include "fc_cpu.h"
 
+#include <string.h>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FC_X86_PROBES 1
 
@@ -35,6 +37,10 @@ int fc_cpu_has_avx512(void) { return fc_cached(&fc_avx512, fc_probe_avx512); }
 #else
 int fc_cpu_has_avx512(void) { return 0; }
 #endif
+
+int fc_cpu_avx512_streams(void) {
+    return fc_cpu_has_avx512() && strcmp(fc_cpu_vendor(), "intel") != 0;
+}
 
 const char *fc_simd_level(void) {
     return fc_cpu_has_avx512() ? "avx512" : fc_cpu_has_avx2() ? "avx2" : "baseline";

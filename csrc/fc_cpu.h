@@ -40,6 +40,12 @@ extern "C" {
 int fc_cpu_has_avx2(void);
 /* 1 when the CPU runs x86-64-v4 (AVX-512) code (always 0 without FC_HAVE_AVX512). */
 int fc_cpu_has_avx512(void);
+/* 1 when the hand-written memory-bound loops (clip.c's float32 sum of squares,
+ * scale and clamp) take their AVX-512 versions: on AVX-512 CPUs other than
+ * Intel's. On the Intel Xeon measured their AVX2 versions are 4-10% faster (512-bit
+ * loads cost more there, aligned or not); on AMD Zen 5 the AVX-512 ones are
+ * (bench/README.md). Arithmetic-bound loops take AVX-512 on every vendor. */
+int fc_cpu_avx512_streams(void);
 
 FC_API_BEGIN
 /* Name of the SIMD level the kernels use ("avx512", "avx2", "baseline"). */
