@@ -162,6 +162,31 @@ static int fc_pool_grow(int want) {
 
 static int fc_forked(void) { return fc_pool_forked; }
 
+#ifdef _OPENMP
+static int fc_omp_regions = 0;
+/* Items on an OpenMP team instead of the pool's helpers. */
+static void fc_omp_items(int64_t n, fc_item_fn fn, void *ctx, int threads) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < n; i++) fn(ctx, i);
+}
+#endif
+
+void fc_set_openmp_regions(int on) {
+#ifdef _OPENMP
+    __atomic_store_n(&fc_omp_regions, on ? 1 : 0, __ATOMIC_RELAXED);
+#else
+    (void)on;
+#endif
+}
+
+int fc_openmp_regions(void) {
+#ifdef _OPENMP
+    return __atomic_load_n(&fc_omp_regions, __ATOMIC_RELAXED);
+#else
+    return 0;
+#endif
+}
+
 void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int parallel) {
     int helpers = (n > 1 && parallel && !fc_pool_forked) ? fc_max_threads() - 1 : 0;
     if (helpers > 0 && pthread_mutex_trylock(&fc_pool_busy) != 0) helpers = 0;
@@ -169,6 +194,13 @@ void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int parallel) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
         return;
     }
+#ifdef _OPENMP
+    if (fc_openmp_regions() && !omp_in_parallel()) {
+        fc_omp_items(n, fn, ctx, helpers + 1);
+        pthread_mutex_unlock(&fc_pool_busy);
+        return;
+    }
+#endif
     pthread_mutex_lock(&fc_pool_mu);
     helpers = fc_pool_grow(helpers) < helpers ? fc_pool_started : helpers;
     fc_job_fn = fn;
@@ -211,6 +243,9 @@ void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int parallel) {
     (void)parallel;
     for (int64_t i = 0; i < n; i++) fn(ctx, i);
 }
+
+void fc_set_openmp_regions(int on) { (void)on; }
+int fc_openmp_regions(void) { return 0; }
 #endif
 
 

@@ -38,12 +38,18 @@ int fc_openmp_enabled(void);
  * calling thread (the pool's helpers do not exist there). */
 void fc_set_serial_only(int on);
 int fc_serial_only(void);
+/* Run fc_parallel_for's items on an OpenMP team instead of the pool's helpers
+ * (set when the BLAS runs on the same OpenMP runtime, so that the element-wise
+ * passes reuse the threads the GEMMs have just left spinning). */
+void fc_set_openmp_regions(int on);
+int fc_openmp_regions(void);
 FC_API_END
 
 /* The parallel primitive: runs fn(ctx, i) once for every i in [0, n). When
  * `parallel` is nonzero it uses the calling thread and up to
  * fc_max_threads() - 1 helper threads of one process-wide pool (POSIX
- * threads; elsewhere every call is serial); otherwise the calling thread only.
+ * threads; elsewhere every call is serial), or, after fc_set_openmp_regions(1),
+ * an OpenMP team of as many threads; otherwise the calling thread only.
  * Returns when every call has completed and no helper uses ctx.
  * The caller never waits for a helper that has not started: the threads take
  * items from a shared counter, so on a loaded machine a helper that does not

@@ -22,6 +22,7 @@ from fastclip import _nn, nn
 rng = np.random.default_rng(3)
 cfg = fastclip.get_config()["kernels"]
 out = {"gemm": _nn.gemm_library(), "config": cfg["gemm"], "reason": cfg["gemm_reason"],
+       "parallel": cfg["parallel"],
        "scipy": sorted(m for m in sys.modules if m == "scipy" or m.startswith("scipy."))}
 for dtype in ("float32", "float64"):
     model = nn.MLP([37, 64, 33, 5], dtype=dtype, rng=0)
@@ -104,6 +105,9 @@ def test_every_accepted_value_gives_its_library_and_the_same_layers(value: str) 
     want = {"mkl": "mkl ", "scipy-openblas32": "scipy-openblas32 "}.get(
         value.strip().lower(), _auto_library())
     assert got["gemm"].startswith(want), got["gemm"]
+    # MKL runs on fastclip's OpenMP runtime: the kernels' passes then use its threads
+    assert got["parallel"] == ("OpenMP threads (shared with the GEMMs)" if want == "mkl "
+                               else "the kernels' pool"), got["parallel"]
     _same_layers_as_the_reference(got)
     if value.strip():
         assert f"FASTCLIP_BLAS={value.strip()!r}" in got["reason"], got["reason"]

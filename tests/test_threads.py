@@ -249,3 +249,36 @@ def test_kernel_results_do_not_depend_on_the_calling_thread() -> None:
     t.start()
     t.join(60)
     assert box == [main]
+
+
+@pytest.fixture()
+def openmp_regions():
+    """Runs a test with the kernels' parallel passes on OpenMP threads, then restores."""
+    before = _common.openmp_regions()
+    yield
+    _common.set_openmp_regions(before)
+
+
+@pytest.mark.parametrize("case", H.CASES, ids=H.CASE_IDS)
+def test_openmp_regions_give_the_pools_results(case: H.Case, openmp_regions) -> None:
+    # the parallel passes on OpenMP threads (what fastclip does when MKL runs the
+    # GEMMs on the same runtime) or on the pool's helpers: the same bits, also from
+    # several Python threads at once
+    from threadpoolctl import threadpool_limits
+
+    mod = H.compiled(case.family)
+    with threadpool_limits(2):
+        _common.set_openmp_regions(False)
+        pool = H.digest(case.call(mod, H.make(case, 9, BIG)))
+        _common.set_openmp_regions(True)
+        assert _common.openmp_regions() is _common.openmp_enabled()
+        omp = H.digest(case.call(mod, H.make(case, 9, BIG)))
+        got: list[str] = []
+        threads = [threading.Thread(target=lambda: got.append(
+            H.digest(case.call(mod, H.make(case, 9, BIG))))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert omp == pool
+    assert got == [pool, pool]

@@ -214,6 +214,14 @@ def _load_openblas() -> tuple[ctypes.CDLL, str, str]:
         ) from exc
 
 
+def shares_openmp() -> bool:
+    """Whether the GEMMs run on fastclip's OpenMP runtime (MKL's GNU threading
+    layer): the kernels' parallel passes then use OpenMP threads too, the ones the
+    GEMMs have just left spinning, instead of the pool's helpers, which would
+    compete with them for the cores (bench/README.md has the figures)."""
+    return _lib is not None and _lib is _mkl_lib
+
+
 def reason() -> str:
     """Why the GEMMs call the library they do (empty before :func:`install`)."""
     return _reason

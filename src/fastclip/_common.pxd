@@ -25,6 +25,8 @@ cdef extern from "fc_common.h" nogil:
     int fc_openmp_enabled()
     void fc_set_serial_only(int on)
     int fc_serial_only()
+    void fc_set_openmp_regions(int on)
+    int fc_openmp_regions()
     const char *fc_simd_level()
     const char *fc_cpu_vendor()
     int fc_extents_overlap(const fc_array *arrs, int64_t n)

@@ -31,5 +31,11 @@ def simd_level() -> str:
 def set_serial_only(on: bool) -> None:
     """Keep kernels on the calling thread (used after fork())."""
 
+def set_openmp_regions(on: bool) -> None:
+    """Run the kernels' parallel passes on OpenMP threads instead of the pool's."""
+
+def openmp_regions() -> bool:
+    """Whether the kernels' parallel passes run on OpenMP threads."""
+
 def serial_only() -> bool:
     """Whether kernels are kept on the calling thread."""

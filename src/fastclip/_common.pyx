@@ -257,3 +257,12 @@ def set_serial_only(bint on):
 
 def serial_only():
     return bool(fc_serial_only())
+
+
+def set_openmp_regions(bint on):
+    """Run the kernels' parallel passes on OpenMP threads instead of the pool's."""
+    fc_set_openmp_regions(on)
+
+
+def openmp_regions():
+    return bool(fc_openmp_regions())

@@ -58,6 +58,8 @@ def get_config() -> dict[str, Any]:
 
             info["kernels"]["gemm"] = _nn.gemm_library()
             info["kernels"]["gemm_reason"] = _blas.reason()
+            info["kernels"]["parallel"] = ("OpenMP threads (shared with the GEMMs)"
+                                           if _common.openmp_regions() else "the kernels' pool")
         except ImportError as exc:
             info["kernels"]["gemm"] = f"unavailable: {exc}"
             info["kernels"]["gemm_reason"] = ""
@@ -105,7 +107,8 @@ def show_config(as_json: bool = False) -> None:
             f"  OpenMP:          {k['openmp']}"
             + (f" (version {b.get('openmp_version')})" if k["openmp"] else "")
             + f", threads: {k['threads']}"
-            + (" (serial after fork)" if k["serial_only"] else ""),
+            + (" (serial after fork)" if k["serial_only"] else "")
+            + (f"; parallel passes on {k['parallel']}" if k.get("parallel") else ""),
         ]
     if info["implementation"] == "c":
         lines.append(f"  GEMMs (nn):      {k['gemm']}")

@@ -346,3 +346,6 @@ def mse(pred, target):
 from fastclip import _blas  # noqa: E402  (after _set_gemm exists)
 
 _blas.install(_set_gemm, _set_fork_guard)
+from fastclip import _common  # noqa: E402
+
+_common.set_openmp_regions(_blas.shares_openmp())
