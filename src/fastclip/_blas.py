@@ -99,20 +99,19 @@ def _mkl() -> tuple[ctypes.CDLL, str, str]:
     if not found:
         raise OSError("no libmkl_rt in this environment (pip install mkl)")
     lib = ctypes.CDLL(found[0])
-    lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-    lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
-    # Both settings are fixed by MKL's first call in the process and returned
-    # from then on: a process in which something else already chose another
-    # layer keeps it, and fastclip then does not use this library.
     # Strict conditional numerical reproducibility: GEMM results that do not depend
-    # on the thread count (as OpenBLAS's, and fastclip's own reductions), so a
-    # forked child, OMP_NUM_THREADS and threadpoolctl never change a result. It
-    # costs nothing measurable at the sizes of bench/bench_mlp.py. A user's own
-    # MKL_CBWR setting is kept.
+    # on the thread count (fastclip's own reductions never do), so a forked child,
+    # OMP_NUM_THREADS and threadpoolctl never change a result. It costs nothing
+    # measurable at the sizes of bench/bench_mlp.py. A user's own MKL_CBWR is kept.
     if not os.environ.get("MKL_CBWR"):
         lib.MKL_CBWR_Set.argtypes = [ctypes.c_int]
         if lib.MKL_CBWR_Set(_MKL_CBWR_AUTO_STRICT) != _MKL_CBWR_SUCCESS:
             raise OSError("MKL refused strict reproducibility (MKL_CBWR_Set)")
+    # The threading and interface layers are fixed by MKL's first call in the
+    # process and returned from then on: a process in which something else already
+    # chose other layers keeps them, and fastclip then does not use this library.
+    lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+    lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
     threading = lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU)
     interface = lib.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)
     if threading != _MKL_THREADING_GNU or interface & 1:
@@ -143,18 +142,11 @@ def _cpu_vendor() -> str:
     return _common.cpu_vendor()
 
 
-def install(set_gemm: Callable[[int, int, str], None],
-            set_fork_guard: Callable[[int], None] | None = None) -> None:
+def install(set_gemm: Callable[[int, int, str], None]) -> None:
     """Point the compiled layers' GEMMs at the BLAS that ``FASTCLIP_BLAS`` selects.
 
     ``set_gemm(sgemm_address, dgemm_address, description)`` is called once, with
     non-zero addresses; a library that cannot be loaded is an ImportError.
-    ``set_fork_guard(address)`` receives MKL's ``MKL_Set_Num_Threads_Local`` when
-    MKL is chosen: GNU OpenMP's threads do not survive ``fork()``, and a parallel
-    region in a forked child waits for them forever, so in a forked child (where
-    fastclip's own kernels run on the calling thread, see ``fastclip._fork``)
-    the layers set MKL's thread count of the calling thread to 1 before each
-    GEMM, whatever the child asked for since.
     """
     global _lib, _sgemm_name, _reason
     env = choice()
@@ -198,9 +190,6 @@ def install(set_gemm: Callable[[int, int, str], None],
         raise ImportError(f"{desc} has no {prefix}sgemm_/{prefix}dgemm_")
     _lib, _sgemm_name = lib, prefix + "sgemm_"
     set_gemm(s, d, desc)
-    if set_fork_guard is not None:
-        set_fork_guard(ctypes.cast(lib.MKL_Set_Num_Threads_Local, ctypes.c_void_p).value or 0
-                       if lib is _mkl_lib else 0)
 
 
 def _load_openblas() -> tuple[ctypes.CDLL, str, str]:
@@ -216,10 +205,26 @@ def _load_openblas() -> tuple[ctypes.CDLL, str, str]:
 
 def shares_openmp() -> bool:
     """Whether the GEMMs run on fastclip's OpenMP runtime (MKL's GNU threading
-    layer): the kernels' parallel passes then use OpenMP threads too, the ones the
-    GEMMs have just left spinning, instead of the pool's helpers, which would
-    compete with them for the cores (bench/README.md has the figures)."""
+    layer). Two things follow, both set by fastclip._nn after :func:`install`:
+
+    - the kernels' parallel passes use OpenMP threads too, the ones the GEMMs have
+      just left spinning, instead of the pool's helpers, which would compete with
+      them for the cores (bench/README.md has the figures);
+    - GNU OpenMP's threads do not survive ``fork()``, and a parallel region in a
+      forked child waits for them forever: in a forked child (where fastclip's
+      own kernels run on the calling thread, see ``fastclip._fork``) the layers
+      set MKL's thread count of the calling thread to 1 before each GEMM
+      (:func:`fork_guard`), whatever the child asked for since.
+    """
     return _lib is not None and _lib is _mkl_lib
+
+
+def fork_guard() -> int:
+    """Address of MKL's ``MKL_Set_Num_Threads_Local`` when the GEMMs run in MKL,
+    else 0 (see :func:`shares_openmp`)."""
+    if not shares_openmp():
+        return 0
+    return ctypes.cast(_lib.MKL_Set_Num_Threads_Local, ctypes.c_void_p).value or 0
 
 
 def reason() -> str:

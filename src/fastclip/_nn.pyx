@@ -94,7 +94,7 @@ def _set_gemm(size_t sgemm_address, size_t dgemm_address, str description):
 
 def _set_fork_guard(size_t address):
     """The function that keeps the BLAS on one thread in a forked child (0: none
-    needed). Not public: fastclip._blas calls it once, at import."""
+    needed). Not public: set once, at import, from fastclip._blas.fork_guard()."""
     global _fork_guard
     _fork_guard = <threads_local_fn><void *>address
 
@@ -345,7 +345,8 @@ def mse(pred, target):
 
 from fastclip import _blas  # noqa: E402  (after _set_gemm exists)
 
-_blas.install(_set_gemm, _set_fork_guard)
+_blas.install(_set_gemm)
+_set_fork_guard(_blas.fork_guard())
 from fastclip import _common  # noqa: E402
 
 _common.set_openmp_regions(_blas.shares_openmp())
