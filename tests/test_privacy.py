@@ -428,3 +428,11 @@ def test_dp_optimizer_hands_the_noise_pass_sums_to_the_optimiser(impl, dtype):
     assert n1 == pytest.approx(n2, rel=1e-12)
     for a, b in zip(p1, p2):  # SGD without clipping: the norm does not enter the update
         np.testing.assert_array_equal(a, b)
+    # secure mode: the sums come from the noisy averages too
+    sgd = fastclip.optim.SGD([p.copy() for p in params], lr=0.1)
+    dp = P.DPOptimizer(sgd, noise_multiplier=1.3, max_grad_norm=1.0, expected_batch_size=8,
+                       secure_mode=True)
+    norm = dp.step(summed)
+    want = math.sqrt(sum(float(np.dot(b.reshape(-1).astype(np.float64),
+                                      b.reshape(-1).astype(np.float64))) for b in dp._noisy))
+    assert norm == pytest.approx(want, rel=1e-12)

@@ -14,6 +14,8 @@ cimport numpy as cnp
 
 import numpy as np
 
+from fastclip._checks import privacy as _cp
+
 from fastclip._common cimport raise_rc, FC_FLOAT32, FC_FLOAT64
 
 cnp.import_array()
@@ -174,13 +176,8 @@ def gaussian_arrays_(outs, adds, uint64_t seed, uint64_t counter, double std, do
     if adds is not None and len(adds) != n:
         raise ValueError("adds must have one array per out")
     cdef double *psq = NULL
+    _cp.check_sqnorms_out(sqnorms, n)
     if sqnorms is not None:
-        if not (cnp.PyArray_Check(sqnorms) and cnp.PyArray_TYPE(<cnp.ndarray>sqnorms) == cnp.NPY_DOUBLE
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>sqnorms)
-                and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>sqnorms)
-                and cnp.PyArray_SIZE(<cnp.ndarray>sqnorms) == n):
-            raise ValueError("sqnorms must be a writeable C-contiguous float64 array with one "
-                             "element per out")
         psq = <double *>cnp.PyArray_DATA(<cnp.ndarray>sqnorms)
     if n == 0:
         if counter & 1:

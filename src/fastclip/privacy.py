@@ -406,9 +406,11 @@ class DPOptimizer:
         self._counter = 0
         # the noisy averages' sums of squares, written by the noise pass: a
         # fastclip.optim optimiser takes them (sqnorms=) instead of a norm pass
+        from fastclip.optim import Optimizer
+
         self._sqnorms = np.zeros(len(self._noisy))
         self._group_sq = [np.zeros(len(idx)) for idx in self._groups]
-        self._sq_ready = False
+        self._takes_sqnorms = isinstance(optimizer, Optimizer)
 
     @property
     def params(self) -> list[Any]:
@@ -431,11 +433,12 @@ class DPOptimizer:
         std = self.noise_multiplier * self.max_grad_norm
         inv = 1.0 / self.expected_batch_size
         adds = [np.ascontiguousarray(g, dtype=buf.dtype) for g, buf in zip(grads, self._noisy)]
-        self._sq_ready = False
         if self.secure_mode and std > 0:
-            for g, buf in zip(adds, self._noisy):
+            for k, (g, buf) in enumerate(zip(adds, self._noisy)):
                 z = _secure_standard_normal(buf.size).reshape(buf.shape)
                 buf[...] = (g.astype(np.float64) + std * z) * inv
+                v = buf.reshape(-1).astype(np.float64)
+                self._sqnorms[k] = float(np.dot(v, v))
             return self._noisy
         # one fused pass per dtype over all the arrays: (summed + std * z) / batch size,
         # and the sum of squares of each result
@@ -446,7 +449,6 @@ class DPOptimizer:
                                   std, inv, sq)
             self._counter += sum(b.size + (b.size & 1) for b in outs)
             self._sqnorms[idx] = sq
-        self._sq_ready = True
         return self._noisy
 
     def step(self, summed_grads: Sequence[np.ndarray], **kwargs: Any) -> Any:
@@ -455,9 +457,7 @@ class DPOptimizer:
         Returns what the wrapped optimiser's ``step`` returns.
         """
         noisy = self.noisy_average(summed_grads)
-        from fastclip.optim import Optimizer
-
-        if self._sq_ready and "sqnorms" not in kwargs and isinstance(self.optimizer, Optimizer):
+        if self._takes_sqnorms and "sqnorms" not in kwargs:
             kwargs["sqnorms"] = self._sqnorms  # the noise pass's sums: no norm pass
         out = self.optimizer.step(noisy, **kwargs)
         if self.accountant is not None:
@@ -582,10 +582,9 @@ class _FitPrivacy:
                              sample_rate=self.sample_rate)
         return out
 
-    def noisy_sqnorms(self) -> np.ndarray | None:
-        """The sums of squares of the last noisy average, from its noise pass (None
-        when that pass did not compute them: secure mode)."""
-        return self.dp._sqnorms.copy() if self.dp._sq_ready else None
+    def noisy_sqnorms(self) -> np.ndarray:
+        """The sums of squares of the last noisy average, from its noise pass."""
+        return self.dp._sqnorms.copy()
 
     def epsilon(self) -> float:
         return self.accountant.get_epsilon(self.config.delta)

@@ -111,3 +111,13 @@ def check_per_example_clip(clip: Any, per_layer: Any, n_params: int) -> tuple[An
     if per_layer not in (None, "equal", "size"):
         raise ValueError(f"per_layer must be None, 'equal' or 'size', got {per_layer!r}")
     return c, per_layer
+
+
+def check_sqnorms_out(sqnorms: Any, n: int) -> None:
+    """``sqnorms`` of the noise kernels: None, or a writeable C-contiguous float64
+    array of ``n`` elements (one per output array)."""
+    if sqnorms is not None and not (
+            isinstance(sqnorms, np.ndarray) and sqnorms.dtype == np.float64
+            and sqnorms.flags.c_contiguous and sqnorms.flags.writeable and sqnorms.size == n):
+        raise ValueError("sqnorms must be a writeable C-contiguous float64 array with one "
+                         "element per out")

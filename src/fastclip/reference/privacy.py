@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastclip._checks import privacy as _cp
+
 _quiet = np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
 
 
@@ -218,12 +220,7 @@ def gaussian_arrays_(outs: list[np.ndarray], adds: list[np.ndarray | None] | Non
     the sum of squares of ``outs[k]``, in float64."""
     if adds is not None and len(adds) != len(outs):
         raise ValueError("adds must have one array per out")
-    if sqnorms is not None and not (
-            isinstance(sqnorms, np.ndarray) and sqnorms.dtype == np.float64
-            and sqnorms.flags.c_contiguous and sqnorms.flags.writeable
-            and sqnorms.size == len(outs)):
-        raise ValueError("sqnorms must be a writeable C-contiguous float64 array with one "
-                         "element per out")
+    _cp.check_sqnorms_out(sqnorms, len(outs))
     if counter % 2:
         raise ValueError("fastclip: invalid arguments reached a C kernel")
     dtypes = {o.dtype for o in outs}

@@ -291,8 +291,6 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                 if dp is not None:
                     grads = dp.noisy_grads(grads)
                     sq = dp.noisy_sqnorms()
-                    if sq is None:
-                        sq = array_norms(grads) ** 2
                 elif reducer is not None:
                     res = reducer.reduce_(grads, weight=len(idx), value=lo,
                                           sqnorms=model.grad_sqnorms())
