@@ -207,57 +207,6 @@ def test_cpu_vendor_is_one_of_three_names_and_show_config_says_it(capsys) -> Non
     assert f"CPU vendor: {vendor}" in capsys.readouterr().out
 
 
-FORK_CHILD = r"""
-import json, multiprocessing as mp, sys
-import numpy as np
-from threadpoolctl import threadpool_limits
-from fastclip import _nn, nn
-
-model = nn.MLP([300, 256, 256, 10], rng=0)
-x = np.random.default_rng(1).standard_normal((256, 300)).astype(np.float32)
-
-def run():
-    return model.forward(x).tolist()
-
-def child(q):
-    with threadpool_limits(2):  # a raised count in the child must not hang either
-        q.put(run())
-
-if __name__ == "__main__":
-    with threadpool_limits(2):
-        parent = run()  # the BLAS's threads run before the fork
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    p = ctx.Process(target=child, args=(q,))
-    p.start()
-    try:
-        got = q.get(timeout=60)
-    except Exception:
-        got = None
-    p.join(10)
-    hung = p.is_alive()
-    if hung:
-        p.kill()
-    print(json.dumps({"gemm": _nn.gemm_library(), "hung": hung, "same": got == parent}))
-"""
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
-@pytest.mark.parametrize("value", ["scipy-openblas32", "mkl"])
-def test_a_forked_child_runs_the_layers_without_hanging(tmp_path, value: str) -> None:
-    if value == "mkl" and not _mkl_usable():
-        pytest.skip("the mkl wheel is not installed")
-    script = tmp_path / "fork_child.py"
-    script.write_text(FORK_CHILD)
-    env = dict(os.environ, FASTCLIP_BLAS=value, FASTCLIP_IMPLEMENTATION="c")
-    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                       timeout=180, check=False)
-    got = _result(r)
-    assert got["gemm"].startswith(value + " "), got["gemm"]
-    assert not got["hung"], "the forked child hung in a GEMM"
-    assert got["same"], "the forked child computed another forward than its parent"
-
-
 THREADS_CHILD = r"""
 import json
 import numpy as np

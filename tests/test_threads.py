@@ -144,8 +144,13 @@ _FORK_SCRIPT = textwrap.dedent(
 
     def child(q):
         warm()
+        from threadpoolctl import threadpool_limits
+        from fastclip import _nn
+
+        with threadpool_limits(2):  # a child that raises its thread count must not hang
+            got = results()
         q.put({{"serial": _common.serial_only(), "threads": _common.max_threads(),
-                "results": results()}})
+                "results": got, "gemm": _nn.gemm_library()}})
 
     if __name__ == "__main__":
         method = "fork" if hasattr(os, "fork") else "spawn"
@@ -172,11 +177,24 @@ _FORK_SCRIPT = textwrap.dedent(
 )
 
 
-def test_fork_after_openmp_does_not_hang(tmp_path: Path) -> None:
+def _mkl_usable() -> bool:
+    try:
+        from fastclip import _blas
+    except ImportError:
+        return False
+    return bool(_blas._mkl_candidates())
+
+
+@pytest.mark.parametrize("blas", ["scipy-openblas32", "mkl"])
+def test_fork_after_openmp_does_not_hang(tmp_path: Path, blas: str) -> None:
+    # Under either BLAS of fastclip.nn (the cases include the layers' GEMMs): MKL
+    # runs on GNU OpenMP, whose threads a forked child does not have.
+    if blas == "mkl" and not _mkl_usable():
+        pytest.skip("the mkl wheel (the mkl extra) is not installed")
     # A script file: the "spawn" method (Windows has no fork) re-imports __main__.
     path = tmp_path / "fork_check.py"
     path.write_text(_FORK_SCRIPT.format(here=str(HERE), big=BIG))
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS="2", FASTCLIP_BLAS=blas)
     proc = subprocess.run(
         [sys.executable, str(path)], env=env, capture_output=True, text=True,
         timeout=300, cwd=str(HERE),
@@ -187,6 +205,7 @@ def test_fork_after_openmp_does_not_hang(tmp_path: Path) -> None:
     out = json.loads(lines[0][len("RESULT "):])
     assert not out["hung"] and out["child"] is not None, "the child hung in a kernel"
     assert out["exitcode"] == 0
+    assert out["child"]["gemm"].startswith(blas + " "), out["child"]["gemm"]
     assert out["child"]["results"] == out["parent"]
     assert out["again"]
     if out["method"] == "fork":
