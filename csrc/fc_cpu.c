@@ -3,8 +3,6 @@
  * that races to fill it computes the same value. */
 #include "fc_cpu.h"
 
-#include <string.h>
-
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FC_X86_PROBES 1
 
@@ -38,30 +36,32 @@ int fc_cpu_has_avx512(void) { return fc_cached(&fc_avx512, fc_probe_avx512); }
 int fc_cpu_has_avx512(void) { return 0; }
 #endif
 
-int fc_cpu_avx512_streams(void) {
-    return fc_cpu_has_avx512() && strcmp(fc_cpu_vendor(), "intel") != 0;
-}
-
 const char *fc_simd_level(void) {
     return fc_cpu_has_avx512() ? "avx512" : fc_cpu_has_avx2() ? "avx2" : "baseline";
 }
 
+enum { FC_VENDOR_OTHER = 0, FC_VENDOR_INTEL = 1, FC_VENDOR_AMD = 2 };
+
 #if FC_X86_PROBES
-/* 1 Intel, 2 AMD, 0 another vendor. */
 static int fc_probe_vendor(void) {
-    return __builtin_cpu_is("intel") ? 1 : __builtin_cpu_is("amd") ? 2 : 0;
+    return __builtin_cpu_is("intel") ? FC_VENDOR_INTEL
+           : __builtin_cpu_is("amd") ? FC_VENDOR_AMD
+                                     : FC_VENDOR_OTHER;
 }
 static int fc_vendor = -1;
+static int fc_vendor_code(void) { return fc_cached(&fc_vendor, fc_probe_vendor); }
+#else
+static int fc_vendor_code(void) { return FC_VENDOR_OTHER; }
 #endif
 
 const char *fc_cpu_vendor(void) {
-#if FC_X86_PROBES
-    switch (fc_cached(&fc_vendor, fc_probe_vendor)) {
-        case 1: return "intel";
-        case 2: return "amd";
+    switch (fc_vendor_code()) {
+        case FC_VENDOR_INTEL: return "intel";
+        case FC_VENDOR_AMD: return "amd";
         default: return "other";
     }
-#else
-    return "other";
-#endif
+}
+
+int fc_cpu_avx512_streams(void) {
+    return fc_cpu_has_avx512() && fc_vendor_code() != FC_VENDOR_INTEL;
 }
