@@ -467,12 +467,6 @@ int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
 
 int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
                        int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
-                       double scale) {
-    return gaussian(outs, adds, sizes, n, seed, counter, std, scale, f32 ? 1 : 0, NULL);
-}
-
-int fc_gaussian_arrays_sqnorms(void *const *outs, const void *const *adds,
-                               const int64_t *sizes, int64_t n, int f32, uint64_t seed,
-                               uint64_t counter, double std, double scale, double *sqnorms) {
+                       double scale, double *sqnorms) {
     return gaussian(outs, adds, sizes, n, seed, counter, std, scale, f32 ? 1 : 0, sqnorms);
 }

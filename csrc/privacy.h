@@ -52,17 +52,13 @@ int fc_gaussian_f64(double *out, const double *add, int64_t n, uint64_t seed,
 /* The same for n arrays of one dtype (float32 when f32, else float64) in one
  * parallel pass: array k's elements continue the stream where array k-1's end,
  * rounded up to a whole pair (counter + the sizes before it, each rounded up to
- * even). adds is NULL or has one entry per array (each may be NULL). */
+ * even). adds is NULL or has one entry per array (each may be NULL). sqnorms is
+ * NULL, or receives sqnorms[k], the sum of squares of outs[k] (in float64), each
+ * item of the pass reading back the part it has just written, while it is in
+ * cache: the optimiser that takes the noisy gradients then needs no norm pass. */
 int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
                        int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
-                       double scale);
-/* fc_gaussian_arrays that also writes sqnorms[k], the sum of squares of outs[k]
- * (in float64), each item of the pass reading back the part it has just
- * written, while it is in cache: the optimiser that takes the noisy gradients
- * then needs no norm pass of its own. */
-int fc_gaussian_arrays_sqnorms(void *const *outs, const void *const *adds,
-                               const int64_t *sizes, int64_t n, int f32, uint64_t seed,
-                               uint64_t counter, double std, double scale, double *sqnorms);
+                       double scale, double *sqnorms);
 
 FC_API_END
 #ifdef __cplusplus

@@ -37,10 +37,7 @@ cdef extern from "privacy.h" nogil:
                         uint64_t counter, double std, double scale)
     int fc_gaussian_arrays(void *const *outs, const void *const *adds, const int64_t *sizes,
                            int64_t n, int f32, uint64_t seed, uint64_t counter, double std,
-                           double scale)
-    int fc_gaussian_arrays_sqnorms(void *const *outs, const void *const *adds,
-                                   const int64_t *sizes, int64_t n, int f32, uint64_t seed,
-                                   uint64_t counter, double std, double scale, double *sqnorms)
+                           double scale, double *sqnorms)
 
 
 cdef object _as_rows(object a):
@@ -220,8 +217,8 @@ def gaussian_arrays_(outs, adds, uint64_t seed, uint64_t counter, double std, do
     cdef int rc
     cdef int f32 = t == cnp.NPY_FLOAT
     with nogil:
-        rc = fc_gaussian_arrays_sqnorms(<void *const *>po, <const void *const *>pa, sizes, n,
-                                        f32, seed, counter, std, scale, psq)
+        rc = fc_gaussian_arrays(<void *const *>po, <const void *const *>pa, sizes, n, f32,
+                                seed, counter, std, scale, psq)
     free(po)
     free(pa)
     free(sizes)
