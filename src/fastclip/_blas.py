@@ -222,9 +222,10 @@ def shares_openmp() -> bool:
 def fork_guard() -> int:
     """Address of MKL's ``MKL_Set_Num_Threads_Local`` when the GEMMs run in MKL,
     else 0 (see :func:`shares_openmp`)."""
-    if not shares_openmp():
+    lib = _mkl_lib
+    if lib is None or _lib is not lib:
         return 0
-    return ctypes.cast(_lib.MKL_Set_Num_Threads_Local, ctypes.c_void_p).value or 0
+    return ctypes.cast(lib.MKL_Set_Num_Threads_Local, ctypes.c_void_p).value or 0
 
 
 def reason() -> str:
