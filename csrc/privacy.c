@@ -103,7 +103,8 @@ int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int i
 /* The noise loops are arithmetic-bound (64-bit multiplies of the hash, two
  * polynomials, a division and a square root per pair): an AVX-512 clone (with
  * AVX-512DQ's 64-bit multiply) besides the AVX2 one (fc_cpu.h). The same operations in the
- * same order in every clone, so every clone gives the same bits. */
+ * same order in every clone, so every clone gives the same bits. The loop bodies have
+ * no branches (selects are bit masks) so that GCC vectorises the AVX2 clone as well. */
 #define FC_NOISE_CLONES FC_TARGET_CLONES_512
 
 /* SplitMix64's output for counter value c of stream `seed` (Steele et al., 2014). */
@@ -244,10 +245,11 @@ static inline float log_unit_f32(float u) {
     uint32_t b = float_to_bits(u);
     uint32_t mant = b & UINT32_C(0x007FFFFF);
     float e = small_to_float(b >> 23) - 127.0f;
-    float m = bits_to_float(mant | UINT32_C(0x3F800000));
-    int big = mant >= UINT32_C(0x3504F3); /* m >= sqrt(2) */
-    m = big ? m * 0.5f : m;
-    e = big ? e + 1.0f : e;
+    /* m >= sqrt(2): halve m (one less in its exponent field) and add 1 to e; integer
+     * selects rather than branches, so that the AVX2 clone vectorises too */
+    uint32_t big = (uint32_t)(mant >= UINT32_C(0x3504F3));
+    float m = bits_to_float((mant | UINT32_C(0x3F800000)) - (big << 23));
+    e = e + small_to_float(big);
     float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
     float p = 0x1.c71c72p-4f;   /* 1/9 */
     p = p * s2 + 0x1.24924ap-3f; /* 1/7 */
@@ -283,11 +285,15 @@ static inline void normal_pair_f32(uint64_t seed, uint64_t p, float *z0, float *
     cp = cp * r2 - 0.5f;
     cp = cp * r2 + 1.0f;
     float sn = r * sp, cs = cp;
-    /* quadrant k (k == 4 is quadrant 0): cos and sin of theta are +-cs or +-sn */
-    int odd = (int)(k & 1);
-    float cm = odd ? sn : cs, sm = odd ? cs : sn;
-    float c_t = (k == 1 || k == 2) ? -cm : cm;
-    float s_t = (k == 2 || k == 3) ? -sm : sm;
+    /* quadrant k (k == 4 is quadrant 0): cos and sin of theta are +-cs or +-sn; cs and
+     * sn swap for odd k, cos is negated for k in {1, 2} ((k ^ k >> 1) & 1) and sin for
+     * k in {2, 3} ((k >> 1) & 1). Bit masks rather than branches, so that the AVX2
+     * clone vectorises too; the same bits as the selects of the NumPy twin. */
+    uint32_t odd = UINT32_C(0) - (k & 1);
+    uint32_t cm = (float_to_bits(sn) & odd) | (float_to_bits(cs) & ~odd);
+    uint32_t sm = (float_to_bits(cs) & odd) | (float_to_bits(sn) & ~odd);
+    float c_t = bits_to_float(cm ^ (((k ^ (k >> 1)) & 1) << 31));
+    float s_t = bits_to_float(sm ^ (((k >> 1) & 1) << 31));
     *z0 = rad * c_t;
     *z1 = rad * s_t;
 }
