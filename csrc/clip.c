@@ -7,18 +7,30 @@
 #define FC_T float
 #define FC_SUF f32
 #define FC_TRACK_MAX 0
+#define FC_BITS int32_t
+#define FC_INF_BITS INT32_C(0x7F800000)
+#define FC_ABS_BITS INT32_C(0x7FFFFFFF)
 #include "clip_impl.h"
 #undef FC_T
 #undef FC_SUF
 #undef FC_TRACK_MAX
+#undef FC_BITS
+#undef FC_INF_BITS
+#undef FC_ABS_BITS
 
 #define FC_T double
 #define FC_SUF f64
 #define FC_TRACK_MAX 1
+#define FC_BITS int64_t
+#define FC_INF_BITS INT64_C(0x7FF0000000000000)
+#define FC_ABS_BITS INT64_C(0x7FFFFFFFFFFFFFFF)
 #include "clip_impl.h"
 #undef FC_T
 #undef FC_SUF
 #undef FC_TRACK_MAX
+#undef FC_BITS
+#undef FC_INF_BITS
+#undef FC_ABS_BITS
 
 /* float32 sum of squares, AVX2 by hand: the compiler's version of ssq_dense_f32
  * keeps its 32 lanes in a stack array (cleared and reduced through memory on

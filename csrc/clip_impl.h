@@ -124,33 +124,23 @@ static void FN(sabs_strided)(const char *p, int64_t n, int64_t stride, double *s
     *m_out = mt;
 }
 
-/* max |x|; *nan_out set when a NaN was seen (the max then is NaN). */
+/* max |x|; *nan_out set when a NaN was seen (the max then is NaN). With the sign
+ * bit cleared, a float's bit pattern read as a (non-negative) integer orders as
+ * |x| does, and every NaN's pattern exceeds inf's: one integer max gives both
+ * answers, and the loop vectorises (a float compare-and-select whose NaN
+ * handling must be kept does not). */
 static FC_TARGET_CLONES void FN(amax_dense)(const FC_T *x, int64_t n, double *m_out, int *nan_out) {
-    FC_T m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int nan[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        for (int j = 0; j < 8; j++) {
-            FC_T v = x[i + j];
-            FC_T a = v < 0 ? -v : v;
-            m[j] = a > m[j] ? a : m[j];
-            nan[j] |= (v != v);
-        }
+    FC_BITS mb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        FC_BITS u;
+        memcpy(&u, x + i, sizeof u);
+        u &= FC_ABS_BITS;
+        mb = u > mb ? u : mb;
     }
-    double mt = 0;
-    int nt = 0;
-    for (int j = 0; j < 8; j++) {
-        mt = (double)m[j] > mt ? (double)m[j] : mt;
-        nt |= nan[j];
-    }
-    for (; i < n; i++) {
-        FC_T v = x[i];
-        double a = fabs((double)v);
-        mt = a > mt ? a : mt;
-        nt |= (v != v);
-    }
-    *m_out = mt;
-    *nan_out = nt;
+    FC_T m;
+    memcpy(&m, &mb, sizeof m);
+    *m_out = (double)m;
+    *nan_out = mb > FC_INF_BITS;
 }
 
 static void FN(amax_strided)(const char *p, int64_t n, int64_t stride, double *m_out, int *nan_out) {

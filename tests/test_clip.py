@@ -736,3 +736,24 @@ def test_clip_grads_with_norm_every_tail_length(dtype) -> None:
         C.clip_grads_with_norm_([a], 1.0, 3.0)
         R.clip_grads_with_norm_([b], 1.0, 3.0)
         assert a.tobytes() == b.tobytes(), n
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_norm_every_length_and_special_value(dtype) -> None:
+    """The max-|x| pass (an integer max over the sign-cleared bit patterns) gives
+    the reference's inf-norm and 3-norm for every length up to 80, with NaN,
+    infinities, signed zeros and subnormals anywhere, and max(|x|) exactly."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.75, 3.0, -1e-30,
+                        tiny, -tiny], dtype=dtype)
+    rng = np.random.default_rng(13)
+    for n in range(81):
+        for _ in range(3):
+            x = rng.choice(special, size=n).astype(dtype)
+            for p in (float("inf"), 3.0):
+                got = C.array_norms([x], p)[0]
+                want = R.array_norms([x], p)[0]
+                assert (np.isnan(got) and np.isnan(want)) or got == want, (n, p, x)
+            finite = x[~np.isnan(x)]
+            if n and finite.size == n:
+                assert C.array_norms([x], float("inf"))[0] == float(np.max(np.abs(x)))
