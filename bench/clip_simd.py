@@ -2,7 +2,8 @@
 
 Times ``get_total_norm`` (the sum-of-squares pass) on an array that starts on a
 64-byte boundary and on one 16 bytes past it, then the scaling pass
-(``clip_grads_with_norm_``) and ``clip_grad_value_`` (the clamp): medians of 1,000
+(``clip_grads_with_norm_``), ``clip_grad_value_`` (the clamp) and the max-norm pass
+(``get_total_norm(norm_type=inf)``, with NumPy's ``np.abs(x).max()`` beside it): medians of 1,000
 calls after 300 untimed ones, in microseconds. Run it under two builds to compare
 their SIMD versions (``show_config()`` names the SIMD level; a build with
 ``FC_HAVE_AVX512`` set to 0 in ``csrc/fc_cpu.h`` has no AVX-512 kernels).
@@ -53,6 +54,9 @@ def main() -> None:
         a = [_array(4)]
         out.append(f"scale {_median_us(lambda: _clip.clip_grads_with_norm_(a, 1.0, 1.0000001)):.1f}")
         out.append(f"clamp {_median_us(lambda: _clip.clip_grad_value_(a, 0.5)):.1f}")
+        inf = float("inf")
+        out.append(f"inf-norm {_median_us(lambda: _clip.get_total_norm(a, inf)):.1f}")
+        out.append(f"numpy abs max {_median_us(lambda: np.abs(a[0]).max()):.1f}")
     print("; ".join(out) + " (us)")
 
 
