@@ -76,6 +76,11 @@ static void item_wsum(void *ctx, int64_t it) {
     const fc_rows *a = &t->arrays[k];
     const int64_t c0 = (it - t->first_item[k]) * COLS_PER_ITEM;
     const int64_t c1 = c0 + COLS_PER_ITEM < a->cols ? c0 + COLS_PER_ITEM : a->cols;
+    if (t->sums == NULL) {
+        if (a->dtype == FC_FLOAT32) cols_scale_f32(a, t->w + k * a->rows, c0, c1);
+        else cols_scale_f64(a, t->w + k * a->rows, c0, c1);
+        return;
+    }
     double acc[COLS_PER_ITEM];
     if (a->dtype == FC_FLOAT32)
         cols_wsum_f32(a, t->w + k * a->rows, t->inplace, (float *)t->sums[k], c0, c1, acc);
@@ -86,6 +91,7 @@ static void item_wsum(void *ctx, int64_t it) {
 int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int inplace,
                         char *const *sums) {
     if (n <= 0) return FC_OK;
+    if (sums == NULL && !inplace) return FC_EINVAL;
     int64_t *first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     if (first == NULL) return FC_ENOMEM;
     first[0] = 0;

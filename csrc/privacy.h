@@ -32,7 +32,8 @@ int fc_row_sqnorms(const fc_rows *arrays, int64_t n, double *out);
 /* sums[k][j] = sum over i of dtype(g_k[i, j] * dtype(w[k * B + i])), accumulated in
  * float64 in row order and rounded to the array's dtype; sums[k] is a dense
  * vector of `cols` elements of the array's dtype. With inplace != 0 the scaled
- * terms are also stored back into g_k. */
+ * terms are also stored back into g_k. sums == NULL (with inplace != 0) only scales
+ * the rows in place. */
 int fc_row_weighted_sum(const fc_rows *arrays, int64_t n, const double *w, int inplace,
                         char *const *sums);
 

@@ -63,6 +63,26 @@ static void FC_FN(cols_wsum)(const fc_rows *a, const double *w, int inplace, FC_
     for (int64_t j = 0; j < n; j++) sum[c0 + j] = (FC_T)acc[j];
 }
 
+/* Columns [c0, c1) of one array, each row scaled in place by its weight (the terms
+ * of cols_wsum, without their sum). */
+FC_TARGET_CLONES
+static void FC_FN(cols_scale)(const fc_rows *a, const double *w, int64_t c0, int64_t c1) {
+    const int64_t cs = a->col_stride, n = c1 - c0;
+    for (int64_t i = 0; i < a->rows; i++) {
+        char *row = a->data + i * a->row_stride + c0 * cs;
+        const FC_T wi = (FC_T)w[i];
+        if (cs == (int64_t)sizeof(FC_T)) {
+            FC_T *x = (FC_T *)row;
+            for (int64_t j = 0; j < n; j++) x[j] = x[j] * wi;
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                FC_T *p = (FC_T *)(row + j * cs);
+                *p = *p * wi;
+            }
+        }
+    }
+}
+
 #undef FC_FN
 #undef FC_CAT
 #undef FC_CAT_

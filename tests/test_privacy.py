@@ -436,3 +436,30 @@ def test_dp_optimizer_hands_the_noise_pass_sums_to_the_optimiser(impl, dtype):
     want = math.sqrt(sum(float(np.dot(b.reshape(-1).astype(np.float64),
                                       b.reshape(-1).astype(np.float64))) for b in dp._noisy))
     assert norm == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_scaling_without_sums_matches_the_reference(dtype):
+    """``row_weighted_sum(..., sums=False)`` scales the rows in place exactly as the
+    summing call does, on every layout (merged, strided, needing a copy, empty), and
+    both twins refuse it without ``inplace``."""
+    from fastclip import _privacy as C
+    from fastclip.reference import privacy as R
+    rng = np.random.default_rng(5)
+    for shape in [(5, 3, 4), (5,), (0, 3), (4, 0, 2), (0, 3, 4), (6, 7, 1, 3)]:
+        for sliced in (False, True):
+            a = rng.standard_normal(shape).astype(dtype)
+            if sliced and a.ndim >= 3:
+                a = a[:, ::2]
+            w = rng.random((1, shape[0]))
+            b, c, d = a.copy(), a.copy(), a.copy()
+            assert C.row_weighted_sum([b], w, True, sums=False) is None
+            assert R.row_weighted_sum([c], w, True, sums=False) is None
+            C.row_weighted_sum([d], w, True)
+            assert b.tobytes() == c.tobytes() == d.tobytes(), (shape, sliced)
+            np.testing.assert_allclose(C.row_sqnorms([a]), R.row_sqnorms([a]), rtol=1e-12)
+    for impl in (C, R):
+        x = np.ones((2, 3), dtype)
+        with pytest.raises(ValueError, match="inplace"):
+            impl.row_weighted_sum([x], np.ones((1, 2)), False, sums=False)
+        assert (x == 1).all()

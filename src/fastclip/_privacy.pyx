@@ -12,6 +12,8 @@ from libc.stdlib cimport malloc, free
 from libc.stdint cimport int64_t, int32_t, uint64_t
 cimport numpy as cnp
 
+import math
+
 import numpy as np
 
 from fastclip._checks import privacy as _cp
@@ -40,33 +42,41 @@ cdef extern from "privacy.h" nogil:
                            double scale, double *sqnorms)
 
 
-cdef object _as_rows(object a):
-    """``(view, strided)``: a (B, cols) view of ``a`` walkable with two strides,
-    or a contiguous copy (``strided`` False) when its trailing axes do not merge."""
-    cdef Py_ssize_t b = a.shape[0]
-    cdef Py_ssize_t cols = 1
-    cdef list dims = []
-    for n, s in zip(a.shape[1:], a.strides[1:]):
-        cols *= n
-        if n != 1:
-            dims.append((n, s))
-    if cols == 0 or len(dims) <= 1:
-        es = dims[0][1] if dims else a.itemsize
-        return np.lib.stride_tricks.as_strided(a, (b, cols), (a.strides[0], es)), True
-    for d in range(len(dims) - 1):
-        if dims[d][1] != dims[d + 1][1] * dims[d + 1][0]:
-            return np.ascontiguousarray(a).reshape(b, cols), False
-    return np.lib.stride_tricks.as_strided(a, (b, cols), (a.strides[0], dims[len(dims) - 1][1])), True
-
-
-cdef void _describe(fc_rows *dst, object r):
-    cdef cnp.ndarray arr = <cnp.ndarray>r
-    dst.data = <char *>cnp.PyArray_DATA(arr)
-    dst.rows = cnp.PyArray_DIM(arr, 0)
-    dst.cols = cnp.PyArray_DIM(arr, 1)
-    dst.row_stride = cnp.PyArray_STRIDE(arr, 0)
-    dst.col_stride = cnp.PyArray_STRIDE(arr, 1)
-    dst.dtype = FC_FLOAT32 if cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT else FC_FLOAT64
+cdef bint _describe(fc_rows *dst, cnp.ndarray a):
+    """Describe ``a`` as B rows of ``cols`` equally strided elements, in place (no new
+    array object). False, with ``dst`` unusable, when its trailing axes do not
+    merge into one stride (the caller then describes a contiguous copy)."""
+    cdef int nd = cnp.PyArray_NDIM(a)
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *strides = cnp.PyArray_STRIDES(a)
+    cdef int64_t cols = 1
+    cdef int64_t col_stride = cnp.PyArray_ITEMSIZE(a)
+    cdef int64_t prev_n = 0, prev_s = 0
+    cdef bint merged = True
+    cdef int d
+    # the axes of length 1 do not count; every other axis must step by the next one's
+    # whole extent (checked from the last axis back)
+    for d in range(nd - 1, 0, -1):
+        cols *= shape[d]
+        if shape[d] == 1:
+            continue
+        if prev_n == 0:
+            col_stride = strides[d]
+        elif strides[d] != prev_s * prev_n:
+            merged = False
+        prev_n = shape[d]
+        prev_s = strides[d]
+    if cols == 0:
+        merged = True
+    if not merged:
+        return False
+    dst.data = <char *>cnp.PyArray_DATA(a)
+    dst.rows = shape[0]
+    dst.cols = cols
+    dst.row_stride = strides[0]
+    dst.col_stride = col_stride
+    dst.dtype = FC_FLOAT32 if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT else FC_FLOAT64
+    return True
 
 
 cdef class _Rows:
@@ -82,13 +92,21 @@ cdef class _Rows:
             raise MemoryError()
         self.views = []
         self.copied = []
+        cdef cnp.ndarray a, r
         for k in range(self.n):
-            a = arrays[k]
-            r, strided = _as_rows(a)
-            if not strided:
+            if not isinstance(arrays[k], np.ndarray):
+                raise TypeError("arrays must hold NumPy arrays")
+            a = <cnp.ndarray>arrays[k]
+            if a.ndim < 1:
+                raise ValueError("arrays must have a leading batch axis")
+            if not _describe(&self.desc[k], a):
+                shp = (<object>a).shape
+                r = np.ascontiguousarray(a).reshape(shp[0], math.prod(shp[1:]))
                 self.copied.append((a, r))
-            self.views.append(r)
-            _describe(&self.desc[k], r)
+                self.views.append(r)
+                _describe(&self.desc[k], r)
+            else:
+                self.views.append(a)
 
     def __dealloc__(self):
         free(self.desc)
@@ -109,18 +127,22 @@ def row_sqnorms(list arrays):
     return out
 
 
-def row_weighted_sum(list arrays, weights, bint inplace):
+def row_weighted_sum(list arrays, weights, bint inplace, bint sums=True):
+    if not sums and not inplace:
+        raise ValueError("sums=False needs inplace=True (there is nothing to return)")
     cdef _Rows rows = _Rows(arrays)
     cdef cnp.ndarray w = np.ascontiguousarray(weights, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] != rows.n or (rows.n and w.shape[1] != arrays[0].shape[0]):
         raise ValueError("weights must have shape (len(arrays), batch)")
-    outs = [np.empty(a.shape[1:], dtype=a.dtype) for a in arrays]
-    cdef char **ps = <char **>malloc((rows.n if rows.n > 0 else 1) * sizeof(char *))
-    if ps == NULL:
-        raise MemoryError()
+    outs = [np.empty(a.shape[1:], dtype=a.dtype) for a in arrays] if sums else None
+    cdef char **ps = NULL
     cdef Py_ssize_t k
-    for k in range(rows.n):
-        ps[k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outs[k])
+    if sums:
+        ps = <char **>malloc((rows.n if rows.n > 0 else 1) * sizeof(char *))
+        if ps == NULL:
+            raise MemoryError()
+        for k in range(rows.n):
+            ps[k] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outs[k])
     cdef const double *pw = <const double *>cnp.PyArray_DATA(w)
     cdef int rc
     try:

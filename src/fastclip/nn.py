@@ -1083,7 +1083,7 @@ class _Network:
         shared = all(w is weights[0] for w in weights)
         if shared:
             pimpl.row_weighted_sum(rows, np.broadcast_to(weights[0], (len(rows), dy.shape[0])),
-                                   True)
+                                   True, sums=False)
         k = 0
         for blk, dz, s, br in zip(blocks, rows, slopes, bruns):
             w_w, w_b = weights[k], weights[k + 1]

@@ -18,6 +18,8 @@ same order as the C kernel, so both give the same bits).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastclip._checks import privacy as _cp
@@ -26,7 +28,7 @@ _quiet = np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ig
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
-    return a.reshape(a.shape[0], -1)
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))
 
 
 @_quiet
@@ -42,8 +44,19 @@ def row_sqnorms(arrays: list[np.ndarray]) -> np.ndarray:
 
 @_quiet
 def row_weighted_sum(arrays: list[np.ndarray], weights: np.ndarray,
-                     inplace: bool) -> list[np.ndarray]:
-    """``[sum_i weights[k, i] * g_k[i] for k]``, each of shape ``g_k.shape[1:]``."""
+                     inplace: bool, sums: bool = True) -> list[np.ndarray] | None:
+    """``[sum_i weights[k, i] * g_k[i] for k]``, each of shape ``g_k.shape[1:]``;
+    ``sums=False`` (with ``inplace=True``) only scales the rows and returns None."""
+    if not sums and not inplace:
+        raise ValueError("sums=False needs inplace=True (there is nothing to return)")
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[0] != len(arrays) or (
+            arrays and weights.shape[1] != arrays[0].shape[0]):
+        raise ValueError("weights must have shape (len(arrays), batch)")
+    if not sums:
+        for k, a in enumerate(arrays):
+            a *= weights[k].astype(a.dtype).reshape((-1,) + (1,) * (a.ndim - 1))
+        return None
     outs = []
     for k, a in enumerate(arrays):
         w = weights[k].astype(a.dtype).reshape((-1,) + (1,) * (a.ndim - 1))
