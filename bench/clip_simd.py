@@ -6,7 +6,7 @@ Times ``get_total_norm`` (the sum-of-squares pass) on an array that starts on a
 (``get_total_norm(norm_type=inf)``, with NumPy's ``np.abs(x).max()`` beside it): medians of 1,000
 calls after 300 untimed ones, in microseconds. Run it under two builds to compare
 their SIMD versions (``show_config()`` names the SIMD level; a build with
-``FC_HAVE_AVX512`` set to 0 in ``csrc/fc_cpu.h`` has no AVX-512 kernels).
+``-Ccmake.define.FASTCLIP_AVX512=OFF`` has no AVX-512 kernels).
 
 Usage::
 

@@ -5,7 +5,7 @@ Times ``_privacy.gaussian_(out, grad, ...)`` (``out = (grad + std * z) * scale``
 pass ``DPOptimizer`` makes): medians of 200 calls after 50 untimed ones, in
 microseconds and in nanoseconds per element. Run it under two builds to compare
 their SIMD versions (``show_config()`` names the SIMD level; a build with
-``FC_HAVE_AVX512`` set to 0 in ``csrc/fc_cpu.h`` runs the AVX2 version on an AVX-512
+``-Ccmake.define.FASTCLIP_AVX512=OFF`` runs the AVX2 version on an AVX-512
 CPU).
 
 Usage::

@@ -24,10 +24,12 @@ extern "C" {
 
 /* AVX-512 code: the x86-64-v4 level (AVX-512 F, BW, CD, DQ, VL), which Intel
  * (Skylake-SP and later) and AMD (Zen 4 and later) CPUs share. GCC 12 tests it
- * by feature in target_clones ("arch=x86-64-v4"); elsewhere the AVX-512 paths are
- * not built. FC_TARGET_CLONES_512 adds an AVX-512 clone to the AVX2 one, for
- * arithmetic-bound loops where the wider vectors pay. */
-#if FC_HAVE_CLONES && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+ * by feature in target_clones ("arch=x86-64-v4"); elsewhere, and in a build with
+ * FASTCLIP_AVX512=OFF (FASTCLIP_NO_AVX512), the AVX-512 paths are not built.
+ * FC_TARGET_CLONES_512 adds an AVX-512 clone to the AVX2 one, for arithmetic-bound
+ * loops where the wider vectors pay. */
+#if FC_HAVE_CLONES && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
+    !defined(FASTCLIP_NO_AVX512)
 #define FC_HAVE_AVX512 1
 #define FC_TARGET_CLONES_512 \
     __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
