@@ -214,3 +214,71 @@ def test_early_stopping_scores_without_validating_again():
     # what the epochs score is what score() gives
     assert clf._score_arrays(Xte, yte) == clf.score(pd.DataFrame(Xte, columns=df.columns), yte)
     assert reg._score_arrays(Xr, yr) == reg.score(dfr, yr)
+
+
+def _small_problem(n=60, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = np.array([0, 1, 2] * (n // 3))
+    return X, y
+
+
+def test_first_partial_fit_rejects_labels_outside_classes_and_changes_nothing():
+    """As scikit-learn: a label missing from ``classes`` is an error naming it (it was
+    silently learned as a neighbouring class), and the failed call fits nothing."""
+    X, y = _small_problem()
+    clf = MLPClassifier((8,), random_state=0)
+    with pytest.raises(ValueError, match=r"y has classes \[1\] not in classes \[0, 2, 3\]"):
+        clf.partial_fit(X, y, classes=[0, 2, 3])
+    assert not hasattr(clf, "classes_") and not hasattr(clf, "n_features_in_")
+    with pytest.raises(Exception, match="not fitted"):
+        clf.predict(X)
+    clf.partial_fit(X, y, classes=[0, 1, 2])  # the right classes then work
+    assert clf.classes_.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"\[7\]"):
+        clf.partial_fit(X, np.full(len(y), 7))
+    assert clf.classes_.tolist() == [0, 1, 2]
+
+
+def test_warm_start_fit_takes_the_current_optimiser_parameters():
+    """scikit-learn makes a new optimiser at every fit: with warm_start the weights
+    stay, but a new learning rate, solver or alpha applies."""
+    X, y = _small_problem()
+    clf = MLPClassifier((8,), max_iter=5, warm_start=True, random_state=0).fit(X, y)
+    before = [w.copy() for w in clf.coefs_]
+    with pytest.warns(Warning):
+        clf.set_params(solver="sgd", learning_rate_init=1e-12, alpha=0.5,
+                       momentum=0.0).fit(X, y)
+    assert type(clf._optimizer).__name__ == "SGD" and clf._net.alpha == 0.5
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(clf.coefs_, before))
+    assert moved < 1e-9
+
+
+def test_predict_rejects_data_that_overflow_a_float32_model():
+    """A finite float64 value beyond float32's range is an error at predict time, as
+    at fit time (it was a row of NaN probabilities and an arbitrary class)."""
+    X, y = _small_problem()
+    clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(X, y)
+    Xh = X[:3].copy()
+    Xh[0, 0] = 1e39
+    for method in (clf.predict, clf.predict_proba, clf.predict_log_proba):
+        with pytest.raises(ValueError, match="overflows"):
+            method(Xh)
+    f64 = MLPClassifier((8,), max_iter=5, random_state=0, dtype="float64").fit(X, y)
+    assert np.isfinite(f64.predict_proba(Xh)).all()
+
+
+def test_loss_curve_weights_batches_by_their_size():
+    """scikit-learn's epoch loss weights each batch by its rows: with weights that do
+    not move, it is the loss of the whole data set (50 rows in batches 16, 16, 16, 2;
+    the plain mean of the four batch losses differs)."""
+    from sklearn.metrics import log_loss
+    X, y = _small_problem(n=51)
+    X, y = X[:50], y[:50]
+    clf = MLPClassifier((8,), max_iter=1, batch_size=16, shuffle=False, alpha=0.0,
+                        solver="sgd", momentum=0.0, learning_rate_init=1e-300,
+                        dtype="float64", random_state=0)
+    with pytest.warns(Warning):
+        clf.fit(X, y)
+    want = log_loss(y, clf.predict_proba(X), labels=clf.classes_)
+    assert clf.loss_curve_[0] == pytest.approx(want, rel=1e-9)

@@ -54,6 +54,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastclip import nn as _nn
 from fastclip import optim as _optim
+from fastclip._checks.train import cast_to_dtype
 from fastclip._checks.train import int_arg
 from fastclip.train import fit as _fit
 
@@ -294,6 +295,12 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         """The network, its loss adapter and the optimiser, from ``_model_args``
         and the current parameters."""
         self._model = _nn.MLP(**self._model_args)
+        self._build_optimizer()
+
+    def _build_optimizer(self) -> None:
+        """The loss adapter (with ``alpha``) and a fresh optimiser over the model's
+        parameters, from the current parameters of the estimator: every ``fit``
+        with ``warm_start`` makes them anew, as scikit-learn does."""
         self._net = _Penalised(self._model, float(self.alpha))
         optim = _optim
 
@@ -392,8 +399,25 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         best: list[np.ndarray] | None = None
         converged = [False]
 
+        n_batches = -(-n // batch)
+        sizes = np.full(n_batches, batch, dtype=np.float64)
+        sizes[-1] = n - (n_batches - 1) * batch
+
+        def epoch_loss(hist: Any) -> float:
+            """scikit-learn's epoch loss: the batch losses weighted by the batch sizes
+            (a short last batch counts for its rows), over the applied steps."""
+            ep = hist.epoch
+            if not len(ep):
+                return math.nan
+            mine = ep == ep[-1]
+            if int(mine.sum()) != n_batches:  # not the batches of one epoch: plain mean
+                return float(hist.epoch_loss[-1]) if len(hist.epoch_loss) else math.nan
+            w = sizes * hist.applied[mine]
+            total = float(w.sum())
+            return float(np.dot(hist.loss[mine], w) / total) if total > 0 else math.nan
+
         def after_epoch(epoch: int, hist: Any) -> bool:
-            loss = float(hist.epoch_loss[-1]) if len(hist.epoch_loss) else math.nan
+            loss = epoch_loss(hist)
             self.n_iter_ += 1
             self.t_ += n
             self.loss_curve_.append(loss)
@@ -467,7 +491,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
     def _forward(self, X: np.ndarray) -> np.ndarray:
         m = self._model
         m.eval()
-        X = np.ascontiguousarray(X, dtype=m.dtype)
+        # validate_data checked that X is finite; in the model's dtype it must stay so
+        X = cast_to_dtype(X, "X", np.dtype(m.dtype))
         out = np.empty((X.shape[0], int(m.out_features or 0)), dtype=np.float64)
         for s in range(0, X.shape[0], 4096):
             out[s:s + 4096] = m.forward(X[s:s + 4096])
@@ -494,20 +519,33 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                              multi_output=not self._classifier, y_numeric=not self._classifier)
         return X, y
 
-    def _fit(self, X: Any, y: Any, incremental: bool) -> Any:
+    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None) -> Any:
         hidden, act = self._validate_params_()
         first = not (incremental or self.warm_start) or not hasattr(self, "_model")
-        X, y = self._prepare_fit(X, y, reset=first)
-        rs = check_random_state(self.random_state)
-        if self._classifier:
-            self._set_classes(y, first, incremental)
-        n_out = self._n_out(y)
-        if first:
-            self._initialize(X.shape[1], n_out, hidden, act, rs)
-            self._reset_progress()
-        elif n_out != self._model.out_features:
-            raise ValueError(f"y has {n_out} outputs but the fitted model has "
-                             f"{self._model.out_features}")
+        # a call that fails before training leaves the estimator as it was
+        saved = dict(self.__dict__)
+        try:
+            X, y = self._prepare_fit(X, y, reset=first)
+            rs = check_random_state(self.random_state)
+            if self._classifier:
+                self._set_classes(y, first, incremental, classes)
+            n_out = self._n_out(y)
+            if first:
+                self._initialize(X.shape[1], n_out, hidden, act, rs)
+                self._reset_progress()
+            elif n_out != self._model.out_features:
+                raise ValueError(f"y has {n_out} outputs but the fitted model has "
+                                 f"{self._model.out_features}")
+            elif not incremental:
+                # warm start: the weights stay, the optimiser and alpha follow the
+                # current parameters (scikit-learn makes a new optimiser every fit)
+                self._build_optimizer()
+            else:
+                self._net.alpha = float(self.alpha)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
         self._run(X, y, 1 if incremental else int(self.max_iter), rs, stopping=not incremental)
         return self
 
@@ -662,21 +700,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _loss(self) -> tuple[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]]:
         return "cross_entropy", _nn.softmax_cross_entropy
 
-    def _set_classes(self, y: np.ndarray, first: bool, incremental: bool) -> None:
+    def _set_classes(self, y: np.ndarray, first: bool, incremental: bool,
+                     classes: Any = None) -> None:
         check_classification_targets(y)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D class labels (multilabel targets are not "
                              f"supported), got shape {y.shape}")
-        if first and (not incremental or not hasattr(self, "classes_")):
+        if incremental and first:
+            # the first partial_fit: every class of the problem comes from `classes`
+            self.classes_ = unique_labels(np.asarray(classes))
+        elif first:
             self.classes_ = unique_labels(y)
-        if not incremental or not first:
-            present = unique_labels(y)
-            unknown = np.setdiff1d(present, self.classes_)
-            if len(unknown):
-                if incremental or self.warm_start:
-                    raise ValueError(f"y has classes {unknown.tolist()} not in classes_ "
-                                     f"{self.classes_.tolist()}")
-                self.classes_ = unique_labels(y)
+        present = unique_labels(y)
+        unknown = np.setdiff1d(present, self.classes_)
+        if len(unknown):
+            if incremental or self.warm_start:
+                what = "classes" if incremental and first else "classes_"
+                raise ValueError(f"y has classes {unknown.tolist()} not in {what} "
+                                 f"{self.classes_.tolist()}")
+            self.classes_ = unique_labels(y)
 
     def _n_out(self, y: np.ndarray) -> int:
         return len(self.classes_)
@@ -701,12 +743,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if not hasattr(self, "_model"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit")
-            self.classes_ = unique_labels(np.asarray(classes))
+            unique_labels(np.asarray(classes))  # a valid set of labels
         elif classes is not None and not np.array_equal(unique_labels(np.asarray(classes)),
                                                         self.classes_):
             raise ValueError(f"classes {np.asarray(classes).tolist()} differ from classes_ "
                              f"{self.classes_.tolist()} of the earlier partial_fit")
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, classes=classes)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax of the network's output), float64.

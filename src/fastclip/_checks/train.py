@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "cast_to_dtype",
     "check_X",
     "check_callbacks",
     "check_model",
@@ -98,7 +99,7 @@ def _first_nonfinite(arr: np.ndarray, name: str) -> None:
     )
 
 
-def _cast(arr: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+def cast_to_dtype(arr: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
     """``arr`` (finite) as a C-contiguous ``dtype`` array; rejects values that overflow it."""
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
@@ -129,7 +130,7 @@ def check_X(X: Any, name: str, dtype: np.dtype) -> np.ndarray:
     if X.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
     _first_nonfinite(X, name)
-    return _cast(X, name, dtype)
+    return cast_to_dtype(X, name, dtype)
 
 
 def check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
@@ -170,4 +171,4 @@ def check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
     if y.shape != want:
         raise ValueError(f"{name} must have shape {want} to match the model's output, got "
                          f"{y.shape}")
-    return _cast(y, name, dtype)
+    return cast_to_dtype(y, name, dtype)
