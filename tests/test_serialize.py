@@ -147,3 +147,55 @@ def test_what_cannot_be_saved_raises_type_error(tmp_path):
     with pytest.raises(TypeError, match="obj's keys must be strings"):
         fastclip.save({1: m}, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("kw", [
+    {"batchnorm": True},
+    {"dropout": 0.5},
+    {"batchnorm": True, "dropout": 0.25, "bn_eps": 1e-3, "bn_momentum": None},
+])
+def test_batchnorm_and_dropout_models_round_trip(tmp_path, kw):
+    """Batch normalisation (its parameters, eps, momentum and running statistics) and
+    dropout survive save/load: the reloaded model is the same model (it used to come
+    back without its dropout, or not load at all)."""
+    m = nn.MLP([4, 8, 8, 3], rng=0, **kw)
+    x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    m.forward(x)
+    m.forward(x)  # running statistics that are not the initial ones
+    path = tmp_path / "m.npz"
+    fastclip.save(m, path)
+    m2 = fastclip.load(path)
+    assert repr(m2) == repr(m)
+    assert m2.batchnorm == m.batchnorm and m2.dropout == m.dropout
+    sd, sd2 = m.state_dict(), m2.state_dict()
+    assert list(sd) == list(sd2)
+    for k in sd:
+        assert np.array_equal(sd[k], sd2[k]) and sd[k].dtype == sd2[k].dtype, k
+    for a, b in zip(m._blocks, m2._blocks):
+        assert type(a) is type(b)
+        if hasattr(a, "eps"):
+            assert (a.eps, a.momentum) == (b.eps, b.momentum)
+    m.eval()
+    m2.eval()
+    assert np.array_equal(m.forward(x), m2.forward(x))
+
+
+def test_empty_truncated_and_foreign_files_raise_value_error(tmp_path):
+    """A damaged file is a ValueError, as documented (it was EOFError or BadZipFile),
+    and the message does not suggest allow_pickle; a missing file stays an OSError."""
+    path = tmp_path / "m.npz"
+    fastclip.save(nn.MLP([4, 8, 3], rng=0), path)
+    raw = path.read_bytes()
+    for name, data in [("empty", b""), ("half", raw[: len(raw) // 2]),
+                       ("garbage", b"hello world" * 10), ("cut", raw[:-30])]:
+        p = tmp_path / f"{name}.npz"
+        p.write_bytes(data)
+        with pytest.raises(ValueError, match="not a valid fastclip file") as info:
+            fastclip.load(p)
+        assert "pickle" not in str(info.value), name
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.ones(3))
+    with pytest.raises(ValueError, match="single .npy array"):
+        fastclip.load(npy)
+    with pytest.raises(FileNotFoundError):
+        fastclip.load(tmp_path / "missing.npz")

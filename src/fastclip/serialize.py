@@ -17,6 +17,11 @@ loaded model's parameters; one saved alone keeps its own parameter arrays
 schedule of :mod:`fastclip.schedules` (saved with ``to_dict()``); any other
 callable cannot be written without pickle and raises :class:`TypeError`.
 
+A model keeps its architecture (sizes, activation, batch normalisation with its
+``eps`` and momentum, dropout probability), its parameters and its running
+statistics; a loaded model starts in training mode, as a new one, and its dropout
+masks come from a fresh generator.
+
 Training resumes bit for bit: the parameters, every optimiser state array,
 ``step_count`` and ``lr_scale`` are stored exactly.
 """
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -67,7 +74,12 @@ def _model_entry(m: Any, w: _Writer) -> dict[str, Any]:
     blk = m._blocks[0]
     config: dict[str, Any]
     if type(m) is nn.MLP:
-        config = {"sizes": list(m.sizes), "activation": m.activation}
+        config = {"sizes": list(m.sizes), "activation": m.activation,
+                  "batchnorm": bool(m.batchnorm), "dropout": float(m.dropout)}
+        bns = [b for b in m._blocks if isinstance(b, nn._BatchNormLayer)]
+        if bns:
+            config["bn_eps"] = float(bns[0].eps)
+            config["bn_momentum"] = None if bns[0].momentum is None else float(bns[0].momentum)
     else:
         config = {"in_features": m.in_features, "out_features": m.out_features,
                   "activation": m.activation}
@@ -77,6 +89,8 @@ def _model_entry(m: Any, w: _Writer) -> dict[str, Any]:
         "type": type(m).__name__,
         "config": config,
         "params": {n: w.add(p.data) for n, p in zip(m.parameter_names(), m.parameters())},
+        # batch normalisation's running statistics
+        "buffers": {n: w.add(b) for n, b in m.named_buffers()},
     }
 
 
@@ -219,12 +233,14 @@ class _Reader:
     def __init__(self, npz: Any) -> None:
         self.npz = npz
 
-    def array(self, key: Any, where: str) -> np.ndarray:
+    def array(self, key: Any, where: str, counter: bool = False) -> np.ndarray:
+        """The array ``key`` of the file: float32/float64 (``counter``: int64)."""
         if not isinstance(key, str) or key == _HEADER or key not in self.npz.files:
             raise _bad(f"{where} names no array of the file")
         a = self.npz[key]
-        if a.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise _bad(f"{where} has dtype {a.dtype}, not float32/float64")
+        ok = (np.dtype(np.int64),) if counter else (np.dtype(np.float32), np.dtype(np.float64))
+        if a.dtype not in ok:
+            raise _bad(f"{where} has dtype {a.dtype}, not {'/'.join(str(d) for d in ok)}")
         return a
 
 
@@ -244,7 +260,15 @@ def _load_model(e: Any, r: _Reader, where: str) -> Any:
         m: Any
         if typ == "MLP":
             sizes = _get(cfg, "sizes", list, where)
-            m = nn.MLP(sizes, act, negative_slope=slope, dtype=dtype, rng=0)
+            # files without these keys were written before they existed: plain MLPs
+            bn = _get(cfg, "batchnorm", bool, where) if "batchnorm" in cfg else False
+            drop = _get(cfg, "dropout", float, where) if "dropout" in cfg else 0.0
+            eps = _get(cfg, "bn_eps", float, where) if "bn_eps" in cfg else 1e-5
+            mom = cfg.get("bn_momentum", 0.1)
+            if "bn_momentum" in cfg and mom is not None:
+                mom = _get(cfg, "bn_momentum", float, where)
+            m = nn.MLP(sizes, act, negative_slope=slope, batchnorm=bn, dropout=drop,
+                       bn_eps=eps, bn_momentum=mom, dtype=dtype, rng=0)
         else:
             m = nn.Linear(_get(cfg, "in_features", int, where),
                           _get(cfg, "out_features", int, where), act,
@@ -253,6 +277,14 @@ def _load_model(e: Any, r: _Reader, where: str) -> Any:
         raise _bad(f"{where}: {exc}") from None
     params = _get(e, "params", dict, where)
     state = {n: r.array(k, f"{where} parameter {n!r}") for n, k in params.items()}
+    buffers = e.get("buffers", {}) if isinstance(e, dict) else {}
+    if not isinstance(buffers, dict):
+        raise _bad(f"{where}['buffers'] must be of type dict")
+    for n, k in buffers.items():
+        if n in state:
+            raise _bad(f"{where} names {n!r} as a parameter and as a buffer")
+        state[n] = r.array(k, f"{where} buffer {n!r}", counter=str(n).endswith(
+            "num_batches_tracked"))
     try:
         m.load_state_dict(state)
     except (TypeError, ValueError) as exc:
@@ -339,42 +371,60 @@ def load(path: str | os.PathLike[str]) -> Any:
         (the message says what is wrong). Loading never executes code from the
         file.
     """
-    with np.load(path, allow_pickle=False) as npz:
-        if _HEADER not in npz.files:
-            raise _bad(f"{os.fspath(path)!r} has no {_HEADER} header")
-        raw = npz[_HEADER]
-        if raw.dtype != np.uint8 or raw.ndim != 1:
-            raise _bad("the header is not a byte string")
-        try:
-            header = json.loads(raw.tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _bad(f"the header is not JSON ({exc})") from None
-        if _get(header, "format", str, "header") != _FORMAT:
-            raise _bad("the header's format is not 'fastclip'")
-        version = _get(header, "version", int, "header")
-        if version != _VERSION:
-            raise _bad(f"version {version} is not supported (this fastclip reads {_VERSION})")
-        root = _get(header, "root", dict, "header")
-        r = _Reader(npz)
-        if "model" in root:
-            return _load_model(root["model"], r, "model")
-        if "optimizer" in root:
-            return _load_optimizer(root["optimizer"], r, "optimizer", {})
-        entries = _get(root, "dict", dict, "header root")
-        order = _get(root, "order", list, "header root")
-        if sorted(map(str, order)) != sorted(entries):
-            raise _bad("the header's order does not list its entries")
-        models = {}
-        for k, v in entries.items():
-            if isinstance(v, dict) and "model" in v:
-                models[k] = _load_model(v["model"], r, f"[{k!r}]")
-        out: dict[str, Any] = {}
-        for k in order:
-            v = entries[k]
-            if k in models:
-                out[k] = models[k]
-            elif isinstance(v, dict) and "optimizer" in v:
-                out[k] = _load_optimizer(v["optimizer"], r, f"[{k!r}]", models)
-            else:
-                raise _bad(f"entry {k!r} is neither a model nor an optimiser")
-        return out
+    where = os.fspath(path)
+    try:
+        opened = np.load(path, allow_pickle=False)
+    except (EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        # empty, truncated or not an archive at all (NumPy's own message speaks of
+        # pickles, which a fastclip file never holds)
+        raise _bad(f"{where!r} is not a .npz archive ({type(exc).__name__})") from None
+    if not isinstance(opened, np.lib.npyio.NpzFile):
+        raise _bad(f"{where!r} holds a single .npy array, not a .npz archive")
+    try:
+        return _load_archive(opened, where)
+    except (EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _bad(f"{where!r} is damaged ({type(exc).__name__}: {exc})") from None
+    finally:
+        opened.close()
+
+
+def _load_archive(npz: Any, path: str) -> Any:
+    """:func:`load` of an opened archive."""
+    if _HEADER not in npz.files:
+        raise _bad(f"{path!r} has no {_HEADER} header")
+    raw = npz[_HEADER]
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise _bad("the header is not a byte string")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(f"the header is not JSON ({exc})") from None
+    if _get(header, "format", str, "header") != _FORMAT:
+        raise _bad("the header's format is not 'fastclip'")
+    version = _get(header, "version", int, "header")
+    if version != _VERSION:
+        raise _bad(f"version {version} is not supported (this fastclip reads {_VERSION})")
+    root = _get(header, "root", dict, "header")
+    r = _Reader(npz)
+    if "model" in root:
+        return _load_model(root["model"], r, "model")
+    if "optimizer" in root:
+        return _load_optimizer(root["optimizer"], r, "optimizer", {})
+    entries = _get(root, "dict", dict, "header root")
+    order = _get(root, "order", list, "header root")
+    if sorted(map(str, order)) != sorted(entries):
+        raise _bad("the header's order does not list its entries")
+    models = {}
+    for k, v in entries.items():
+        if isinstance(v, dict) and "model" in v:
+            models[k] = _load_model(v["model"], r, f"[{k!r}]")
+    out: dict[str, Any] = {}
+    for k in order:
+        v = entries[k]
+        if k in models:
+            out[k] = models[k]
+        elif isinstance(v, dict) and "optimizer" in v:
+            out[k] = _load_optimizer(v["optimizer"], r, f"[{k!r}]", models)
+        else:
+            raise _bad(f"entry {k!r} is neither a model nor an optimiser")
+    return out
