@@ -104,3 +104,10 @@ def test_accounting_edge_cases():
 def test_accounting_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_get_noise_multiplier_names_target_delta():
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match=r"^target_delta must be in \(0, 1\)"):
+            P.get_noise_multiplier(target_epsilon=1.0, target_delta=bad, sample_rate=0.01,
+                                   epochs=1)

@@ -849,7 +849,7 @@ def get_noise_multiplier(*, target_epsilon: float, target_delta: float, sample_r
         Bad arguments, or a budget so small that sigma would exceed 1e6.
     """
     eps_t = _cp.check_epsilon(target_epsilon)
-    delta = _cp.check_delta(target_delta)
+    delta = _cp.check_delta(target_delta, "target_delta")
     q = _cp.check_sample_rate(sample_rate)
     mech = _cp.check_accountant(accountant)
     tol = _cp.check_clip_norm(epsilon_tolerance, "epsilon_tolerance", allow_zero=False,

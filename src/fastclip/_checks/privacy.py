@@ -53,10 +53,10 @@ def check_noise_multiplier(value: Any) -> float:
     return v
 
 
-def check_delta(value: Any) -> float:
-    v = _cs.check_real(value, "delta")
+def check_delta(value: Any, name: str = "delta") -> float:
+    v = _cs.check_real(value, name)
     if not 0.0 < v < 1.0:
-        raise ValueError(f"delta must be in (0, 1), got {v!r}")
+        raise ValueError(f"{name} must be in (0, 1), got {v!r}")
     return v
 
 
