@@ -199,7 +199,11 @@ CLIP_ROWS = [
     row("clip_by_norm/clip_norm-zero", fc.clip_by_norm, lambda: (_f32(3), 0.0), ValueError,
         r"^clip_norm must be > 0, got 0\.0"),
     row("clip_by_norm/clip_norm-minus-inf", fc.clip_by_norm, lambda: (_f32(3), -np.inf),
-        ValueError, r"^clip_norm must be > 0, got -inf"),
+        ValueError, r"^clip_norm must be finite, got -inf"),
+    row("clip_by_norm/clip_norm-inf", fc.clip_by_norm, lambda: (_f32(3), np.inf),
+        ValueError, r"^clip_norm must be finite, got inf"),
+    row("clip_by_global_norm/clip_norm-inf", fc.clip_by_global_norm,
+        lambda: ([_f64(2)], np.inf), ValueError, r"^clip_norm must be finite, got inf"),
     row("clip_by_norm/x-str", fc.clip_by_norm, lambda: ("x", 1.0), TypeError,
         r"^x must be .* got str"),
     row("clip_by_global_norm/xs-element", fc.clip_by_global_norm,
@@ -432,11 +436,15 @@ def _kernel_rows() -> list[Bad]:
             rows.append(kernel(f"{arg}-{type(bad).__name__}", f, _good, TypeError,
                                rf"^{arg} must be a real number, got {_typename(bad)}",
                                **{arg: bad}))
-    # clip_norm must be > 0
+    # clip_norm must be finite and > 0
     for f in ("clip_by_norm", "clip_by_global_norm"):
-        for bad in (0.0, -2.0, -math.inf):
+        for bad in (0.0, -2.0):
             rows.append(kernel(f"clip_norm-{bad}", f, _good, ValueError,
                                rf"^clip_norm must be > 0, got {re.escape(repr(bad))}",
+                               clip_norm=bad))
+        for bad in (-math.inf, math.inf):
+            rows.append(kernel(f"clip_norm-{bad}", f, _good, ValueError,
+                               rf"^clip_norm must be finite, got {re.escape(repr(bad))}",
                                clip_norm=bad))
         rows += [
             kernel("clip_norm-nan", f, _good, ValueError, r"^clip_norm must not be NaN",

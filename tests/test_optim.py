@@ -428,6 +428,16 @@ def test_load_state_dict_validation(impl):
         (optim.Adam, dict(clip_norm=1.0, clip_value=1.0), ValueError, "exclusive"),
         (optim.Adam, dict(clip_norm=-1.0), ValueError, "clip_norm"),
         (optim.Adam, dict(clip_value=math.nan), ValueError, "clip_value"),
+        # infinite values would turn the parameters into inf or NaN at the first step
+        (optim.SGD, dict(lr=0.1, weight_decay=math.inf), ValueError, "weight_decay"),
+        (optim.SGD, dict(lr=0.1, momentum=math.inf), ValueError, "momentum"),
+        (optim.SGD, dict(lr=0.1, momentum=0.9, dampening=-math.inf), ValueError, "dampening"),
+        (optim.Adam, dict(eps=math.inf), ValueError, "eps"),
+        (optim.AdamW, dict(weight_decay=math.inf), ValueError, "weight_decay"),
+        (optim.RMSprop, dict(alpha=1.5), ValueError, "alpha"),
+        (optim.RMSprop, dict(alpha=math.inf), ValueError, "alpha"),
+        (optim.RMSprop, dict(momentum=math.inf), ValueError, "momentum"),
+        (optim.RMSprop, dict(weight_decay=math.inf), ValueError, "weight_decay"),
     ],
 )
 def test_bad_hyperparameters(cls, kw, exc, match):

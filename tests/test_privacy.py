@@ -463,3 +463,19 @@ def test_row_scaling_without_sums_matches_the_reference(dtype):
         with pytest.raises(ValueError, match="inplace"):
             impl.row_weighted_sum([x], np.ones((1, 2)), False, sums=False)
         assert (x == 1).all()
+
+
+
+def test_dp_optimizer_rejects_masked_lists_and_other_dtypes_without_stepping():
+    """The summed gradients are checked as the optimisers check theirs: a masked array
+    (whose hidden values were used), a list or a float16 array is a TypeError naming
+    it, and the parameters and the noise stream stay as they were."""
+    from fastclip import optim as O
+    for bad in ([np.ma.array([1.0, 1e6, 1.0], mask=[0, 1, 0])], [[1.0, 2.0, 3.0]],
+                [np.ones(3, np.float16)], ["abc"]):
+        W = [np.zeros(3)]
+        dp = P.DPOptimizer(O.SGD(W, lr=1.0), noise_multiplier=1.0, max_grad_norm=1.0,
+                           expected_batch_size=1, rng=0)
+        with pytest.raises(TypeError, match=r"summed_grads\[0\]"):
+            dp.step(bad)
+        assert (W[0] == 0).all() and dp._counter == 0

@@ -98,7 +98,7 @@ cdef int _first_nonfinite(const double *norms, Py_ssize_t n) noexcept:
 
 def get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False):
     cdef double p = _ptype(norm_type)
-    cdef bint check = bool(error_if_nonfinite)
+    cdef bint check = _cs.check_bool(error_if_nonfinite, "error_if_nonfinite")
     cdef ArrayList al = collect(grads, "grads", False)
     cdef _Norms norms = _Norms(al.n)
     cdef int rc
@@ -116,7 +116,7 @@ def get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False):
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     cdef double mx = _nonneg(max_norm, "max_norm")
     cdef double p = _ptype(norm_type)
-    cdef int check = 1 if error_if_nonfinite else 0
+    cdef int check = 1 if _cs.check_bool(error_if_nonfinite, "error_if_nonfinite") else 0
     cdef ArrayList al = collect(grads, "grads", True)
     cdef _Norms norms = _Norms(al.n)
     cdef double total = 0.0
@@ -222,7 +222,7 @@ def clip_by_value(x, lo, hi):
 
 
 def clip_by_norm(x, clip_norm):
-    cdef double c = _cs.check_positive(clip_norm, "clip_norm")
+    cdef double c = _cs.check_finite_positive(clip_norm, "clip_norm")
     cdef ArrayList al = collect(x, "x", False)
     cdef _Norms norms = _Norms(al.n)
     cdef Py_ssize_t i
@@ -252,7 +252,7 @@ cdef list _scaled_by_global_norm(ArrayList al, double c, double g):
 
 
 def clip_by_global_norm(xs, clip_norm, use_norm=None):
-    cdef double c = _cs.check_positive(clip_norm, "clip_norm")
+    cdef double c = _cs.check_finite_positive(clip_norm, "clip_norm")
     cdef ArrayList al = collect(xs, "xs", False)
     cdef _Norms norms
     cdef double g

@@ -283,7 +283,7 @@ def clip_by_norm(x: Arrays, clip_norm: float) -> np.ndarray | list[np.ndarray]:
     x : ndarray, iterable of ndarray, or pytree
         {pytree_input}
     clip_norm : float
-        ``> 0``.
+        Finite and ``> 0`` (TensorFlow's formula gives NaN for inf).
 
     Returns
     -------
@@ -310,7 +310,7 @@ def clip_by_global_norm(
     xs : ndarray, iterable of ndarray, or pytree
         {pytree_input}
     clip_norm : float
-        ``> 0``.
+        Finite and ``> 0`` (TensorFlow's formula gives NaN for inf).
     use_norm : float, optional
         A global norm to use instead of computing it.
     comm : mpi4py.MPI.Intracomm, optional, keyword-only

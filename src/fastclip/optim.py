@@ -407,12 +407,13 @@ class SGD(Optimizer):
         Learning rate ``>= 0``, or a callable ``step -> float`` evaluated at
         :attr:`step_count`.
     momentum : float, default 0.0
-        ``>= 0``.
+        Finite, ``>= 0``.
     dampening : float, default 0.0
+        Finite.
     nesterov : bool, default False
         Requires ``momentum > 0`` and ``dampening == 0``.
     weight_decay : float, default 0.0
-        L2 penalty ``>= 0``, added to the clipped gradient.
+        L2 penalty, finite and ``>= 0``, added to the clipped gradient.
     clip_norm : float, optional
         Clip the global L2 norm of the gradients to this (``>= 0``).
     clip_value : float, optional
@@ -454,10 +455,12 @@ class SGD(Optimizer):
         clip_norm: float | None = None,
         clip_value: float | None = None,
     ) -> None:
-        momentum = _cs.check_nonnegative(momentum, "momentum")
-        dampening = _cs.check_real(dampening, "dampening")
+        # finite: an infinite momentum, dampening or decay turns every parameter into
+        # inf or NaN at the first step
+        momentum = _cs.check_rate(momentum, "momentum")
+        dampening = _cs.check_finite(dampening, "dampening")
         nesterov = _cs.check_bool(nesterov, "nesterov")
-        weight_decay = _cs.check_nonnegative(weight_decay, "weight_decay")
+        weight_decay = _cs.check_rate(weight_decay, "weight_decay")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
                 "nesterov=True requires momentum > 0 and dampening == 0 (as torch.optim.SGD), "
@@ -486,9 +489,9 @@ class Adam(Optimizer):
     betas : (float, float), default (0.9, 0.999)
         Each in ``[0, 1)``.
     eps : float, default 1e-8
-        ``>= 0``.
+        Finite, ``>= 0``.
     weight_decay : float, default 0.0
-        L2 penalty ``>= 0`` added to the clipped gradient (coupled, as
+        L2 penalty, finite and ``>= 0``, added to the clipped gradient (coupled, as
         ``torch.optim.Adam``; see :class:`AdamW` for the decoupled form).
     amsgrad : bool, default False
         Keep the running maximum ``max_exp_avg_sq`` of the second moment.
@@ -519,8 +522,8 @@ class Adam(Optimizer):
         clip_value: float | None = None,
     ) -> None:
         b1, b2 = _co.check_betas(betas)
-        eps = _cs.check_nonnegative(eps, "eps")
-        weight_decay = _cs.check_nonnegative(weight_decay, "weight_decay")
+        eps = _cs.check_rate(eps, "eps")
+        weight_decay = _cs.check_rate(weight_decay, "weight_decay")
         amsgrad = _cs.check_bool(amsgrad, "amsgrad")
         hyper = dict(betas=(b1, b2), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
         kernel = dict(beta1=b1, beta2=b2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
@@ -544,7 +547,7 @@ class AdamW(Adam):
     betas : (float, float), default (0.9, 0.999)
     eps : float, default 1e-8
     weight_decay : float, default 1e-2
-        Decoupled decay ``>= 0``.
+        Decoupled decay, finite and ``>= 0``.
     amsgrad : bool, default False
     clip_norm, clip_value : float, optional
         Global-norm or value clipping of the raw gradient (exclusive).
@@ -583,13 +586,14 @@ class RMSprop(Optimizer):
         Writeable float32/float64 arrays not sharing memory.
     lr : float or callable, default 1e-2
     alpha : float, default 0.99
-        Smoothing constant ``>= 0``.
+        Smoothing constant in ``[0, 1]`` (above 1 the running average of the
+        squares turns negative).
     eps : float, default 1e-8
-        ``>= 0``.
+        Finite, ``>= 0``.
     weight_decay : float, default 0.0
-        ``>= 0``.
+        Finite, ``>= 0``.
     momentum : float, default 0.0
-        ``>= 0``.
+        Finite, ``>= 0``.
     centered : bool, default False
         Normalise by the estimated variance of the gradient.
     clip_norm, clip_value : float, optional
@@ -611,10 +615,12 @@ class RMSprop(Optimizer):
         clip_norm: float | None = None,
         clip_value: float | None = None,
     ) -> None:
-        alpha = _cs.check_nonnegative(alpha, "alpha")
-        eps = _cs.check_nonnegative(eps, "eps")
-        weight_decay = _cs.check_nonnegative(weight_decay, "weight_decay")
-        momentum = _cs.check_nonnegative(momentum, "momentum")
+        # alpha above 1 makes the running average of squares negative (NaN updates)
+        alpha = _cs.check_interval(alpha, "alpha", low=0.0, low_open=False, high=1.0,
+                                   high_open=False)
+        eps = _cs.check_rate(eps, "eps")
+        weight_decay = _cs.check_rate(weight_decay, "weight_decay")
+        momentum = _cs.check_rate(momentum, "momentum")
         centered = _cs.check_bool(centered, "centered")
         hyper = dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                      centered=centered)

@@ -32,6 +32,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from fastclip._checks import arrays as _ca
 from fastclip._checks import privacy as _cp
 from fastclip._dispatch import family
 
@@ -418,18 +419,16 @@ class DPOptimizer:
 
     def noisy_average(self, summed_grads: Sequence[np.ndarray]) -> list[np.ndarray]:
         """``(summed + N(0, (sigma C)^2)) / expected_batch_size`` per array (internal buffers)."""
-        grads = list(summed_grads) if not isinstance(summed_grads, np.ndarray) else [summed_grads]
+        # ndarrays of float32/float64 only: no lists, masked arrays (whose masks would
+        # be ignored) or other dtypes converted on the way
+        grads, _ = _ca.check_arrays(summed_grads, "summed_grads", inplace=False)
         if len(grads) != len(self._noisy):
             raise ValueError(f"summed_grads has {len(grads)} arrays, the optimiser "
                              f"has {len(self._noisy)} parameters")
         for i, (g, buf) in enumerate(zip(grads, self._noisy)):
-            g = np.asarray(g)
             if g.shape != buf.shape:
                 raise ValueError(f"summed_grads[{i}] has shape {g.shape}, parameter {i} "
                                  f"has shape {buf.shape}")
-            if g.dtype.kind != "f":
-                raise TypeError(f"summed_grads[{i}] must have dtype float32 or float64, "
-                                f"got {g.dtype}")
         std = self.noise_multiplier * self.max_grad_norm
         inv = 1.0 / self.expected_batch_size
         adds = [np.ascontiguousarray(g, dtype=buf.dtype) for g, buf in zip(grads, self._noisy)]

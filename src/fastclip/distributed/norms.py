@@ -225,7 +225,7 @@ def _sharded_total(
         norms = _clip.impl.array_norms_checked(arrays, p)
     except Exception as e:
         exc = e
-    check = bool(error_if_nonfinite)
+    check = _cs.check_bool(error_if_nonfinite, "error_if_nonfinite")
     allnorms, counts = _gather_norms(comm, norms, p, exc, extra=mx, flag=float(check))
     total = float(_dist.impl.total_norm(allnorms, p))
     if check and not math.isfinite(total):
@@ -259,7 +259,7 @@ def clip_by_global_norm(
     arrays: list[np.ndarray] = []
     c, norms = math.nan, np.empty(0)
     try:
-        c = _cs.check_positive(clip_norm, "clip_norm")
+        c = _cs.check_finite_positive(clip_norm, "clip_norm")
         arg, _ = sequence(xs, "xs")
         arrays, _ = _ca.check_arrays(arg, "xs", inplace=False)
         norms = _clip.impl.array_norms_checked(arrays, 2.0)

@@ -108,8 +108,9 @@ def _checked_total(arrays: list[np.ndarray], single: bool, p: float,
 @_quiet
 def get_total_norm(grads: Any, norm_type: Any = 2.0, error_if_nonfinite: bool = False) -> float:
     p = _cs.check_norm_type(norm_type)
+    check = _cs.check_bool(error_if_nonfinite, "error_if_nonfinite")
     arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
-    return _checked_total(arrays, single, p, error_if_nonfinite)
+    return _checked_total(arrays, single, p, check)
 
 
 @_quiet
@@ -118,8 +119,9 @@ def clip_grad_norm_(
 ) -> float:
     mx = _cs.check_nonnegative(max_norm, "max_norm")
     p = _cs.check_norm_type(norm_type)
+    check = _cs.check_bool(error_if_nonfinite, "error_if_nonfinite")
     arrays, single = _ca.check_arrays(grads, "grads", inplace=True)
-    total = _checked_total(arrays, single, p, error_if_nonfinite)
+    total = _checked_total(arrays, single, p, check)
     coef = _coef(mx, total)
     if coef != 1.0:
         _scale_(arrays, coef)
@@ -160,7 +162,7 @@ def clip_by_value(x: Any, lo: Any, hi: Any) -> Any:
 
 @_quiet
 def clip_by_norm(x: Any, clip_norm: Any) -> Any:
-    c = _cs.check_positive(clip_norm, "clip_norm")
+    c = _cs.check_finite_positive(clip_norm, "clip_norm")
     arrays, single = _ca.check_arrays(x, "x", inplace=False)
     outs = []
     for a in arrays:
@@ -185,7 +187,7 @@ def clip_by_global_norm_checked(arrays: list[np.ndarray], clip_norm: float,
 
 @_quiet
 def clip_by_global_norm(xs: Any, clip_norm: Any, use_norm: Any = None) -> tuple[list, float]:
-    c = _cs.check_positive(clip_norm, "clip_norm")
+    c = _cs.check_finite_positive(clip_norm, "clip_norm")
     arrays, _ = _ca.check_arrays(xs, "xs", inplace=False)
     if use_norm is None:
         g = _total(array_norms_checked(arrays, 2.0), 2.0)
