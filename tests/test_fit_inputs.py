@@ -210,3 +210,43 @@ def test_fit_skips_the_input_gradient(impl):
         fit(model, X, y, epochs=1, batch_size=40, progress=False,
             optimizer=optim.SGD(model.parameters(), 0.1, clip_norm=1.0))
     assert model.input_grads == [False, False, False]
+
+
+def test_batchnorm_model_refuses_a_one_row_last_batch_before_training():
+    """The check comes before the first step (it failed at the last batch, after the
+    epoch's other steps had changed the model) and names batch_size."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((33, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    m = nn.MLP([4, 8, 2], batchnorm=True, rng=0)
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError, match="batch_size=16 leaves a last batch of one row"):
+        fit(m, X, y, epochs=1, batch_size=16, progress=False, seed=0)
+    for k, v in m.state_dict().items():
+        assert np.array_equal(before[k], v), k
+    fit(m, X[:32], y[:32], epochs=1, batch_size=16, progress=False, seed=0)
+    fit(nn.MLP([4, 8, 2], rng=0), X, y, epochs=1, batch_size=16, progress=False, seed=0)
+
+
+@pytest.mark.parametrize("policy", ["skip", "rollback", "raise"])
+def test_flagged_step_does_not_keep_its_batchnorm_statistics(policy):
+    """A flagged step is not applied: the running statistics its forward pass
+    wrote (inf and NaN from a huge input) go back to those of the last applied step,
+    so the model still evaluates (they stayed, and every later output was NaN)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    X2 = X.copy()
+    X2[3] = 3e38
+    m = nn.MLP([4, 8, 2], batchnorm=True, rng=0)
+    if policy == "raise":
+        with pytest.raises(fastclip.GradientExplosionError):
+            fit(m, X2, y, epochs=1, batch_size=8, progress=False, seed=0, monitor=policy)
+    else:
+        h = fit(m, X2, y, epochs=1, batch_size=8, progress=False, seed=0, monitor=policy,
+                validation=(X, y))
+        assert not h.applied.all() and np.isfinite(h.val_loss).all()
+    for name, b in m.named_buffers():
+        assert np.isfinite(b).all(), name
+    m.eval()
+    assert np.isfinite(m.forward(X)).all()

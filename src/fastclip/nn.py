@@ -844,6 +844,12 @@ class _Network:
 
     # -- properties ---------------------------------------------------------
     @property
+    def _batch_statistics(self) -> bool:
+        """Whether training mode normalises with batch statistics (batch
+        normalisation), so that a batch needs more than one row."""
+        return any(isinstance(blk, _BatchNormLayer) for blk in self._blocks)
+
+    @property
     def dtype(self) -> np.dtype | None:
         """The dtype of every parameter, gradient and accepted input (None for
         a layer without parameters, which accepts float32 and float64)."""

@@ -104,6 +104,13 @@ class _Penalised:
         self.model.eval()
         return self
 
+    def named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        return self.model.named_buffers()
+
+    @property
+    def _batch_statistics(self) -> bool:
+        return bool(self.model._batch_statistics)
+
     def penalty(self) -> float:
         """The L2 term of the current batch (0 without alpha)."""
         if self.alpha == 0.0:

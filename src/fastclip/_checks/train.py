@@ -13,6 +13,7 @@ __all__ = [
     "check_X",
     "check_callbacks",
     "check_model",
+    "check_no_single_row_batch",
     "check_y",
     "int_arg",
     "opt_real_arg",
@@ -78,6 +79,16 @@ def check_model(model: Any) -> None:
         raise TypeError(
             f"model must provide {', '.join(needed)} (like fastclip.nn.MLP); "
             f"{type(model).__name__} lacks {', '.join(missing)}"
+        )
+
+
+def check_no_single_row_batch(n: int, batch_size: int) -> None:
+    """A model with batch normalisation: no batch of one row (``n % batch_size == 1``)."""
+    if n % batch_size == 1 or n == 1:
+        raise ValueError(
+            f"batch_size={batch_size} leaves a last batch of one row out of {n} samples, and "
+            "batch normalisation in training mode needs more than one row: choose a "
+            "batch_size for which n_samples % batch_size != 1"
         )
 
 

@@ -214,8 +214,10 @@ class DataParallel:
         broadcast_parameters(params, comm, root)
         self.steps = 0
         self.skipped = 0
+        nb = getattr(model, "named_buffers", None)
         self.engine = StepEngine(mon, optimizer, params,
-                                 clipper=clipper if hasattr(clipper, "state_dict") else None)
+                                 clipper=clipper if hasattr(clipper, "state_dict") else None,
+                                 buffers=[b for _, b in nb()] if callable(nb) else [])
 
     @property
     def rank(self) -> int:

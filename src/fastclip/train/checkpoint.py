@@ -23,7 +23,7 @@ def value_arrays(params: Sequence[Any], name: str = "model.parameters()") -> lis
 
 
 class Checkpoint:
-    """Parameters, optimiser state and clipper state, saved and restored in place.
+    """Parameters, buffers, optimiser state and clipper state, saved and restored in place.
 
     The parameter values are copied into preallocated arrays (the parameter
     arrays stay the same objects, so the optimiser holding them keeps
@@ -36,10 +36,14 @@ class Checkpoint:
         The parameter arrays, restored in place.
     optimizer : object
     clipper : object, optional
+    buffers : sequence of ndarray, optional
+        Arrays that are state without being parameters (batch normalisation's
+        running statistics), restored in place with the parameters.
     """
 
-    def __init__(self, params: Sequence[Any], optimizer: Any, clipper: Any = None) -> None:
-        self.params = value_arrays(params)
+    def __init__(self, params: Sequence[Any], optimizer: Any, clipper: Any = None,
+                 buffers: Sequence[np.ndarray] = ()) -> None:
+        self.params = value_arrays(params) + list(buffers)
         self.optimizer = optimizer
         self.clipper = clipper if callable(getattr(clipper, "state_dict", None)) else None
         self.saved = [np.array(p, copy=True) for p in self.params]

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from fastclip.train.checkpoint import Checkpoint
 from fastclip.train.events import Event, GradientExplosionError
 from fastclip.train.history import History
@@ -39,6 +41,10 @@ class StepEngine:
         Saved and restored with the checkpoint when it has ``state_dict``.
     history : History, optional
         Receives the events (and travels with :class:`GradientExplosionError`).
+    buffers : sequence of ndarray, optional
+        The model's buffers (batch normalisation's running statistics): put back
+        as they were after the last applied step when a step is flagged, and
+        saved and restored with the checkpoint.
 
     Raises
     ------
@@ -47,20 +53,30 @@ class StepEngine:
     """
 
     def __init__(self, monitor: GradientMonitor, optimizer: Any, params: Sequence[Any], *,
-                 clipper: Any = None, history: History | None = None) -> None:
+                 clipper: Any = None, history: History | None = None,
+                 buffers: Sequence[np.ndarray] = ()) -> None:
         self.monitor = monitor
         self.optimizer = optimizer
         self.history = history
         self.checkpoint: Checkpoint | None = None
         self._since_checkpoint = 0
+        # the model's buffers (batch normalisation's running statistics) after the last
+        # applied step: a flagged step's forward has already updated them
+        self._buffers = list(buffers)
+        self._good_buffers = [np.array(b, copy=True) for b in self._buffers]
         if monitor.policy == "rollback":
             if not hasattr(optimizer, "lr_scale"):
                 raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
-            self.checkpoint = Checkpoint(params, optimizer, clipper)
+            self.checkpoint = Checkpoint(params, optimizer, clipper, self._buffers)
             self.checkpoint.save()
+
+    def _keep_buffers(self) -> None:
+        for dst, src in zip(self._good_buffers, self._buffers):
+            np.copyto(dst, src)
 
     def applied(self) -> None:
         """A good step was applied: counts towards the next checkpoint."""
+        self._keep_buffers()
         if self.checkpoint is not None:
             self._since_checkpoint += 1
             if self._since_checkpoint >= self.monitor.checkpoint_every:
@@ -97,6 +113,10 @@ class StepEngine:
             skips or rollbacks).
         """
         mon = self.monitor
+        # the flagged step is not applied, whatever the policy: its forward's updates of
+        # the running statistics go too
+        for dst, src in zip(self._buffers, self._good_buffers):
+            np.copyto(dst, src)
         if mon.policy == "raise":
             self._record(ev)
             raise GradientExplosionError(
@@ -116,6 +136,7 @@ class StepEngine:
         assert self.checkpoint is not None
         scale = self.optimizer.lr_scale * mon.lr_factor
         self.checkpoint.restore()
+        self._keep_buffers()
         self.optimizer.lr_scale = scale
         mon.rollbacks += 1
         # the restored state with the lower learning rate is the new last good state

@@ -22,6 +22,12 @@ from fastclip.train.progress import make_bar, postfix
 __all__ = ["fit"]
 
 
+def _buffers(model: Any) -> list[np.ndarray]:
+    """The model's buffer arrays (batch normalisation's running statistics), if any."""
+    nb = getattr(model, "named_buffers", None)
+    return [b for _, b in nb()] if callable(nb) else []
+
+
 def fit(
     model: Any,
     X: Any,
@@ -173,6 +179,10 @@ def fit(
         X = _ct.check_X(X, "X", dtype)
         n_out = _output_size(model, X)
         y = _ct.check_y(y, "y", X.shape[0], n_out, is_cls, dtype)
+        if privacy is None and getattr(model, "_batch_statistics", False):
+            # batch normalisation cannot train on one row: refuse before the first step
+            # rather than after the steps of the epoch's other batches
+            _ct.check_no_single_row_batch(X.shape[0], batch_size)
         if validation is not None:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
                 raise TypeError("validation must be a pair (X_val, y_val)")
@@ -226,7 +236,7 @@ def fit(
     if dp is not None:
         history.privacy = dp.summary()
     engine = None if mon is None else StepEngine(mon, optimizer, params, clipper=clip,
-                                                 history=history)
+                                                 history=history, buffers=_buffers(model))
     try:
         _train(model, X, y, loss_fn, is_cls, optimizer, epochs, batch_size, clip,
                (Xv, yv) if validation is not None else None, mon, engine, cbs, progress, rng,
