@@ -194,7 +194,11 @@ double fc_schedule_eval(const fc_schedule *s, double x) {
         double T = p[2];
         if (d < 0.0) d = 0.0;
         if (s->flags & FC_SCHED_F_CYCLE) {
-            if (d > 0.0) T = T * ceil(d / T);
+            if (d > 0.0) {
+                /* at least one period: d / T underflows to 0 for a subnormal d */
+                const double k = ceil(d / T);
+                T = T * (k < 1.0 ? 1.0 : k);
+            }
             /* T * ceil(d / T) can round below d at huge steps: the decay is then over */
             const double f = 1.0 - d / T;
             return (p[0] - p[1]) * powe(f < 0.0 ? 0.0 : f, p[3]) + p[1];

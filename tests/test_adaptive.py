@@ -479,3 +479,44 @@ def test_agc_any_layout_c_vs_reference(shape, dtype, perm_seed, step, seed):
     R.adaptive_grad_clip_([a], [p], 0.05)
     np.testing.assert_allclose(view, a, rtol=2e-6 if dtype == np.float32 else 1e-12)
     np.testing.assert_allclose(C.unitwise_norms(view), R.unitwise_norms(a), rtol=1e-6)
+
+
+def test_clipper_state_dicts_are_checked_before_anything_changes():
+    """A bad last_threshold (or history) is an error naming it, and the clipper keeps
+    its state (the settings were already overwritten when it failed)."""
+    z = ZClip(warmup_steps=3)
+    st = ZClip(warmup_steps=3, alpha=0.5).state_dict()
+    st.update(mean=2.0, var=1.0, last_threshold="bad")
+    with pytest.raises(TypeError, match="last_threshold"):
+        z.load_state_dict(st)
+    assert z.alpha != 0.5 and z.mean is None
+    a = AutoClip(percentile=10)
+    for bad, exc in (({"last_threshold": "x"}, TypeError), ({"history": ["a"]}, TypeError)):
+        state = {"percentile": 50, "history_size": None, "history": [3.0],
+                 "last_threshold": None, **bad}
+        with pytest.raises(exc, match="last_threshold|history"):
+            a.load_state_dict(state)
+        assert a.percentile == 10 and len(a._window) == 0
+    a.load_state_dict({"percentile": 50, "history_size": None, "history": [3.0],
+                       "last_threshold": None})
+    assert a.percentile == 50 and math.isnan(a.last_threshold)
+
+
+def test_zclip_skip_update_on_spike_must_be_a_bool():
+    with pytest.raises(TypeError, match="skip_update_on_spike"):
+        ZClip(skip_update_on_spike="False")
+    assert ZClip(skip_update_on_spike=np.True_).skip_update_on_spike is True
+
+
+def test_clippers_and_optimisers_refuse_masked_sqnorms():
+    from fastclip import optim
+    sq = np.ma.array([100.0], mask=[1])
+    for clipper in (AutoClip(), ZClip()):
+        g = [np.ones(2)]
+        with pytest.raises(TypeError, match="sqnorms is a numpy.ma.MaskedArray"):
+            clipper.clip_(g, sqnorms=sq)
+        assert (g[0] == 1).all()
+    p = [np.ones(2)]
+    with pytest.raises(TypeError, match="sqnorms is a numpy.ma.MaskedArray"):
+        optim.SGD(p, lr=0.1, clip_norm=1.0).step([np.ones(2)], sqnorms=sq)
+    assert (p[0] == 1).all()

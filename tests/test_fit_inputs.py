@@ -250,3 +250,26 @@ def test_flagged_step_does_not_keep_its_batchnorm_statistics(policy):
         assert np.isfinite(b).all(), name
     m.eval()
     assert np.isfinite(m.forward(X)).all()
+
+
+def test_fit_argument_errors_name_the_argument():
+    """A single callable for callbacks, a negative seed and a torch optimiser are
+    errors naming the argument before any step (they failed inside NumPy, or at the
+    first step)."""
+    X = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    m = nn.MLP([4, 8, 2], rng=0)
+    before = [p.data.copy() for p in m.parameters()]
+    with pytest.raises(TypeError, match=r"callbacks must be a sequence of callables; wrap"):
+        fit(m, X, y, epochs=1, progress=False, callbacks=lambda e, h: False)
+    with pytest.raises(TypeError, match="callbacks must be a sequence"):
+        fit(m, X, y, epochs=1, progress=False, callbacks=3)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        fit(m, X, y, epochs=1, progress=False, seed=-1)
+    torch = pytest.importorskip("torch")
+    topt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.raises(TypeError, match="optimizer must be a fastclip.optim optimiser"):
+        fit(m, X, y, epochs=1, progress=False, optimizer=topt)
+    for p, b in zip(m.parameters(), before):
+        assert np.array_equal(p.data, b)
+    fit(m, X, y, epochs=1, progress=False, callbacks=None)

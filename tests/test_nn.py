@@ -467,3 +467,38 @@ def test_column_sums_do_not_depend_on_threads(rng):
     np.testing.assert_array_equal(results[0][2][1:], results[1][2][1:])
     np.testing.assert_allclose(results[0][0], np.where(ref > 0, dy, 0.2 * dy).sum(0),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_losses_and_models_refuse_masked_arrays_and_take_matrices(impl):
+    """A masked array's mask would be ignored (the masked values were used): a
+    TypeError naming the argument, in both implementations. ``np.matrix`` is used
+    through an ndarray view (the reference failed on it)."""
+    fastclip.set_implementation(impl)
+    try:
+        m = np.ma.array([[1.0, 2.0, 50.0]], mask=[[0, 0, 1]])
+        with pytest.raises(TypeError, match="logits is a numpy.ma.MaskedArray"):
+            nn.softmax_cross_entropy(m, np.array([0]))
+        with pytest.raises(TypeError, match="labels is a numpy.ma.MaskedArray"):
+            nn.softmax_cross_entropy(np.zeros((1, 3)), np.ma.array([0], mask=[0]))
+        with pytest.raises(TypeError, match="pred is a numpy.ma.MaskedArray"):
+            nn.mse(m, np.zeros((1, 3)))
+        with pytest.raises(TypeError, match="target is a numpy.ma.MaskedArray"):
+            nn.mse(np.zeros((1, 3)), m)
+        model = nn.MLP([3, 2], rng=0, dtype=np.float64)
+        with pytest.raises(TypeError, match="x is a numpy.ma.MaskedArray"):
+            model.forward(m)
+        model.forward(np.ones((1, 3)))
+        with pytest.raises(TypeError, match="numpy.ma.MaskedArray"):
+            model.backward(np.ma.array([[1.0, 2.0]], mask=[[0, 1]]))
+        lo, g = nn.softmax_cross_entropy(np.matrix([[1.0, 2.0], [0.5, 0.1]]), np.array([0, 1]))
+        want, _ = nn.softmax_cross_entropy(np.array([[1.0, 2.0], [0.5, 0.1]]), np.array([0, 1]))
+        assert lo == pytest.approx(want) and type(g) is np.ndarray
+    finally:
+        fastclip.set_implementation("c" if fastclip._dispatch.family("nn").compiled
+                                    else "python")
+
+
+def test_a_uint64_label_above_int64_is_reported_as_given():
+    with pytest.raises(ValueError, match="got 9223372036854775808 at row 0"):
+        nn.softmax_cross_entropy(np.zeros((2, 3)), np.array([2**63, 0], np.uint64))

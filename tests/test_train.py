@@ -442,3 +442,28 @@ def test_labels_as_floats_and_one_hot():
     bad[5] = 1.5
     with pytest.raises(ValueError, match="row 5 is 1.5, not an integer"):
         fit(m, X, bad, optimizer=opt, progress=False)
+
+
+def test_monitor_observe_checks_its_arguments_before_recording():
+    """Negative, empty, 2-d or non-numeric sums of squares and a non-numeric loss are
+    errors naming the argument, and the monitor's statistics stay as they were (a
+    negative sum was taken as a good step; a 2-d one failed after being recorded)."""
+    from fastclip.train import GradientMonitor
+    mon = GradientMonitor("skip", warmup=2)
+    mon.observe(0, [1.0, 4.0])
+    before = mon.state_dict()
+    for bad, exc, match in (([-1.0, 2.0], ValueError, "negative"),
+                            ([], ValueError, "1-d"),
+                            (np.ones((2, 2)), ValueError, "1-d"),
+                            ("abc", TypeError, "sqnorms"),
+                            (np.ma.array([1.0], mask=[1]), TypeError, "sqnorms")):
+        with pytest.raises(exc, match=match):
+            mon.observe(1, bad)
+    with pytest.raises(TypeError, match="loss"):
+        mon.observe(1, [1.0, 1.0], loss="x")
+    after = mon.state_dict()
+    assert after.keys() == before.keys()
+    for k in before:
+        assert np.array_equal(np.asarray(before[k], dtype=object),
+                              np.asarray(after[k], dtype=object)), k
+    assert mon.observe(1, [np.nan, 1.0]).kind == "nonfinite"  # NaN still flags

@@ -451,14 +451,15 @@ class AutoClip(_Clipper):
                           high=100.0, high_open=False)
         size = (None if state["history_size"] is None
                 else _cs.check_int(state["history_size"], "history_size", 1))
-        hist = np.asarray(state["history"], dtype=np.float64)
+        hist = _cad.norms_arg(state["history"], "history")
         if hist.ndim != 1 or not np.all(np.isfinite(hist)) or np.any(hist < 0):
             raise ValueError("history must be a 1-d array of finite norms >= 0")
         if size is not None and hist.size > size:
             raise ValueError(f"history holds {hist.size} norms, more than history_size={size}")
+        last = _cad.last_threshold_arg(state)
         self.percentile, self.history_size = pct, size
         self._window = SortedWindow(size, hist)
-        self.last_threshold = float(state.get("last_threshold", math.nan))
+        self.last_threshold = last
 
     def __repr__(self) -> str:
         return (f"AutoClip(percentile={self.percentile!r}, history_size={self.history_size!r}, "
@@ -548,7 +549,7 @@ class ZClip(_Clipper):
         self.mode = _cad.choice(mode, "mode", ("zscore", "percentile"))
         self.clip_option = _cad.choice(clip_option, "clip_option", ("adaptive_scaling", "mean"))
         self.clip_factor = _cs.check_interval(clip_factor, "clip_factor", low=0.0, low_open=True)
-        self.skip_update_on_spike = bool(skip_update_on_spike)
+        self.skip_update_on_spike = _cs.check_bool(skip_update_on_spike, "skip_update_on_spike")
         self._buffer: list[float] = []
         self.mean: float | None = None
         self.var: float | None = None
@@ -644,7 +645,7 @@ class ZClip(_Clipper):
         """Restore a :meth:`state_dict` (validated before anything changes)."""
         _cad.require_keys(state, self._SETTINGS + ("buffer", "mean", "var"), "ZClip")
         other = ZClip(**{k: state[k] for k in self._SETTINGS})
-        buf = np.asarray(state["buffer"], dtype=np.float64)
+        buf = _cad.norms_arg(state["buffer"], "buffer")
         if buf.ndim != 1 or not np.all(np.isfinite(buf)):
             raise ValueError("buffer must be a 1-d array of finite norms")
         mean, var = state["mean"], state["var"]
@@ -653,11 +654,12 @@ class ZClip(_Clipper):
         if mean is not None:
             mean = _cs.check_interval(mean, "mean", low=-math.inf, low_open=True)
             var = _cs.check_interval(var, "var", low=0.0, low_open=False)
+        last = _cad.last_threshold_arg(state)
         for k in self._SETTINGS:
             setattr(self, k, getattr(other, k))
         self._buffer = [float(b) for b in buf]
         self.mean, self.var = mean, var
-        self.last_threshold = float(state.get("last_threshold", math.nan))
+        self.last_threshold = last
 
     def __repr__(self) -> str:
         return (f"ZClip(alpha={self.alpha!r}, z_thresh={self.z_thresh!r}, mode={self.mode!r}, "

@@ -895,8 +895,7 @@ class _Network:
     # -- forward / backward -------------------------------------------------
     def _check_rows(self, a: Any, name: str, width: int | None, what: str,
                     dtype: np.dtype | None = None) -> np.ndarray:
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+        a = _cn.plain_array(a, name)  # a masked array is refused, np.matrix viewed
         want = self._dtype if dtype is None else dtype
         if want is None:
             if a.dtype not in _FLOATS:

@@ -57,6 +57,8 @@ def check_agc_args(clipping: Any, eps: Any) -> tuple[float, float]:
 def sqnorms_arg(sqnorms: Any, n: int) -> np.ndarray:
     """Per-gradient sums of squares given to a clipper: ``n`` finite-or-NaN
     floats >= 0 (a NaN or inf gradient gives a NaN or inf sum)."""
+    if isinstance(sqnorms, np.ma.MaskedArray):
+        raise TypeError(_ca.masked_msg("sqnorms"))
     try:
         arr = np.asarray(sqnorms, dtype=np.float64)
     except (TypeError, ValueError):
@@ -78,6 +80,28 @@ def require_keys(state: Any, keys: tuple[str, ...], cls: str) -> None:
     missing = [k for k in keys if k not in state]
     if missing:
         raise ValueError(f"state is missing {missing} (expected a {cls}.state_dict())")
+
+
+def last_threshold_arg(state: Any) -> float:
+    """A state dict's ``last_threshold``: a real number (NaN: none yet; absent or None
+    read as NaN)."""
+    v = state.get("last_threshold", math.nan)
+    if v is None:
+        return math.nan
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                             np.floating)):
+        raise TypeError(f"last_threshold must be a real number, got {type(v).__name__}")
+    return float(v)
+
+
+def norms_arg(value: Any, name: str) -> np.ndarray:
+    """A state dict's list of recorded norms as a float64 array (TypeError naming it
+    when it holds something else than numbers)."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a sequence of numbers ({exc})") from None
+    return arr
 
 
 def choice(value: Any, name: str, options: tuple[str, ...]) -> str:

@@ -12,15 +12,26 @@ from typing import Any
 
 import numpy as np
 
+from fastclip._checks import arrays as _ca
+
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 #: Activation codes of the kernels (csrc/nn.h).
 ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3, "sigmoid": 4, "tanh": 5}
 
 
-def float_array(obj: Any, name: str) -> np.ndarray:
+def plain_array(obj: Any, name: str) -> np.ndarray:
+    """``obj`` as a plain ndarray: a subclass (``np.matrix``, ...) is used through a
+    base-class view, a masked array is refused (its mask would be ignored)."""
     if not isinstance(obj, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(obj).__name__}")
+    if type(obj) is not np.ndarray:
+        obj = _ca.base_view(obj, name)
+    return obj
+
+
+def float_array(obj: Any, name: str) -> np.ndarray:
+    obj = plain_array(obj, name)
     if obj.dtype not in FLOATS:
         raise TypeError(f"{name} must have dtype float32 or float64, got {obj.dtype}")
     return obj
@@ -50,8 +61,7 @@ def check_xent_args(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, b
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (N, C), got shape {logits.shape}")
     n, c = logits.shape
-    if not isinstance(labels, np.ndarray):
-        raise TypeError(f"labels must be a numpy.ndarray, got {type(labels).__name__}")
+    labels = plain_array(labels, "labels")
     kind = labels.dtype.kind
     if kind in "iu":
         if labels.shape != (n,):
@@ -59,16 +69,18 @@ def check_xent_args(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, b
                 f"integer labels must have shape (N,) = ({n},) for logits of shape "
                 f"{logits.shape}, got labels of shape {labels.shape}"
             )
-        lab = np.ascontiguousarray(labels, dtype=np.int64)
         if n:
-            lo, hi = int(lab.min()), int(lab.max())
+            # range checked on the labels as given (a uint64 above 2**63 would wrap to a
+            # negative int64 and be reported as one)
+            lo, hi = int(labels.min()), int(labels.max())
             if lo < 0 or hi >= c:
                 bad = lo if lo < 0 else hi
-                row = int(np.flatnonzero(lab == bad)[0])
+                row = int(np.flatnonzero(labels == labels.dtype.type(bad))[0])
                 raise ValueError(
                     f"labels must be in [0, {c}) for logits of shape {logits.shape}, got "
                     f"{bad} at row {row}"
                 )
+        lab = np.ascontiguousarray(labels, dtype=np.int64)
         return unit_rows(logits), lab, True
     if kind == "f":
         if labels.shape != logits.shape:
@@ -86,8 +98,7 @@ def check_xent_args(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, b
 def check_loss_pred_target(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate mse arguments: C-contiguous pred, and target cast to pred's dtype."""
     pred = float_array(pred, "pred")
-    if not isinstance(target, np.ndarray):
-        raise TypeError(f"target must be a numpy.ndarray, got {type(target).__name__}")
+    target = plain_array(target, "target")
     if target.dtype.kind not in "iuf":
         raise TypeError(f"target must have a real numeric dtype, got {target.dtype}")
     if target.shape != pred.shape:

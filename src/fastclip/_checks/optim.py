@@ -158,6 +158,8 @@ def check_states(states: Any, params: list[np.ndarray], count: int) -> list[tupl
 def check_sqnorms(sqnorms: Any, n: int) -> np.ndarray | None:
     if sqnorms is None:
         return None
+    if isinstance(sqnorms, np.ma.MaskedArray):
+        raise TypeError(_ca.masked_msg("sqnorms"))
     try:
         sq = np.asarray(sqnorms)
     except Exception as exc:

@@ -8,12 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from fastclip._checks import arrays as _ca
+
 __all__ = [
     "cast_to_dtype",
     "check_X",
     "check_callbacks",
     "check_model",
     "check_no_single_row_batch",
+    "check_step_loss",
+    "check_step_sqnorms",
     "check_y",
     "int_arg",
     "opt_real_arg",
@@ -59,11 +63,21 @@ def rng_arg(seed: Any, name: str = "seed") -> np.random.Generator:
                              or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, "
                         f"got {type(seed).__name__}")
+    if seed is not None and int(seed) < 0:
+        raise ValueError(f"{name} must be >= 0, got {int(seed)}")
     return np.random.default_rng(None if seed is None else int(seed))
 
 
 def check_callbacks(callbacks: Any, name: str = "callbacks") -> list[Any]:
-    """The callbacks as a list, each callable."""
+    """The callbacks as a list, each callable (None: no callbacks)."""
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        raise TypeError(f"{name} must be a sequence of callables; wrap a single callback "
+                        f"in a list: {name}=[f]")
+    if isinstance(callbacks, (str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of callables, got "
+                        f"{type(callbacks).__name__}")
     cbs = list(callbacks)
     for i, cb in enumerate(cbs):
         if not callable(cb):
@@ -80,6 +94,31 @@ def check_model(model: Any) -> None:
             f"model must provide {', '.join(needed)} (like fastclip.nn.MLP); "
             f"{type(model).__name__} lacks {', '.join(missing)}"
         )
+
+
+def check_step_sqnorms(sqnorms: Any) -> np.ndarray:
+    """One step's per-parameter sums of squares for a monitor: a non-empty 1-d real
+    array, none negative (NaN and inf pass: they flag the step); float64."""
+    if isinstance(sqnorms, np.ma.MaskedArray):
+        raise TypeError(_ca.masked_msg("sqnorms"))
+    try:
+        sq = np.asarray(sqnorms)
+    except Exception as exc:
+        raise TypeError(f"sqnorms must be an array of floats, got {type(sqnorms).__name__}"
+                        ) from exc
+    if sq.dtype.kind not in "fiu":
+        raise TypeError(f"sqnorms must be an array of floats, got dtype {sq.dtype}")
+    if sq.ndim != 1 or sq.size == 0:
+        raise ValueError(f"sqnorms must be a 1-d array with one sum of squares per parameter "
+                         f"array, got shape {sq.shape}")
+    return _ca.check_sums_of_squares(np.ascontiguousarray(sq, dtype=np.float64))
+
+
+def check_step_loss(loss: Any) -> float:
+    """A step's loss: a real number (NaN and inf pass: they flag the step)."""
+    if isinstance(loss, (bool, np.bool_)) or not isinstance(loss, numbers.Real):
+        raise TypeError(f"loss must be a real number, got {type(loss).__name__}")
+    return float(loss)
 
 
 def check_no_single_row_batch(n: int, batch_size: int) -> None:

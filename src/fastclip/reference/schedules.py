@@ -169,7 +169,9 @@ def eval_scalar(low: _s.Lowered, x: float) -> float:
         d = max(d, 0.0)
         if f & _s.F_CYCLE:
             if d > 0.0:
-                T = T * _ceil(d / T)
+                # at least one period: d / T underflows to 0 for a subnormal d
+                k = _ceil(d / T)
+                T = T * (1.0 if k < 1.0 else k)
             # T * ceil(d / T) can round below d at huge steps: the decay is then over
             return (p[0] - p[1]) * _powe(max(1.0 - d / T, 0.0), p[3]) + p[1]
         d = min(d, T)
@@ -302,7 +304,7 @@ def eval_array(low: _s.Lowered, x: np.ndarray) -> np.ndarray:
         d = np.maximum(x - p[4], 0.0)
         if f & _s.F_CYCLE:
             with np.errstate(over="ignore", invalid="ignore"):
-                Tc = np.where(d > 0.0, p[2] * np.ceil(d / p[2]), p[2])
+                Tc = np.where(d > 0.0, p[2] * np.maximum(np.ceil(d / p[2]), 1.0), p[2])
                 frac = np.maximum(1.0 - d / Tc, 0.0)
             return (p[0] - p[1]) * _powe_a(frac, p[3]) + p[1]
         d = np.minimum(d, p[2])

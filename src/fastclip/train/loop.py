@@ -195,9 +195,12 @@ def fit(
             from fastclip.optim import Adam
 
             optimizer = Adam(list(model.parameters()))
-        if not callable(getattr(optimizer, "step", None)):
+        if not callable(getattr(optimizer, "step", None)) or type(
+                optimizer).__module__.split(".")[0] == "torch":
+            # a torch.optim optimiser steps torch tensors from their .grad: it cannot
+            # take fit's NumPy gradients
             raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
-                            f"{type(optimizer).__name__}")
+                            f"{type(optimizer).__module__}.{type(optimizer).__name__}")
         opt_params = getattr(optimizer, "params", None)
         if opt_params is not None:
             opt_params = value_arrays(list(opt_params))

@@ -240,7 +240,9 @@ class GradientMonitor:
             layers never flag a step: they are reported in
             :attr:`last_warnings` (and :attr:`events`).
         """
-        sq = np.asarray(sqnorms, dtype=np.float64)
+        # checked before any state changes
+        sq = _ct.check_step_sqnorms(sqnorms)
+        loss = _ct.check_step_loss(loss)
         total_sq = float(np.add.reduce(sq, axis=None))  # sq.sum() without its wrapper
         norm = math.sqrt(total_sq) if total_sq >= 0 else math.nan
         thr = self.threshold()
