@@ -483,7 +483,7 @@ def test_agc_any_layout_c_vs_reference(shape, dtype, perm_seed, step, seed):
 
 def test_clipper_state_dicts_are_checked_before_anything_changes():
     """A bad last_threshold (or history) is an error naming it, and the clipper keeps
-    its state (the settings were already overwritten when it failed)."""
+    all of its state, settings included."""
     z = ZClip(warmup_steps=3)
     st = ZClip(warmup_steps=3, alpha=0.5).state_dict()
     st.update(mean=2.0, var=1.0, last_threshold="bad")

@@ -762,7 +762,7 @@ def test_max_norm_every_length_and_special_value(dtype) -> None:
 @pytest.mark.parametrize("impl", [C, R], ids=["c", "reference"])
 def test_tf_style_clips_reject_an_infinite_clip_norm(impl):
     """TensorFlow's formula gives NaN for clip_norm=inf; it is an error naming
-    clip_norm in both implementations (it returned arrays of NaN)."""
+    clip_norm in both implementations, not arrays of NaN."""
     x = np.array([3.0, 4.0])
     for fn in (lambda c: impl.clip_by_norm(x, c), lambda c: impl.clip_by_global_norm([x], c)):
         with pytest.raises(ValueError, match="clip_norm"):

@@ -213,8 +213,8 @@ def test_fit_skips_the_input_gradient(impl):
 
 
 def test_batchnorm_model_refuses_a_one_row_last_batch_before_training():
-    """The check comes before the first step (it failed at the last batch, after the
-    epoch's other steps had changed the model) and names batch_size."""
+    """The check comes before the first step, so the model is unchanged, and the
+    message names batch_size."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((33, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
@@ -232,7 +232,7 @@ def test_batchnorm_model_refuses_a_one_row_last_batch_before_training():
 def test_flagged_step_does_not_keep_its_batchnorm_statistics(policy):
     """A flagged step is not applied: the running statistics its forward pass
     wrote (inf and NaN from a huge input) go back to those of the last applied step,
-    so the model still evaluates (they stayed, and every later output was NaN)."""
+    so the model still evaluates to finite outputs."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((32, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
@@ -254,8 +254,7 @@ def test_flagged_step_does_not_keep_its_batchnorm_statistics(policy):
 
 def test_fit_argument_errors_name_the_argument():
     """A single callable for callbacks, a negative seed and a torch optimiser are
-    errors naming the argument before any step (they failed inside NumPy, or at the
-    first step)."""
+    errors naming the argument, raised before any step."""
     X = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
     m = nn.MLP([4, 8, 2], rng=0)

@@ -471,9 +471,9 @@ def test_column_sums_do_not_depend_on_threads(rng):
 
 @pytest.mark.parametrize("impl", ["c", "python"])
 def test_losses_and_models_refuse_masked_arrays_and_take_matrices(impl):
-    """A masked array's mask would be ignored (the masked values were used): a
-    TypeError naming the argument, in both implementations. ``np.matrix`` is used
-    through an ndarray view (the reference failed on it)."""
+    """A masked array's mask would be ignored, so it is a TypeError naming the
+    argument, in both implementations. ``np.matrix`` is used through an ndarray view
+    by both."""
     fastclip.set_implementation(impl)
     try:
         m = np.ma.array([[1.0, 2.0, 50.0]], mask=[[0, 0, 1]])

@@ -156,8 +156,7 @@ def test_what_cannot_be_saved_raises_type_error(tmp_path):
 ])
 def test_batchnorm_and_dropout_models_round_trip(tmp_path, kw):
     """Batch normalisation (its parameters, eps, momentum and running statistics) and
-    dropout survive save/load: the reloaded model is the same model (it used to come
-    back without its dropout, or not load at all)."""
+    dropout survive save/load: the reloaded model is the same model."""
     m = nn.MLP([4, 8, 8, 3], rng=0, **kw)
     x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
     m.forward(x)
@@ -181,8 +180,8 @@ def test_batchnorm_and_dropout_models_round_trip(tmp_path, kw):
 
 
 def test_empty_truncated_and_foreign_files_raise_value_error(tmp_path):
-    """A damaged file is a ValueError, as documented (it was EOFError or BadZipFile),
-    and the message does not suggest allow_pickle; a missing file stays an OSError."""
+    """A damaged file is a ValueError, as documented, whose message does not suggest
+    allow_pickle; a missing file stays an OSError."""
     path = tmp_path / "m.npz"
     fastclip.save(nn.MLP([4, 8, 3], rng=0), path)
     raw = path.read_bytes()

@@ -224,8 +224,8 @@ def _small_problem(n=60, d=5, seed=0):
 
 
 def test_first_partial_fit_rejects_labels_outside_classes_and_changes_nothing():
-    """As scikit-learn: a label missing from ``classes`` is an error naming it (it was
-    silently learned as a neighbouring class), and the failed call fits nothing."""
+    """As scikit-learn: a label missing from ``classes`` is an error naming it, and
+    the failed call fits nothing."""
     X, y = _small_problem()
     clf = MLPClassifier((8,), random_state=0)
     with pytest.raises(ValueError, match=r"y has classes \[1\] not in classes \[0, 2, 3\]"):
@@ -256,7 +256,7 @@ def test_warm_start_fit_takes_the_current_optimiser_parameters():
 
 def test_predict_rejects_data_that_overflow_a_float32_model():
     """A finite float64 value beyond float32's range is an error at predict time, as
-    at fit time (it was a row of NaN probabilities and an arbitrary class)."""
+    at fit time, not a row of NaN probabilities."""
     X, y = _small_problem()
     clf = MLPClassifier((8,), max_iter=5, random_state=0).fit(X, y)
     Xh = X[:3].copy()

@@ -446,8 +446,7 @@ def test_labels_as_floats_and_one_hot():
 
 def test_monitor_observe_checks_its_arguments_before_recording():
     """Negative, empty, 2-d or non-numeric sums of squares and a non-numeric loss are
-    errors naming the argument, and the monitor's statistics stay as they were (a
-    negative sum was taken as a good step; a 2-d one failed after being recorded)."""
+    errors naming the argument, and the monitor's statistics stay as they were."""
     from fastclip.train import GradientMonitor
     mon = GradientMonitor("skip", warmup=2)
     mon.observe(0, [1.0, 4.0])
