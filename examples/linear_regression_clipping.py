@@ -19,7 +19,7 @@ and w grows geometrically until it overflows. The ablation table shows:
   remedy) keeps w bounded, but it does **not** converge: near the minimum the
   gradient is smaller than 0.5, clipping is inactive and plain descent
   amplifies the error again, so w ends in a small oscillation around 1.727;
-- a **decaying learning rate** (``schedules.inverse_time``) alone converges:
+- a **decaying learning rate** (``schedules.exponential``) alone converges:
   the error grows for the few steps in which the rate is above 0.0182, then
   shrinks;
 - **both together** converge too, and clipping bounds the early growth.

@@ -520,3 +520,21 @@ def test_clippers_and_optimisers_refuse_masked_sqnorms():
     with pytest.raises(TypeError, match="sqnorms is a numpy.ma.MaskedArray"):
         optim.SGD(p, lr=0.1, clip_norm=1.0).step([np.ones(2)], sqnorms=sq)
     assert (p[0] == 1).all()
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_agc_leaves_a_non_finite_step_untouched(bad):
+    """As the module documents for every clipper: a non-finite global norm leaves the
+    gradients as they are (the unit-wise pass would zero or NaN the finite entries of
+    the units it scales), whether AGC computes the sums of squares or is given them."""
+    for given in (False, True):
+        g = np.full((3, 2), 10.0)
+        g[0, 0] = bad
+        b = np.full(2, 10.0)
+        before = [g.copy(), b.copy()]
+        agc = AGC(0.1)
+        sq = np.array([np.sum(g * g), np.sum(b * b)]) if given else None
+        norm = agc.clip_([g, b], [np.ones((3, 2)), np.ones(2)], sqnorms=sq)
+        assert not math.isfinite(norm) and agc.last_clipped == 0
+        np.testing.assert_array_equal(g, before[0])
+        np.testing.assert_array_equal(b, before[1])

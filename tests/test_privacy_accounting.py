@@ -111,3 +111,31 @@ def test_get_noise_multiplier_names_target_delta():
         with pytest.raises(ValueError, match=r"^target_delta must be in \(0, 1\)"):
             P.get_noise_multiplier(target_epsilon=1.0, target_delta=bad, sample_rate=0.01,
                                    epochs=1)
+
+
+def test_noise_multiplier_for_less_than_one_step_is_an_error():
+    """int(epochs / sample_rate) == 0 steps: an error naming epochs, raised at once
+    (with no step every sigma gives epsilon 0, so no sigma meets the target)."""
+    with pytest.raises(ValueError, match="epochs=0.1 at sample_rate=0.5 is less than one step"):
+        P.get_noise_multiplier(target_epsilon=1.0, target_delta=1e-5, sample_rate=0.5,
+                               epochs=0.1)
+
+
+def test_accountant_state_is_checked_before_it_replaces_the_record():
+    """A state without history (or with malformed entries) is an error naming it; the
+    privacy already spent stays recorded."""
+    a = P.PrivacyAccountant()
+    a.step(noise_multiplier=1.0, sample_rate=0.1, steps=50)
+    eps = a.get_epsilon(1e-5)
+    for bad, exc in (({"mechanism": "rdp"}, ValueError),
+                     ({"mechanism": "rdp", "histroy": [[1.0, 0.1, 5]]}, ValueError),
+                     ({"mechanism": "rdp", "history": None}, TypeError),
+                     ({"mechanism": "rdp", "history": "abc"}, TypeError),
+                     ({"mechanism": "rdp", "history": [[1.0, 0.1]]}, ValueError),
+                     (None, TypeError), ([], TypeError)):
+        with pytest.raises(exc, match="state|history"):
+            a.load_state_dict(bad)
+        assert a.get_epsilon(1e-5) == eps
+    b = P.PrivacyAccountant()
+    b.load_state_dict(a.state_dict())
+    assert b.get_epsilon(1e-5) == eps

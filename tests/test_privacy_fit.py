@@ -43,7 +43,8 @@ def test_epsilon_per_epoch_equals_the_accountant():
     assert np.all(np.diff(h.epsilon) > 0)
     assert "epsilon" in h.to_dict()
     assert h.privacy == {"noise_multiplier": 1.2, "sample_rate": q, "max_grad_norm": 1.0,
-                         "delta": 1e-3, "accountant": "rdp", "expected_batch_size": 20}
+                         "delta": 1e-3, "accountant": "rdp", "expected_batch_size": 20,
+                         "steps": 3 * steps, "epsilon_spent": h.epsilon[-1]}
     _, plain = _fit(None)
     assert plain.privacy is None and np.all(np.isnan(plain.epsilon))
 
@@ -151,3 +152,45 @@ def test_bad_combinations_modify_nothing():
         fastclip.fit(NoPerExample(), X, y, epochs=1, progress=False, privacy=cfg)
     for p, b in zip(m.parameters(), before):
         np.testing.assert_array_equal(p, b)
+
+
+
+def test_training_stopped_inside_an_epoch_reports_every_accounted_step():
+    """History.epsilon holds the epochs' ends; a run stopped inside an epoch (here by
+    an exception from the loss at its 15th call) records in history.privacy the
+    epsilon of every step it took."""
+    cfg = P.DPConfig(max_grad_norm=1.0, noise_multiplier=1.0, delta=1e-5)
+    X, y = _data(n=200)
+    m = nn.MLP([8, 16, 3], rng=1)
+    calls = [0]
+
+    def loss(out, target):
+        calls[0] += 1
+        if calls[0] == 15:
+            raise KeyboardInterrupt
+        return nn.softmax_cross_entropy(out, target)
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        fastclip.fit(m, X.astype(np.float32), y, epochs=3, batch_size=20, seed=0,
+                     progress=False, privacy=cfg, loss=loss, classification=True)
+    h = info.value.history
+    assert h.privacy["steps"] == 14 == h.n_steps
+    want = P.compute_epsilon(noise_multiplier=1.0, sample_rate=0.1, steps=14, delta=1e-5)
+    assert h.privacy["epsilon_spent"] == pytest.approx(want, rel=1e-12)
+    assert list(h.epsilon) == [pytest.approx(P.compute_epsilon(
+        noise_multiplier=1.0, sample_rate=0.1, steps=10, delta=1e-5), rel=1e-12)]
+
+
+def test_secure_mode_draws_the_batches_from_the_os():
+    """With secure_mode the Poisson batches come from the operating system's CSPRNG,
+    not from the seed: two runs with one seed draw different batches; the rate is q."""
+    s1 = P.PoissonSampler(1000, 0.1, rng=0, secure_mode=True)
+    s2 = P.PoissonSampler(1000, 0.1, rng=0, secure_mode=True)
+    a = [s1.sample() for _ in range(20)]
+    b = [s2.sample() for _ in range(20)]
+    assert any(len(x) != len(z) or (x != z).any() for x, z in zip(a, b))
+    assert 70 < np.mean([len(x) for x in a + b]) < 130
+    seeded = [P.PoissonSampler(1000, 0.1, rng=0).sample() for _ in range(2)]
+    assert np.array_equal(seeded[0], seeded[1])
+    with pytest.raises(TypeError, match="secure_mode"):
+        P.PoissonSampler(10, 0.5, secure_mode="yes")

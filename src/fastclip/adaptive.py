@@ -291,24 +291,42 @@ class AGC(_Clipper):
         params : ndarray or iterable of ndarray
             The parameters (required), same shapes as ``grads``.
         sqnorms : array-like, optional
-            Ignored (accepted for interface compatibility: AGC computes its
-            per-unit norms, and from them the global norm, in one pass).
+            The per-gradient sums of squares, when the caller has them (the
+            backward pass does): a step whose global norm is not finite is then
+            recognised without a norm pass of AGC's own. The clipping itself uses
+            the per-unit norms, computed in the clipping pass.
 
         Returns
         -------
         float
-            The global L2 norm of the gradients before clipping.
+            The global L2 norm of the gradients before clipping. When it is not
+            finite (NaN or inf), the gradients are left unchanged.
 
         Raises
         ------
         ValueError
             When ``params`` is None or does not match ``grads``.
         """
+        # a non-finite step is left to the explosion monitor, untouched (the unit-wise
+        # pass would turn the other entries of its units into 0 or NaN); with comm, a
+        # bad argument on one rank is reported to all through _local
+        sq = self._local(self._sums_of_squares, grads, params, sqnorms)
+        norm = self._global(sq)
+        if not math.isfinite(norm):
+            self.last_norm = norm
+            self.last_clipped = 0
+            self.last_sqnorms = sq
+            return norm
         before, after, clipped = self._local(self._clip_local, grads, params)
         self.last_norm = self._global(before)
         self.last_clipped = clipped
         self.last_sqnorms = after
         return self.last_norm
+
+    def _sums_of_squares(self, grads: Arrays, params: Arrays | None, sqnorms: Any) -> Any:
+        if params is None:
+            raise ValueError("params is required: AGC clips relative to the parameter norms")
+        return _global_from(grads, sqnorms)[2]
 
     def _clip_local(self, grads: Arrays, params: Arrays | None) -> Any:
         if params is None:

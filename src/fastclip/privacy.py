@@ -267,9 +267,9 @@ def _clip_rows(model: Any, rows: list[np.ndarray], slopes: list[np.ndarray | Non
 def _secure_standard_normal(n: int) -> np.ndarray:
     """``n`` standard normal float64 samples from the operating system's CSPRNG.
 
-    Box-Muller on 53-bit uniforms from :func:`os.urandom`; as Opacus does in secure
-    mode, each sample is the normalised sum of two draws, which hides the
-    floating-point structure of a single draw (Mironov, 2012).
+    Box-Muller on 53-bit uniforms from :func:`os.urandom`; each sample is the
+    normalised sum of two draws, which hides the floating-point structure of a
+    single draw (Mironov, 2012), as Opacus's secure mode does with four.
     """
     if n == 0:
         return np.zeros(0)
@@ -507,7 +507,9 @@ class DPConfig:
     per_layer : {None, "equal", "size"}, default None
         Per-layer clipping (see :meth:`fastclip.nn.MLP.backward`).
     secure_mode : bool, default False
-        Noise from the operating system's CSPRNG instead of ``fit``'s seed.
+        Noise and Poisson batches from the operating system's CSPRNG instead of
+        ``fit``'s seed (not reproducible; the batches must be secret for the
+        amplification by subsampling that the accountant counts).
 
     Raises
     ------
@@ -565,7 +567,7 @@ class _FitPrivacy:
         self.config = config
         self.sample_rate = q
         self.noise_multiplier = sigma
-        self.sampler = PoissonSampler(n, q, rng)
+        self.sampler = PoissonSampler(n, q, rng, secure_mode=config.secure_mode)
         self.accountant = PrivacyAccountant(config.accountant)
         self.dp = DPOptimizer(optimizer, noise_multiplier=sigma,
                               max_grad_norm=config.max_grad_norm,
@@ -644,11 +646,18 @@ class PoissonSampler:
     sample_rate : float
         ``q`` in (0, 1].
     rng : numpy.random.Generator, int or None
+        Ignored with ``secure_mode=True``.
+    secure_mode : bool, default False
+        Draw the inclusions from the operating system's CSPRNG (:func:`os.urandom`)
+        instead of ``rng``: the amplification by subsampling that the accountant
+        counts on assumes the batches are secret, as Opacus's secure mode does.
     """
 
-    def __init__(self, n: int, sample_rate: float, rng: Any = None) -> None:
+    def __init__(self, n: int, sample_rate: float, rng: Any = None, *,
+                 secure_mode: bool = False) -> None:
         self.n = _cp.check_count(n, "n", 1)
         self.sample_rate = _cp.check_sample_rate(sample_rate)
+        self.secure_mode = _cp.check_bool(secure_mode, "secure_mode")
         self._rng = _rng(rng)
 
     @property
@@ -661,7 +670,12 @@ class PoissonSampler:
 
     def sample(self) -> np.ndarray:
         """One batch: the sorted indices of the examples drawn."""
-        return np.flatnonzero(self._rng.random(self.n) < self.sample_rate)
+        if self.secure_mode:
+            raw = np.frombuffer(os.urandom(8 * self.n), dtype=np.uint64)
+            u = (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53  # in [0, 1)
+        else:
+            u = self._rng.random(self.n)
+        return np.flatnonzero(u < self.sample_rate)
 
     def __iter__(self) -> Any:
         for _ in range(self.steps_per_epoch):
@@ -775,9 +789,24 @@ class PrivacyAccountant:
                 "history": [list(h) for h in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mech = _cp.check_accountant(state.get("mechanism"))
+        """Restore a :meth:`state_dict` (every entry checked before anything changes;
+        a missing ``history`` is an error, never an empty record of the privacy spent)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        missing = [k for k in ("mechanism", "history") if k not in state]
+        if missing:
+            raise ValueError(f"state is missing {missing} (a PrivacyAccountant.state_dict() "
+                             f"has 'mechanism' and 'history')")
+        mech = _cp.check_accountant(state["mechanism"])
+        entries = state["history"]
+        if isinstance(entries, (str, bytes)) or not isinstance(entries, (list, tuple)):
+            raise TypeError(f"state['history'] must be a list of (noise_multiplier, "
+                            f"sample_rate, steps) entries, got {type(entries).__name__}")
         hist = []
-        for entry in state.get("history", []):
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+                raise ValueError(f"state['history'][{i}] must be a (noise_multiplier, "
+                                 f"sample_rate, steps) triple, got {entry!r}")
             sigma, q, n = entry
             hist.append((_cp.check_noise_multiplier(sigma), _cp.check_sample_rate(q),
                          _cp.check_count(n, "steps", 0)))
@@ -858,6 +887,10 @@ def get_noise_multiplier(*, target_epsilon: float, target_delta: float, sample_r
     if steps is None:
         ep = _cp.check_clip_norm(epochs, "epochs", allow_zero=False, allow_inf=False)
         n = int(ep / q)
+        if n < 1:
+            raise ValueError(f"epochs={ep!r} at sample_rate={q!r} is less than one step "
+                             f"(int(epochs / sample_rate) = {n}): train for at least "
+                             f"{q!r} epochs")
     else:
         n = _cp.check_count(steps, "steps", 1)
 
@@ -871,7 +904,11 @@ def get_noise_multiplier(*, target_epsilon: float, target_delta: float, sample_r
         if sigma_high > _MAX_SIGMA:
             raise ValueError("target_epsilon is too small: the noise multiplier would "
                              f"exceed {_MAX_SIGMA:g}")
-    while eps_t - eps_high > tol:
+    # bisection; 200 halvings of [0, sigma_high] reach the float resolution whatever
+    # the tolerance
+    for _ in range(200):
+        if eps_t - eps_high <= tol:
+            break
         sigma = (sigma_low + sigma_high) / 2
         e = eps(sigma)
         if e < eps_t:

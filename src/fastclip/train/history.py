@@ -60,7 +60,9 @@ class History:
     privacy : dict or None
         For a private run (``fit(privacy=...)``): ``noise_multiplier``,
         ``sample_rate``, ``max_grad_norm``, ``delta``, ``accountant`` and
-        ``expected_batch_size``; None otherwise.
+        ``expected_batch_size``; when training ends or stops, ``steps`` (the
+        steps accounted) and ``epsilon_spent`` (their epsilon, which counts a
+        partial last epoch that :attr:`epsilon` does not); None otherwise.
 
     See Also
     --------

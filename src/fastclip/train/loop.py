@@ -245,13 +245,29 @@ def fit(
                (Xv, yv) if validation is not None else None, mon, engine, cbs, progress, rng,
                comm, reducer, desc, backward_kw, names, history, dp)
     except BaseException as exc:
+        if dp is not None:
+            _record_privacy_spent(history, dp)
         if getattr(exc, "history", None) is None:
             try:
                 exc.history = history  # type: ignore[attr-defined]
             except AttributeError:  # an exception type without an instance __dict__
                 pass
         raise
+    if dp is not None:
+        _record_privacy_spent(history, dp)
     return history
+
+
+def _record_privacy_spent(history: History, dp: Any) -> None:
+    """Every accounted step's privacy, also when training stopped inside an epoch
+    (``History.epsilon`` holds the epochs' ends only)."""
+    if history.privacy is None:
+        return
+    history.privacy["steps"] = int(dp.accountant.steps)
+    try:
+        history.privacy["epsilon_spent"] = float(dp.epsilon())
+    except Exception:  # the accountant must not hide the error being raised
+        history.privacy["epsilon_spent"] = math.nan
 
 
 def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: bool,
