@@ -895,28 +895,7 @@ class _Network:
     # -- forward / backward -------------------------------------------------
     def _check_rows(self, a: Any, name: str, width: int | None, what: str,
                     dtype: np.dtype | None = None) -> np.ndarray:
-        a = _cn.plain_array(a, name)  # a masked array is refused, np.matrix viewed
-        want = self._dtype if dtype is None else dtype
-        if want is None:
-            if a.dtype not in _FLOATS:
-                raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
-        elif a.dtype != want:
-            raise TypeError(
-                f"{name} must have dtype {want} (the model's dtype), got {a.dtype}"
-            )
-        if a.ndim != 2 or (width is not None and a.shape[1] != width):
-            raise ValueError(
-                f"{name} has shape {a.shape} but the model expects {what} of shape "
-                f"(N, {width if width is not None else 'M'})"
-            )
-        width = a.shape[1]
-        if a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative:
-            return a
-        it = a.itemsize
-        if (a.strides[1] == it and a.strides[0] >= width * it and a.strides[0] % it == 0
-                and a.flags.aligned and a.dtype.isnative):
-            return a
-        return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+        return _cn.check_rows(a, name, width, what, self._dtype if dtype is None else dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run the network on a batch.

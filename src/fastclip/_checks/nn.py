@@ -37,6 +37,34 @@ def float_array(obj: Any, name: str) -> np.ndarray:
     return obj
 
 
+def check_rows(a: Any, name: str, width: int | None, what: str,
+               want: np.dtype | None) -> np.ndarray:
+    """A model's input or output gradient: a 2-d ``(N, width)`` array of dtype ``want``
+    (float32 or float64 when ``want`` is None), returned with unit-stride, aligned,
+    native rows (a copy only when it has none)."""
+    a = plain_array(a, name)  # a masked array is refused, np.matrix viewed
+    if want is None:
+        if a.dtype not in FLOATS:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    elif a.dtype != want:
+        raise TypeError(
+            f"{name} must have dtype {want} (the model's dtype), got {a.dtype}"
+        )
+    if a.ndim != 2 or (width is not None and a.shape[1] != width):
+        raise ValueError(
+            f"{name} has shape {a.shape} but the model expects {what} of shape "
+            f"(N, {width if width is not None else 'M'})"
+        )
+    width = a.shape[1]
+    if a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative:
+        return a
+    it = a.itemsize
+    if (a.strides[1] == it and a.strides[0] >= width * it and a.strides[0] % it == 0
+            and a.flags.aligned and a.dtype.isnative):
+        return a
+    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+
+
 def unit_rows(a: np.ndarray) -> np.ndarray:
     """``a`` (2-D) if its rows are unit-stride with a positive row stride (what
     BLAS accepts), else a C-contiguous native copy."""
