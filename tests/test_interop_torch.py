@@ -252,3 +252,58 @@ def test_optimizer_rejects_unsupported_torch_parameters():
     with pytest.raises(TypeError, match=r"params mixes parameters \(params\[0\]\) and plain "
                                         r"arrays \(params\[1\]\)"):
         optim.SGD([q, np.ones(3)], lr=0.1)
+
+
+def test_in_place_writes_to_torch_tensors_bump_their_versions():
+    """fastclip's optimiser steps and in-place clips write torch memory as torch's own
+    in-place operations do, so autograd refuses a graph that saved the old values
+    (it computed the gradient from the updated weights instead)."""
+    from fastclip import optim as fo
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    loss = (w * w * torch.tensor([3.0, 4.0])).sum()
+    loss.backward(retain_graph=True)
+    fo.SGD([w], lr=0.1).step()
+    w.grad = None
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    for clip in (lambda p: fastclip.clip_grad_norm_(p, 1.0),
+                 lambda p: fastclip.clip_grad_value_(p, 1.0),
+                 lambda p: fastclip.clip_grads_with_norm_(p, 1.0, 2.0),
+                 lambda p: fastclip.zero_nans_(p)):
+        w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        g, = torch.autograd.grad((w * w * torch.tensor([3.0, 4.0])).sum(), w,
+                                 create_graph=True)
+        w.grad = g
+        pen = (g ** 2).sum()
+        v = g._version
+        clip([w])
+        assert g._version > v
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            torch.autograd.grad(pen, w)
+
+
+def test_a_refused_step_swaps_no_parameter_view():
+    """A step refused because one parameter changed shape keeps every view (and the
+    plan built on them): after the shape is put back, the next step updates every
+    parameter, including one whose storage was replaced before the refused step."""
+    from fastclip import optim as fo
+    p0 = torch.nn.Parameter(torch.zeros(2))
+    p1 = torch.nn.Parameter(torch.zeros(3))
+    opt = fo.SGD([p0, p1], lr=1.0)
+    p0.grad, p1.grad = torch.ones(2), torch.ones(3)
+    old1 = p1.data
+    p0.data = torch.zeros(2)
+    p1.data = torch.zeros(5)
+    with pytest.raises(ValueError, match=r"params\[1\] changed from shape"):
+        opt.step()
+    p1.data = old1
+    opt.step()
+    assert p0.data.tolist() == [-1.0, -1.0] and p1.data.tolist() == [-1.0, -1.0, -1.0]
+
+
+def test_a_single_tensor_is_not_a_parameter_list():
+    from fastclip import optim as fo
+    with pytest.raises(TypeError, match="single torch.Tensor; wrap it in a list"):
+        fo.SGD(torch.nn.Parameter(torch.ones(3, 2)), lr=0.1)
+    with pytest.raises(TypeError, match="tensors must be a bool"):
+        fastclip.nn.MLP([2, 3, 2], rng=0).to_torch_state_dict(tensors="no")

@@ -189,14 +189,16 @@ def _all_ndarrays(obj: Any) -> bool:
     return type(obj) is list and (not obj or set(map(type, obj)) == {_ND})
 
 
-def gradients(obj: Any, name: str, inplace: bool) -> Any:
+def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = None) -> Any:
     """The gradient arrays of ``obj`` for the torch-style functions.
 
     Returns ``obj`` itself when it is already an ndarray or a list of ndarrays
     (the kernels validate it), else a validated list of ndarrays: the ``grad``
     of each parameter whose grad is not None, the arrays (or shared views of
     torch tensors) otherwise, in tree order. Mixing parameters and plain
-    arrays raises TypeError.
+    arrays raises TypeError. ``written`` (when given) receives the torch
+    tensors whose memory the arrays share, for :func:`bump_versions` after an
+    in-place call.
     """
     if type(obj) is _ND or _all_ndarrays(obj):
         return obj
@@ -218,9 +220,13 @@ def gradients(obj: Any, name: str, inplace: bool) -> Any:
                 continue
             glab = f"{lab}.grad"
             out.append(_leaf_array(g, glab, inplace))
+            if written is not None and is_torch(g):
+                written.append(g)
         else:
             first_array = first_array or lab
             out.append(_leaf_array(x, lab, inplace))
+            if written is not None and is_torch(x):
+                written.append(x)
         if first_param is not None and first_array is not None:
             raise TypeError(
                 f"{name} mixes parameters ({first_param}) and plain arrays ({first_array}); "
@@ -230,6 +236,21 @@ def gradients(obj: Any, name: str, inplace: bool) -> Any:
     if single and len(out) == 1 and not _is_param(obj):
         return out[0]
     return out
+
+
+def bump_versions(tensors: list[Any]) -> None:
+    """Tell autograd that fastclip wrote into these torch tensors in place, as a
+    torch in-place operation would: a graph that saved one of them then refuses a
+    later backward instead of computing it from the new values."""
+    if not tensors:
+        return
+    try:
+        from torch.autograd.graph import increment_version
+    except ImportError:  # a torch without it: nothing to tell
+        return
+    live = [t for t in tensors if not t.is_inference()]  # those track no version
+    if live:
+        increment_version(live)
 
 
 def arrays_tree(obj: Any, name: str) -> tuple[Any, Callable[[list[Any]], Any] | None]:
@@ -289,6 +310,10 @@ def optim_params(params: Any) -> tuple[Any, list[Any] | None]:
     """
     if type(params) is _ND or _all_ndarrays(params):
         return params, None
+    if is_torch(params):
+        # iterating a tensor gives its rows, which would become the parameters
+        raise TypeError("params must be an iterable of parameters (model.parameters()) or "
+                        "of arrays, got a single torch.Tensor; wrap it in a list")
     if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
         return params, None  # check_params_list reports it
     items = list(params)
@@ -328,8 +353,10 @@ class GradReader:
     def refresh_values(self) -> bool:
         """Re-view a torch parameter whose storage was replaced (``p.data = t``);
         True when one was."""
-        changed = False
         handles = self._handles
+        # every replaced parameter is checked before any view is swapped: a refused
+        # step leaves the views (and the step plan built on them) as they were
+        swaps = []
         for k, i in enumerate(self._tidx):
             p = handles[i]
             if p.data_ptr() != self._ptrs[k]:
@@ -340,10 +367,19 @@ class GradReader:
                         f"params[{i}] changed from shape {v.shape} {v.dtype} to "
                         f"{new.shape} {new.dtype} after the optimiser was built"
                     )
-                self._vals[i] = new
-                self._ptrs[k] = p.data_ptr()
-                changed = True
-        return changed
+                swaps.append((k, i, new, p.data_ptr()))
+        for k, i, new, ptr in swaps:
+            self._vals[i] = new
+            self._ptrs[k] = ptr
+        return bool(swaps)
+
+    def values_written(self, idx: list[int] | None = None) -> None:
+        """The optimiser wrote the values of the torch parameters (all, or those in
+        ``idx``): autograd learns of it (:func:`bump_versions`)."""
+        if self._tidx:
+            h = self._handles
+            tidx = self._tidx if idx is None else [i for i in idx if self._torch[i]]
+            bump_versions([h[i] for i in tidx])
 
     def grads(self) -> tuple[list[np.ndarray], list[int]]:
         """``(gradients, indices)`` of the parameters whose grad is not None."""

@@ -141,12 +141,17 @@ def clip_grad_norm_(
     >>> round(float(np.sqrt(sum((x**2).sum() for x in g))), 6)
     1.0
     """
-    grads = _io.gradients(grads, "grads", True)
+    written: list[Any] = []
+    grads = _io.gradients(grads, "grads", True, written)
     if comm is not None:
         from fastclip import distributed
 
-        return distributed.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite, comm)
-    return _fam.impl.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite)
+        total = distributed.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite,
+                                            comm)
+    else:
+        total = _fam.impl.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite)
+    _io.bump_versions(written)
+    return total
 
 
 @_fill(given_params=_GIVEN_PARAMS, comm=_COMM)
@@ -229,8 +234,11 @@ def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> 
     total_norm : float
         The total norm, e.g. from :func:`get_total_norm` (``>= 0``, inf or NaN).
     """
-    return _fam.impl.clip_grads_with_norm_(_io.gradients(grads, "grads", True), max_norm,
-                                           total_norm)
+    written: list[Any] = []
+    out = _fam.impl.clip_grads_with_norm_(_io.gradients(grads, "grads", True, written),
+                                          max_norm, total_norm)
+    _io.bump_versions(written)
+    return out
 
 
 @_fill(inplace_grads=_INPLACE_GRADS)
@@ -245,7 +253,10 @@ def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
     clip_value : float
         ``>= 0`` (``inf`` leaves the data unchanged).
     """
-    return _fam.impl.clip_grad_value_(_io.gradients(grads, "grads", True), clip_value)
+    written: list[Any] = []
+    out = _fam.impl.clip_grad_value_(_io.gradients(grads, "grads", True, written), clip_value)
+    _io.bump_versions(written)
+    return out
 
 
 @_fill(pytree_input=_PYTREE_INPUT)
@@ -374,4 +385,7 @@ def zero_nans_(grads: Arrays) -> int:
     >>> g
     array([  1.,   0., -inf,   0.])
     """
-    return _fam.impl.zero_nans_(_io.gradients(grads, "grads", True))
+    written: list[Any] = []
+    count = _fam.impl.zero_nans_(_io.gradients(grads, "grads", True, written))
+    _io.bump_versions(written)
+    return count

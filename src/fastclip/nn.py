@@ -1680,6 +1680,7 @@ class MLP(_Network):
             out[f"{2 * i}.bias"] = blk.bias.copy()
             if blk.slope is not None:
                 out[f"{2 * i + 1}.weight"] = blk.slope.copy()
+        tensors = _cs.check_bool(tensors, "tensors")
         if tensors:
             import torch
 

@@ -300,6 +300,8 @@ class Optimizer:
                 )
             return total
         self._step_count += 1
+        if self._reader is not None:
+            self._reader.values_written(idx)  # torch parameters: as an in-place update
         return total
 
     # -- state ------------------------------------------------------------------------------
