@@ -159,3 +159,27 @@ def test_initialisers_match_torch_formulas():
     torch.nn.init.xavier_normal_(w)
     ours = nn.xavier_normal((400, 300), 0, dtype=np.float64)
     assert abs(ours.std() - w.std().item()) / w.std().item() < 0.02
+
+
+def test_from_torch_state_dict_orders_sequential_modules_by_index():
+    """Keys sorted as strings put "10.weight" before "2.weight": the layers still load
+    in nn.Sequential's order, giving torch's outputs."""
+    tm = torch.nn.Sequential(*[m for _ in range(6)
+                               for m in (torch.nn.Linear(4, 4), torch.nn.ReLU())][:-1])
+    sd = {k: v.detach() for k, v in sorted(tm.state_dict().items())}
+    assert list(sd)[2] == "10.bias"
+    m = nn.MLP.from_torch_state_dict(sd)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(m.forward(x), tm(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_from_torch_state_dict_names_the_key_of_an_unreadable_tensor():
+    tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    sd = tm.state_dict()
+    with pytest.raises(TypeError, match=r"state_dict\['0.weight'\] cannot be read"):
+        nn.MLP.from_torch_state_dict({k: v.bfloat16() for k, v in sd.items()})
+    with pytest.raises(TypeError, match=r"state_dict\['0.weight'\] has dtype float16"):
+        nn.MLP.from_torch_state_dict({k: v.half() for k, v in sd.items()})
+    m = nn.MLP.from_torch_state_dict({k: v.half() for k, v in sd.items()}, dtype=np.float32)
+    assert m.dtype == np.float32

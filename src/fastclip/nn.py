@@ -1692,7 +1692,9 @@ class MLP(_Network):
                               negative_slope: float = 0.01, dtype: Any = None) -> MLP:
         """Build an MLP from the ``state_dict`` of a torch ``nn.Sequential`` of Linear layers.
 
-        The modules holding parameters are taken in the order of the dict:
+        The modules holding parameters are taken in the order of their index
+        when every module name ends in one (``nn.Sequential``'s ``"0"``, ``"2"``,
+        ..., ``"10"``, whatever the order of the keys), else in the order of the dict:
         each ``nn.Linear`` (a 2-D ``weight`` of torch's layout ``(out, in)``,
         always transposed into fastclip's ``(in, out)``, so a square layer can
         never load transposed; an optional ``bias``, zero when absent) and, for
@@ -1738,12 +1740,23 @@ class MLP(_Network):
                 raise ValueError(f"state_dict[{key!r}]: only Linear and PReLU parameters "
                                  "(weight, bias) are supported")
             if type(v).__module__.startswith("torch"):
-                v = v.detach().cpu().numpy()
+                try:
+                    v = v.detach().cpu().numpy()
+                except (TypeError, RuntimeError, NotImplementedError) as exc:
+                    # bfloat16, sparse or meta tensors have no NumPy view
+                    raise TypeError(f"state_dict[{key!r}] cannot be read as a NumPy array "
+                                    f"({exc}); pass a dense float32/float64 tensor") from None
             a = np.asarray(v)
             if a.dtype.kind not in "iuf":
                 raise TypeError(f"state_dict[{key!r}] must be a real numeric array, got dtype "
                                 f"{a.dtype}")
             modules.setdefault(mod, {})[name] = a
+        # nn.Sequential names its modules by index: order them by it, so that a dict
+        # whose keys were sorted as strings ("10" before "2") loads the same model
+        parts = [mod.rpartition(".") for mod in modules]
+        if all(end.isdigit() for _, _, end in parts):
+            keys = sorted(((pre, int(end)), mod) for mod, (pre, _, end) in zip(modules, parts))
+            modules = {mod: modules[mod] for _, mod in keys}
         linears: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         slopes: list[tuple[str, np.ndarray]] = []
         for mod, ps in modules.items():
@@ -1781,7 +1794,11 @@ class MLP(_Network):
                     f"state_dict[{m1 + '.weight'!r}] has shape {w1.shape} (out, in) but the "
                     f"previous layer {m0}.weight has {w0.shape[0]} outputs"
                 )
-        dt = _check_dtype(linears[0][1].dtype if dtype is None and linears[0][1].dtype.kind == "f"
+        first = linears[0][1]
+        if dtype is None and first.dtype.kind == "f" and first.dtype not in _FLOATS:
+            raise TypeError(f"state_dict[{linears[0][0] + '.weight'!r}] has dtype {first.dtype}: "
+                            "pass dtype=numpy.float32 or numpy.float64 to convert it")
+        dt = _check_dtype(first.dtype if dtype is None and first.dtype.kind == "f"
                           else (np.float32 if dtype is None else dtype))
         sizes = [int(linears[0][1].shape[1])] + [int(w.shape[0]) for _, w, _ in linears]
         model = cls(sizes, activation, negative_slope=negative_slope, dtype=dt, rng=0)
