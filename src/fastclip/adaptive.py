@@ -225,7 +225,11 @@ class _Clipper:
         ndarray or list of ndarray
             The clipped copies (an ndarray for an ndarray input).
         """
-        copies, single = _copies(grads)
+        if self.comm is None:
+            copies, single = _copies(grads)
+        else:
+            # a bad argument on this rank is reported through the collective of clip_
+            copies, single = self._local(_copies, grads)
         self.clip_(copies, params)
         return copies[0] if single else copies
 
@@ -310,7 +314,7 @@ class AGC(_Clipper):
         # a non-finite step is left to the explosion monitor, untouched (the unit-wise
         # pass would turn the other entries of its units into 0 or NaN); with comm, a
         # bad argument on one rank is reported to all through _local
-        sq = self._local(self._sums_of_squares, grads, params, sqnorms)
+        grads, params, sq = self._local(self._sums_of_squares, grads, params, sqnorms)
         norm = self._global(sq)
         if not math.isfinite(norm):
             self.last_norm = norm
@@ -324,9 +328,14 @@ class AGC(_Clipper):
         return self.last_norm
 
     def _sums_of_squares(self, grads: Arrays, params: Arrays | None, sqnorms: Any) -> Any:
+        """``(grads, params, sums of squares)``: the pair checked (iterables read once,
+        as lists) before any rank clips in place."""
         if params is None:
             raise ValueError("params is required: AGC clips relative to the parameter norms")
-        return _global_from(grads, sqnorms)[2]
+        garr, parr, single = _cad.check_pairs(grads, params)
+        g: Any = garr[0] if single else garr
+        p: Any = parr[0] if single and len(parr) == 1 else parr
+        return g, p, _global_from(g, sqnorms)[2]
 
     def _clip_local(self, grads: Arrays, params: Arrays | None) -> Any:
         if params is None:

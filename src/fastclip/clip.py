@@ -142,13 +142,14 @@ def clip_grad_norm_(
     1.0
     """
     written: list[Any] = []
-    grads = _io.gradients(grads, "grads", True, written)
     if comm is not None:
         from fastclip import distributed
 
+        grads = _convert_for_collective(lambda: _io.gradients(grads, "grads", True, written))
         total = distributed.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite,
                                             comm)
     else:
+        grads = _io.gradients(grads, "grads", True, written)
         total = _fam.impl.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite)
     _io.bump_versions(written)
     return total
@@ -181,11 +182,12 @@ def get_total_norm(
         underflows. An empty array has norm 0 for every ``norm_type``
         (PyTorch raises for the infinity norm of an empty tensor).
     """
-    grads = _io.gradients(grads, "grads", False)
     if comm is not None:
         from fastclip import distributed
 
+        grads = _convert_for_collective(lambda: _io.gradients(grads, "grads", False))
         return distributed.get_total_norm(grads, norm_type, error_if_nonfinite, comm)
+    grads = _io.gradients(grads, "grads", False)
     return _fam.impl.get_total_norm(grads, norm_type, error_if_nonfinite)
 
 
@@ -339,14 +341,27 @@ def clip_by_global_norm(
         the input's structure for a tuple, namedtuple, dict or nested
         containers) and the global norm before clipping.
     """
-    arrays, rebuild = _io.arrays_tree(xs, "xs")
     if comm is not None:
         from fastclip import distributed
 
+        tree = _convert_for_collective(lambda: _io.arrays_tree(xs, "xs"))
+        arrays, rebuild = (tree, None) if not isinstance(tree, tuple) else tree
         out, g = distributed.clip_by_global_norm(arrays, clip_norm, use_norm, comm)
     else:
+        arrays, rebuild = _io.arrays_tree(xs, "xs")
         out, g = _fam.impl.clip_by_global_norm(arrays, clip_norm, use_norm)
     return (out if rebuild is None else rebuild(out)), g
+
+
+def _convert_for_collective(convert: Any) -> Any:
+    """``convert()``, or its error wrapped for the collective call that follows: raised
+    there, inside the call's checks, every rank raises instead of the others waiting."""
+    from fastclip.distributed.norms import ArgumentFailure
+
+    try:
+        return convert()
+    except Exception as exc:
+        return ArgumentFailure(exc)
 
 
 def zero_nans_(grads: Arrays) -> int:

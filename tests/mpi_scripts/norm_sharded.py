@@ -174,6 +174,41 @@ def main(comm):
     assert v == float(sum(r + 1 for r in range(size) if r % 2 == rank % 2))
     sub.Free()
 
+    # Arguments that fail before the collective on one rank only (not an iterable,
+    # a non-bool error_if_nonfinite): every rank raises, and the ranks stay in step.
+    last = rank == size - 1
+    g = [np.ones(3)]
+    for call in (lambda: fastclip.get_total_norm("abc" if last else g, comm=comm),
+                 lambda: fastclip.clip_grad_norm_(5 if last else g, 1.0, comm=comm),
+                 lambda: fastclip.clip_by_global_norm(None if last else g, 1.0, comm=comm),
+                 lambda: fastclip.get_total_norm(g, error_if_nonfinite="yes" if last else False,
+                                                 comm=comm),
+                 lambda: AutoClip(comm=comm)("abc" if last else [np.ones(2)])):
+        expect(TypeError, call)
+    # AGC: a params shape mismatch on one rank is found before any rank clips in place
+    ga = [np.full((4, 3), 10.0)]
+    pa = [np.ones((5, 3)) if last else np.ones((4, 3))]
+    expect(ValueError, AGC(0.01, comm=comm).clip_, ga, pa, match="shape")
+    assert (ga[0] == 10.0).all()
+    assert fastclip.get_total_norm([np.ones(4)], comm=comm) == math.sqrt(4 * size)
+
+    # fit: a loss that raises on one rank only makes every rank raise (no rank waits in
+    # the step's all-reduce)
+    from fastclip import nn
+
+    X = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    calls = [0]
+
+    def loss(out, t):
+        calls[0] += 1
+        if last and calls[0] == 3:
+            raise ValueError("boom in loss")
+        return nn.softmax_cross_entropy(out, t)
+
+    expect(ValueError, fastclip.fit, nn.MLP([4, 8, 2], rng=0), X, y, loss=loss, epochs=1,
+           batch_size=16, classification=True, progress=False, comm=comm, match="boom")
+
 
 if __name__ == "__main__":
     run(main)

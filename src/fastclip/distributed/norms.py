@@ -194,8 +194,21 @@ def gather_failed(comm: Any, exc: BaseException) -> None:
     raise exc
 
 
+class ArgumentFailure:
+    """An argument whose conversion failed on this rank before a collective call:
+    the call raises ``exc`` inside its checks, so every rank learns of it (the others
+    would otherwise wait in the collective forever)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 def sequence(obj: Any, name: str) -> tuple[Any, bool]:
     """One ndarray (kept, for messages) or the items of an iterable (consumed once)."""
+    if isinstance(obj, ArgumentFailure):
+        raise obj.exc
     items, single = _ca.as_sequence(obj, name)
     return (obj if single else items), single
 
@@ -215,17 +228,17 @@ def _sharded_total(
     check_comm(comm)
     exc: BaseException | None = None
     arrays: list[np.ndarray] = []
-    p, mx, norms = math.nan, math.nan, np.empty(0)
+    p, mx, norms, check = math.nan, math.nan, np.empty(0), False
     try:
         if clipping:
             mx = _cs.check_nonnegative(max_norm, "max_norm")
         p = _cs.check_norm_type(norm_type)
+        check = _cs.check_bool(error_if_nonfinite, "error_if_nonfinite")
         arg, _ = sequence(grads, "grads")
         arrays, _ = _ca.check_arrays(arg, "grads", inplace=clipping)
         norms = _clip.impl.array_norms_checked(arrays, p)
     except Exception as e:
         exc = e
-    check = _cs.check_bool(error_if_nonfinite, "error_if_nonfinite")
     allnorms, counts = _gather_norms(comm, norms, p, exc, extra=mx, flag=float(check))
     total = float(_dist.impl.total_norm(allnorms, p))
     if check and not math.isfinite(total):
@@ -254,6 +267,8 @@ def clip_by_global_norm(
     """``fastclip.clip_by_global_norm(..., comm=comm)``: see its docstring."""
     check_comm(comm)
     if use_norm is not None:  # the global norm is given: nothing to communicate
+        if isinstance(xs, ArgumentFailure):
+            raise xs.exc
         return _clip.impl.clip_by_global_norm(xs, clip_norm, use_norm)
     exc: BaseException | None = None
     arrays: list[np.ndarray] = []

@@ -311,12 +311,19 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                     for g in grads:
                         g[...] = 0
                 else:
-                    xb, yb = X[idx], y[idx]
-                    out = model.forward(xb)
-                    lo, dout = loss_fn(out, yb)
-                    lo = float(lo)
-                    model.backward(dout, **backward_kw)
-                    grads = model.gradients()
+                    try:
+                        xb, yb = X[idx], y[idx]
+                        out = model.forward(xb)
+                        lo, dout = loss_fn(out, yb)
+                        lo = float(lo)
+                        model.backward(dout, **backward_kw)
+                        grads = model.gradients()
+                    except Exception as e:
+                        if reducer is not None and dp is None:
+                            # enter this step's all-reduce with the error: every rank
+                            # raises, none waits for this one
+                            reducer.abort(e)
+                        raise
                 if dp is not None:
                     grads = dp.noisy_grads(grads)
                     sq = dp.noisy_sqnorms()
