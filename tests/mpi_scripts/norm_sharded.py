@@ -209,6 +209,18 @@ def main(comm):
     expect(ValueError, fastclip.fit, nn.MLP([4, 8, 2], rng=0), X, y, loss=loss, epochs=1,
            batch_size=16, classification=True, progress=False, comm=comm, match="boom")
 
+    # fit with batch normalisation: a rank's block of one row is refused on every rank
+    # before training; the running statistics are rank 0's on every rank after an
+    # epoch, so the replicas agree in evaluation mode too
+    bn = nn.MLP([4, 8, 2], batchnorm=True, rng=0)
+    expect(ValueError, fastclip.fit, bn, X, y, epochs=1, batch_size=2 * size - 1,
+           progress=False, comm=comm, match="row")
+    h = fastclip.fit(bn, X, y, epochs=2, batch_size=8 * size, progress=False, seed=0,
+                     validation=(X, y), comm=comm)
+    bufs = b"".join(b.tobytes() for _, b in bn.named_buffers())
+    assert len(set(comm.allgather(bufs))) == 1
+    assert len(set(comm.allgather(h.val_loss.tobytes()))) == 1
+
 
 if __name__ == "__main__":
     run(main)

@@ -121,14 +121,29 @@ def check_step_loss(loss: Any) -> float:
     return float(loss)
 
 
-def check_no_single_row_batch(n: int, batch_size: int) -> None:
-    """A model with batch normalisation: no batch of one row (``n % batch_size == 1``)."""
+def check_no_single_row_batch(n: int, batch_size: int, ranks: int = 1) -> None:
+    """A model with batch normalisation: no batch of one row (``n % batch_size == 1``)
+    and, split over ``ranks`` (each rank normalises its own block of
+    ``[r L // ranks, (r + 1) L // ranks)`` rows of a batch of ``L``), no block of fewer
+    than two rows."""
     if n % batch_size == 1 or n == 1:
         raise ValueError(
             f"batch_size={batch_size} leaves a last batch of one row out of {n} samples, and "
             "batch normalisation in training mode needs more than one row: choose a "
             "batch_size for which n_samples % batch_size != 1"
         )
+    if ranks > 1:
+        lengths = {min(batch_size, n)} | ({n % batch_size} if n % batch_size else set())
+        for L in sorted(lengths):
+            rows = min((r + 1) * L // ranks - r * L // ranks for r in range(ranks))
+            if rows < 2:
+                raise ValueError(
+                    f"batch_size={batch_size} over {ranks} ranks gives a rank a block of "
+                    f"{rows} row(s) of a batch of {L}, and batch normalisation in training "
+                    f"mode needs more than one row per rank: use a batch_size of at least "
+                    f"{2 * ranks} whose last batch (n_samples % batch_size) is 0 or at "
+                    f"least {2 * ranks}"
+                )
 
 
 def _position(arr: np.ndarray, where: np.ndarray) -> str:

@@ -182,7 +182,8 @@ def fit(
         if privacy is None and getattr(model, "_batch_statistics", False):
             # batch normalisation cannot train on one row: refuse before the first step
             # rather than after the steps of the epoch's other batches
-            _ct.check_no_single_row_batch(X.shape[0], batch_size)
+            _ct.check_no_single_row_batch(X.shape[0], batch_size,
+                                          1 if comm is None else int(comm.Get_size()))
         if validation is not None:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
                 raise TypeError("validation must be a pair (X_val, y_val)")
@@ -283,6 +284,8 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
         from fastclip import distributed
     from fastclip.clip import array_norms
     params = _io.values(model.parameters())
+    # the float buffers (running statistics; the step counters agree on every rank)
+    bufs = [b for b in _buffers(model) if b.dtype.kind == "f"]
     n = X.shape[0]
     steps_per_epoch = -(-n // batch_size) if dp is None else dp.sampler.steps_per_epoch
     clips = clip is not None or any(
@@ -373,6 +376,11 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                 eps = dp.epsilon()
             if bar is not None and history.n_steps:  # the epoch's last values, always shown
                 postfix(bar, lo, gnorm, lr, _vanishing(mon), refresh=True, epsilon=eps)
+            if reducer is not None and bufs:
+                # each rank's running statistics come from its own blocks of the batches:
+                # rank 0's go to every rank (as DistributedDataParallel broadcasts its
+                # buffers), so the replicas stay identical in evaluation mode
+                distributed.broadcast_parameters(bufs, comm)
             val_loss = val_acc = math.nan
             if validation is not None:
                 val_loss, val_acc = _evaluate(model, validation[0], validation[1], loss_fn,
