@@ -221,6 +221,23 @@ def main(comm):
     assert len(set(comm.allgather(bufs))) == 1
     assert len(set(comm.allgather(h.val_loss.tobytes()))) == 1
 
+    # An adaptive clipper given to fit/DataParallel clips the reduced gradients: one
+    # built with comm (which would add up the ranks' identical gradients as shards) is
+    # refused on every rank; one without comm is used through its clip_.
+    expect(ValueError, fastclip.fit, nn.MLP([4, 8, 2], rng=0), X, y, epochs=1,
+           progress=False, comm=comm, clipper=AutoClip(comm=comm), match="own comm")
+    from fastclip.distributed import DataParallel, shard_slice
+
+    m = nn.MLP([4, 8, 2], rng=0)
+    expect(ValueError, DataParallel, m, fastclip.optim.SGD(m.parameters(), lr=0.1), comm,
+           clipper=AutoClip(comm=comm), match="own comm")
+    ac = AutoClip(50.0)
+    dpar = DataParallel(m, fastclip.optim.SGD(m.parameters(), lr=0.1), comm, clipper=ac)
+    sl = shard_slice(16, comm)
+    dpar.step(X[:16][sl], y[:16][sl], nn.softmax_cross_entropy)
+    assert len(ac.history) == 1
+    assert len(set(comm.allgather(float(ac.history[0])))) == 1
+
 
 if __name__ == "__main__":
     run(main)

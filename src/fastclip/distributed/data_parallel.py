@@ -105,8 +105,10 @@ class DataParallel:
         With ``"rollback"``: learning-rate multiplier per rollback, in ``(0, 1)``.
     clipper : callable, optional
         ``clipper(grads) -> norm`` run on the averaged gradients before the
-        optimiser (e.g. ``lambda g: fastclip.clip_grad_norm_(g, 1.0)`` or an
-        adaptive clipper); the same on every rank since the gradients are.
+        optimiser (e.g. ``lambda g: fastclip.clip_grad_norm_(g, 1.0)``), or an
+        adaptive clipper (its ``clip_`` is used, with the parameters for AGC);
+        the same on every rank since the gradients are. Build an adaptive
+        clipper without ``comm``: the gradients are already reduced.
     monitor : fastclip.train.GradientMonitor, optional
         Monitor the averaged gradient as :func:`fastclip.train.fit` does
         (spikes, vanishing layers, and the monitor's own policy,
@@ -181,8 +183,13 @@ class DataParallel:
                                  "the monitor's policy, checkpoint_every and lr_factor apply")
             else:
                 mon = monitor
-            if clipper is not None and not callable(clipper):
+            if clipper is not None and not callable(clipper) and not callable(
+                    getattr(clipper, "clip_", None)):
                 raise TypeError(f"clipper must be callable, got {type(clipper).__name__}")
+            if getattr(clipper, "comm", None) is not None:
+                raise ValueError("clipper has its own comm, but DataParallel clips the "
+                                 "gradients after reducing them (the same on every rank): "
+                                 "build the clipper without comm")
             for attr in ("forward", "backward", "parameters", "gradients"):
                 if not callable(getattr(model, attr, None)):
                     raise TypeError(f"model must have a {attr}() method")
@@ -296,7 +303,12 @@ class DataParallel:
             if ev is not None:
                 return self._flagged(res, ev)
         if self.clipper is not None:
-            norm = float(self.clipper(self.grads))
+            clip_ = getattr(self.clipper, "clip_", None)
+            if callable(clip_):  # an adaptive clipper: clips in place, returns the norm
+                needs = bool(getattr(self.clipper, "requires_params", False))
+                norm = float(clip_(self.grads, self.params if needs else None))
+            else:
+                norm = float(self.clipper(self.grads))
         onf = "raise" if self.on_nonfinite == "raise" else "skip"
         n2 = float(self.optimizer.step(self.grads, on_nonfinite=onf))
         if self.clipper is None:

@@ -173,6 +173,11 @@ def fit(
         batch_size = _ct.int_arg(batch_size, "batch_size", 1)
         mon = resolve_monitor(monitor)
         clip = resolve_clipper(clipper)
+        if comm is not None and getattr(clip, "comm", None) is not None:
+            # the clipper would add up the reduced gradients of every rank as shards
+            raise ValueError("clipper has its own comm, but fit(comm=...) clips the gradients "
+                             "after reducing them (the same on every rank): build the clipper "
+                             "without comm")
         cbs = _ct.check_callbacks(callbacks)
         rng = _ct.rng_arg(seed)
         dtype = np.dtype(getattr(model, "dtype", np.float64))
