@@ -209,6 +209,28 @@ def main(comm):
     expect(ValueError, fastclip.fit, nn.MLP([4, 8, 2], rng=0), X, y, loss=loss, epochs=1,
            batch_size=16, classification=True, progress=False, comm=comm, match="boom")
 
+    # broadcast_parameters: a bad root on one rank, or different roots, raise everywhere
+    from fastclip.distributed import broadcast_parameters
+
+    w = [np.full(3, float(rank))]
+    expect(ValueError, broadcast_parameters, w, comm, root=size + 5 if last else 0,
+           match="root")
+    expect(ValueError, broadcast_parameters, w, comm, root=1 if last else 0,
+           match="the same on every rank")
+    assert (w[0] == rank).all()
+
+    # callbacks: one raising on one rank makes every rank raise; one asking to stop on
+    # one rank stops every rank after the same epoch
+    def boom(epoch, hist):
+        if last:
+            raise RuntimeError("callback boom")
+
+    expect(RuntimeError, fastclip.fit, nn.MLP([4, 8, 2], rng=0), X, y, epochs=2,
+           batch_size=16, progress=False, comm=comm, callbacks=[boom], match="boom")
+    h = fastclip.fit(nn.MLP([4, 8, 2], rng=0), X, y, epochs=3, batch_size=16, progress=False,
+                     comm=comm, callbacks=[lambda e, hist: last])
+    assert h.n_epochs == 1 and h.stopped_early
+
     # fit with batch normalisation: a rank's block of one row is refused on every rank
     # before training; the running statistics are rank 0's on every rank after an
     # epoch, so the replicas agree in evaluation mode too

@@ -129,18 +129,24 @@ def broadcast_parameters(params: Any, comm: Any, root: int = 0) -> None:
     """
     check_comm(comm)
     size = comm.Get_size()
-    if isinstance(root, bool) or not isinstance(root, (int, np.integer)):
-        raise TypeError(f"root must be an int, got {type(root).__name__}")
-    if not 0 <= int(root) < size:
-        raise ValueError(f"root must be a rank in [0, {size}), got {root}")
     exc: BaseException | None = None
     arrays: list[np.ndarray] = []
+    # checked inside the agreement below, so that a bad root on one rank makes every
+    # rank raise instead of leaving the others in the collective
     try:
+        if isinstance(root, bool) or not isinstance(root, (int, np.integer)):
+            raise TypeError(f"root must be an int, got {type(root).__name__}")
+        if not 0 <= int(root) < size:
+            raise ValueError(f"root must be a rank in [0, {size}), got {root}")
         arg, _ = sequence(params, "params")
         arrays, _ = _ca.check_arrays(arg, "params", inplace=True)
     except Exception as e:
         exc = e
     agree_or_raise(comm, exc)
+    roots = comm.allgather(int(root))
+    if len(set(roots)) != 1:
+        raise ValueError(f"root must be the same on every rank, got {roots} on ranks "
+                         f"0..{size - 1}")
     check_same_shapes(arrays, comm, "params")
     packer = Packer(signature(arrays), 0)
     if comm.Get_rank() == root:

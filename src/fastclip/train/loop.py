@@ -264,6 +264,27 @@ def fit(
     return history
 
 
+def _callbacks_on_every_rank(cbs: list[Any], epoch: int, history: History, comm: Any) -> bool:
+    """The callbacks of one epoch with ``comm``: a callback that raises on one rank makes
+    every rank raise, and training stops on every rank when a callback asks for it on
+    any (a rank that stopped alone would leave the others waiting in the next step)."""
+    from fastclip.distributed.comm import mpi, raise_everywhere
+
+    stop, exc = False, None
+    try:
+        for cb in cbs:
+            if cb(epoch, history):
+                stop = True
+    except Exception as e:
+        exc = e
+    m = mpi()
+    flags = np.array([0 if exc is None else 1, 1 if stop else 0], dtype=np.int64)
+    comm.Allreduce(m.IN_PLACE, flags, op=m.SUM)
+    if flags[0]:
+        raise_everywhere(comm, exc)
+    return bool(flags[1])
+
+
 def _record_privacy_spent(history: History, dp: Any) -> None:
     """Every accounted step's privacy, also when training stopped inside an epoch
     (``History.epsilon`` holds the epochs' ends only)."""
@@ -393,9 +414,12 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
             history.record_epoch(loss_sum / loss_count if loss_count else math.nan, val_loss,
                                  val_acc, time.perf_counter() - t0, epsilon=eps)
             stop = False
-            for cb in cbs:
-                if cb(epoch, history):
-                    stop = True
+            if comm is None:
+                for cb in cbs:
+                    if cb(epoch, history):
+                        stop = True
+            elif cbs:
+                stop = _callbacks_on_every_rank(cbs, epoch, history, comm)
             if stop:
                 history.stopped_early = True
                 break
