@@ -209,6 +209,23 @@ def main(comm):
     expect(ValueError, fastclip.fit, nn.MLP([4, 8, 2], rng=0), X, y, loss=loss, epochs=1,
            batch_size=16, classification=True, progress=False, comm=comm, match="boom")
 
+    from fastclip.distributed import DataParallel
+
+    # settings that would make the ranks take different steps are refused on every rank;
+    # a rank given another kind of generator shuffles with the root's
+    for kw in ({"epochs": 2 if last else 1}, {"batch_size": 32 if last else 16},
+               {"monitor": "raise" if last else "skip"}):
+        expect(ValueError, fastclip.fit, nn.MLP([4, 8, 2], rng=0), X, y, progress=False,
+               comm=comm, **{"epochs": 1, "batch_size": 16, **kw}, match="same on every rank")
+    mseed = nn.MLP([4, 8, 2], rng=0)
+    fastclip.fit(mseed, X, y, epochs=1, batch_size=16, progress=False, comm=comm,
+                 seed=np.random.Generator(np.random.MT19937(1)) if last else 0)
+    wb = b"".join(p.data.tobytes() for p in mseed.parameters())
+    assert len(set(comm.allgather(wb))) == 1
+    m2 = nn.MLP([4, 8, 2], rng=0)
+    expect(ValueError, DataParallel, m2, fastclip.optim.SGD(m2.parameters(), lr=0.1), comm,
+           on_nonfinite="raise" if last else "skip", match="same on every rank")
+
     # broadcast_parameters: a bad root on one rank, or different roots, raise everywhere
     from fastclip.distributed import broadcast_parameters
 

@@ -22,7 +22,8 @@ _POLICIES = ("raise", "skip", "rollback")
 
 
 def fit_setup(
-    model: Any, X: np.ndarray, y: np.ndarray, rng: np.random.Generator, comm: Any
+    model: Any, X: np.ndarray, y: np.ndarray, rng: np.random.Generator, comm: Any,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[GradientAllreducer, np.random.Generator]:
     """What ``fastclip.train.fit(..., comm=comm)`` does before training.
 
@@ -37,16 +38,24 @@ def fit_setup(
     (GradientAllreducer, numpy.random.Generator)
     """
     check_comm(comm)
-    shapes = comm.allgather((tuple(np.shape(X)), tuple(np.shape(y))))
-    for r, sh in enumerate(shapes):
-        if sh != shapes[0]:
+    mine = (tuple(np.shape(X)), tuple(np.shape(y)), dict(settings or {}))
+    gathered = comm.allgather(mine)
+    for r, (xs, ys, st) in enumerate(gathered):
+        if (xs, ys) != gathered[0][:2]:
             raise ValueError(
-                f"every rank must hold the same training data: X, y have shapes {sh} on "
-                f"rank {r} but {shapes[0]} on rank 0"
+                f"every rank must hold the same training data: X, y have shapes {(xs, ys)} "
+                f"on rank {r} but {gathered[0][:2]} on rank 0"
             )
+        for k, v in st.items():
+            if v != gathered[0][2].get(k):
+                # the ranks would take different numbers of steps: every rank raises
+                raise ValueError(f"{k} must be the same on every rank, got "
+                                 f"{[g[2].get(k) for g in gathered]} on ranks "
+                                 f"0..{len(gathered) - 1}")
     state = comm.bcast(rng.bit_generator.state, root=0)
     if comm.Get_rank() != 0:
-        rng = np.random.Generator(type(rng.bit_generator)())
+        # the root's generator, whatever kind this rank was given
+        rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
         rng.bit_generator.state = state
     broadcast_parameters(_io.values(model.parameters()), comm)
     return GradientAllreducer(list(model.gradients()), comm), rng
@@ -206,6 +215,11 @@ class DataParallel:
         except Exception as e:
             exc = e
         agree_or_raise(comm, exc)
+        policies = comm.allgather(mon.policy)
+        if len(set(policies)) != 1:
+            # a flagged step would be skipped on some ranks and raise on others
+            raise ValueError(f"the policy for flagged steps must be the same on every rank, "
+                             f"got {policies} on ranks 0..{len(policies) - 1}")
         self.model = model
         self.optimizer = optimizer
         self._bw_kwargs = _backward_kwargs(model)

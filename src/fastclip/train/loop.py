@@ -236,7 +236,10 @@ def fit(
 
     reducer = None
     if comm is not None:
-        reducer, rng = distributed.fit_setup(model, X, y, rng, comm)
+        reducer, rng = distributed.fit_setup(
+            model, X, y, rng, comm,
+            {"epochs": epochs, "batch_size": batch_size,
+             "the monitor's policy": None if mon is None else mon.policy})
         if comm.Get_rank() != 0:
             progress = False
 
