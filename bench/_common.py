@@ -136,6 +136,15 @@ def time_calls(fn: Any, reps: int, setup: Any = None, between: Any = None) -> li
     return out
 
 
+def median_us(fn: Any, warmup: int, reps: int) -> float:
+    """Median microseconds of ``fn()`` back to back, after ``warmup`` untimed calls."""
+    import statistics
+
+    for _ in range(warmup):
+        fn()
+    return statistics.median(time_calls(fn, reps)) * 1e6
+
+
 def alternate_in_processes(script: str, candidates: list[str], args: list[str],
                            rounds: int) -> dict[str, list[float]]:
     """Run ``python script --worker <candidate> *args`` for every candidate, in

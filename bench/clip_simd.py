@@ -15,10 +15,8 @@ Usage::
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
+from _common import median_us
 from threadpoolctl import threadpool_limits
 
 from fastclip import _clip, _common
@@ -34,15 +32,9 @@ def _array(offset_floats: int) -> np.ndarray:
     return a
 
 
-def _median_us(f) -> float:
-    for _ in range(300):
-        f()
-    ts = []
-    for _ in range(1000):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e6
+def us(fn) -> float:
+    """Median of 1,000 calls after 300 untimed ones, in microseconds."""
+    return median_us(fn, 300, 1000)
 
 
 def main() -> None:
@@ -50,13 +42,13 @@ def main() -> None:
     with threadpool_limits(1):
         for off in (0, 4):
             a = [_array(off)]
-            out.append(f"norm (offset {4 * off} B) {_median_us(lambda: _clip.get_total_norm(a)):.1f}")
+            out.append(f"norm (offset {4 * off} B) {us(lambda: _clip.get_total_norm(a)):.1f}")
         a = [_array(4)]
-        out.append(f"scale {_median_us(lambda: _clip.clip_grads_with_norm_(a, 1.0, 1.0000001)):.1f}")
-        out.append(f"clamp {_median_us(lambda: _clip.clip_grad_value_(a, 0.5)):.1f}")
+        out.append(f"scale {us(lambda: _clip.clip_grads_with_norm_(a, 1.0, 1.0000001)):.1f}")
+        out.append(f"clamp {us(lambda: _clip.clip_grad_value_(a, 0.5)):.1f}")
         inf = float("inf")
-        out.append(f"inf-norm {_median_us(lambda: _clip.get_total_norm(a, inf)):.1f}")
-        out.append(f"numpy abs max {_median_us(lambda: np.abs(a[0]).max()):.1f}")
+        out.append(f"inf-norm {us(lambda: _clip.get_total_norm(a, inf)):.1f}")
+        out.append(f"numpy abs max {us(lambda: np.abs(a[0]).max()):.1f}")
     print("; ".join(out) + " (us)")
 
 

@@ -15,26 +15,13 @@ Usage::
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
+from _common import median_us
 from threadpoolctl import threadpool_limits
 
 from fastclip import _common, _privacy
 
 N = 669_706
-
-
-def _median_us(f) -> float:
-    for _ in range(50):
-        f()
-    ts = []
-    for _ in range(200):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e6
 
 
 def main() -> None:
@@ -43,7 +30,7 @@ def main() -> None:
     res = [f"SIMD {_common.simd_level()}, CPU vendor {_common.cpu_vendor()}"]
     for threads in (1, 2):
         with threadpool_limits(threads):
-            us = _median_us(lambda: _privacy.gaussian_(out, grad, 7, 0, 1.0, 1.0 / 64))
+            us = median_us(lambda: _privacy.gaussian_(out, grad, 7, 0, 1.0, 1.0 / 64), 50, 200)
         res.append(f"{threads} thread(s) {us:.0f} us = {us * 1e3 / N:.2f} ns/element")
     print("; ".join(res))
 
