@@ -36,7 +36,7 @@ from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
 from fastclip._docs import fill as _fill
 from fastclip._window import SortedWindow
-from fastclip.clip import clip_grads_with_norm_, get_total_norm
+from fastclip.clip import array_norms, clip_grads_with_norm_, get_total_norm
 
 __all__ = [
     "AGC",
@@ -333,13 +333,13 @@ class AGC(_Clipper):
         if params is None:
             raise ValueError("params is required: AGC clips relative to the parameter norms")
         garr, parr, single = _cad.check_pairs(grads, params)
+        sq = (array_norms(garr) ** 2 if sqnorms is None
+              else _cad.sqnorms_arg(sqnorms, len(garr)))
         g: Any = garr[0] if single else garr
         p: Any = parr[0] if single and len(parr) == 1 else parr
-        return g, p, _global_from(g, sqnorms)[2]
+        return g, p, sq
 
-    def _clip_local(self, grads: Arrays, params: Arrays | None) -> Any:
-        if params is None:
-            raise ValueError("params is required: AGC clips relative to the parameter norms")
+    def _clip_local(self, grads: Arrays, params: Arrays) -> Any:
         return adaptive_grad_clip_(grads, params, self.clipping, self.eps)
 
     def state_dict(self) -> dict[str, Any]:

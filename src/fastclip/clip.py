@@ -141,16 +141,14 @@ def clip_grad_norm_(
     >>> round(float(np.sqrt(sum((x**2).sum() for x in g))), 6)
     1.0
     """
-    written: list[Any] = []
-    if comm is not None:
-        from fastclip import distributed
+    if comm is None:
+        return _on_grads(_fam.impl.clip_grad_norm_, grads, max_norm, norm_type,
+                         error_if_nonfinite)
+    from fastclip import distributed
 
-        grads = _convert_for_collective(lambda: _io.gradients(grads, "grads", True, written))
-        total = distributed.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite,
-                                            comm)
-    else:
-        grads = _io.gradients(grads, "grads", True, written)
-        total = _fam.impl.clip_grad_norm_(grads, max_norm, norm_type, error_if_nonfinite)
+    written: list[Any] = []
+    arrays = _convert_for_collective(lambda: _io.gradients(grads, "grads", True, written))
+    total = distributed.clip_grad_norm_(arrays, max_norm, norm_type, error_if_nonfinite, comm)
     _io.bump_versions(written)
     return total
 
@@ -236,11 +234,7 @@ def clip_grads_with_norm_(grads: Arrays, max_norm: float, total_norm: float) -> 
     total_norm : float
         The total norm, e.g. from :func:`get_total_norm` (``>= 0``, inf or NaN).
     """
-    written: list[Any] = []
-    out = _fam.impl.clip_grads_with_norm_(_io.gradients(grads, "grads", True, written),
-                                          max_norm, total_norm)
-    _io.bump_versions(written)
-    return out
+    return _on_grads(_fam.impl.clip_grads_with_norm_, grads, max_norm, total_norm)
 
 
 @_fill(inplace_grads=_INPLACE_GRADS)
@@ -255,10 +249,7 @@ def clip_grad_value_(grads: Arrays, clip_value: float) -> None:
     clip_value : float
         ``>= 0`` (``inf`` leaves the data unchanged).
     """
-    written: list[Any] = []
-    out = _fam.impl.clip_grad_value_(_io.gradients(grads, "grads", True, written), clip_value)
-    _io.bump_versions(written)
-    return out
+    return _on_grads(_fam.impl.clip_grad_value_, grads, clip_value)
 
 
 @_fill(pytree_input=_PYTREE_INPUT)
@@ -353,6 +344,15 @@ def clip_by_global_norm(
     return (out if rebuild is None else rebuild(out)), g
 
 
+def _on_grads(kernel: Any, grads: Any, *args: Any) -> Any:
+    """``kernel(arrays, *args)`` on the gradient arrays of ``grads``, in place; the torch
+    tensors written are then marked as written for autograd."""
+    written: list[Any] = []
+    out = kernel(_io.gradients(grads, "grads", True, written), *args)
+    _io.bump_versions(written)
+    return out
+
+
 def _convert_for_collective(convert: Any) -> Any:
     """``convert()``, or its error wrapped for the collective call that follows: raised
     there, inside the call's checks, every rank raises instead of the others waiting."""
@@ -400,7 +400,4 @@ def zero_nans_(grads: Arrays) -> int:
     >>> g
     array([  1.,   0., -inf,   0.])
     """
-    written: list[Any] = []
-    count = _fam.impl.zero_nans_(_io.gradients(grads, "grads", True, written))
-    _io.bump_versions(written)
-    return count
+    return _on_grads(_fam.impl.zero_nans_, grads)
