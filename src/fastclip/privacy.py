@@ -264,6 +264,12 @@ def _clip_rows(model: Any, rows: list[np.ndarray], slopes: list[np.ndarray | Non
 # ---------------------------------------------------------------------------
 # Noise
 # ---------------------------------------------------------------------------
+def _os_uniform_ints(n: int) -> np.ndarray:
+    """``n`` uniform 53-bit integers (as float64) from the operating system's CSPRNG."""
+    raw = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    return (raw >> np.uint64(11)).astype(np.float64)
+
+
 def _secure_standard_normal(n: int) -> np.ndarray:
     """``n`` standard normal float64 samples from the operating system's CSPRNG.
 
@@ -274,8 +280,7 @@ def _secure_standard_normal(n: int) -> np.ndarray:
     if n == 0:
         return np.zeros(0)
     pairs = (2 * n + 1) // 2 * 2  # two uniforms per Box-Muller pair, 2n samples drawn
-    raw = np.frombuffer(os.urandom(8 * 2 * pairs), dtype=np.uint64)
-    u = ((raw >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    u = (_os_uniform_ints(2 * pairs) + 0.5) * 2.0**-53  # in (0, 1): log(u) is finite
     u1, u2 = u[:pairs], u[pairs:]
     r = np.sqrt(-2.0 * np.log(u1))
     z = np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)])
@@ -671,8 +676,7 @@ class PoissonSampler:
     def sample(self) -> np.ndarray:
         """One batch: the sorted indices of the examples drawn."""
         if self.secure_mode:
-            raw = np.frombuffer(os.urandom(8 * self.n), dtype=np.uint64)
-            u = (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53  # in [0, 1)
+            u = _os_uniform_ints(self.n) * 2.0**-53  # in [0, 1)
         else:
             u = self._rng.random(self.n)
         return np.flatnonzero(u < self.sample_rate)

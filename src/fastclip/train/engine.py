@@ -74,6 +74,10 @@ class StepEngine:
         for dst, src in zip(self._good_buffers, self._buffers):
             np.copyto(dst, src)
 
+    def _restore_buffers(self) -> None:
+        for dst, src in zip(self._buffers, self._good_buffers):
+            np.copyto(dst, src)
+
     def applied(self) -> None:
         """A good step was applied: counts towards the next checkpoint."""
         self._keep_buffers()
@@ -115,8 +119,7 @@ class StepEngine:
         mon = self.monitor
         # the flagged step is not applied, whatever the policy: its forward's updates of
         # the running statistics go too
-        for dst, src in zip(self._buffers, self._good_buffers):
-            np.copyto(dst, src)
+        self._restore_buffers()
         if mon.policy == "raise":
             self._record(ev)
             raise GradientExplosionError(

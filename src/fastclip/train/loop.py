@@ -254,16 +254,15 @@ def fit(
                (Xv, yv) if validation is not None else None, mon, engine, cbs, progress, rng,
                comm, reducer, desc, backward_kw, names, history, dp)
     except BaseException as exc:
-        if dp is not None:
-            _record_privacy_spent(history, dp)
         if getattr(exc, "history", None) is None:
             try:
                 exc.history = history  # type: ignore[attr-defined]
             except AttributeError:  # an exception type without an instance __dict__
                 pass
         raise
-    if dp is not None:
-        _record_privacy_spent(history, dp)
+    finally:
+        if dp is not None:
+            _record_privacy_spent(history, dp)
     return history
 
 
