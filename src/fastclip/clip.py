@@ -322,8 +322,10 @@ def clip_by_global_norm(
         that of every rank's arrays together (the all-reduced sum of the local
         squares), the same on every rank bit for bit and equal to the
         single-process norm of the concatenated list; each rank gets its own
-        arrays clipped. Ignored (no communication) when ``use_norm`` is given.
-        Collective: every rank must call. See :mod:`fastclip.distributed`.
+        arrays clipped. With ``use_norm`` the norm is not computed, but the
+        ranks still check (one small all-gather) that all of them gave
+        ``use_norm`` and the same ``clip_norm``. Collective: every rank must
+        call. See :mod:`fastclip.distributed`.
 
     Returns
     -------

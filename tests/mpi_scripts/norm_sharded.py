@@ -185,6 +185,12 @@ def main(comm):
                                                  comm=comm),
                  lambda: AutoClip(comm=comm)("abc" if last else [np.ones(2)])):
         expect(TypeError, call)
+    # use_norm given on one rank only: every rank raises instead of the others waiting
+    # in the all-gather of the norms; nothing is returned half-clipped
+    expect(ValueError, fastclip.clip_by_global_norm, g, 1.0, use_norm=2.0 if last else None,
+           comm=comm, match="use_norm")
+    expect(ValueError, fastclip.clip_by_global_norm, g, 1.0, use_norm=-1.0, comm=comm,
+           match="use_norm")
     # AGC: a params shape mismatch on one rank is found before any rank clips in place
     ga = [np.full((4, 3), 10.0)]
     pa = [np.ones((5, 3)) if last else np.ones((4, 3))]
@@ -276,6 +282,23 @@ def main(comm):
     dpar.step(X[:16][sl], y[:16][sl], nn.softmax_cross_entropy)
     assert len(ac.history) == 1
     assert len(set(comm.allgather(float(ac.history[0])))) == 1
+
+    # a clipper raising on one rank only makes every rank raise, with no update applied;
+    # the next step runs on every rank
+    def picky(grads):
+        if last:
+            raise ValueError("clipper boom")
+        return fastclip.clip_grad_norm_(grads, 1.0)
+
+    m3 = nn.MLP([4, 8, 2], rng=0)
+    dp3 = DataParallel(m3, fastclip.optim.SGD(m3.parameters(), lr=0.1), comm, clipper=picky)
+    before = [p.data.copy() for p in m3.parameters()]
+    expect(ValueError, dp3.step, X[:16][sl], y[:16][sl], nn.softmax_cross_entropy,
+           match="boom")
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, m3.parameters()))
+    dp3.clipper = lambda grads: fastclip.clip_grad_norm_(grads, 1.0)
+    assert dp3.step(X[:16][sl], y[:16][sl], nn.softmax_cross_entropy).applied
+    dp3.check_replicas()
 
 
 if __name__ == "__main__":

@@ -317,12 +317,20 @@ class DataParallel:
             if ev is not None:
                 return self._flagged(res, ev)
         if self.clipper is not None:
-            clip_ = getattr(self.clipper, "clip_", None)
-            if callable(clip_):  # an adaptive clipper: clips in place, returns the norm
-                needs = bool(getattr(self.clipper, "requires_params", False))
-                norm = float(clip_(self.grads, self.params if needs else None))
-            else:
-                norm = float(self.clipper(self.grads))
+            # The clipper runs on each rank's copy of the averaged gradient; an error on
+            # one rank is made an error on every rank (one small all-reduce), so no rank
+            # goes on to the next step's all-reduce alone.
+            exc: BaseException | None = None
+            try:
+                clip_ = getattr(self.clipper, "clip_", None)
+                if callable(clip_):  # an adaptive clipper: clips in place, returns the norm
+                    needs = bool(getattr(self.clipper, "requires_params", False))
+                    norm = float(clip_(self.grads, self.params if needs else None))
+                else:
+                    norm = float(self.clipper(self.grads))
+            except Exception as e:
+                exc = e
+            agree_or_raise(self.comm, exc)
         onf = "raise" if self.on_nonfinite == "raise" else "skip"
         n2 = float(self.optimizer.step(self.grads, on_nonfinite=onf))
         if self.clipper is None:

@@ -56,12 +56,14 @@ def _gather_norms(
     exc: BaseException | None,
     extra: float = math.nan,
     flag: float = 0.0,
+    flag_name: str = "error_if_nonfinite",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Collective: every rank's per-array norms, concatenated in rank order.
 
     A header (count, p, extra, flag) is all-gathered first: a count of -1
     carries an error; ``p``, ``extra`` (max_norm / clip_norm) and ``flag``
-    (error_if_nonfinite) must agree across ranks, or every rank raises.
+    (``flag_name``: error_if_nonfinite, or whether use_norm was given) must agree
+    across ranks, or every rank raises.
     """
     m = mpi()
     size = comm.Get_size()
@@ -72,7 +74,7 @@ def _gather_norms(
     comm.Allgather(hdr, allh)
     if (allh[:, 0] < 0).any():
         raise_everywhere(comm, exc)
-    for col, what in ((1, "norm_type"), (2, "max_norm/clip_norm"), (3, "error_if_nonfinite")):
+    for col, what in ((1, "norm_type"), (2, "max_norm/clip_norm"), (3, flag_name)):
         values = allh[:, col]
         same = np.isnan(values).all() or (values == values[0]).all()
         if not same:
@@ -266,21 +268,26 @@ def clip_by_global_norm(
 ) -> tuple[list[np.ndarray], float]:
     """``fastclip.clip_by_global_norm(..., comm=comm)``: see its docstring."""
     check_comm(comm)
-    if use_norm is not None:  # the global norm is given: nothing to communicate
-        if isinstance(xs, ArgumentFailure):
-            raise xs.exc
-        return _clip.impl.clip_by_global_norm(xs, clip_norm, use_norm)
     exc: BaseException | None = None
     arrays: list[np.ndarray] = []
     c, norms = math.nan, np.empty(0)
+    given = use_norm is not None
     try:
         c = _cs.check_finite_positive(clip_norm, "clip_norm")
         arg, _ = sequence(xs, "xs")
         arrays, _ = _ca.check_arrays(arg, "xs", inplace=False)
-        norms = _clip.impl.array_norms_checked(arrays, 2.0)
+        if given:
+            g = _cs.check_total_norm(use_norm, "use_norm")
+        else:
+            norms = _clip.impl.array_norms_checked(arrays, 2.0)
     except Exception as e:
         exc = e
-    allnorms, _ = _gather_norms(comm, norms, 2.0, exc, extra=c)
+    # With use_norm the norms are not needed, but the header still goes round: a rank
+    # given use_norm while another computes the norm would otherwise wait forever.
+    allnorms, _ = _gather_norms(comm, norms, 2.0, exc, extra=c, flag=float(given),
+                                flag_name="whether use_norm is given")
+    if given:
+        return _clip.impl.clip_by_global_norm_checked(arrays, c, g), g
     g = float(_dist.impl.total_norm(allnorms, 2.0))
     return _clip.impl.clip_by_global_norm_checked(arrays, c, g), g
 
