@@ -307,3 +307,16 @@ def test_a_single_tensor_is_not_a_parameter_list():
         fo.SGD(torch.nn.Parameter(torch.ones(3, 2)), lr=0.1)
     with pytest.raises(TypeError, match="tensors must be a bool"):
         fastclip.nn.MLP([2, 3, 2], rng=0).to_torch_state_dict(tensors="no")
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_step_errors_name_the_parameter_when_some_grads_are_none(impl):
+    """With some grads None the step runs on the parameters that have one; its errors
+    still name each parameter by its own index, and nothing is modified."""
+    ps = [torch.nn.Parameter(torch.ones(3)) for _ in range(3)]
+    opt = optim.SGD(ps, lr=0.1)
+    ps[2].grad = ps[2].detach()  # the gradient is the parameter's own memory
+    with fastclip.use_implementation(impl):
+        with pytest.raises(ValueError, match=r"grads\[2\] shares memory with params\[2\]"):
+            opt.step()
+    assert all((p.detach() == 1).all() for p in ps) and opt.step_count == 0

@@ -69,6 +69,19 @@ params : iterable of ndarray, or of parameters
 """
 
 
+
+def _renumbered(exc: Exception, idx: list[int]) -> Exception:
+    """``exc`` from a step on the parameters that have a gradient, with each
+    ``grads[k]``/``params[k]`` of its message renamed to the parameter's own index."""
+    import re
+
+    def own(m: re.Match[str]) -> str:
+        k = int(m.group(2))
+        return f"{m.group(1)}[{idx[k]}]" if k < len(idx) else m.group(0)
+
+    return type(exc)(re.sub(r"\b(grads|params)\[(\d+)\]", own, str(exc)))
+
+
 class Optimizer:
     """Base class of the fused optimisers (not instantiated directly).
 
@@ -284,7 +297,12 @@ class Optimizer:
             plan = self._current_plan()
             idx = None
         lr = self._lr_at(self._step_count)
-        total, bad = plan.step(grads, lr=lr, step=self._step_count + 1, sqnorms=sqnorms)
+        try:
+            total, bad = plan.step(grads, lr=lr, step=self._step_count + 1, sqnorms=sqnorms)
+        except (TypeError, ValueError) as exc:
+            if idx is None:
+                raise
+            raise _renumbered(exc, idx) from None
         if idx is not None and bad >= 0:
             bad = idx[bad]
         if not math.isfinite(total):
