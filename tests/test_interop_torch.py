@@ -320,3 +320,33 @@ def test_step_errors_name_the_parameter_when_some_grads_are_none(impl):
         with pytest.raises(ValueError, match=r"grads\[2\] shares memory with params\[2\]"):
             opt.step()
     assert all((p.detach() == 1).all() for p in ps) and opt.step_count == 0
+
+
+def test_inference_tensors_are_written_only_in_inference_mode():
+    """torch refuses in-place updates to inference tensors outside inference mode; so
+    do fastclip's in-place clips and optimisers, with nothing modified. Inside
+    inference mode both work."""
+    with torch.inference_mode():
+        g = torch.full((3,), 4.0)
+        p = torch.nn.Parameter(torch.ones(3))
+        p.grad = torch.ones(3)
+    for clip in (lambda t: fastclip.clip_grad_norm_(t, 1.0),
+                 lambda t: fastclip.clip_grad_value_(t, 1.0),
+                 lambda t: fastclip.zero_nans_(t)):
+        with pytest.raises(ValueError, match="inference tensor"):
+            clip([g])
+        assert (g == 4.0).all()
+    with pytest.raises(ValueError, match=r"params\[0\] is an inference tensor"):
+        optim.SGD([p], lr=0.1)
+    with pytest.raises(ValueError, match=r"params\[0\] is an inference tensor"):
+        optim.SGD([p.detach()], lr=0.1)
+    with torch.inference_mode():
+        opt = optim.SGD([p], lr=0.5)
+        fastclip.clip_grad_value_([g], 1.0)
+    assert (g == 1.0).all()
+    with pytest.raises(ValueError, match="inference tensor"):
+        opt.step()  # built inside inference mode, stepped outside
+    assert (p.detach() == 1.0).all()
+    with torch.inference_mode():
+        opt.step()
+    assert (p.detach() == 0.5).all()

@@ -89,12 +89,29 @@ def torch_array(t: Any, lab: str) -> np.ndarray:
     return a
 
 
+def check_torch_writable(t: Any, lab: str) -> None:
+    """ValueError for an inference tensor outside ``torch.inference_mode()``: torch
+    refuses in-place updates to it there, and so does fastclip."""
+    if t.is_inference():
+        import torch
+
+        if not torch.is_inference_mode_enabled():
+            raise ValueError(
+                f"{lab} is an inference tensor (made under torch.inference_mode()); torch "
+                "refuses in-place updates to it outside inference mode, and so does "
+                "fastclip: pass a clone, or call inside torch.inference_mode()"
+            )
+
+
 def _leaf_array(x: Any, lab: str, inplace: bool) -> np.ndarray:
     """One leaf that is not a parameter, as a validated ndarray."""
     if type(x) is _ND or isinstance(x, _ND):
         return _ca.check_array(x, lab, inplace)
     if is_torch(x):
-        return _ca.check_array(torch_array(x, lab), lab, inplace)
+        a = _ca.check_array(torch_array(x, lab), lab, inplace)
+        if inplace:
+            check_torch_writable(x, lab)
+        return a
     if hasattr(x, "__array__") and not isinstance(x, (str, bytes)):
         a = np.asarray(x)
         if inplace:
@@ -319,6 +336,9 @@ def optim_params(params: Any) -> tuple[Any, list[Any] | None]:
     items = list(params)
     kinds = [_is_param(p) for p in items]
     if not any(kinds):
+        for i, p in enumerate(items):
+            if is_torch(p):
+                check_torch_writable(p, f"params[{i}]")
         return [torch_array(p, f"params[{i}]") if is_torch(p) else p
                 for i, p in enumerate(items)], None
     if not all(kinds):
@@ -340,15 +360,23 @@ class GradReader:
     ``zero_grad(set_to_none=True)`` and a backward) is viewed anew.
     """
 
-    __slots__ = ("_cache", "_handles", "_ptrs", "_torch", "_tidx", "_vals")
+    __slots__ = ("_cache", "_handles", "_inference", "_ptrs", "_torch", "_tidx", "_vals")
 
     def __init__(self, handles: list[Any], vals: list[np.ndarray]) -> None:
         self._handles = handles
         self._vals = vals
         self._torch = [is_torch(p) for p in handles]
         self._tidx = [i for i, t in enumerate(self._torch) if t]
+        self._inference = [i for i in self._tidx if handles[i].is_inference()]
+        self.check_writable()
         self._ptrs = [handles[i].data_ptr() for i in self._tidx]
         self._cache: list[Any] = [None] * len(handles)
+
+    def check_writable(self) -> None:
+        """ValueError if a parameter is an inference tensor and inference mode is off
+        (torch's optimisers fail there too); checked when built and at each step."""
+        for i in self._inference:
+            check_torch_writable(self._handles[i], f"params[{i}]")
 
     def refresh_values(self) -> bool:
         """Re-view a torch parameter whose storage was replaced (``p.data = t``);
@@ -362,6 +390,7 @@ class GradReader:
             if p.data_ptr() != self._ptrs[k]:
                 v = self._vals[i]
                 new = torch_array(p, f"params[{i}]")
+                check_torch_writable(p, f"params[{i}]")
                 if new.shape != v.shape or new.dtype != v.dtype:
                     raise ValueError(
                         f"params[{i}] changed from shape {v.shape} {v.dtype} to "
@@ -371,6 +400,8 @@ class GradReader:
         for k, i, new, ptr in swaps:
             self._vals[i] = new
             self._ptrs[k] = ptr
+        if swaps:
+            self._inference = [i for i in self._tidx if handles[i].is_inference()]
         return bool(swaps)
 
     def values_written(self, idx: list[int] | None = None) -> None:

@@ -270,6 +270,8 @@ class Optimizer:
               on_nonfinite: str) -> float:
         plan = None
         idx: list[int] | None = None
+        if self._reader is not None:
+            self._reader.check_writable()
         if grads is None:
             if self._reader is None:
                 raise TypeError(
