@@ -25,6 +25,7 @@ explosion monitor (:class:`fastclip.train.GradientMonitor`) or of
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
@@ -211,9 +212,18 @@ class _Clipper:
         single-process value on the concatenated list)."""
         if self.comm is None:
             return _total(sq)
-        from fastclip.distributed import allgather_norms
+        from fastclip.distributed import _allgather_agreed
 
-        return _total(allgather_norms(sq, self.comm))
+        # The ranks must also hold the same settings and state, or they would take
+        # different clipping decisions on the same global norm without noticing.
+        digest = zlib.crc32(repr(self._agreement()).encode())
+        return _total(_allgather_agreed(sq, self.comm, float(digest),
+                                        f"the {type(self).__name__} settings and state"))
+
+    def _agreement(self) -> tuple[Any, ...]:
+        """What must be the same on every rank of ``comm`` (settings, and a summary of
+        the state that changes with each step)."""
+        raise NotImplementedError
 
     def __call__(self, grads: Arrays, params: Arrays | None = None) -> Any:
         """Clip copies of ``grads`` (the inputs are left unchanged).
@@ -258,9 +268,11 @@ class AGC(_Clipper):
         ``>= 0``.
     comm : mpi4py.MPI.Intracomm, optional, keyword-only
         Gradients sharded across the ranks of ``comm`` (see
-        :mod:`fastclip.distributed`): the global norm (``last_norm``; the unit-wise clipping is local) is that of every
-        rank's arrays together, the same on every rank, so every rank takes the
-        same decision; :meth:`clip_` is then collective. Not part of the state.
+        :mod:`fastclip.distributed`): the global norm (``last_norm``; the
+        unit-wise clipping is local) is that of every rank's arrays together,
+        the same on every rank, so every rank takes the same decision;
+        :meth:`clip_` is then collective, and raises ValueError on every rank
+        when the ranks' settings or state differ. Not part of the state.
 
     Raises
     ------
@@ -353,6 +365,9 @@ class AGC(_Clipper):
         eps = _cs.check_interval(state["eps"], "eps", low=0.0, low_open=False)
         self.clipping, self.eps = clipping, eps
 
+    def _agreement(self) -> tuple[Any, ...]:
+        return (self.clipping, self.eps)
+
     def __repr__(self) -> str:
         return f"AGC(clipping={self.clipping!r}, eps={self.eps!r})"
 
@@ -394,7 +409,8 @@ class AutoClip(_Clipper):
         Gradients sharded across the ranks of ``comm`` (see
         :mod:`fastclip.distributed`): the global norm is that of every
         rank's arrays together, the same on every rank, so every rank takes the
-        same decision; :meth:`clip_` is then collective. Not part of the state.
+        same decision; :meth:`clip_` is then collective, and raises ValueError on
+        every rank when the ranks' settings or state differ. Not part of the state.
 
     Attributes
     ----------
@@ -488,6 +504,10 @@ class AutoClip(_Clipper):
         self._window = SortedWindow(size, hist)
         self.last_threshold = last
 
+    def _agreement(self) -> tuple[Any, ...]:
+        w = self._window
+        return (self.percentile, self.history_size, len(w), w.order[-1] if len(w) else None)
+
     def __repr__(self) -> str:
         return (f"AutoClip(percentile={self.percentile!r}, history_size={self.history_size!r}, "
                 f"{len(self._window)} norms recorded)")
@@ -543,7 +563,8 @@ class ZClip(_Clipper):
         Gradients sharded across the ranks of ``comm`` (see
         :mod:`fastclip.distributed`): the global norm is that of every
         rank's arrays together, the same on every rank, so every rank takes the
-        same decision; :meth:`clip_` is then collective. Not part of the state.
+        same decision; :meth:`clip_` is then collective, and raises ValueError on
+        every rank when the ranks' settings or state differ. Not part of the state.
 
     Raises
     ------
@@ -687,6 +708,10 @@ class ZClip(_Clipper):
         self._buffer = [float(b) for b in buf]
         self.mean, self.var = mean, var
         self.last_threshold = last
+
+    def _agreement(self) -> tuple[Any, ...]:
+        return (*(getattr(self, k) for k in self._SETTINGS), len(self._buffer), self.mean,
+                self.var)
 
     def __repr__(self) -> str:
         return (f"ZClip(alpha={self.alpha!r}, z_thresh={self.z_thresh!r}, mode={self.mode!r}, "

@@ -124,6 +124,20 @@ def main(comm):
         good = [np.ones(3), np.ones(2)]
         assert clipper.clip_(good, [np.ones(3), np.ones(2)]) == math.sqrt(5 * size)
 
+    # Clippers whose settings or state differ between ranks would take different
+    # decisions on the same global norm: every rank raises, nothing is clipped.
+    last = rank == size - 1
+    for make in (lambda: AutoClip(10.0 if last else 50.0, comm=comm),
+                 lambda: ZClip(z_thresh=3.0 if last else 2.5, comm=comm),
+                 lambda: AGC(0.02 if last else 0.05, comm=comm)):
+        g = [np.full(3, 5.0)]
+        expect(ValueError, make().clip_, g, [np.ones(3)], match="settings and state")
+        assert (g[0] == 5.0).all()
+    ac = AutoClip(50.0, comm=comm)
+    if last:
+        ac.load_state_dict({**ac.state_dict(), "history": [1.0, 2.0]})
+    expect(ValueError, ac.clip_, [np.full(3, 5.0)], match="settings and state")
+
     # A single ndarray per rank: the norm of all ranks' arrays together.
     x = np.arange(size * 4, dtype=np.float64).reshape(size, 4)
     assert fastclip.get_total_norm(x[rank], comm=comm) == fastclip.get_total_norm(list(x))

@@ -56,6 +56,7 @@ from fastclip.distributed.norms import (  # noqa: F401  (the comm= paths of fast
     clip_grad_norm_,
     get_total_norm,
 )
+from fastclip.distributed.norms import allgather_agreed as _allgather_agreed  # noqa: F401
 from fastclip.distributed.norms import gather_failed as _gather_failed  # noqa: F401
 from fastclip.distributed.reduce import GradientAllreducer, ReduceResult
 from fastclip.distributed.shards import _block, limit_threads, shard_slice  # noqa: F401

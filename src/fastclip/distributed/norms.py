@@ -57,6 +57,7 @@ def _gather_norms(
     extra: float = math.nan,
     flag: float = 0.0,
     flag_name: str = "error_if_nonfinite",
+    extra_name: str = "max_norm/clip_norm",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Collective: every rank's per-array norms, concatenated in rank order.
 
@@ -74,7 +75,7 @@ def _gather_norms(
     comm.Allgather(hdr, allh)
     if (allh[:, 0] < 0).any():
         raise_everywhere(comm, exc)
-    for col, what in ((1, "norm_type"), (2, "max_norm/clip_norm"), (3, flag_name)):
+    for col, what in ((1, "norm_type"), (2, extra_name), (3, flag_name)):
         values = allh[:, col]
         same = np.isnan(values).all() or (values == values[0]).all()
         if not same:
@@ -183,6 +184,20 @@ def allgather_norms(local_norms: Any, comm: Any) -> np.ndarray:
     except Exception as e:
         exc = e
     return _gather_norms(comm, norms, math.nan, exc)[0]
+
+
+def allgather_agreed(local_norms: Any, comm: Any, digest: float, what: str) -> np.ndarray:
+    """:func:`allgather_norms` that also checks that ``digest`` (a number summing up
+    the caller's settings and state, exact in float64) is the same on every rank;
+    every rank raises ValueError naming ``what`` when it is not."""
+    check_comm(comm)
+    exc: BaseException | None = None
+    norms = np.empty(0)
+    try:
+        norms = _as_norms(local_norms)
+    except Exception as e:
+        exc = e
+    return _gather_norms(comm, norms, math.nan, exc, extra=digest, extra_name=what)[0]
 
 
 def gather_failed(comm: Any, exc: BaseException) -> None:
