@@ -61,6 +61,23 @@ def main(comm):
     wsum = sum(range(size))
     assert res.weight == wsum
     assert np.allclose(grads[1], sum(r * (r + 1.0) for r in range(size)) / wsum)
+    # Finite float32 gradients so large that weight * gradient overflows: the average
+    # is still finite (as on one process), on every rank, and no rank is flagged; an
+    # empty shard's NaN gradient (weight 0) still contributes nothing.
+    big = [np.zeros(4, np.float32), np.ones(2, np.float32)]
+    redb = GradientAllreducer(big, comm)
+    for sq in (None, [4 * (3e37 if rank % 2 else 1e37) ** 2, 2.0]):
+        for a, v in zip(big, (3e37 if rank % 2 else 1e37, 1.0)):
+            a.fill(v)
+        if rank == 0 and size > 2:
+            big[0].fill(np.nan)
+        w = 0.0 if rank == 0 and size > 2 else 64.0
+        res = redb.reduce_(weight=w, sqnorms=sq if w else None)
+        assert res.nonfinite_ranks == 0 and not res.local_nonfinite
+        vals = [3e37 if r % 2 else 1e37 for r in range(size) if not (r == 0 and size > 2)]
+        want = sum(vals) / len(vals)
+        assert np.isfinite(big[0]).all() and np.allclose(big[0], want, rtol=1e-6), big[0]
+        assert np.allclose(big[1], 1.0)
     # Bad comm.
     expect(TypeError, GradientAllreducer, grads, "comm", match="comm must be an mpi4py")
 

@@ -9,11 +9,15 @@ import numpy as np
 
 from fastclip._checks import arrays as _ca
 from fastclip._checks import scalars as _cs
+from fastclip._dispatch import family
 from fastclip.distributed.broadcast import Packer, check_same_shapes, describe_diff, signature
 from fastclip.distributed.comm import agree_or_raise, check_comm, mpi, raise_everywhere
 from fastclip.distributed.norms import sequence
 
 __all__ = ["GradientAllreducer", "ReduceResult"]
+
+_clip = family("clip")
+_dist = family("distributed")
 
 
 class ReduceResult(NamedTuple):
@@ -29,7 +33,8 @@ class ReduceResult(NamedTuple):
     """Whether this rank's own gradient was non-finite."""
 
 
-_W, _BAD, _ERR, _VAL = range(4)
+_W, _BAD, _ERR, _VAL, _BOUND = range(5)
+_SLOTS = 5
 
 
 class GradientAllreducer:
@@ -37,13 +42,20 @@ class GradientAllreducer:
 
     At construction the list is checked to have the same shapes and dtypes on
     every rank (one ``allgather``) and a single contiguous buffer is allocated
-    (the common dtype of the gradients, plus 4 scalar slots). Each
+    (the common dtype of the gradients, plus 5 scalar slots). Each
     :meth:`reduce_` packs the local gradients (times the local weight) into the
-    buffer, appends the weight, a non-finite flag, an error flag and a weighted
-    value (the loss), makes one in-place ``Allreduce(SUM)`` and unpacks the
-    weighted average into the gradient arrays. The scalar slots are small
-    integers (exact in floating point), so every rank sees the same counts and
-    takes the same decision.
+    buffer, appends the weight, a non-finite flag, an error flag, a weighted
+    value (the loss) and a bound on the packed values (the gradient's L2 norm
+    times the weight), makes one in-place ``Allreduce(SUM)`` and unpacks the
+    weighted average into the gradient arrays. The flags are small integers
+    (exact in floating point), so every rank sees the same counts and takes
+    the same decision.
+
+    When the summed bounds come near the dtype's largest value (finite
+    gradients so large that a weighted sum might overflow), every rank instead
+    packs its gradients times ``weight / total weight`` and makes a second
+    ``Allreduce``: those sums are averages and cannot overflow, so finite
+    gradients always give a finite average, as on one process.
 
     Parameters
     ----------
@@ -68,11 +80,11 @@ class GradientAllreducer:
         check_same_shapes(arrays, comm, name)
         self.arrays = arrays
         self._sig = signature(arrays)
-        self._packer = Packer(self._sig, 4)
+        self._packer = Packer(self._sig, _SLOTS)
 
     @property
     def buffer(self) -> np.ndarray:
-        """The contiguous communication buffer (gradients then 4 scalar slots)."""
+        """The contiguous communication buffer (gradients then 5 scalar slots)."""
         return self._packer.buf
 
     def _check_local(self, grads: Any) -> list[np.ndarray]:
@@ -87,16 +99,15 @@ class GradientAllreducer:
             )
         return arrays
 
-    def _local_nonfinite(self, sqnorms: Any) -> bool:
+    @staticmethod
+    def _local_norm(arrays: list[np.ndarray], sqnorms: Any) -> float:
+        """The L2 norm of this rank's gradients (inf or NaN when one is not finite),
+        from ``sqnorms`` when they are given and finite, else from one pass."""
         if sqnorms is not None:
             s = float(np.sum(np.asarray(sqnorms, dtype=np.float64)))
-            if math.isfinite(s):
-                return False
-        d = self._packer.data
-        s = float(np.dot(d, d))
-        if math.isfinite(s):
-            return False
-        return not bool(np.isfinite(d).all())  # an overflowing square is not non-finite
+            if math.isfinite(s) and s >= 0:
+                return math.sqrt(s)
+        return float(_dist.impl.total_norm(_clip.impl.array_norms_checked(arrays, 2.0), 2.0))
 
     def reduce_(
         self,
@@ -154,9 +165,13 @@ class GradientAllreducer:
             if math.isinf(w):
                 raise ValueError("weight must be finite")
             v = _cs.real(value, "value")  # NaN/inf allowed: a diverged loss is data
+            bound = 0.0
             if w > 0:
-                p.pack(arrays, w)
-                bad = self._local_nonfinite(sqnorms)
+                norm = self._local_norm(arrays, sqnorms)
+                bad = not math.isfinite(norm)
+                bound = norm * w
+                with np.errstate(over="ignore"):
+                    p.pack(arrays, w)
             else:  # an empty shard contributes nothing (not even a NaN mean loss)
                 p.data.fill(0)
                 v = 0.0
@@ -164,6 +179,8 @@ class GradientAllreducer:
             p.slots[_BAD] = 1.0 if bad else 0.0
             p.slots[_ERR] = 0.0
             p.slots[_VAL] = v * w
+            with np.errstate(over="ignore"):
+                p.slots[_BOUND] = 0.0 if bad else bound
         except Exception as e:
             exc = e
             p.buf.fill(0)
@@ -174,8 +191,18 @@ class GradientAllreducer:
         total_w = float(p.slots[_W])
         nbad = round(float(p.slots[_BAD]))
         if total_w > 0:
-            p.unpack(arrays, 1.0 / total_w)
             val = float(p.slots[_VAL]) / total_w
+            if nbad == 0 and not float(p.slots[_BOUND]) < float(np.finfo(p.dtype).max) / 4:
+                # the weighted sums may have overflowed: sum the averages instead
+                if w > 0:
+                    p.pack(arrays, w / total_w)
+                else:
+                    p.data.fill(0)
+                p.slots.fill(0)
+                self.comm.Allreduce(m.IN_PLACE, p.buf, op=m.SUM)
+                p.unpack(arrays)
+            else:
+                p.unpack(arrays, 1.0 / total_w)
         else:
             for a in arrays:
                 a.fill(0)
