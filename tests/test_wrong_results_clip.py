@@ -143,3 +143,14 @@ def test_clippers_name_negative_sqnorms(impl, make):
     np.testing.assert_array_equal(g[0], [3.0, 4.0])
     with pytest.raises(ValueError, match=r"^sqnorms must be a 1-d array"):
         clipper.clip_(g, sqnorms=np.array([25.0]))
+
+
+def test_small_norm_type_overflows_to_inf_in_both_implementations(impl):
+    """A p-norm with p near 0 overflows float64: inf (as in C and torch), never an
+    OverflowError from the pure-Python twin; clipping by it zeroes the gradient."""
+    g = [np.full(1000, 0.5)]
+    assert fastclip.get_total_norm(g, 0.001) == math.inf
+    assert fastclip.array_norms(g, 0.001).tolist() == [math.inf]
+    assert fastclip.get_total_norm([np.full(3, 1e300)] * 3, 0.01) == math.inf
+    assert fastclip.clip_grad_norm_(g, 1.0, 0.001) == math.inf
+    assert (g[0] == 0).all()

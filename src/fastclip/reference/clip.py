@@ -49,7 +49,14 @@ def _norm(a: np.ndarray, p: float) -> float:
     m = float(np.max(x))
     if math.isinf(p) or m == 0 or math.isinf(m):
         return m
-    return m * float(np.sum((x / m) ** p)) ** (1.0 / p)
+    return _scaled_root(m, float(np.sum((x / m) ** p)), p)
+
+
+def _scaled_root(m: float, s: float, p: float) -> float:
+    """``m * s ** (1/p)``, inf when it overflows (as in C; a Python float power
+    would raise OverflowError instead)."""
+    with np.errstate(over="ignore"):
+        return float(np.float64(m) * np.float64(s) ** (1.0 / p))
 
 
 def _total(norms: np.ndarray, p: float) -> float:
@@ -66,7 +73,7 @@ def _total(norms: np.ndarray, p: float) -> float:
         return m * math.sqrt(float(np.sum(r * r)))
     if p == 1.0:
         return m * float(np.sum(r))
-    return m * float(np.sum(r**p)) ** (1.0 / p)
+    return _scaled_root(m, float(np.sum(r**p)), p)
 
 
 def _coef(max_norm: float, total: float) -> float:
