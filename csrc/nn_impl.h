@@ -318,10 +318,12 @@ static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, 
             if (keep) ex[j] = e;
             se += e;
         }
-        const double lse = mx + log(se);
+        /* log-sum-exp minus the label's logit, as log(se) + (max - x_y): forming
+           max + log(se) first would round log(se) away for logits near 1e16 */
+        const double lse = log(se);
         if (labels) {
             const int64_t y = labels[i];
-            L += lse - (double)xr[y];
+            L += lse + (mx - (double)xr[y]);
             for (int64_t j = 0; j < c; j++) {
                 double p = (keep ? ex[j] : exp((double)xr[j] - mx)) / se;
                 gr[j] = (FC_T)((j == y ? p - 1.0 : p) / nrows);
@@ -331,7 +333,7 @@ static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, 
             double ts = 0.0, sxt = 0.0;
             for (int64_t j = 0; j < c; j++) {
                 ts += (double)tr[j];
-                sxt += (double)tr[j] * (double)xr[j];
+                sxt += (double)tr[j] * ((double)xr[j] - mx);
             }
             L += ts * lse - sxt;
             for (int64_t j = 0; j < c; j++) {

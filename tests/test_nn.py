@@ -118,6 +118,20 @@ def test_softmax_cross_entropy_is_stable_and_exact():
 
 
 @pytest.mark.parametrize("impl", [cnn, rnn])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_keeps_the_loss_of_huge_logits(impl, dtype):
+    """Equal logits of any size give log(c) per row: the log-sum-exp is not rounded
+    away by the row maximum (1e16 + log 2 == 1e16 in float64)."""
+    for big in (1e6, 1e15, 1e16, 3e38):
+        logits = np.array([[big, big], [-big, -big]], dtype=dtype)
+        loss, g = impl.softmax_cross_entropy(logits, np.array([0, 1]))
+        assert math.isclose(loss, math.log(2.0), rel_tol=1e-15), (big, loss)
+        np.testing.assert_array_equal(g, np.array([[-0.25, 0.25], [0.25, -0.25]], dtype))
+        loss, _ = impl.softmax_cross_entropy(logits, np.full((2, 2), 0.5, dtype))
+        assert math.isclose(loss, math.log(2.0), rel_tol=1e-15), (big, loss)
+
+
+@pytest.mark.parametrize("impl", [cnn, rnn])
 def test_nonfinite_loss_is_reported(impl):
     logits = np.array([[np.nan, 0.0], [1.0, 2.0]], dtype=np.float32)
     loss, g = impl.softmax_cross_entropy(logits, np.array([0, 1]))

@@ -151,17 +151,19 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> tuple[float, np.ndarray]:
         m = np.where(np.isnan(m), 0.0, m)
         e = np.exp(xd - m)
         se = e.sum(axis=1, keepdims=True)
-        lse = m + np.log(se)
+        # log(se) + (max - x_y), not (max + log(se)) - x_y: the latter rounds
+        # log(se) away for logits near 1e16
+        lse = np.log(se)
         p = e / se
         if is_int:
             rows = np.arange(n)
-            loss_rows = lse[:, 0] - xd[rows, lab]
+            loss_rows = lse[:, 0] + (m[:, 0] - xd[rows, lab])
             g = p
             g[rows, lab] -= 1.0
         else:
             t = lab.astype(np.float64)
             ts = t.sum(axis=1, keepdims=True)
-            loss_rows = (ts * lse)[:, 0] - (t * xd).sum(axis=1)
+            loss_rows = (ts * lse)[:, 0] - (t * (xd - m)).sum(axis=1)
             g = p * ts - t
     loss = float(loss_rows.sum()) / n
     return loss, (g / n).astype(dt)
