@@ -139,3 +139,30 @@ def test_accountant_state_is_checked_before_it_replaces_the_record():
     b = P.PrivacyAccountant()
     b.load_state_dict(a.state_dict())
     assert b.get_epsilon(1e-5) == eps
+
+
+@pytest.mark.parametrize("mech", ["rdp", "pld"])
+def test_zero_step_entries_spend_nothing_and_hide_nothing(mech):
+    """An entry of 0 steps (even with noise 0) is no step: the epsilon is that of the
+    other entries, never 0 (privacy overstated) or inf."""
+    want = P.compute_epsilon(noise_multiplier=1.0, sample_rate=0.1, steps=10, delta=1e-5,
+                             accountant=mech)
+    a = P.PrivacyAccountant(mech)
+    for hist in ([[0.0, 0.1, 0], [1.0, 0.1, 10]], [[1.0, 0.1, 10], [0.0, 1.0, 0]]):
+        a.load_state_dict({"mechanism": mech, "history": hist})
+        assert a.get_epsilon(1e-5) == pytest.approx(want, rel=1e-12) and want > 1
+        assert a.steps == 10
+    a.load_state_dict({"mechanism": mech, "history": [[0.0, 0.1, 0]]})
+    assert a.get_epsilon(1e-5) == 0.0
+
+
+def test_accountant_state_keeps_the_discretisation():
+    a = P.PrivacyAccountant("pld", value_discretization_interval=1e-2)
+    a.step(noise_multiplier=1.0, sample_rate=0.1, steps=20)
+    b = P.PrivacyAccountant("pld")
+    b.load_state_dict(a.state_dict())
+    assert b.value_discretization_interval == 1e-2
+    assert b.get_epsilon(1e-5) == a.get_epsilon(1e-5)
+    with pytest.raises(ValueError, match="value_discretization_interval"):
+        b.load_state_dict({**a.state_dict(), "value_discretization_interval": -1.0})
+    assert b.value_discretization_interval == 1e-2 and b.steps == 20

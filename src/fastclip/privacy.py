@@ -709,6 +709,8 @@ def _event(history: Sequence[tuple[float, float, int]]) -> Any:
     dpa = _dp_accounting()
     events = []
     for sigma, q, steps in history:
+        if steps == 0:  # no step: nothing spent (and 0 * inf would poison the RDP sum)
+            continue
         gauss = dpa.GaussianDpEvent(sigma)
         one = gauss if q == 1.0 else dpa.PoissonSampledDpEvent(q, gauss)
         events.append(dpa.SelfComposedDpEvent(one, steps))
@@ -717,7 +719,7 @@ def _event(history: Sequence[tuple[float, float, int]]) -> Any:
 
 def _epsilon(history: Sequence[tuple[float, float, int]], delta: float, mechanism: str,
              value_discretization_interval: float = 1e-4) -> float:
-    if not history:
+    if not any(n > 0 for _, _, n in history):
         return 0.0
     if any(s == 0.0 for s, _, n in history if n > 0):
         return math.inf
@@ -790,11 +792,14 @@ class PrivacyAccountant:
 
     def state_dict(self) -> dict[str, Any]:
         return {"mechanism": self.mechanism,
+                "value_discretization_interval": self.value_discretization_interval,
                 "history": [list(h) for h in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (every entry checked before anything changes;
-        a missing ``history`` is an error, never an empty record of the privacy spent)."""
+        a missing ``history`` is an error, never an empty record of the privacy spent;
+        entries of 0 steps are dropped; a state without ``value_discretization_interval``
+        keeps this accountant's)."""
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         missing = [k for k in ("mechanism", "history") if k not in state]
@@ -812,9 +817,17 @@ class PrivacyAccountant:
                 raise ValueError(f"state['history'][{i}] must be a (noise_multiplier, "
                                  f"sample_rate, steps) triple, got {entry!r}")
             sigma, q, n = entry
-            hist.append((_cp.check_noise_multiplier(sigma), _cp.check_sample_rate(q),
-                         _cp.check_count(n, "steps", 0)))
+            h = (_cp.check_noise_multiplier(sigma), _cp.check_sample_rate(q),
+                 _cp.check_count(n, "steps", 0))
+            if h[2]:
+                hist.append(h)
+        vdi = self.value_discretization_interval
+        if "value_discretization_interval" in state:
+            vdi = _cp.check_clip_norm(state["value_discretization_interval"],
+                                      "value_discretization_interval",
+                                      allow_zero=False, allow_inf=False)
         self.mechanism, self.history = mech, hist
+        self.value_discretization_interval = vdi
 
     def __repr__(self) -> str:
         return f"PrivacyAccountant({self.mechanism!r}, steps={self.steps})"
