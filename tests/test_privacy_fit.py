@@ -194,3 +194,19 @@ def test_secure_mode_draws_the_batches_from_the_os():
     assert np.array_equal(seeded[0], seeded[1])
     with pytest.raises(TypeError, match="secure_mode"):
         P.PoissonSampler(10, 0.5, secure_mode="yes")
+
+
+def test_the_monitor_never_sees_the_batch_loss_under_privacy():
+    """A DP-SGD step is skipped or applied from the noised gradients alone: an example
+    whose loss overflows (while its clipped gradient is bounded) does not make the
+    steps whose batch holds it stand out."""
+    X, _ = _data()
+    t = X[:, :2].copy()
+    t[7, 0] = 1e200  # its squared error overflows; its clipped gradient does not
+    m = nn.MLP([8, 16, 2], dtype=np.float64, rng=1)
+    h = fastclip.fit(m, X, t, loss="mse", optimizer=fastclip.optim.SGD(m.parameters(), lr=0.1),
+                     epochs=2, batch_size=20, seed=0, progress=False, monitor="skip",
+                     privacy=P.DPConfig(max_grad_norm=1.0, noise_multiplier=1.0))
+    assert not np.isfinite(h.loss).all()  # the batches holding row 7 were sampled
+    assert h.events == [] and h.applied.all()
+    assert all(np.isfinite(p.data).all() for p in m.parameters())

@@ -466,3 +466,37 @@ def test_monitor_observe_checks_its_arguments_before_recording():
         assert np.array_equal(np.asarray(before[k], dtype=object),
                               np.asarray(after[k], dtype=object)), k
     assert mon.observe(1, [np.nan, 1.0]).kind == "nonfinite"  # NaN still flags
+
+
+def test_a_clipper_that_does_not_clip_yet_leaves_spikes_watched():
+    """Spikes are not looked for in steps whose update is clipped; an adaptive clipper
+    still warming up (ZClip) or without history (AutoClip) does not clip, so its steps
+    are watched as unclipped training is: the same explosion is stopped."""
+    from fastclip import AutoClip, ZClip, demo, nn, optim
+    from fastclip.train.monitor import update_is_bounded
+
+    X, y = demo.load_data(0)[:2]
+
+    def run(clipper):
+        m = nn.MLP([64, 128, 128, 128, 128, 128, 10], rng=0)
+        return fit(m, X, y, optimizer=optim.SGD(m.parameters(), lr=1.0), epochs=3,
+                   batch_size=64, seed=0, monitor="raise", clipper=clipper,
+                   progress=False)
+
+    with pytest.raises(GradientExplosionError, match="step 16") as plain:
+        run(None)
+    with pytest.raises(GradientExplosionError, match="step 16") as zclip:
+        run(ZClip())  # 25 warm-up steps: it has not clipped by step 16
+    np.testing.assert_array_equal(zclip.value.history.grad_norm,
+                                  plain.value.history.grad_norm)
+    opt = optim.SGD([np.zeros(2)], lr=0.1)
+    z = ZClip(warmup_steps=2)
+    assert not update_is_bounded(opt, z)
+    z.clip_([np.ones(2)]), z.clip_([np.ones(2)])
+    assert update_is_bounded(opt, z) and update_is_bounded(opt, ZClip(max_grad_norm=1.0))
+    a = AutoClip(10.0)
+    assert not update_is_bounded(opt, a)
+    a.clip_([np.ones(2)])
+    assert update_is_bounded(opt, a) and not update_is_bounded(opt, AutoClip(100.0))
+    assert update_is_bounded(optim.SGD([np.zeros(2)], lr=0.1, clip_norm=1.0), None)
+    assert not update_is_bounded(opt, None)

@@ -181,6 +181,13 @@ class _Clipper:
             check_comm(comm)
         self.comm = comm
 
+    @property
+    def bounds_spikes(self) -> bool:
+        """Whether the next :meth:`clip_` bounds a spike of the global norm (then
+        :func:`fastclip.fit`'s monitor flags only non-finite steps, as for a fixed
+        ``clip_norm``; otherwise it also looks for spikes)."""
+        return True
+
     def _local(self, fn: Callable[..., Any], *args: Any) -> Any:
         """This rank's part of a step, before the collective of :meth:`_global`.
 
@@ -504,6 +511,12 @@ class AutoClip(_Clipper):
         self._window = SortedWindow(size, hist)
         self.last_threshold = last
 
+    @property
+    def bounds_spikes(self) -> bool:
+        # the threshold is a percentile of the history with the new norm in it: below
+        # a new high once there is history, unless it is the maximum itself
+        return self.percentile < 100.0 and len(self._window) > 0
+
     def _agreement(self) -> tuple[Any, ...]:
         w = self._window
         return (self.percentile, self.history_size, len(w), w.order[-1] if len(w) else None)
@@ -708,6 +721,11 @@ class ZClip(_Clipper):
         self._buffer = [float(b) for b in buf]
         self.mean, self.var = mean, var
         self.last_threshold = last
+
+    @property
+    def bounds_spikes(self) -> bool:
+        # during warm-up only max_grad_norm (when given) clips
+        return self.mean is not None or self.max_grad_norm is not None
 
     def _agreement(self) -> tuple[Any, ...]:
         return (*(getattr(self, k) for k in self._SETTINGS), len(self._buffer), self.mean,

@@ -308,12 +308,11 @@ class DataParallel:
         norm = math.nan
         if self.monitor is not None:
             from fastclip.clip import array_norms
+            from fastclip.train.monitor import update_is_bounded
 
             sq = array_norms(self.grads) ** 2
-            clips = self.clipper is not None or any(
-                getattr(self.optimizer, a, None) is not None for a in ("clip_norm", "clip_value"))
             ev = self.monitor.observe(self._step_index(), sq, loss=res.value, names=self._names,
-                                      clipped=clips)
+                                      clipped=update_is_bounded(self.optimizer, self.clipper))
             if ev is not None:
                 return self._flagged(res, ev)
         if self.clipper is not None:

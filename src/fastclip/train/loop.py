@@ -15,7 +15,7 @@ from fastclip._checks import train as _ct
 from fastclip.train.checkpoint import value_arrays
 from fastclip.train.engine import StepEngine
 from fastclip.train.history import History
-from fastclip.train.monitor import GradientMonitor
+from fastclip.train.monitor import GradientMonitor, update_is_bounded
 from fastclip.train.options import resolve_clipper, resolve_loss, resolve_monitor
 from fastclip.train.progress import make_bar, postfix
 
@@ -316,8 +316,6 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
     bufs = [b for b in _buffers(model) if b.dtype.kind == "f"]
     n = X.shape[0]
     steps_per_epoch = -(-n // batch_size) if dp is None else dp.sampler.steps_per_epoch
-    clips = clip is not None or any(
-        getattr(optimizer, a, None) is not None for a in ("clip_norm", "clip_value"))
     needs_params = bool(getattr(clip, "requires_params", False))
     bar = make_bar(progress, epochs * steps_per_epoch, desc)
     step = 0
@@ -370,8 +368,11 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                 lr = float(getattr(optimizer, "lr", math.nan))
                 ev = None
                 if mon is not None:
-                    ev = mon.observe(step, sq, loss=0.0 if math.isnan(lo) and dp is not None
-                                     else lo, names=names, epoch=epoch, clipped=clips)
+                    # under privacy the decision may depend only on the noised
+                    # gradients: the loss of the batch is not private
+                    ev = mon.observe(step, sq, loss=0.0 if dp is not None else lo,
+                                     names=names, epoch=epoch,
+                                     clipped=update_is_bounded(optimizer, clip))
                 if ev is None:
                     if clip is not None:
                         clip.clip_(grads, params if needs_params else None, sqnorms=sq)

@@ -12,7 +12,7 @@ from fastclip._checks import train as _ct
 from fastclip._window import SortedWindow
 from fastclip.train.events import Event
 
-__all__ = ["POLICIES", "GradientMonitor"]
+__all__ = ["POLICIES", "GradientMonitor", "update_is_bounded"]
 
 POLICIES = ("raise", "skip", "rollback")
 
@@ -51,7 +51,11 @@ class GradientMonitor:
       explosions unless they also exceed everything seen recently). The layer
       named is the one whose norm grew most relative to the median of its own
       recent norms. Steps whose update is clipped are not checked for
-      spikes (clipping bounds them; :func:`fit` says so with ``clipped=True``).
+      spikes (clipping bounds them; :func:`fit` says so with ``clipped=True``
+      when the optimiser clips by norm or value, or when an adaptive clipper's
+      ``bounds_spikes`` says its next clip bounds a spike: not while ZClip
+      warms up). Under privacy :func:`fit` passes no loss (the batch's loss is
+      not private; the decision rests on the noised gradients alone).
 
     Flagged steps do not enter the running statistics. :func:`fit` (and
     :class:`fastclip.distributed.DataParallel`) apply the ``policy``:
@@ -418,3 +422,13 @@ class GradientMonitor:
     def __repr__(self) -> str:
         return (f"GradientMonitor(policy={self.policy!r}, factor={self.factor!r}, "
                 f"window={self.window!r}, warmup={self.warmup!r})")
+
+
+def update_is_bounded(optimizer: Any, clipper: Any) -> bool:
+    """Whether this step's update will be clipped so that a spike is bounded (the
+    ``clipped`` argument of :meth:`GradientMonitor.observe`): the optimiser clips by
+    norm or value, or the clipper says that its next clip bounds a spike (an adaptive
+    clipper still warming up does not)."""
+    if any(getattr(optimizer, a, None) is not None for a in ("clip_norm", "clip_value")):
+        return True
+    return clipper is not None and bool(getattr(clipper, "bounds_spikes", True))
