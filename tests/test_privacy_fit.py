@@ -210,3 +210,32 @@ def test_the_monitor_never_sees_the_batch_loss_under_privacy():
     assert not np.isfinite(h.loss).all()  # the batches holding row 7 were sampled
     assert h.events == [] and h.applied.all()
     assert all(np.isfinite(p.data).all() for p in m.parameters())
+
+
+@pytest.mark.parametrize("kw,layer,what", [({"batchnorm": True}, "0.bn", "batch normalisation"),
+                                           ({"dropout": 0.2}, "0", "dropout")])
+def test_models_without_a_per_example_path_are_refused_before_training(kw, layer, what):
+    """fit(privacy=...) refuses batch norm and dropout before the first batch reaches
+    the model (the running statistics would otherwise hold non-private values),
+    naming the layer, as backward(per_example_clip=...) does."""
+    X, y = _data()
+    m = nn.MLP([8, 16, 3], rng=1, **kw)
+    bufs = [b.copy() for _, b in m.named_buffers()]
+    vals = [p.data.copy() for p in m.parameters()]
+    msg = f"layer '{layer}' is {what}"
+    with pytest.raises(ValueError, match=msg):
+        fastclip.fit(m, X, y, epochs=1, progress=False,
+                     privacy=P.DPConfig(max_grad_norm=1.0, noise_multiplier=1.0))
+    assert all(np.array_equal(a, b) for a, (_, b) in zip(bufs, m.named_buffers()))
+    assert all(np.array_equal(a, p.data) for a, p in zip(vals, m.parameters()))
+    out = m.forward(X[:4].astype(np.float32))
+    with pytest.raises(ValueError, match=msg):
+        m.backward(np.ones_like(out), per_example_clip=1.0)
+
+
+def test_backward_checks_loss_reduction_on_every_path():
+    m = nn.MLP([8, 4, 3], rng=1)
+    out = m.forward(_data(dtype=np.float32)[0][:5])
+    for kw in ({}, {"per_example_clip": 1.0}):
+        with pytest.raises(ValueError, match="loss_reduction"):
+            m.backward(np.ones_like(out), loss_reduction="bogus", **kw)

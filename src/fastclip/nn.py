@@ -800,10 +800,28 @@ class _Network:
         self._link_sqnorms()
         self._runs: dict[int, _Run] = {}
         prefixes = buffer_prefixes or [""] * len(blocks)
+        self._prefixes = prefixes
         self._buffers = [(pre + name, arr) for pre, blk in zip(prefixes, blocks)
                          for name, arr in (blk.named_buffers() if hasattr(blk, "named_buffers")
                                            else [])]
         self.training = True
+
+    def per_example_blocker(self) -> str | None:
+        """Why per-example clipping (``backward(per_example_clip=...)``, and so
+        ``fit(privacy=...)``) cannot run on this model, naming the layer; None when
+        it can (a model of Linear blocks with their activations only)."""
+        kinds = {_BatchNormLayer: "batch normalisation, which mixes the examples of a "
+                                  "batch (Opacus refuses it too)",
+                 _DropoutLayer: "dropout, which has no per-example path here (build the "
+                                "model with dropout=0)",
+                 _ActLayer: "a standalone activation, which has no per-example path here"}
+        for k, blk in enumerate(self._blocks):
+            if not isinstance(blk, _Block):
+                name = self._prefixes[k].rstrip(".") or str(k)
+                what = kinds.get(type(blk), type(blk).__name__)
+                return (f"per_example_clip needs a model of Linear blocks only: layer "
+                        f"{name!r} is {what}")
+        return None
 
     def _link_sqnorms(self) -> None:
         """Make each block's ``sqnorms`` a view of the network's ``_sq`` (the backward
@@ -997,22 +1015,19 @@ class _Network:
                 f"dy has shape {dy.shape} but the last forward produced an output of shape "
                 f"({run.last_n}, {run.last_w})"
             )
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         if per_example_clip is not None or per_layer is not None:
             from fastclip._checks import privacy as _cp
 
             clip, layer_mode = _cp.check_per_example_clip(per_example_clip, per_layer,
                                                          len(self._grads))
-            if loss_reduction not in ("mean", "sum"):
-                raise ValueError(
-                    f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
             if dy.shape[0] == 0:
                 raise ValueError("dy has a batch of size 0: per-example clipping needs "
                                  "at least one example")
-            if not all(isinstance(blk, _Block) for blk in self._blocks):
-                raise ValueError(
-                    "per_example_clip needs a model of Linear blocks only: batch "
-                    "normalisation mixes the examples of a batch (Opacus refuses it too), "
-                    "and the standalone dropout/activation layers have no per-example path")
+            why = self.per_example_blocker()
+            if why is not None:
+                raise ValueError(why)
             scale = float(dy.shape[0]) if loss_reduction == "mean" else 1.0
             return self._backward_per_example(dy, bool(input_grad), clip, layer_mode, scale)
         impl = _fam.impl

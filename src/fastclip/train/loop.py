@@ -114,7 +114,8 @@ def fit(
         size, with the epsilon spent recorded per epoch in ``History.epsilon``
         and shown in the progress bar. Needs a model whose ``backward`` takes
         ``per_example_clip`` (:class:`fastclip.nn.MLP`; batch normalisation,
-        which mixes the examples of a batch, is rejected). ``clipper`` and
+        which mixes the examples of a batch, and dropout are rejected before
+        training, naming the layer). ``clipper`` and
         ``comm`` cannot be combined with it; the optimiser's own
         ``clip_norm``/``clip_value`` then act on the noisy average. The noise
         is drawn from ``seed``'s generator (or the operating system's CSPRNG
