@@ -272,3 +272,39 @@ def test_fit_argument_errors_name_the_argument():
     for p, b in zip(m.parameters(), before):
         assert np.array_equal(p.data, b)
     fit(m, X, y, epochs=1, progress=False, callbacks=None)
+
+
+def test_batch_norm_with_batch_size_one_is_refused_before_training():
+    """batch_size=1 leaves n % batch_size == 0, yet every batch has one row."""
+    X, y = blobs(n=20)
+    m = nn.MLP([6, 4, 3], batchnorm=True, rng=0)
+    before = _snapshot(m)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        fit(m, X, y, batch_size=1, progress=False)
+    _unchanged(m, before)
+
+
+def test_validation_length_mismatch_names_both_validation_arrays():
+    X, y = blobs(n=10)
+    with pytest.raises(ValueError, match=r"validation\[1\] has 5 rows but validation\[0\] has 8"):
+        fit(nn.MLP([6, 4, 3], rng=0), X, y, validation=(X[:8], np.zeros(5, int)),
+            progress=False)
+
+
+@pytest.mark.parametrize("kw,name", [({"progress": "yes"}, "progress"),
+                                     ({"progress": None}, "progress"),
+                                     ({"desc": 5}, "desc")])
+def test_progress_and_desc_are_checked(kw, name):
+    X, y = blobs(n=10)
+    m = nn.MLP([6, 4, 3], rng=0)
+    before = _snapshot(m)
+    with pytest.raises(TypeError, match=name):
+        fit(m, X, y, **kw)
+    _unchanged(m, before)
+
+
+def test_model_rng_is_checked_like_fit_seed():
+    with pytest.raises(ValueError, match="rng must be >= 0"):
+        nn.MLP([3, 2], rng=-1)
+    with pytest.raises(TypeError, match="rng"):
+        nn.MLP([3, 2], rng=1.5)

@@ -53,6 +53,7 @@ import numpy as np
 
 from fastclip._checks import nn as _cn
 from fastclip._checks import scalars as _cs
+from fastclip._checks import train as _ct
 from fastclip._dispatch import family
 
 __all__ = [
@@ -415,13 +416,7 @@ def _check_init(init: Any) -> str:
 
 
 def _check_rng(rng: Any) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_))):
-        return np.random.default_rng(int(rng) if rng is not None else None)
-    raise TypeError(
-        f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}"
-    )
+    return _ct.rng_arg(rng, "rng")
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

@@ -122,10 +122,15 @@ def check_step_loss(loss: Any) -> float:
 
 
 def check_no_single_row_batch(n: int, batch_size: int, ranks: int = 1) -> None:
-    """A model with batch normalisation: no batch of one row (``n % batch_size == 1``)
-    and, split over ``ranks`` (each rank normalises its own block of
-    ``[r L // ranks, (r + 1) L // ranks)`` rows of a batch of ``L``), no block of fewer
-    than two rows."""
+    """A model with batch normalisation: no batch of one row (``batch_size == 1`` or
+    ``n % batch_size == 1``) and, split over ``ranks`` (each rank normalises its own
+    block of ``[r L // ranks, (r + 1) L // ranks)`` rows of a batch of ``L``), no block
+    of fewer than two rows."""
+    if batch_size == 1 and n > 0:
+        raise ValueError(
+            "batch_size=1 gives batches of one row, and batch normalisation in training "
+            "mode needs more than one row: use a batch_size of at least 2"
+        )
     if n % batch_size == 1 or n == 1:
         raise ValueError(
             f"batch_size={batch_size} leaves a last batch of one row out of {n} samples, and "
@@ -199,8 +204,9 @@ def check_X(X: Any, name: str, dtype: np.dtype) -> np.ndarray:
 
 
 def check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
-            dtype: np.dtype) -> np.ndarray:
-    """Labels (int64, in ``[0, n_out)``) or targets of shape ``(n, n_out)`` in ``dtype``."""
+            dtype: np.dtype, x_name: str = "X") -> np.ndarray:
+    """Labels (int64, in ``[0, n_out)``) or targets of shape ``(n, n_out)`` in ``dtype``
+    (``x_name``: the inputs whose ``n`` rows they must match, for messages)."""
     if not isinstance(y, np.ndarray):
         try:
             y = np.asarray(y)
@@ -210,7 +216,8 @@ def check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
         raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(
-            f"{name} has {y.shape[0] if y.ndim else 0} rows but X has {n}; they must match"
+            f"{name} has {y.shape[0] if y.ndim else 0} rows but {x_name} has {n}; they "
+            "must match"
         )
     _first_nonfinite(y, name)
     if classification and y.ndim == 1:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fastclip import _interop as _io
+from fastclip._checks import scalars as _cs
 from fastclip._checks import train as _ct
 from fastclip.train.checkpoint import value_arrays
 from fastclip.train.engine import StepEngine
@@ -172,6 +173,9 @@ def fit(
         loss_fn, is_cls = resolve_loss(loss, classification)
         epochs = _ct.int_arg(epochs, "epochs", 1)
         batch_size = _ct.int_arg(batch_size, "batch_size", 1)
+        progress = _cs.check_bool(progress, "progress")
+        if desc is not None and not isinstance(desc, str):
+            raise TypeError(f"desc must be a str or None, got {type(desc).__name__}")
         mon = resolve_monitor(monitor)
         clip = resolve_clipper(clipper)
         if comm is not None and getattr(clip, "comm", None) is not None:
@@ -196,7 +200,8 @@ def fit(
             Xv = _ct.check_X(validation[0], "validation[0]", dtype)
             if Xv.shape[1] != X.shape[1]:
                 raise ValueError(f"validation[0] has {Xv.shape[1]} features but X has {X.shape[1]}")
-            yv = _ct.check_y(validation[1], "validation[1]", Xv.shape[0], n_out, is_cls, dtype)
+            yv = _ct.check_y(validation[1], "validation[1]", Xv.shape[0], n_out, is_cls, dtype,
+                             x_name="validation[0]")
         params = _io.values(model.parameters())
         if optimizer is None:
             from fastclip.optim import Adam
