@@ -198,3 +198,29 @@ def test_empty_truncated_and_foreign_files_raise_value_error(tmp_path):
         fastclip.load(npy)
     with pytest.raises(FileNotFoundError):
         fastclip.load(tmp_path / "missing.npz")
+
+
+def test_reduce_on_plateau_lr_round_trips_with_its_state(tmp_path):
+    """An optimiser driven by reduce_on_plateau (the schedule fit's docs suggest for a
+    callback) is saved with the schedule's state; saved beside it in the dict, the
+    schedule comes back as the loaded optimiser's lr object, so stepping it drives the
+    optimiser as before."""
+    from fastclip import schedules as S
+
+    m = nn.MLP([3, 4, 2], rng=0)
+    sched = S.reduce_on_plateau(0.1, patience=0)
+    opt = optim.SGD(m.parameters(), lr=sched)
+    sched.step(1.0), sched.step(2.0)
+    path = tmp_path / "ckpt.npz"
+    fastclip.save({"model": m, "opt": opt, "plateau": sched, "cos": S.cosine(0.1, 100)}, path)
+    d = fastclip.load(path)
+    assert list(d) == ["model", "opt", "plateau", "cos"]
+    assert d["plateau"] is d["opt"]._lr and d["opt"].lr == opt.lr
+    assert d["plateau"].state_dict() == sched.state_dict()
+    assert d["cos"](50) == S.cosine(0.1, 100)(50)
+    assert d["plateau"].step(5.0) == sched.step(5.0) and d["opt"].lr == opt.lr
+    fastclip.save(opt, path)
+    alone = fastclip.load(path)
+    assert alone._lr.state_dict() == sched.state_dict() and alone._lr is not sched
+    with pytest.raises(TypeError, match="schedule"):
+        fastclip.save(sched, path)

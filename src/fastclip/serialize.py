@@ -14,8 +14,12 @@ dict of them with string keys (e.g. ``{"model": m, "optimizer": opt}``). An
 optimiser saved together with the model it was built on is rebuilt on the
 loaded model's parameters; one saved alone keeps its own parameter arrays
 (``opt.params`` after loading). The learning rate must be a number or a
-schedule of :mod:`fastclip.schedules` (saved with ``to_dict()``); any other
-callable cannot be written without pickle and raises :class:`TypeError`.
+schedule of :mod:`fastclip.schedules` (saved with ``to_dict()``; a
+:class:`~fastclip.schedules.ReduceLROnPlateau` with its state); any other
+callable cannot be written without pickle and raises :class:`TypeError`. A
+dict may also hold schedules: one that is the lr of an optimiser in the same
+dict comes back as that optimiser's lr object (so that stepping it after
+loading drives the optimiser, as before saving).
 
 A model keeps its architecture (sizes, activation, batch normalisation with its
 ``eps`` and momentum, dropout probability), its parameters and its running
@@ -99,12 +103,30 @@ def _lr_entry(lr: Any) -> Any:
 
     if isinstance(lr, schedules.Schedule):
         return {"schedule": lr.to_dict()}  # type: ignore[attr-defined]
+    if isinstance(lr, schedules.ReduceLROnPlateau):
+        return {"plateau": _plateau_state(lr)}
     if callable(lr):
         raise TypeError(
             f"the optimiser's lr is a {type(lr).__name__}; only a number or a "
             "fastclip.schedules schedule can be saved without pickle"
         )
     return float(lr)
+
+
+def _plateau_state(sched: Any) -> dict[str, Any]:
+    st = sched.state_dict()
+    return {k: _json_value(v, f"ReduceLROnPlateau {k!r}") if k != "params" else dict(v)
+            for k, v in st.items()}
+
+
+def _schedule_entry(sched: Any, key: str, optimizers: dict[str, Any]) -> dict[str, Any]:
+    """A schedule saved in a dict: a link to the optimiser whose lr it is (so that
+    :func:`load` gives back that same object), else the schedule itself."""
+    for k, opt in optimizers.items():
+        if opt._lr is sched:
+            return {"lr_of": k}
+    return {"plateau": _plateau_state(sched)} if hasattr(sched, "state_dict") else {
+        "schedule": sched.to_dict()}
 
 
 def _optimizer_entry(opt: Any, w: _Writer, models: dict[str, Any]) -> dict[str, Any]:
@@ -135,12 +157,14 @@ def _optimizer_entry(opt: Any, w: _Writer, models: dict[str, Any]) -> dict[str, 
 
 
 def _kind(obj: Any) -> str | None:
-    from fastclip import nn, optim
+    from fastclip import nn, optim, schedules
 
     if isinstance(obj, (nn.MLP, nn.Linear)):
         return "model"
     if isinstance(obj, optim.Optimizer):
         return "optimizer"
+    if isinstance(obj, (schedules.Schedule, schedules.ReduceLROnPlateau)):
+        return "schedule"
     return None
 
 
@@ -149,10 +173,11 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
 
     Parameters
     ----------
-    obj : fastclip model, fastclip optimiser, or dict of str -> model/optimiser
+    obj : fastclip model, fastclip optimiser, or dict of str -> model/optimiser/schedule
         For example ``{"model": model, "optimizer": opt}``; an optimiser built
         on ``model.parameters()`` of a model in the same dict is rebuilt on it
-        by :func:`load`.
+        by :func:`load`, and a schedule that is an optimiser's lr comes back as
+        that optimiser's lr (``{"model": m, "optimizer": opt, "plateau": sched}``).
     path : str or path-like
         The file to write (NumPy appends ``.npz`` when the name lacks it).
 
@@ -183,8 +208,8 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
         for k, kd in kinds.items():
             if kd is None:
                 raise TypeError(
-                    f"obj[{k!r}] is a {type(obj[k]).__name__}; save takes fastclip models "
-                    "and optimisers"
+                    f"obj[{k!r}] is a {type(obj[k]).__name__}; save takes fastclip models, "
+                    "optimisers and schedules"
                 )
         models = {k: v for k, v in obj.items() if kinds[k] == "model"}
         root: dict[str, Any] = {"dict": {}}
@@ -194,13 +219,17 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
         for k, v in obj.items():
             if kinds[k] == "optimizer":
                 root["dict"][k] = {"optimizer": _optimizer_entry(v, w, models)}
+        optimizers = {k: v for k, v in obj.items() if kinds[k] == "optimizer"}
+        for k, v in obj.items():
+            if kinds[k] == "schedule":
+                root["dict"][k] = {"schedule": _schedule_entry(v, k, optimizers)}
         root["order"] = list(obj)
     else:
         kd = _kind(obj)
-        if kd is None:
+        if kd not in ("model", "optimizer"):
             raise TypeError(
                 f"obj is a {type(obj).__name__}; save takes a fastclip model, a fastclip "
-                "optimiser or a dict of them"
+                "optimiser or a dict of them (a schedule is saved inside such a dict)"
             )
         root = {kd: _model_entry(obj, w) if kd == "model" else _optimizer_entry(obj, w, {})}
     header = {"format": _FORMAT, "version": _VERSION, "root": root}
@@ -292,6 +321,23 @@ def _load_model(e: Any, r: _Reader, where: str) -> Any:
     return m
 
 
+def _load_schedule(e: Any, where: str) -> Any:
+    """A schedule entry: ``{"schedule": to_dict()}`` or ``{"plateau": state_dict()}``."""
+    from fastclip import schedules
+
+    try:
+        if isinstance(e, dict) and "plateau" in e:
+            st = _get(e, "plateau", dict, where)
+            sched = schedules.ReduceLROnPlateau(**_get(st, "params", dict, where))
+            sched.load_state_dict(st)
+            return sched
+        return schedules.from_dict(_get(e, "schedule", dict, where))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith("not a valid fastclip file"):
+            raise
+        raise _bad(f"{where} schedule: {exc}") from None
+
+
 def _load_optimizer(e: Any, r: _Reader, where: str, models: dict[str, Any]) -> Any:
     from fastclip import optim, schedules
 
@@ -309,10 +355,7 @@ def _load_optimizer(e: Any, r: _Reader, where: str, models: dict[str, Any]) -> A
         params = [np.array(r.array(k, f"{where} params[{i}]")) for i, k in enumerate(keys)]
     lr_e = e.get("lr") if isinstance(e, dict) else None
     if isinstance(lr_e, dict):
-        try:
-            lr: Any = schedules.from_dict(_get(lr_e, "schedule", dict, where))
-        except (TypeError, ValueError) as exc:
-            raise _bad(f"{where} lr schedule: {exc}") from None
+        lr: Any = _load_schedule(lr_e, f"{where} lr")
     else:
         lr = _get(e, "lr", float, where)
     hyper = dict(_get(e, "hyperparams", dict, where))
@@ -425,6 +468,20 @@ def _load_archive(npz: Any, path: str) -> Any:
             out[k] = models[k]
         elif isinstance(v, dict) and "optimizer" in v:
             out[k] = _load_optimizer(v["optimizer"], r, f"[{k!r}]", models)
-        else:
-            raise _bad(f"entry {k!r} is neither a model nor an optimiser")
-    return out
+        elif not (isinstance(v, dict) and "schedule" in v):
+            raise _bad(f"entry {k!r} is neither a model, an optimiser nor a schedule")
+    for k in order:  # schedules last: one may be the lr of an optimiser loaded above
+        v = entries[k]
+        if isinstance(v, dict) and "schedule" in v:
+            e = v["schedule"]
+            if isinstance(e, dict) and "lr_of" in e:
+                of = _get(e, "lr_of", str, f"[{k!r}]")
+                opt = out.get(of)
+                if of not in entries or not isinstance(entries[of], dict) or \
+                        "optimizer" not in entries[of] or not callable(opt._lr):
+                    raise _bad(f"[{k!r}] is the lr of {of!r}, which is not an optimiser "
+                               "with a schedule in the file")
+                out[k] = opt._lr
+            else:
+                out[k] = _load_schedule(e, f"[{k!r}]")
+    return {k: out[k] for k in order}
