@@ -232,6 +232,29 @@ def test_optimizer_on_torch_model_float32_and_zero_grad_in_place():
                                    atol=2e-6)
 
 
+def test_zero_grad_in_place_zeroes_gradients_that_are_views_as_torch_does():
+    """zero_grad(set_to_none=False) on gradients that are views (of a bigger tensor,
+    as DDP's gradient buckets are) and on one that requires grad: every gradient is
+    zeroed in place, as torch.optim.Optimizer.zero_grad does."""
+    def params():
+        p, q, r = (torch.nn.Parameter(torch.ones(3)) for _ in range(3))
+        bucket = torch.ones(6)
+        p.grad, q.grad = torch.ones(3), bucket[:3]
+        r.grad = torch.ones(3, requires_grad=True) * 2  # a grad with a grad_fn
+        return [p, q, r], bucket
+
+    want, want_bucket = params()
+    torch.optim.SGD(want, lr=0.1).zero_grad(set_to_none=False)
+    got, bucket = params()
+    grads = [p.grad for p in got]
+    optim.SGD(got, lr=0.1).zero_grad(set_to_none=False)
+    for p, g, w in zip(got, grads, want):
+        assert p.grad is g and not g.any()  # the same tensor, zeroed
+        assert p.grad.requires_grad == w.grad.requires_grad
+        assert (p.grad.grad_fn is None) == (w.grad.grad_fn is None)
+    assert torch.equal(bucket, want_bucket)  # the view's base: its part zeroed
+
+
 def test_optimizer_follows_a_replaced_parameter_tensor():
     m = _model()
     opt = optim.SGD(m.parameters(), lr=0.5)

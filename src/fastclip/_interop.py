@@ -449,7 +449,12 @@ class GradReader:
                 p.grad = None
                 self._cache[i] = None
             elif self._torch[i]:
-                g.detach_()
+                # as torch.optim.Optimizer.zero_grad: detach_() refuses a view (DDP's
+                # gradient buckets), so a grad without a grad_fn only stops requiring grad
+                if g.grad_fn is not None:
+                    g.detach_()
+                else:
+                    g.requires_grad_(False)
                 g.zero_()
             else:
                 g[...] = 0
