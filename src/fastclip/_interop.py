@@ -206,7 +206,8 @@ def _all_ndarrays(obj: Any) -> bool:
     return type(obj) is list and (not obj or set(map(type, obj)) == {_ND})
 
 
-def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = None) -> Any:
+def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = None,
+              kept: list[str] | None = None) -> Any:
     """The gradient arrays of ``obj`` for the torch-style functions.
 
     Returns ``obj`` itself when it is already an ndarray or a list of ndarrays
@@ -215,7 +216,9 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
     torch tensors) otherwise, in tree order. Mixing parameters and plain
     arrays raises TypeError. ``written`` (when given) receives the torch
     tensors whose memory the arrays share, for :func:`bump_versions` after an
-    in-place call.
+    in-place call; ``kept`` (when given) receives the name of each returned
+    array in ``obj`` (``grads[2].grad``), for :func:`relabelled` (nothing when
+    ``obj`` is returned itself, whose arrays the kernels name right).
     """
     if type(obj) is _ND or _all_ndarrays(obj):
         return obj
@@ -239,11 +242,15 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
             out.append(_leaf_array(g, glab, inplace))
             if written is not None and is_torch(g):
                 written.append(g)
+            if kept is not None:
+                kept.append(glab)
         else:
             first_array = first_array or lab
             out.append(_leaf_array(x, lab, inplace))
             if written is not None and is_torch(x):
                 written.append(x)
+            if kept is not None:
+                kept.append(lab)
         if first_param is not None and first_array is not None:
             raise TypeError(
                 f"{name} mixes parameters ({first_param}) and plain arrays ({first_array}); "
@@ -253,6 +260,24 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
     if single and len(out) == 1 and not _is_param(obj):
         return out[0]
     return out
+
+
+def relabelled(exc: Exception, name: str, labels: list[str]) -> Exception:
+    """``exc`` raised by a kernel on the arrays of :func:`gradients`, with each
+    ``name[k]`` of its message (the k-th array given to the kernel) renamed to
+    ``labels[k]``, the array's name in the caller's input; ``exc`` itself when
+    nothing is renamed."""
+    if not labels or not isinstance(exc, (TypeError, ValueError, ArithmeticError)):
+        return exc
+    import re
+
+    def own(m: re.Match[str]) -> str:
+        k = int(m.group(1))
+        return labels[k] if k < len(labels) else m.group(0)
+
+    msg = str(exc)
+    new = re.sub(rf"\b{re.escape(name)}\[(\d+)\]", own, msg)
+    return exc if new == msg else type(exc)(new)
 
 
 def bump_versions(tensors: list[Any]) -> None:
