@@ -11,13 +11,15 @@ One place for every conversion, used by :mod:`fastclip.clip` and
 
 torch tensors are shared, never copied: a CPU float32/float64 strided tensor is
 viewed through ``Tensor.numpy()`` (same memory), anything else raises
-:class:`TypeError` naming the dtype, device or layout. torch is recognised by
-the module of the object's type, so fastclip never imports torch itself unless
-a torch object is passed.
+:class:`TypeError` naming the dtype, device or layout. A torch object is any
+instance of ``torch.Tensor`` (subclasses defined anywhere included), looked up
+only when torch is already imported: no torch object can exist before, so
+fastclip never imports torch itself unless a torch object is passed.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,11 +28,14 @@ import numpy as np
 from fastclip._checks import arrays as _ca
 
 _ND = np.ndarray
+_MODULES = sys.modules
 
 
 def is_torch(x: Any) -> bool:
-    """True for torch tensors and parameters (without importing torch)."""
-    return type(x).__module__.startswith("torch")
+    """True for torch tensors and parameters, subclasses included (without importing
+    torch: before torch is imported nothing is a tensor)."""
+    torch = _MODULES.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 _PARAM: Any = None

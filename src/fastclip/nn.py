@@ -1737,6 +1737,8 @@ class MLP(_Network):
             raise TypeError(
                 f"state_dict must be a mapping of name -> tensor, got {type(state_dict).__name__}"
             )
+        from fastclip._interop import is_torch
+
         modules: dict[str, dict[str, np.ndarray]] = {}
         for key, v in state_dict.items():
             if not isinstance(key, str) or "." not in key:
@@ -1745,7 +1747,7 @@ class MLP(_Network):
             if name not in ("weight", "bias"):
                 raise ValueError(f"state_dict[{key!r}]: only Linear and PReLU parameters "
                                  "(weight, bias) are supported")
-            if type(v).__module__.startswith("torch"):
+            if is_torch(v):
                 try:
                     v = v.detach().cpu().numpy()
                 except (TypeError, RuntimeError, NotImplementedError) as exc:
