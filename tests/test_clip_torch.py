@@ -194,3 +194,47 @@ def test_public_functions_follow_torch_on_a_training_like_step():
     for a, q64, q32 in zip(g, p64, p32):
         np.testing.assert_allclose(a, q64.grad.numpy().astype(np.float32), rtol=1e-6)
         np.testing.assert_allclose(a, q32.grad.numpy(), rtol=1e-5)
+
+
+def _public_impls():
+    return ["c", "python"] if _fam.compiled is not None else ["python"]
+
+
+@pytest.mark.parametrize("impl", _public_impls())
+def test_errors_name_each_gradient_by_its_own_parameter(impl):
+    """Parameters whose grad is None are skipped; the errors about the others name
+    each by its own position (grads[2].grad), not by its index among the kept ones,
+    and nothing is modified."""
+    def params():
+        ps = [torch.nn.Parameter(torch.ones(3)) for _ in range(4)]  # ps[0].grad is None
+        ps[1].grad = torch.full((3,), 5.0)
+        ps[2].grad = torch.tensor([1.0, float("nan"), 1.0])
+        ps[3].grad = torch.full((3,), 5.0)
+        return ps
+
+    nonfinite = r"grads\[2\]\.grad holds a non-finite value"
+    with fastclip.use_implementation(impl):
+        ps = params()
+        with pytest.raises(FloatingPointError, match=nonfinite):
+            fastclip.clip_grad_norm_(ps, 1.0, error_if_nonfinite=True)
+        with pytest.raises(FloatingPointError, match=nonfinite):
+            fastclip.get_total_norm(ps, error_if_nonfinite=True)
+        with pytest.raises(FloatingPointError, match=nonfinite):
+            fastclip.clip_grad_norm_(iter(ps), 1.0, error_if_nonfinite=True)  # a generator
+        assert ps[1].grad.tolist() == [5.0] * 3 and ps[3].grad.tolist() == [5.0] * 3
+        # two gradients sharing memory
+        ps = params()
+        bucket = torch.full((6,), 5.0)
+        ps[2].grad, ps[3].grad = bucket[0:3], bucket[2:5]
+        shared = r"grads\[2\]\.grad and grads\[3\]\.grad share memory"
+        for clip in (lambda: fastclip.clip_grad_norm_(ps, 1.0),
+                     lambda: fastclip.clip_grad_value_(ps, 1.0),
+                     lambda: fastclip.clip_grads_with_norm_(ps, 1.0, 100.0),
+                     lambda: fastclip.zero_nans_(ps)):
+            with pytest.raises(ValueError, match=shared):
+                clip()
+        assert ps[1].grad.tolist() == [5.0] * 3 and bucket.tolist() == [5.0] * 6
+        # a pytree of parameters: named by its key
+        with pytest.raises(FloatingPointError, match=r"grads\['b'\]\.grad holds a non-fin"):
+            fastclip.clip_grad_norm_({"a": params()[:2], "b": params()[2]}, 1.0,
+                                     error_if_nonfinite=True)

@@ -232,6 +232,29 @@ def test_optimizer_on_torch_model_float32_and_zero_grad_in_place():
                                    atol=2e-6)
 
 
+def test_zero_grad_in_place_zeroes_gradients_that_are_views_as_torch_does():
+    """zero_grad(set_to_none=False) on gradients that are views (of a bigger tensor,
+    as DDP's gradient buckets are) and on one that requires grad: every gradient is
+    zeroed in place, as torch.optim.Optimizer.zero_grad does."""
+    def params():
+        p, q, r = (torch.nn.Parameter(torch.ones(3)) for _ in range(3))
+        bucket = torch.ones(6)
+        p.grad, q.grad = torch.ones(3), bucket[:3]
+        r.grad = torch.ones(3, requires_grad=True) * 2  # a grad with a grad_fn
+        return [p, q, r], bucket
+
+    want, want_bucket = params()
+    torch.optim.SGD(want, lr=0.1).zero_grad(set_to_none=False)
+    got, bucket = params()
+    grads = [p.grad for p in got]
+    optim.SGD(got, lr=0.1).zero_grad(set_to_none=False)
+    for p, g, w in zip(got, grads, want):
+        assert p.grad is g and not g.any()  # the same tensor, zeroed
+        assert p.grad.requires_grad == w.grad.requires_grad
+        assert (p.grad.grad_fn is None) == (w.grad.grad_fn is None)
+    assert torch.equal(bucket, want_bucket)  # the view's base: its part zeroed
+
+
 def test_optimizer_follows_a_replaced_parameter_tensor():
     m = _model()
     opt = optim.SGD(m.parameters(), lr=0.5)
@@ -350,3 +373,58 @@ def test_inference_tensors_are_written_only_in_inference_mode():
     with torch.inference_mode():
         opt.step()
     assert (p.detach() == 0.5).all()
+
+
+class _MyParam(torch.nn.Parameter):
+    """A Parameter subclass defined outside torch (as libraries define their own)."""
+
+
+class _MyTensor(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_tensor_and_parameter_subclasses_defined_outside_torch(impl, requires_grad):
+    """Subclasses of torch.nn.Parameter / torch.Tensor from any module are torch
+    objects: a parameter gives its grad (also with requires_grad=False, as
+    torch.nn.utils.clip_grad_norm_ takes it), a tensor is the gradient itself."""
+    def params():
+        p = _MyParam(torch.ones(3, dtype=torch.float64), requires_grad=requires_grad)
+        p.grad = torch.full((3,), 4.0, dtype=torch.float64)
+        return [p]
+
+    want, got = params(), params()
+    total = torch.nn.utils.clip_grad_norm_(want, 1.0)
+    with fastclip.use_implementation(impl):
+        assert fastclip.get_total_norm(got) == pytest.approx(float(total), rel=1e-12)
+        assert fastclip.clip_grad_norm_(got, 1.0) == pytest.approx(float(total), rel=1e-12)
+        np.testing.assert_allclose(got[0].grad.numpy(), want[0].grad.numpy(), rtol=1e-12)
+        assert torch.equal(got[0].detach(), torch.ones(3, dtype=torch.float64))
+        # an optimiser on them, as torch.optim.SGD (which also steps requires_grad=False)
+        want, got = params(), params()
+        torch.optim.SGD(want, lr=0.1).step()
+        opt = optim.SGD(got, lr=0.1)
+        opt.step()
+        np.testing.assert_allclose(got[0].detach().numpy(), want[0].detach().numpy(),
+                                   rtol=1e-12)
+        opt.zero_grad(set_to_none=False)
+        assert not got[0].grad.any()
+        # a plain tensor subclass is a gradient, clipped in place
+        t = torch.full((3,), 4.0).as_subclass(_MyTensor)
+        assert type(t) is _MyTensor
+        fastclip.clip_grad_value_([t], 1.0)
+        assert t.tolist() == [1.0] * 3
+        assert fastclip.array_norms([t])[0] == pytest.approx(3 ** 0.5)
+
+
+def test_state_dict_values_of_a_parameter_subclass_load():
+    from fastclip import nn
+
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Linear(3, 2)).double()
+    sd = {k: _MyParam(v.detach().clone()) for k, v in lin.state_dict().items()}
+    m = nn.MLP.from_torch_state_dict(sd)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_allclose(m(x), lin(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-12)

@@ -84,3 +84,92 @@ def test_bad_state_dicts():
         nn.MLP.from_torch_state_dict({**sd, "0.weight": torch.zeros(5, 3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="holds no Linear layer"):
         nn.MLP.from_torch_state_dict({})
+
+
+def _assert_same_model(net, sd, act="relu"):
+    m = nn.MLP.from_torch_state_dict(sd, act)
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((5, m.sizes[0])))
+    np.testing.assert_allclose(m(x.numpy()), net(x).detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def _blocks(n, width=4):
+    """n square Linear+ReLU blocks, each an nn.Sequential, and a last Linear."""
+    L = torch.nn.Linear
+    return [torch.nn.Sequential(L(width, width), torch.nn.ReLU()) for _ in range(n)] + [
+        L(width, width)]
+
+
+@pytest.mark.parametrize("n", [2, 11], ids=["3-modules", "12-modules"])
+@pytest.mark.parametrize("order", ["torch", "sorted-as-strings", "reversed"])
+def test_nested_sequentials_load_in_forward_order(n, order):
+    """A Sequential of Sequentials ("0.0", "1.0", ..., "n"): the layers are taken in
+    forward order whatever the order of the keys; the layers are square, so only
+    the outputs can tell a wrong order."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*_blocks(n)).double()
+    sd = net.state_dict()
+    keys = {"torch": list(sd), "sorted-as-strings": sorted(sd),
+            "reversed": list(reversed(sd))}[order]
+    _assert_same_model(net, {k: sd[k] for k in keys})
+    _assert_same_model(net, {f"model.net.{k}": sd[k] for k in keys})  # a common prefix
+
+
+def test_torchvision_layout_loads_in_registration_order():
+    """features.0 / features.2 / classifier.0 (torchvision's VGG/AlexNet layout): the
+    names of the containers say nothing about their order, so the state_dict's order
+    (torch's registration order) is kept, with the indices inside each container."""
+    torch.manual_seed(0)
+    L = torch.nn.Linear
+
+    class Net(torch.nn.Module):
+        def __init__(self, n_features):
+            super().__init__()
+            feats = []
+            for _ in range(n_features):
+                feats += [L(4, 4), torch.nn.ReLU()]
+            self.features = torch.nn.Sequential(*feats)
+            self.classifier = torch.nn.Sequential(L(4, 4), torch.nn.ReLU(), L(4, 4))
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
+    for n_features in (2, 6):  # features.10 with 6
+        net = Net(n_features).double()
+        sd = net.state_dict()
+        assert list(sd)[0] == "features.0.weight"
+        _assert_same_model(net, sd)
+        # the indices inside each container are ordered even if the keys were not
+        feats = [k for k in sd if k.startswith("features.")]
+        rest = [k for k in sd if not k.startswith("features.")]
+        _assert_same_model(net, {k: sd[k] for k in sorted(feats) + sorted(rest)})
+
+
+def test_flat_sequential_in_any_key_order():
+    """A flat Sequential of more than 10 modules: "10" sorts before "2" as a string,
+    and the keys may come in any order."""
+    sizes = (3, 4, 5, 6, 7, 6, 5, 4, 3, 4, 5, 2)  # 11 Linear: modules "0" to "20"
+    seq = _torch_mlp(sizes, "prelu")
+    sd = seq.state_dict()
+    rng = np.random.default_rng(0)
+    for keys in (list(sd), sorted(sd), [list(sd)[i] for i in rng.permutation(len(sd))]):
+        m = nn.MLP.from_torch_state_dict({k: sd[k] for k in keys}, "prelu")
+        assert m.sizes == sizes
+        _assert_same_model(seq, {k: sd[k] for k in keys}, "prelu")
+
+
+def test_siblings_not_all_numbered_keep_the_dict_order():
+    """Siblings that are not all numbered ("2", "head", "1") cannot be ordered by
+    their names: the state_dict's order decides, as torch registered them."""
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    L = torch.nn.Linear
+    net = torch.nn.Sequential(OrderedDict([("2", L(4, 4)), ("r2", torch.nn.ReLU()),
+                                           ("head", L(4, 4)), ("r", torch.nn.ReLU()),
+                                           ("1", L(4, 4))])).double()
+    sd = net.state_dict()
+    assert list(sd) == ["2.weight", "2.bias", "head.weight", "head.bias", "1.weight",
+                        "1.bias"]
+    _assert_same_model(net, sd)
+    nested = torch.nn.Sequential(net, torch.nn.ReLU(), L(4, 4)).double()
+    _assert_same_model(nested, nested.state_dict())

@@ -11,13 +11,15 @@ One place for every conversion, used by :mod:`fastclip.clip` and
 
 torch tensors are shared, never copied: a CPU float32/float64 strided tensor is
 viewed through ``Tensor.numpy()`` (same memory), anything else raises
-:class:`TypeError` naming the dtype, device or layout. torch is recognised by
-the module of the object's type, so fastclip never imports torch itself unless
-a torch object is passed.
+:class:`TypeError` naming the dtype, device or layout. A torch object is any
+instance of ``torch.Tensor`` (subclasses defined anywhere included), looked up
+only when torch is already imported: no torch object can exist before, so
+fastclip never imports torch itself unless a torch object is passed.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,11 +28,14 @@ import numpy as np
 from fastclip._checks import arrays as _ca
 
 _ND = np.ndarray
+_MODULES = sys.modules
 
 
 def is_torch(x: Any) -> bool:
-    """True for torch tensors and parameters (without importing torch)."""
-    return type(x).__module__.startswith("torch")
+    """True for torch tensors and parameters, subclasses included (without importing
+    torch: before torch is imported nothing is a tensor)."""
+    torch = _MODULES.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 _PARAM: Any = None
@@ -206,7 +211,8 @@ def _all_ndarrays(obj: Any) -> bool:
     return type(obj) is list and (not obj or set(map(type, obj)) == {_ND})
 
 
-def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = None) -> Any:
+def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = None,
+              kept: list[str] | None = None) -> Any:
     """The gradient arrays of ``obj`` for the torch-style functions.
 
     Returns ``obj`` itself when it is already an ndarray or a list of ndarrays
@@ -215,7 +221,9 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
     torch tensors) otherwise, in tree order. Mixing parameters and plain
     arrays raises TypeError. ``written`` (when given) receives the torch
     tensors whose memory the arrays share, for :func:`bump_versions` after an
-    in-place call.
+    in-place call; ``kept`` (when given) receives the name of each returned
+    array in ``obj`` (``grads[2].grad``), for :func:`relabelled` (nothing when
+    ``obj`` is returned itself, whose arrays the kernels name right).
     """
     if type(obj) is _ND or _all_ndarrays(obj):
         return obj
@@ -239,11 +247,15 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
             out.append(_leaf_array(g, glab, inplace))
             if written is not None and is_torch(g):
                 written.append(g)
+            if kept is not None:
+                kept.append(glab)
         else:
             first_array = first_array or lab
             out.append(_leaf_array(x, lab, inplace))
             if written is not None and is_torch(x):
                 written.append(x)
+            if kept is not None:
+                kept.append(lab)
         if first_param is not None and first_array is not None:
             raise TypeError(
                 f"{name} mixes parameters ({first_param}) and plain arrays ({first_array}); "
@@ -253,6 +265,24 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
     if single and len(out) == 1 and not _is_param(obj):
         return out[0]
     return out
+
+
+def relabelled(exc: Exception, name: str, labels: list[str]) -> Exception:
+    """``exc`` raised by a kernel on the arrays of :func:`gradients`, with each
+    ``name[k]`` of its message (the k-th array given to the kernel) renamed to
+    ``labels[k]``, the array's name in the caller's input; ``exc`` itself when
+    nothing is renamed."""
+    if not labels or not isinstance(exc, (TypeError, ValueError, ArithmeticError)):
+        return exc
+    import re
+
+    def own(m: re.Match[str]) -> str:
+        k = int(m.group(1))
+        return labels[k] if k < len(labels) else m.group(0)
+
+    msg = str(exc)
+    new = re.sub(rf"\b{re.escape(name)}\[(\d+)\]", own, msg)
+    return exc if new == msg else type(exc)(new)
 
 
 def bump_versions(tensors: list[Any]) -> None:
@@ -449,7 +479,12 @@ class GradReader:
                 p.grad = None
                 self._cache[i] = None
             elif self._torch[i]:
-                g.detach_()
+                # as torch.optim.Optimizer.zero_grad: detach_() refuses a view (DDP's
+                # gradient buckets), so a grad without a grad_fn only stops requiring grad
+                if g.grad_fn is not None:
+                    g.detach_()
+                else:
+                    g.requires_grad_(False)
                 g.zero_()
             else:
                 g[...] = 0

@@ -185,8 +185,8 @@ def get_total_norm(
 
         grads = _convert_for_collective(lambda: _io.gradients(grads, "grads", False))
         return distributed.get_total_norm(grads, norm_type, error_if_nonfinite, comm)
-    grads = _io.gradients(grads, "grads", False)
-    return _fam.impl.get_total_norm(grads, norm_type, error_if_nonfinite)
+    return _on_grads(_fam.impl.get_total_norm, grads, norm_type, error_if_nonfinite,
+                     inplace=False)
 
 
 def array_norms(grads: Arrays, norm_type: float = 2.0) -> np.ndarray:
@@ -346,11 +346,21 @@ def clip_by_global_norm(
     return (out if rebuild is None else rebuild(out)), g
 
 
-def _on_grads(kernel: Any, grads: Any, *args: Any) -> Any:
-    """``kernel(arrays, *args)`` on the gradient arrays of ``grads``, in place; the torch
-    tensors written are then marked as written for autograd."""
+def _on_grads(kernel: Any, grads: Any, *args: Any, inplace: bool = True) -> Any:
+    """``kernel(arrays, *args)`` on the gradient arrays of ``grads`` (in place unless
+    ``inplace`` is False); the torch tensors written are then marked as written for
+    autograd. The kernel's errors name each array as the caller does (``grads[2].grad``,
+    also when parameters before it have no grad), not by its index in ``arrays``."""
     written: list[Any] = []
-    out = kernel(_io.gradients(grads, "grads", True, written), *args)
+    labels: list[str] = []
+    arrays = _io.gradients(grads, "grads", inplace, written if inplace else None, labels)
+    try:
+        out = kernel(arrays, *args)
+    except Exception as exc:
+        new = _io.relabelled(exc, "grads", labels)
+        if new is exc:
+            raise
+        raise new.with_traceback(exc.__traceback__) from None
     _io.bump_versions(written)
     return out
 

@@ -1702,14 +1702,20 @@ class MLP(_Network):
                               negative_slope: float = 0.01, dtype: Any = None) -> MLP:
         """Build an MLP from the ``state_dict`` of a torch ``nn.Sequential`` of Linear layers.
 
-        The modules holding parameters are taken in the order of their index
-        when every module name ends in one (``nn.Sequential``'s ``"0"``, ``"2"``,
-        ..., ``"10"``, whatever the order of the keys), else in the order of the dict:
-        each ``nn.Linear`` (a 2-D ``weight`` of torch's layout ``(out, in)``,
-        always transposed into fastclip's ``(in, out)``, so a square layer can
-        never load transposed; an optional ``bias``, zero when absent) and, for
-        ``activation="prelu"``, one ``nn.PReLU()`` (a ``(1,)`` weight) after
-        every hidden Linear. Activations without parameters leave no trace in a
+        The modules holding parameters are taken in the order of the dict (a
+        ``state_dict`` lists them in torch's registration order, the forward order
+        of an ``nn.Sequential``), except that modules numbered by the same
+        container are taken in the order of their numbers: ``nn.Sequential`` and
+        ``nn.ModuleList`` number their children in forward order, so ``"2"``,
+        ``"10"``, ``"1.0"``, ``"features.3"`` are placed right even when the keys
+        were sorted as strings (``"10"`` before ``"2"``). Names compare component
+        by component; siblings that are not all numbers (``"features"``,
+        ``"classifier"``) keep the order of the dict, where their names cannot tell.
+        The modules are the ``nn.Linear`` layers (a 2-D ``weight`` of torch's
+        layout ``(out, in)``, always transposed into fastclip's ``(in, out)``, so a
+        square layer can never load transposed; an optional ``bias``, zero when
+        absent) and, for ``activation="prelu"``, one ``nn.PReLU()`` (a ``(1,)``
+        weight) after every hidden Linear. Activations without parameters leave no trace in a
         state_dict: pass ``activation`` (and ``negative_slope``) as in the torch
         model. A prefix common to all keys (``"net.0.weight"``) is fine.
 
@@ -1741,6 +1747,8 @@ class MLP(_Network):
             raise TypeError(
                 f"state_dict must be a mapping of name -> tensor, got {type(state_dict).__name__}"
             )
+        from fastclip._interop import is_torch
+
         modules: dict[str, dict[str, np.ndarray]] = {}
         for key, v in state_dict.items():
             if not isinstance(key, str) or "." not in key:
@@ -1749,7 +1757,7 @@ class MLP(_Network):
             if name not in ("weight", "bias"):
                 raise ValueError(f"state_dict[{key!r}]: only Linear and PReLU parameters "
                                  "(weight, bias) are supported")
-            if type(v).__module__.startswith("torch"):
+            if is_torch(v):
                 try:
                     v = v.detach().cpu().numpy()
                 except (TypeError, RuntimeError, NotImplementedError) as exc:
@@ -1761,12 +1769,7 @@ class MLP(_Network):
                 raise TypeError(f"state_dict[{key!r}] must be a real numeric array, got dtype "
                                 f"{a.dtype}")
             modules.setdefault(mod, {})[name] = a
-        # nn.Sequential names its modules by index: order them by it, so that a dict
-        # whose keys were sorted as strings ("10" before "2") loads the same model
-        parts = [mod.rpartition(".") for mod in modules]
-        if all(end.isdigit() for _, _, end in parts):
-            keys = sorted(((pre, int(end)), mod) for mod, (pre, _, end) in zip(modules, parts))
-            modules = {mod: modules[mod] for _, mod in keys}
+        modules = {mod: modules[mod] for mod in _forward_order(list(modules))}
         linears: list[tuple[str, np.ndarray, np.ndarray | None]] = []
         slopes: list[tuple[str, np.ndarray]] = []
         for mod, ps in modules.items():
@@ -1821,3 +1824,25 @@ class MLP(_Network):
             if blk.slope is not None:
                 np.copyto(blk.slope, slopes[i][1], casting="unsafe")
         return model
+
+
+def _forward_order(names: list[str]) -> list[str]:
+    """The module paths ``names`` (dotted, e.g. ``"features.0"``) in forward order.
+
+    A state_dict lists a module's own parameters, then each child's, depth first in
+    registration order. Over the tree of dotted components: the children of a node
+    whose names are all numbers (an ``nn.Sequential``/``nn.ModuleList``) are taken by
+    number, the others (named children, or a module's own parameters among its
+    children) in the order they first appear in ``names``.
+    """
+    def order(paths: list[tuple[str, ...]], depth: int) -> list[tuple[str, ...]]:
+        groups: dict[str | None, list[tuple[str, ...]]] = {}
+        for path in paths:  # None: the node's own parameters
+            groups.setdefault(path[depth] if len(path) > depth else None, []).append(path)
+        keys = list(groups)
+        if all(k is not None and k.isascii() and k.isdigit() for k in keys):
+            keys.sort(key=int)
+        return [q for k in keys
+                for q in (groups[k] if k is None else order(groups[k], depth + 1))]
+
+    return [".".join(p) for p in order([tuple(n.split(".")) for n in names], 0)]
