@@ -70,18 +70,6 @@ params : iterable of ndarray, or of parameters
 
 
 
-def _renumbered(exc: Exception, idx: list[int]) -> Exception:
-    """``exc`` from a step on the parameters that have a gradient, with each
-    ``grads[k]``/``params[k]`` of its message renamed to the parameter's own index."""
-    import re
-
-    def own(m: re.Match[str]) -> str:
-        k = int(m.group(2))
-        return f"{m.group(1)}[{idx[k]}]" if k < len(idx) else m.group(0)
-
-    return type(exc)(re.sub(r"\b(grads|params)\[(\d+)\]", own, str(exc)))
-
-
 class Optimizer:
     """Base class of the fused optimisers (not instantiated directly).
 
@@ -304,7 +292,10 @@ class Optimizer:
         except (TypeError, ValueError) as exc:
             if idx is None:
                 raise
-            raise _renumbered(exc, idx) from None
+            # the plan ran on the parameters that have a gradient: name each by its own index
+            for name in ("grads", "params"):
+                exc = _io.relabelled(exc, name, [f"{name}[{i}]" for i in idx])
+            raise exc from None
         if idx is not None and bad >= 0:
             bad = idx[bad]
         if not math.isfinite(total):
