@@ -69,7 +69,6 @@ params : iterable of ndarray, or of parameters
 """
 
 
-
 class Optimizer:
     """Base class of the fused optimisers (not instantiated directly).
 
