@@ -1,6 +1,7 @@
 """`fastclip demo` / `python -m fastclip demo`: output, options and the plot."""
 
 import importlib.util
+import io
 import os
 import re
 import subprocess
@@ -308,5 +309,5 @@ def test_timed_runs_come_after_an_untimed_warm_up(monkeypatch):
     monkeypatch.setattr(demo, "_warm_up", lambda *a: (calls.append("warm-up"), warm(*a)))
     monkeypatch.setattr(demo, "_train_one",
                         lambda name, *a: (calls.append(name), train(name, *a))[1])
-    demo.run(epochs=1, out=None, progress=False, stream=open(os.devnull, "w"))
+    demo.run(epochs=1, out=None, progress=False, stream=io.StringIO())
     assert calls[0] == "warm-up" and len(calls) == 4 and "warm-up" not in calls[1:]
