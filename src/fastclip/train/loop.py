@@ -91,7 +91,11 @@ def fit(
         flagged updates and stops after more than 5 in a row; ``"raise"``
         stops at the first one. ``None`` disables the
         monitor; a non-finite gradient then makes the optimiser raise
-        :class:`FloatingPointError`.
+        :class:`FloatingPointError`. A string builds a new monitor for this
+        call; a :class:`GradientMonitor` object is used as it is and keeps its
+        state afterwards (its statistics, events and rollback count carry on
+        into the next ``fit`` that is given it, as when training continues;
+        call its ``reset()`` to start afresh).
     callbacks : iterable of callables
         Called as ``cb(epoch, history)`` after every epoch; a callback that
         returns True stops training (``history.stopped_early`` is then True).
