@@ -158,6 +158,9 @@ def test_regressor_multioutput_and_pickle_round_trip():
     ({"dropout": 1.0}, ValueError, "dropout"),
     ({"dtype": "int32"}, TypeError, "dtype"),
     ({"early_stopping": "yes"}, TypeError, "early_stopping"),
+    ({"verbose": -1}, ValueError, "verbose"),
+    ({"verbose": 1.0}, TypeError, "verbose"),
+    ({"verbose": "yes"}, TypeError, "verbose"),
 ])
 def test_bad_parameters_are_named(kw, exc, word):
     X, y = make_classification(n_samples=30, n_features=4, random_state=0)
@@ -282,3 +285,14 @@ def test_loss_curve_weights_batches_by_their_size():
         clf.fit(X, y)
     want = log_loss(y, clf.predict_proba(X), labels=clf.classes_)
     assert clf.loss_curve_[0] == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("verbose,prints", [(0, False), (1, True), (2, True), (np.int64(1), True),
+                                            (False, False), (True, True)])
+def test_verbose_takes_ints_as_sklearn(verbose, prints, capsys):
+    """As scikit-learn: verbose is a bool or an int >= 0, and any value above 0 prints."""
+    X, y = _small_problem()
+    with pytest.warns(Warning):
+        MLPClassifier((8,), max_iter=2, verbose=verbose, random_state=0).fit(X, y)
+    out = capsys.readouterr().out
+    assert ("Iteration 2, loss = " in out) == prints

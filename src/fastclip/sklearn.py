@@ -193,7 +193,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         shuffle: bool = True,
         random_state: Any = None,
         tol: float = 1e-4,
-        verbose: bool = False,
+        verbose: bool | int = False,
         warm_start: bool = False,
         momentum: float = 0.9,
         nesterovs_momentum: bool = True,
@@ -269,10 +269,17 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         _check_real(self.beta_2, "beta_2", 0.0, 1.0, high_open=True)
         _check_real(self.epsilon, "epsilon", 0.0, low_open=True)
         int_arg(self.n_iter_no_change, "n_iter_no_change", 1)
-        for name in ("shuffle", "verbose", "warm_start", "nesterovs_momentum", "early_stopping",
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping",
                      "batchnorm"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        # scikit-learn's verbose: a bool or an int >= 0 (any value above 0 prints)
+        v = self.verbose
+        if not isinstance(v, (bool, np.bool_)):
+            if not isinstance(v, numbers.Integral):
+                raise TypeError(f"verbose must be a bool or an int >= 0, got {type(v).__name__}")
+            if int(v) < 0:
+                raise ValueError(f"verbose must be a bool or an int >= 0, got {int(v)}")
         for name in ("clip_norm", "clip_value"):
             v = getattr(self, name)
             if v is not None:
@@ -635,8 +642,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     random_state : None, int or numpy.random.RandomState
         Initial weights, shuffling, the validation split and dropout masks.
     tol : float, default 1e-4
-    verbose : bool, default False
-        Print the loss after every epoch.
+    verbose : bool or int >= 0, default False
+        Print the loss after every epoch (when true or above 0).
     warm_start : bool, default False
         Keep the fitted weights and optimiser state across calls to :meth:`fit`.
     momentum : float, default 0.9
