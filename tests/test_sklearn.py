@@ -296,3 +296,14 @@ def test_verbose_takes_ints_as_sklearn(verbose, prints, capsys):
         MLPClassifier((8,), max_iter=2, verbose=verbose, random_state=0).fit(X, y)
     out = capsys.readouterr().out
     assert ("Iteration 2, loss = " in out) == prints
+
+
+@pytest.mark.parametrize("name,low", [("learning_rate_init", "(0.0"), ("alpha", "[0.0"),
+                                      ("tol", "[0.0"), ("epsilon", "(0.0"),
+                                      ("clip_norm", "(0.0"), ("clip_value", "(0.0")])
+def test_infinite_parameters_are_rejected_by_name(name, low):
+    """inf is outside every real parameter's range, and the message says so (the
+    range is open at inf) and names the parameter, not the optimiser's argument."""
+    X, y = _small_problem()
+    with pytest.raises(ValueError, match=rf"^{name} must be in \{low}, inf\), got inf$"):
+        MLPClassifier((8,), max_iter=2, **{name: np.inf}).fit(X, y)

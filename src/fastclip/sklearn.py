@@ -164,13 +164,15 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 def _check_real(v: Any, name: str, low: float, high: float = math.inf, *,
                 low_open: bool = False, high_open: bool = False) -> float:
+    """``v`` as a finite float in the interval from ``low`` to ``high`` (each end
+    closed unless said open; an infinite end is always open: inf is never allowed)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
     f = float(v)
     ok = (f > low if low_open else f >= low) and (f < high if high_open else f <= high)
-    if not (ok and not math.isnan(f)):
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
+    if not (ok and math.isfinite(f)):
+        lo = "(" if low_open or math.isinf(low) else "["
+        hi = ")" if high_open or math.isinf(high) else "]"
         raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {f!r}")
     return f
 
