@@ -307,3 +307,98 @@ def test_infinite_parameters_are_rejected_by_name(name, low):
     X, y = _small_problem()
     with pytest.raises(ValueError, match=rf"^{name} must be in \{low}, inf\), got inf$"):
         MLPClassifier((8,), max_iter=2, **{name: np.inf}).fit(X, y)
+
+
+def _same(a, b):
+    """a and b equal, recursively through dicts, lists and arrays."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same(x, z) for x, z in zip(a, b)))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b, equal_nan=True)
+    return a is b or a == b or (a != a and b != b)
+
+
+def _snapshot(est):
+    """Everything a call to fit could change: the attributes (as objects), the
+    weights and buffers, the optimiser's state and the loss adapter's alpha."""
+    import copy
+
+    d = dict(vars(est))
+    if "_model" not in d:
+        return d, None
+    return d, (copy.deepcopy(est._model.state_dict()),
+               copy.deepcopy(est._optimizer.state_dict()), est._net.alpha)
+
+
+def _assert_unchanged(est, snap):
+    d, fitted = snap
+    assert vars(est).keys() == d.keys()
+    for k, v in d.items():
+        assert vars(est)[k] is v, k
+    if fitted is not None:
+        assert _same(est._model.state_dict(), fitted[0])
+        assert _same(est._optimizer.state_dict(), fitted[1])
+        assert est._net.alpha == fitted[2]
+
+
+def _bad_calls():
+    X, y = _small_problem(n=63)
+    X60, y60 = X[:60], y[:60]
+    Xbig = X60.copy()
+    Xbig[5, 1] = 1e39
+    return [  # (parameters to set, X, y, exception, message)
+        (dict(monitor="bogus"), X60, y60, ValueError, "monitor"),
+        (dict(monitor=3), X60, y60, TypeError, "monitor"),
+        (dict(alpha=0.5), Xbig, y60, ValueError, "X holds 1e.39 .* overflows"),
+        # 61 rows in batches of 20 leave one row for batch normalisation
+        (dict(alpha=0.5), X[:61], y[:61], ValueError, "batch_size=20 leaves a last batch"),
+    ]
+
+
+@pytest.mark.parametrize("call", ["fit", "warm_start", "partial_fit"])
+@pytest.mark.parametrize("case", range(4))
+def test_failed_call_leaves_the_fitted_estimator_as_it_was(call, case):
+    """A call that fails its checks (including those fastclip.train.fit would make)
+    changes nothing: not the network, not the optimiser, not an attribute."""
+    import warnings
+
+    set_kw, X, y, exc, msg = _bad_calls()[case]
+    clf = MLPClassifier((8,), max_iter=5, batch_size=20, batchnorm=True, random_state=0,
+                        warm_start=call == "warm_start")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(*_small_problem())
+    X0 = _small_problem()[0]
+    proba = clf.predict_proba(X0)
+    clf.set_params(**set_kw)
+    snap = _snapshot(clf)
+    with pytest.raises(exc, match=msg):
+        if call == "partial_fit":
+            clf.partial_fit(X, y)
+        else:
+            clf.fit(X, y)
+    _assert_unchanged(clf, snap)
+    np.testing.assert_array_equal(clf.predict_proba(X0), proba)
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_failed_first_fit_leaves_the_estimator_unfitted(case):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    set_kw, X, y, exc, msg = _bad_calls()[case]
+    for call in ("fit", "partial_fit"):
+        clf = MLPClassifier((8,), max_iter=5, batch_size=20, batchnorm=True, random_state=0,
+                            **set_kw)
+        params = dict(vars(clf))
+        with pytest.raises(exc, match=msg):
+            if call == "fit":
+                clf.fit(X, y)
+            else:
+                clf.partial_fit(X, y, classes=[0, 1, 2])
+        assert vars(clf) == params
+        with pytest.raises(NotFittedError):
+            check_is_fitted(clf)

@@ -41,7 +41,7 @@ import numbers
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -54,9 +54,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastclip import nn as _nn
 from fastclip import optim as _optim
-from fastclip._checks.train import cast_to_dtype
-from fastclip._checks.train import int_arg
+from fastclip._checks.train import cast_to_dtype, check_no_single_row_batch, int_arg
 from fastclip.train import fit as _fit
+from fastclip.train.options import resolve_monitor
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -177,6 +177,21 @@ def _check_real(v: Any, name: str, low: float, high: float = math.inf, *,
     return f
 
 
+class _Plan(NamedTuple):
+    """What one call to ``fit`` or ``partial_fit`` trains on, prepared and checked
+    before the estimator changes."""
+
+    X: np.ndarray  # the training rows, in the model's dtype
+    y: np.ndarray  # their targets, encoded for the loss
+    X_val: np.ndarray | None  # early stopping: the held-out rows ...
+    y_val: np.ndarray | None  # ... and their targets as given
+    batch: int
+    seed: int  # of the order of the rows
+    monitor: Any
+    epochs: int
+    stopping: bool  # fit (convergence test, early stopping), not partial_fit
+
+
 class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
     """Shared machinery of the two estimators (not public)."""
 
@@ -289,6 +304,9 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         if self.schedule is not None and not callable(self.schedule):
             raise TypeError(f"schedule must be a fastclip schedule (callable step -> lr) or "
                             f"None, got {type(self.schedule).__name__}")
+        # the monitor is checked here, not first by fastclip.train.fit once the
+        # estimator has changed
+        resolve_monitor(self.monitor)
         _check_real(self.dropout, "dropout", 0.0, 1.0, high_open=True)
         try:
             dt = np.dtype(self.dtype)
@@ -395,10 +413,14 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                           "going to be clipped", UserWarning, stacklevel=3)
         return max(1, min(b, n))
 
-    def _run(self, X: np.ndarray, y: np.ndarray, epochs: int, rs: np.random.RandomState,
-             stopping: bool) -> None:
-        fit = _fit
-        _, loss_fn = self._loss()
+    def _prepare_run(self, X: np.ndarray, y: np.ndarray, rs: np.random.RandomState,
+                     incremental: bool) -> _Plan:
+        """Everything :func:`fastclip.train.fit` would check, checked before
+        training: the data in the model's dtype, the early-stopping split, the
+        batch size (no single-row batch with batch normalisation)."""
+        stopping = not incremental
+        # finite values beyond float32 are refused by name, for the held-out rows too
+        X = cast_to_dtype(X, "X", np.dtype(self.dtype))
         X_val = y_val = None
         if stopping and self.early_stopping:
             strat = y if self._classifier else None
@@ -407,11 +429,24 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             if self._classifier and y_val is not None and not len(y_val):
                 raise ValueError("validation_fraction leaves no validation samples")
         yt = self._encode_y(y)
+        batch = self._batch(X.shape[0])
+        if self.batchnorm:
+            check_no_single_row_batch(X.shape[0], batch)
+        seed = int(rs.randint(0, 2**31 - 1))
+        return _Plan(X, yt, X_val, y_val, batch, seed, self.monitor,
+                     1 if incremental else int(self.max_iter), stopping)
+
+    def _run(self, plan: _Plan) -> None:
+        """The epochs of one call to ``fit`` or ``partial_fit`` (``plan`` checked)."""
+        fit = _fit
+        _, loss_fn = self._loss()
+        X, yt, X_val, y_val = plan.X, plan.y, plan.X_val, plan.y_val
+        stopping, epochs = plan.stopping, plan.epochs
         if stopping:
             self._no_improvement_count = 0
         net = self._net
         n = X.shape[0]
-        batch = self._batch(n)
+        batch = plan.batch
         best: list[np.ndarray] | None = None
         converged = [False]
 
@@ -473,12 +508,11 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             lo, d = loss_fn(out, target)
             return lo + net.penalty(), d
 
-
-        seed = int(rs.randint(0, 2**31 - 1))
+        seed = plan.seed
         order_rng = np.random.default_rng(seed)
         if self.shuffle:
             fit(net, X, yt, loss=loss_with_penalty, optimizer=self._optimizer, epochs=epochs,
-                batch_size=batch, monitor=self.monitor, callbacks=[after_epoch], progress=False,
+                batch_size=batch, monitor=plan.monitor, callbacks=[after_epoch], progress=False,
                 seed=order_rng, classification=self._classifier)
         else:
             for e in range(epochs):
@@ -488,7 +522,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 inv = np.empty_like(perm)
                 inv[perm] = np.arange(n)
                 fit(net, X[inv], yt[inv], loss=loss_with_penalty, optimizer=self._optimizer,
-                    epochs=1, batch_size=batch, monitor=self.monitor, callbacks=[after_epoch],
+                    epochs=1, batch_size=batch, monitor=plan.monitor, callbacks=[after_epoch],
                     progress=False, seed=np.random.default_rng(seed + e),
                     classification=self._classifier)
                 if converged[0]:
@@ -556,13 +590,16 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 # warm start: the weights stay, the optimiser and alpha follow the
                 # current parameters (scikit-learn makes a new optimiser every fit)
                 self._build_optimizer()
-            else:
-                self._net.alpha = float(self.alpha)
+            plan = self._prepare_run(X, y, rs, incremental)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
-        self._run(X, y, 1 if incremental else int(self.max_iter), rs, stopping=not incremental)
+        if incremental and not first:
+            # partial_fit keeps its optimiser but takes the current alpha (set only
+            # now: the loss adapter is not replaced, so a failed call must not touch it)
+            self._net.alpha = float(self.alpha)
+        self._run(plan)
         return self
 
     def fit(self, X: Any, y: Any) -> Any:
@@ -582,7 +619,10 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         ------
         TypeError, ValueError
             Bad parameters (named in the message) or data (non-finite values,
-            mismatched lengths, too few samples).
+            values that overflow ``dtype``, mismatched lengths, too few
+            samples). Everything is checked before training, and a call that
+            raises changes nothing: a fitted estimator keeps its model and
+            optimiser, a new one stays unfitted.
         """
         return self._fit(X, y, incremental=False)
 
