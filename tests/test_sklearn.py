@@ -402,3 +402,29 @@ def test_failed_first_fit_leaves_the_estimator_unfitted(case):
         assert vars(clf) == params
         with pytest.raises(NotFittedError):
             check_is_fitted(clf)
+
+
+@pytest.mark.parametrize("shape", [(60,), (60, 2)])
+def test_regressor_rejects_targets_that_overflow_a_float32_model(shape):
+    """A finite y beyond float32's range is refused as an overflow of the model's
+    dtype (as X is), not reported as an infinite value, and changes nothing."""
+    import warnings
+
+    X, _ = _small_problem()
+    y = np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape)
+    reg = MLPRegressor((8,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.fit(X, y)
+    snap = _snapshot(reg)
+    yb = y.copy()
+    yb[50] = 1e39
+    where = "row 50" if len(shape) == 1 else "row 50, column 0"
+    with pytest.raises(ValueError, match=f"^y holds 1e\\+39 at {where}, which overflows the "
+                                         f"model's dtype float32"):
+        reg.fit(X, yb)
+    _assert_unchanged(reg, snap)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isfinite(MLPRegressor((8,), max_iter=3, random_state=0, dtype="float64")
+                           .fit(X, yb).predict(X)).all()

@@ -893,7 +893,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _encode_y(self, y: np.ndarray) -> np.ndarray:
         self._y_1d = y.ndim == 1
-        return np.asarray(y, dtype=np.dtype(self.dtype)).reshape(y.shape[0], -1)
+        # validate_data checked that y is finite; in the model's dtype it must stay so
+        return cast_to_dtype(y, "y", np.dtype(self.dtype)).reshape(y.shape[0], -1)
 
     def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
         """One epoch over ``(X, y)`` (no early stopping, no convergence test).
