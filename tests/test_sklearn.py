@@ -428,3 +428,37 @@ def test_regressor_rejects_targets_that_overflow_a_float32_model(shape):
         warnings.simplefilter("ignore")
         assert np.isfinite(MLPRegressor((8,), max_iter=3, random_state=0, dtype="float64")
                            .fit(X, yb).predict(X)).all()
+
+
+@pytest.mark.parametrize("Est,n,frac,n_val", [(MLPRegressor, 10, 0.1, 1),
+                                              (MLPRegressor, 10, 0.0, 0),
+                                              (MLPClassifier, 30, 0.0, 0)])
+def test_early_stopping_refuses_a_validation_set_under_two_samples(Est, n, frac, n_val):
+    """As scikit-learn: early stopping on fewer than two held-out samples (whose
+    R^2 is NaN) is an error naming validation_fraction, raised before anything
+    changes; validation_fraction=0 is fine without early stopping."""
+    import warnings
+
+    X, y = _small_problem(n=30)
+    X, y = X[:n], y[:n]
+    est = Est((8,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+        Est((8,), max_iter=3, random_state=0, validation_fraction=frac).fit(X, y)
+    est.set_params(early_stopping=True, validation_fraction=frac)
+    snap = _snapshot(est)
+    with pytest.raises(ValueError, match=rf"^The validation set is too small: "
+                                         rf"validation_fraction={frac} of {n} samples holds "
+                                         rf"{n_val}, .* Increase validation_fraction"):
+        est.fit(X, y)
+    _assert_unchanged(est, snap)
+
+
+def test_early_stopping_split_errors_name_validation_fraction():
+    """A held-out share too small to hold every class (scikit-learn's stratified
+    split refuses it) is reported as a problem of validation_fraction."""
+    X, y = _small_problem(n=30)
+    with pytest.raises(ValueError, match=r"^validation_fraction=0.05 cannot hold out a "
+                                         r"validation set from 30 samples: .*classes"):
+        MLPClassifier((8,), early_stopping=True, validation_fraction=0.05).fit(X, y)

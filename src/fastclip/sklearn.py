@@ -280,8 +280,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         int_arg(self.max_iter, "max_iter", 1)
         _check_real(self.tol, "tol", 0.0)
         _check_real(self.momentum, "momentum", 0.0, 1.0)
-        _check_real(self.validation_fraction, "validation_fraction", 0.0, 1.0, low_open=True,
-                    high_open=True)
+        _check_real(self.validation_fraction, "validation_fraction", 0.0, 1.0, high_open=True)
         _check_real(self.beta_1, "beta_1", 0.0, 1.0, high_open=True)
         _check_real(self.beta_2, "beta_2", 0.0, 1.0, high_open=True)
         _check_real(self.epsilon, "epsilon", 0.0, low_open=True)
@@ -423,11 +422,22 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         X = cast_to_dtype(X, "X", np.dtype(self.dtype))
         X_val = y_val = None
         if stopping and self.early_stopping:
+            n, frac = X.shape[0], float(self.validation_fraction)
             strat = y if self._classifier else None
-            X, X_val, y, y_val = train_test_split(
-                X, y, random_state=rs, test_size=self.validation_fraction, stratify=strat)
-            if self._classifier and y_val is not None and not len(y_val):
-                raise ValueError("validation_fraction leaves no validation samples")
+            try:
+                if frac > 0:
+                    X, X_val, y, y_val = train_test_split(X, y, random_state=rs,
+                                                          test_size=frac, stratify=strat)
+            except ValueError as exc:  # e.g. fewer held-out rows than classes
+                raise ValueError(f"validation_fraction={frac} cannot hold out a validation "
+                                 f"set from {n} samples: {exc}") from None
+            n_val = 0 if X_val is None else X_val.shape[0]
+            if n_val < 2:
+                # as scikit-learn: the score of one sample (R^2) is undefined
+                raise ValueError(
+                    f"The validation set is too small: validation_fraction={frac} of {n} "
+                    f"samples holds {n_val}, and early stopping needs at least 2. Increase "
+                    f"validation_fraction or the size of your dataset.")
         yt = self._encode_y(y)
         batch = self._batch(X.shape[0])
         if self.batchnorm:
@@ -695,7 +705,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the data (stratified) and stop on
         its accuracy; the best weights are restored at the end.
-    validation_fraction : float, default 0.1
+    validation_fraction : float in [0, 1), default 0.1
+        The share of the data held out for early stopping; it must hold at
+        least two samples (and, for the classifier, one per class).
     beta_1, beta_2, epsilon : float, default 0.9, 0.999, 1e-8
         Adam's parameters.
     n_iter_no_change : int, default 10
