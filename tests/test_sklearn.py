@@ -462,3 +462,25 @@ def test_early_stopping_split_errors_name_validation_fraction():
     with pytest.raises(ValueError, match=r"^validation_fraction=0.05 cannot hold out a "
                                          r"validation set from 30 samples: .*classes"):
         MLPClassifier((8,), early_stopping=True, validation_fraction=0.05).fit(X, y)
+
+
+def test_warm_start_can_switch_early_stopping_on_and_off():
+    """A warm-started fit may turn early stopping on after fits without it (its
+    validation record starts then) and off again (the training-loss rule then
+    applies)."""
+    import warnings
+
+    Xtr, Xte, ytr, yte = _digits()
+    clf = MLPClassifier((16,), max_iter=3, learning_rate_init=0.01, warm_start=True,
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(Xtr, ytr)
+        assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+        clf.set_params(early_stopping=True, max_iter=4).fit(Xtr, ytr)
+        assert len(clf.validation_scores_) == 4 and clf.best_loss_ is None
+        assert clf.best_validation_score_ == max(clf.validation_scores_)
+        assert len(clf.loss_curve_) == 7
+        clf.set_params(early_stopping=False, max_iter=2).fit(Xtr, ytr)
+    assert len(clf.loss_curve_) == 9 and clf.best_loss_ == min(clf.loss_curve_[-2:])
+    assert clf.score(Xte, yte) > 0.8

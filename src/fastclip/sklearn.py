@@ -600,6 +600,10 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 # warm start: the weights stay, the optimiser and alpha follow the
                 # current parameters (scikit-learn makes a new optimiser every fit)
                 self._build_optimizer()
+                if self.early_stopping and self.validation_scores_ is None:
+                    # early stopping switched on since the last fit: its record starts now
+                    self.validation_scores_ = []
+                    self.best_validation_score_ = -math.inf
             plan = self._prepare_run(X, y, rs, incremental)
         except BaseException:
             self.__dict__.clear()
