@@ -484,3 +484,51 @@ def test_warm_start_can_switch_early_stopping_on_and_off():
         clf.set_params(early_stopping=False, max_iter=2).fit(Xtr, ytr)
     assert len(clf.loss_curve_) == 9 and clf.best_loss_ == min(clf.loss_curve_[-2:])
     assert clf.score(Xte, yte) > 0.8
+
+
+def test_monitor_parameter_is_copied_not_changed():
+    """fit never changes its monitor parameter: each fresh fit watches with a copy
+    of it, so two identical fits are identical; a warm start continues the copy."""
+    import warnings
+
+    from fastclip.train import GradientMonitor
+
+    X, y = _small_problem()
+    mon = GradientMonitor("skip", warmup=2, window=4, factor=1.2, max_consecutive_errors=50)
+    before = mon.state_dict()
+    fits = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(2):
+            clf = MLPClassifier((8,), max_iter=6, batch_size=10, monitor=mon, random_state=0,
+                                dtype="float64", warm_start=True)
+            fits.append(clf.fit(X, y))
+        assert _same(mon.state_dict(), before) and not mon.events
+        a, b = fits
+        assert a.monitor_ is not mon and a.monitor_ is not b.monitor_
+        assert a.monitor_.events  # the settings above flag steps ...
+        assert [(e.step, e.kind) for e in a.monitor_.events] == [
+            (e.step, e.kind) for e in b.monitor_.events]  # ... the same in both fits
+        np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+        own, n_events = a.monitor_, len(a.monitor_.events)
+        a.set_params(max_iter=2).fit(X, y)  # warm start: the same monitor goes on
+        assert a.monitor_ is own and len(own.events) >= n_events
+        a.set_params(warm_start=False).fit(X, y)  # a fresh fit: a fresh copy
+        assert a.monitor_ is not own
+    assert _same(mon.state_dict(), before)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_one_monitor_watches_every_epoch(shuffle):
+    """With a policy name the fit makes one GradientMonitor for all its steps, with
+    or without shuffling (each epoch's steps are not watched by a new monitor)."""
+    import warnings
+
+    X, y = _small_problem()
+    clf = MLPClassifier((8,), max_iter=15, batch_size=20, monitor="skip", shuffle=shuffle,
+                        tol=0.0, n_iter_no_change=100, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    seen = len(clf.monitor_.state_dict()["norms"]) + len(clf.monitor_.events)
+    assert seen == 15 * 3

@@ -36,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -56,6 +57,7 @@ from fastclip import nn as _nn
 from fastclip import optim as _optim
 from fastclip._checks.train import cast_to_dtype, check_no_single_row_batch, int_arg
 from fastclip.train import fit as _fit
+from fastclip.train.monitor import GradientMonitor
 from fastclip.train.options import resolve_monitor
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -175,6 +177,17 @@ def _check_real(v: Any, name: str, low: float, high: float = math.inf, *,
         hi = ")" if high_open or math.isinf(high) else "]"
         raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {f!r}")
     return f
+
+
+def _own_monitor(monitor: Any) -> GradientMonitor | None:
+    """The estimator's own monitor for the ``monitor`` parameter: a copy of a
+    GradientMonitor (fit never changes its parameters, and every fresh fit starts
+    from the same state), a new one for a policy name."""
+    if monitor is None:
+        return None
+    if isinstance(monitor, str):
+        return GradientMonitor(monitor)
+    return copy.deepcopy(monitor)
 
 
 class _Plan(NamedTuple):
@@ -443,7 +456,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         if self.batchnorm:
             check_no_single_row_batch(X.shape[0], batch)
         seed = int(rs.randint(0, 2**31 - 1))
-        return _Plan(X, yt, X_val, y_val, batch, seed, self.monitor,
+        return _Plan(X, yt, X_val, y_val, batch, seed, self.monitor_,
                      1 if incremental else int(self.max_iter), stopping)
 
     def _run(self, plan: _Plan) -> None:
@@ -604,6 +617,13 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                     # early stopping switched on since the last fit: its record starts now
                     self.validation_scores_ = []
                     self.best_validation_score_ = -math.inf
+            last = self.__dict__.get("_monitor_param")
+            if first or not (self.monitor is last or (isinstance(self.monitor, str)
+                                                      and self.monitor == last)):
+                # one monitor for all the steps of the fit, every epoch's included;
+                # warm starts and partial_fit continue with it while the parameter stays
+                self._monitor_param = self.monitor
+                self.monitor_ = _own_monitor(self.monitor)
             plan = self._prepare_run(X, y, rs, incremental)
         except BaseException:
             self.__dict__.clear()
@@ -726,6 +746,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``learning_rate_init``.
     monitor : {"raise", "skip", "rollback"}, fastclip.train.GradientMonitor or None
         Gradient-explosion monitor of :func:`fastclip.train.fit` (None: off).
+        A policy name makes a new ``GradientMonitor(policy)``; a monitor
+        object is copied, never changed. Either way the copy watches every
+        step of the fit (``monitor_``).
     batchnorm : bool, default False
         Batch normalisation after every hidden affine layer.
     dropout : float, default 0.0
@@ -755,6 +778,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     n_layers_, n_outputs_ : int
     model_ : fastclip.nn.MLP
         The network itself.
+    monitor_ : fastclip.train.GradientMonitor or None
+        The monitor that watched the training (its ``events`` are the flagged
+        steps): made from ``monitor`` by every fit that starts afresh, and
+        continued by warm-started fits and :meth:`partial_fit` while
+        ``monitor`` stays the same.
 
     Examples
     --------
