@@ -95,7 +95,7 @@ def test_partial_fit_warm_start_and_early_stopping():
         clf.partial_fit(Xtr, ytr)
     for _ in range(5):
         clf.partial_fit(Xtr, ytr, classes=np.arange(10))
-    assert clf.n_iter_ == 5 and len(clf.loss_curve_) == 5
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 5
     assert clf.score(Xte, yte) > 0.85
     es = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=300,
                        random_state=0).fit(Xtr, ytr)
@@ -140,7 +140,7 @@ def test_regressor_multioutput_and_pickle_round_trip():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         back.fit(X, y)
-    assert back.n_iter_ == reg.n_iter_ + 2
+    assert back.n_iter_ == 2 and len(back.loss_curve_) == reg.n_iter_ + 2
 
 
 @pytest.mark.parametrize("kw,exc,word", [
@@ -532,3 +532,39 @@ def test_one_monitor_watches_every_epoch(shuffle):
         clf.fit(X, y)
     seen = len(clf.monitor_.state_dict()["norms"]) + len(clf.monitor_.events)
     assert seen == 15 * 3
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_n_iter_and_best_loss_mean_what_they_mean_in_sklearn(Est):
+    """n_iter_ counts the epochs of the last call (warm start: 7 then 7; partial_fit:
+    1 each call) while loss_curve_ and t_ go on; partial_fit updates best_loss_. The
+    same as scikit-learn's own estimator on the same calls."""
+    import warnings
+
+    from sklearn import neural_network
+
+    Sk = getattr(neural_network, Est.__name__)
+    X, y = _small_problem()
+    kw = dict(hidden_layer_sizes=(8,), max_iter=7, tol=0.0, n_iter_no_change=100,
+              random_state=0)
+    extra = {"classes": [0, 1, 2]} if Est is MLPClassifier else {}
+    seen = {}
+    for E in (Est, Sk):
+        runs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ws = E(warm_start=True, **kw)
+            for _ in range(2):
+                ws.fit(X, y)
+                runs.append(("fit", ws.n_iter_, len(ws.loss_curve_), ws.t_,
+                             ws.best_loss_ == min(ws.loss_curve_)))
+            pf = E(**kw)
+            for _ in range(3):
+                pf.partial_fit(X, y, **extra)
+                runs.append(("partial_fit", pf.n_iter_, len(pf.loss_curve_), pf.t_,
+                             pf.best_loss_ == min(pf.loss_curve_)))
+        seen[E] = runs
+    assert seen[Est] == [("fit", 7, 7, 420, True), ("fit", 7, 14, 840, True),
+                         ("partial_fit", 1, 1, 60, True), ("partial_fit", 1, 2, 120, True),
+                         ("partial_fit", 1, 3, 180, True)]
+    assert seen[Est] == seen[Sk]

@@ -367,7 +367,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_: list[float] = []
-        self.best_loss_: float | None = math.inf
+        self.best_loss_: float | None = None if self.early_stopping else math.inf
         self.validation_scores_: list[float] | None = [] if self.early_stopping else None
         self.best_validation_score_: float | None = -math.inf if self.early_stopping else None
         self._no_improvement_count = 0
@@ -465,6 +465,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         _, loss_fn = self._loss()
         X, yt, X_val, y_val = plan.X, plan.y, plan.X_val, plan.y_val
         stopping, epochs = plan.stopping, plan.epochs
+        # as scikit-learn's n_iter_: the epochs of this call (loss_curve_ and t_ go on)
+        self.n_iter_ = 0
         if stopping:
             self._no_improvement_count = 0
         net = self._net
@@ -497,10 +499,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             self.loss_curve_.append(loss)
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-            if not stopping:
-                return False
             nonlocal best
-            if self.early_stopping:
+            if stopping and self.early_stopping:
                 assert self.validation_scores_ is not None
                 assert X_val is not None and y_val is not None
                 score = float(self._score_arrays(X_val, y_val))
@@ -515,6 +515,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                     self.best_validation_score_ = score
                     best = [p.data.copy() for p in self._model.parameters()]
             else:
+                # the training-loss rule; partial_fit keeps best_loss_ up to date too,
+                # as scikit-learn's does
                 bl = self.best_loss_ if self.best_loss_ is not None else math.inf
                 if loss > bl - self.tol:
                     self._no_improvement_count += 1
@@ -522,6 +524,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                     self._no_improvement_count = 0
                 if loss < bl:
                     self.best_loss_ = loss
+            if not stopping:  # partial_fit: one epoch, no convergence test
+                return False
             if self._no_improvement_count > self.n_iter_no_change:
                 converged[0] = True
                 return True
@@ -763,15 +767,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     feature_names_in_ : ndarray of str
         When X has string column names.
     loss_curve_ : list of float
-        Mean training loss (L2 term included) of every epoch.
+        Mean training loss (L2 term included) of every epoch, of every call
+        since the last fit that started afresh (warm-started fits and
+        :meth:`partial_fit` append to it).
     n_iter_ : int
-        Epochs run.
+        Epochs run by the last call (scikit-learn's meaning): a warm-started
+        ``fit`` counts its own epochs only and :meth:`partial_fit` sets 1.
     t_ : int
-        Training samples seen.
+        Training samples seen by every call since the last fit that started
+        afresh.
     best_loss_ : float or None
-        Lowest training loss (None with early stopping).
+        Lowest training loss of ``loss_curve_`` since the last fit that started
+        afresh, kept up to date by :meth:`partial_fit` too; None after a fit
+        with early stopping (see ``best_validation_score_``).
     validation_scores_ : list of float or None
-        Validation accuracy of every epoch (early stopping only).
+        Validation accuracy of every epoch run with early stopping.
     best_validation_score_ : float or None
     coefs_, intercepts_ : list of ndarray
         Weights ``(n_in, n_out)`` and biases of the affine layers.
