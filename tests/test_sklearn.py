@@ -568,3 +568,28 @@ def test_n_iter_and_best_loss_mean_what_they_mean_in_sklearn(Est):
                          ("partial_fit", 1, 1, 60, True), ("partial_fit", 1, 2, 120, True),
                          ("partial_fit", 1, 3, 180, True)]
     assert seen[Est] == seen[Sk]
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_copy_after_set_params_keeps_the_fitted_network_and_optimiser(how):
+    """Pickling or deep-copying a fitted estimator whose parameters changed since
+    (solver, learning rate, alpha, ...) rebuilds the optimiser of the fit: the copy
+    predicts and trains on as the original."""
+    import copy
+    import pickle
+    import warnings
+
+    X, y = _small_problem()
+    clf = MLPClassifier((8,), max_iter=5, random_state=0, alpha=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    clf.set_params(solver="sgd", learning_rate_init=0.5, alpha=0.3, beta_1=0.5)
+    back = pickle.loads(pickle.dumps(clf)) if how == "pickle" else copy.deepcopy(clf)
+    assert type(back._optimizer) is type(clf._optimizer) and back._net.alpha == 1e-3
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    for est in (clf, back):  # partial_fit goes on with the optimiser of the fit
+        est.partial_fit(X, y)
+    assert _same(back._model.state_dict(), clf._model.state_dict())
+    assert _same(back._optimizer.state_dict(), clf._optimizer.state_dict())
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))

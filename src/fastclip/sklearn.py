@@ -346,22 +346,27 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
     def _build_optimizer(self) -> None:
         """The loss adapter (with ``alpha``) and a fresh optimiser over the model's
         parameters, from the current parameters of the estimator: every ``fit``
-        with ``warm_start`` makes them anew, as scikit-learn does."""
-        self._net = _Penalised(self._model, float(self.alpha))
-        optim = _optim
-
-        lr = self.schedule if self.schedule is not None else float(self.learning_rate_init)
-        params = self._model.parameters()
+        with ``warm_start`` makes them anew, as scikit-learn does. The settings
+        are kept (``_optim_args``): unpickling rebuilds the optimiser from them,
+        whatever ``set_params`` changed since."""
         if self.solver == "adam":
-            self._optimizer: Any = optim.Adam(params, lr=lr,
-                                              betas=(float(self.beta_1), float(self.beta_2)),
-                                              eps=float(self.epsilon), clip_norm=self.clip_norm,
-                                              clip_value=self.clip_value)
+            kind: dict[str, Any] = {"betas": (float(self.beta_1), float(self.beta_2)),
+                                    "eps": float(self.epsilon)}
         else:
             mom = float(self.momentum)
-            self._optimizer = optim.SGD(params, lr=lr, momentum=mom,
-                                        nesterov=bool(self.nesterovs_momentum) and mom > 0,
-                                        clip_norm=self.clip_norm, clip_value=self.clip_value)
+            kind = {"momentum": mom, "nesterov": bool(self.nesterovs_momentum) and mom > 0}
+        self._optim_args = {
+            "solver": self.solver, "alpha": float(self.alpha),
+            "lr": self.schedule if self.schedule is not None else float(self.learning_rate_init),
+            "clip_norm": self.clip_norm, "clip_value": self.clip_value, **kind}
+        self._make_optimizer()
+
+    def _make_optimizer(self) -> None:
+        """The loss adapter and the optimiser of ``_optim_args``."""
+        args = dict(self._optim_args)
+        self._net = _Penalised(self._model, args.pop("alpha"))
+        make = _optim.Adam if args.pop("solver") == "adam" else _optim.SGD
+        self._optimizer: Any = make(self._model.parameters(), **args)
 
     def _reset_progress(self) -> None:
         self.n_iter_ = 0
@@ -670,7 +675,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         state = self.__dict__.copy()
         if "_model" in state:
             state["_fitted_state"] = (self._model.state_dict(), self._optimizer.state_dict(),
-                                      self._model.training)
+                                      self._model.training, self._net.alpha)
             for k in ("_model", "_net", "_optimizer"):
                 del state[k]
         return state
@@ -679,8 +684,11 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         fitted = state.pop("_fitted_state", None)
         self.__dict__.update(state)
         if fitted is not None:
-            self._build()
-            sd, opt_sd, training = fitted
+            # the network and optimiser of the fit, not of the current parameters
+            self._model = _nn.MLP(**self._model_args)
+            self._make_optimizer()
+            sd, opt_sd, training, alpha = fitted
+            self._net.alpha = alpha
             self._model.load_state_dict({k: np.array(v) for k, v in sd.items()})
             self._optimizer.load_state_dict(opt_sd)
             self._model.train(bool(training))
