@@ -95,7 +95,7 @@ def test_partial_fit_warm_start_and_early_stopping():
         clf.partial_fit(Xtr, ytr)
     for _ in range(5):
         clf.partial_fit(Xtr, ytr, classes=np.arange(10))
-    assert clf.n_iter_ == 5 and len(clf.loss_curve_) == 5
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 5
     assert clf.score(Xte, yte) > 0.85
     es = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=300,
                        random_state=0).fit(Xtr, ytr)
@@ -140,7 +140,7 @@ def test_regressor_multioutput_and_pickle_round_trip():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         back.fit(X, y)
-    assert back.n_iter_ == reg.n_iter_ + 2
+    assert back.n_iter_ == 2 and len(back.loss_curve_) == reg.n_iter_ + 2
 
 
 @pytest.mark.parametrize("kw,exc,word", [
@@ -158,6 +158,9 @@ def test_regressor_multioutput_and_pickle_round_trip():
     ({"dropout": 1.0}, ValueError, "dropout"),
     ({"dtype": "int32"}, TypeError, "dtype"),
     ({"early_stopping": "yes"}, TypeError, "early_stopping"),
+    ({"verbose": -1}, ValueError, "verbose"),
+    ({"verbose": 1.0}, TypeError, "verbose"),
+    ({"verbose": "yes"}, TypeError, "verbose"),
 ])
 def test_bad_parameters_are_named(kw, exc, word):
     X, y = make_classification(n_samples=30, n_features=4, random_state=0)
@@ -282,3 +285,311 @@ def test_loss_curve_weights_batches_by_their_size():
         clf.fit(X, y)
     want = log_loss(y, clf.predict_proba(X), labels=clf.classes_)
     assert clf.loss_curve_[0] == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("verbose,prints", [(0, False), (1, True), (2, True), (np.int64(1), True),
+                                            (False, False), (True, True)])
+def test_verbose_takes_ints_as_sklearn(verbose, prints, capsys):
+    """As scikit-learn: verbose is a bool or an int >= 0, and any value above 0 prints."""
+    X, y = _small_problem()
+    with pytest.warns(Warning):
+        MLPClassifier((8,), max_iter=2, verbose=verbose, random_state=0).fit(X, y)
+    out = capsys.readouterr().out
+    assert ("Iteration 2, loss = " in out) == prints
+
+
+@pytest.mark.parametrize("name,low", [("learning_rate_init", "(0.0"), ("alpha", "[0.0"),
+                                      ("tol", "[0.0"), ("epsilon", "(0.0"),
+                                      ("clip_norm", "(0.0"), ("clip_value", "(0.0")])
+def test_infinite_parameters_are_rejected_by_name(name, low):
+    """inf is outside every real parameter's range, and the message says so (the
+    range is open at inf) and names the parameter, not the optimiser's argument."""
+    X, y = _small_problem()
+    with pytest.raises(ValueError, match=rf"^{name} must be in \{low}, inf\), got inf$"):
+        MLPClassifier((8,), max_iter=2, **{name: np.inf}).fit(X, y)
+
+
+def _same(a, b):
+    """a and b equal, recursively through dicts, lists and arrays."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_same(x, z) for x, z in zip(a, b)))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and np.array_equal(a, b, equal_nan=True)
+    return a is b or a == b or (a != a and b != b)
+
+
+def _snapshot(est):
+    """Everything a call to fit could change: the attributes (as objects), the
+    weights and buffers, the optimiser's state and the loss adapter's alpha."""
+    import copy
+
+    d = dict(vars(est))
+    if "_model" not in d:
+        return d, None
+    return d, (copy.deepcopy(est._model.state_dict()),
+               copy.deepcopy(est._optimizer.state_dict()), est._net.alpha)
+
+
+def _assert_unchanged(est, snap):
+    d, fitted = snap
+    assert vars(est).keys() == d.keys()
+    for k, v in d.items():
+        assert vars(est)[k] is v, k
+    if fitted is not None:
+        assert _same(est._model.state_dict(), fitted[0])
+        assert _same(est._optimizer.state_dict(), fitted[1])
+        assert est._net.alpha == fitted[2]
+
+
+def _bad_calls():
+    X, y = _small_problem(n=63)
+    X60, y60 = X[:60], y[:60]
+    Xbig = X60.copy()
+    Xbig[5, 1] = 1e39
+    return [  # (parameters to set, X, y, exception, message)
+        (dict(monitor="bogus"), X60, y60, ValueError, "monitor"),
+        (dict(monitor=3), X60, y60, TypeError, "monitor"),
+        (dict(alpha=0.5), Xbig, y60, ValueError, "X holds 1e.39 .* overflows"),
+        # 61 rows in batches of 20 leave one row for batch normalisation
+        (dict(alpha=0.5), X[:61], y[:61], ValueError, "batch_size=20 leaves a last batch"),
+    ]
+
+
+@pytest.mark.parametrize("call", ["fit", "warm_start", "partial_fit"])
+@pytest.mark.parametrize("case", range(4))
+def test_failed_call_leaves_the_fitted_estimator_as_it_was(call, case):
+    """A call that fails its checks (including those fastclip.train.fit would make)
+    changes nothing: not the network, not the optimiser, not an attribute."""
+    import warnings
+
+    set_kw, X, y, exc, msg = _bad_calls()[case]
+    clf = MLPClassifier((8,), max_iter=5, batch_size=20, batchnorm=True, random_state=0,
+                        warm_start=call == "warm_start")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(*_small_problem())
+    X0 = _small_problem()[0]
+    proba = clf.predict_proba(X0)
+    clf.set_params(**set_kw)
+    snap = _snapshot(clf)
+    with pytest.raises(exc, match=msg):
+        if call == "partial_fit":
+            clf.partial_fit(X, y)
+        else:
+            clf.fit(X, y)
+    _assert_unchanged(clf, snap)
+    np.testing.assert_array_equal(clf.predict_proba(X0), proba)
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_failed_first_fit_leaves_the_estimator_unfitted(case):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    set_kw, X, y, exc, msg = _bad_calls()[case]
+    for call in ("fit", "partial_fit"):
+        clf = MLPClassifier((8,), max_iter=5, batch_size=20, batchnorm=True, random_state=0,
+                            **set_kw)
+        params = dict(vars(clf))
+        with pytest.raises(exc, match=msg):
+            if call == "fit":
+                clf.fit(X, y)
+            else:
+                clf.partial_fit(X, y, classes=[0, 1, 2])
+        assert vars(clf) == params
+        with pytest.raises(NotFittedError):
+            check_is_fitted(clf)
+
+
+@pytest.mark.parametrize("shape", [(60,), (60, 2)])
+def test_regressor_rejects_targets_that_overflow_a_float32_model(shape):
+    """A finite y beyond float32's range is refused as an overflow of the model's
+    dtype (as X is), not reported as an infinite value, and changes nothing."""
+    import warnings
+
+    X, _ = _small_problem()
+    y = np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape)
+    reg = MLPRegressor((8,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.fit(X, y)
+    snap = _snapshot(reg)
+    yb = y.copy()
+    yb[50] = 1e39
+    where = "row 50" if len(shape) == 1 else "row 50, column 0"
+    with pytest.raises(ValueError, match=f"^y holds 1e\\+39 at {where}, which overflows the "
+                                         f"model's dtype float32"):
+        reg.fit(X, yb)
+    _assert_unchanged(reg, snap)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isfinite(MLPRegressor((8,), max_iter=3, random_state=0, dtype="float64")
+                           .fit(X, yb).predict(X)).all()
+
+
+@pytest.mark.parametrize("Est,n,frac,n_val", [(MLPRegressor, 10, 0.1, 1),
+                                              (MLPRegressor, 10, 0.0, 0),
+                                              (MLPClassifier, 30, 0.0, 0)])
+def test_early_stopping_refuses_a_validation_set_under_two_samples(Est, n, frac, n_val):
+    """As scikit-learn: early stopping on fewer than two held-out samples (whose
+    R^2 is NaN) is an error naming validation_fraction, raised before anything
+    changes; validation_fraction=0 is fine without early stopping."""
+    import warnings
+
+    X, y = _small_problem(n=30)
+    X, y = X[:n], y[:n]
+    est = Est((8,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+        Est((8,), max_iter=3, random_state=0, validation_fraction=frac).fit(X, y)
+    est.set_params(early_stopping=True, validation_fraction=frac)
+    snap = _snapshot(est)
+    with pytest.raises(ValueError, match=rf"^The validation set is too small: "
+                                         rf"validation_fraction={frac} of {n} samples holds "
+                                         rf"{n_val}, .* Increase validation_fraction"):
+        est.fit(X, y)
+    _assert_unchanged(est, snap)
+
+
+def test_early_stopping_split_errors_name_validation_fraction():
+    """A held-out share too small to hold every class (scikit-learn's stratified
+    split refuses it) is reported as a problem of validation_fraction."""
+    X, y = _small_problem(n=30)
+    with pytest.raises(ValueError, match=r"^validation_fraction=0.05 cannot hold out a "
+                                         r"validation set from 30 samples: .*classes"):
+        MLPClassifier((8,), early_stopping=True, validation_fraction=0.05).fit(X, y)
+
+
+def test_warm_start_can_switch_early_stopping_on_and_off():
+    """A warm-started fit may turn early stopping on after fits without it (its
+    validation record starts then) and off again (the training-loss rule then
+    applies)."""
+    import warnings
+
+    Xtr, Xte, ytr, yte = _digits()
+    clf = MLPClassifier((16,), max_iter=3, learning_rate_init=0.01, warm_start=True,
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(Xtr, ytr)
+        assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+        clf.set_params(early_stopping=True, max_iter=4).fit(Xtr, ytr)
+        assert len(clf.validation_scores_) == 4 and clf.best_loss_ is None
+        assert clf.best_validation_score_ == max(clf.validation_scores_)
+        assert len(clf.loss_curve_) == 7
+        clf.set_params(early_stopping=False, max_iter=2).fit(Xtr, ytr)
+    assert len(clf.loss_curve_) == 9 and clf.best_loss_ == min(clf.loss_curve_[-2:])
+    assert clf.score(Xte, yte) > 0.8
+
+
+def test_monitor_parameter_is_copied_not_changed():
+    """fit never changes its monitor parameter: each fresh fit watches with a copy
+    of it, so two identical fits are identical; a warm start continues the copy."""
+    import warnings
+
+    from fastclip.train import GradientMonitor
+
+    X, y = _small_problem()
+    mon = GradientMonitor("skip", warmup=2, window=4, factor=1.2, max_consecutive_errors=50)
+    before = mon.state_dict()
+    fits = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(2):
+            clf = MLPClassifier((8,), max_iter=6, batch_size=10, monitor=mon, random_state=0,
+                                dtype="float64", warm_start=True)
+            fits.append(clf.fit(X, y))
+        assert _same(mon.state_dict(), before) and not mon.events
+        a, b = fits
+        assert a.monitor_ is not mon and a.monitor_ is not b.monitor_
+        assert a.monitor_.events  # the settings above flag steps ...
+        assert [(e.step, e.kind) for e in a.monitor_.events] == [
+            (e.step, e.kind) for e in b.monitor_.events]  # ... the same in both fits
+        np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+        own, n_events = a.monitor_, len(a.monitor_.events)
+        a.set_params(max_iter=2).fit(X, y)  # warm start: the same monitor goes on
+        assert a.monitor_ is own and len(own.events) >= n_events
+        a.set_params(warm_start=False).fit(X, y)  # a fresh fit: a fresh copy
+        assert a.monitor_ is not own
+    assert _same(mon.state_dict(), before)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_one_monitor_watches_every_epoch(shuffle):
+    """With a policy name the fit makes one GradientMonitor for all its steps, with
+    or without shuffling (each epoch's steps are not watched by a new monitor)."""
+    import warnings
+
+    X, y = _small_problem()
+    clf = MLPClassifier((8,), max_iter=15, batch_size=20, monitor="skip", shuffle=shuffle,
+                        tol=0.0, n_iter_no_change=100, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    seen = len(clf.monitor_.state_dict()["norms"]) + len(clf.monitor_.events)
+    assert seen == 15 * 3
+
+
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_n_iter_and_best_loss_mean_what_they_mean_in_sklearn(Est):
+    """n_iter_ counts the epochs of the last call (warm start: 7 then 7; partial_fit:
+    1 each call) while loss_curve_ and t_ go on; partial_fit updates best_loss_. The
+    same as scikit-learn's own estimator on the same calls."""
+    import warnings
+
+    from sklearn import neural_network
+
+    Sk = getattr(neural_network, Est.__name__)
+    X, y = _small_problem()
+    kw = dict(hidden_layer_sizes=(8,), max_iter=7, tol=0.0, n_iter_no_change=100,
+              random_state=0)
+    extra = {"classes": [0, 1, 2]} if Est is MLPClassifier else {}
+    seen = {}
+    for E in (Est, Sk):
+        runs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ws = E(warm_start=True, **kw)
+            for _ in range(2):
+                ws.fit(X, y)
+                runs.append(("fit", ws.n_iter_, len(ws.loss_curve_), ws.t_,
+                             ws.best_loss_ == min(ws.loss_curve_)))
+            pf = E(**kw)
+            for _ in range(3):
+                pf.partial_fit(X, y, **extra)
+                runs.append(("partial_fit", pf.n_iter_, len(pf.loss_curve_), pf.t_,
+                             pf.best_loss_ == min(pf.loss_curve_)))
+        seen[E] = runs
+    assert seen[Est] == [("fit", 7, 7, 420, True), ("fit", 7, 14, 840, True),
+                         ("partial_fit", 1, 1, 60, True), ("partial_fit", 1, 2, 120, True),
+                         ("partial_fit", 1, 3, 180, True)]
+    assert seen[Est] == seen[Sk]
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_copy_after_set_params_keeps_the_fitted_network_and_optimiser(how):
+    """Pickling or deep-copying a fitted estimator whose parameters changed since
+    (solver, learning rate, alpha, ...) rebuilds the optimiser of the fit: the copy
+    predicts and trains on as the original."""
+    import copy
+    import pickle
+    import warnings
+
+    X, y = _small_problem()
+    clf = MLPClassifier((8,), max_iter=5, random_state=0, alpha=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    clf.set_params(solver="sgd", learning_rate_init=0.5, alpha=0.3, beta_1=0.5)
+    back = pickle.loads(pickle.dumps(clf)) if how == "pickle" else copy.deepcopy(clf)
+    assert type(back._optimizer) is type(clf._optimizer) and back._net.alpha == 1e-3
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    for est in (clf, back):  # partial_fit goes on with the optimiser of the fit
+        est.partial_fit(X, y)
+    assert _same(back._model.state_dict(), clf._model.state_dict())
+    assert _same(back._optimizer.state_dict(), clf._optimizer.state_dict())
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))

@@ -36,12 +36,13 @@ True
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -54,9 +55,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastclip import nn as _nn
 from fastclip import optim as _optim
-from fastclip._checks.train import cast_to_dtype
-from fastclip._checks.train import int_arg
+from fastclip._checks.train import cast_to_dtype, check_no_single_row_batch, int_arg
 from fastclip.train import fit as _fit
+from fastclip.train.monitor import GradientMonitor
+from fastclip.train.options import resolve_monitor
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -164,15 +166,43 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 def _check_real(v: Any, name: str, low: float, high: float = math.inf, *,
                 low_open: bool = False, high_open: bool = False) -> float:
+    """``v`` as a finite float in the interval from ``low`` to ``high`` (each end
+    closed unless said open; an infinite end is always open: inf is never allowed)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
     f = float(v)
     ok = (f > low if low_open else f >= low) and (f < high if high_open else f <= high)
-    if not (ok and not math.isnan(f)):
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
+    if not (ok and math.isfinite(f)):
+        lo = "(" if low_open or math.isinf(low) else "["
+        hi = ")" if high_open or math.isinf(high) else "]"
         raise ValueError(f"{name} must be in {lo}{low}, {high}{hi}, got {f!r}")
     return f
+
+
+def _own_monitor(monitor: Any) -> GradientMonitor | None:
+    """The estimator's own monitor for the ``monitor`` parameter: a copy of a
+    GradientMonitor (fit never changes its parameters, and every fresh fit starts
+    from the same state), a new one for a policy name."""
+    if monitor is None:
+        return None
+    if isinstance(monitor, str):
+        return GradientMonitor(monitor)
+    return copy.deepcopy(monitor)
+
+
+class _Plan(NamedTuple):
+    """What one call to ``fit`` or ``partial_fit`` trains on, prepared and checked
+    before the estimator changes."""
+
+    X: np.ndarray  # the training rows, in the model's dtype
+    y: np.ndarray  # their targets, encoded for the loss
+    X_val: np.ndarray | None  # early stopping: the held-out rows ...
+    y_val: np.ndarray | None  # ... and their targets as given
+    batch: int
+    seed: int  # of the order of the rows
+    monitor: Any
+    epochs: int
+    stopping: bool  # fit (convergence test, early stopping), not partial_fit
 
 
 class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
@@ -193,7 +223,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         shuffle: bool = True,
         random_state: Any = None,
         tol: float = 1e-4,
-        verbose: bool = False,
+        verbose: bool | int = False,
         warm_start: bool = False,
         momentum: float = 0.9,
         nesterovs_momentum: bool = True,
@@ -263,16 +293,22 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         int_arg(self.max_iter, "max_iter", 1)
         _check_real(self.tol, "tol", 0.0)
         _check_real(self.momentum, "momentum", 0.0, 1.0)
-        _check_real(self.validation_fraction, "validation_fraction", 0.0, 1.0, low_open=True,
-                    high_open=True)
+        _check_real(self.validation_fraction, "validation_fraction", 0.0, 1.0, high_open=True)
         _check_real(self.beta_1, "beta_1", 0.0, 1.0, high_open=True)
         _check_real(self.beta_2, "beta_2", 0.0, 1.0, high_open=True)
         _check_real(self.epsilon, "epsilon", 0.0, low_open=True)
         int_arg(self.n_iter_no_change, "n_iter_no_change", 1)
-        for name in ("shuffle", "verbose", "warm_start", "nesterovs_momentum", "early_stopping",
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping",
                      "batchnorm"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        # scikit-learn's verbose: a bool or an int >= 0 (any value above 0 prints)
+        v = self.verbose
+        if not isinstance(v, (bool, np.bool_)):
+            if not isinstance(v, numbers.Integral):
+                raise TypeError(f"verbose must be a bool or an int >= 0, got {type(v).__name__}")
+            if int(v) < 0:
+                raise ValueError(f"verbose must be a bool or an int >= 0, got {int(v)}")
         for name in ("clip_norm", "clip_value"):
             v = getattr(self, name)
             if v is not None:
@@ -280,6 +316,9 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         if self.schedule is not None and not callable(self.schedule):
             raise TypeError(f"schedule must be a fastclip schedule (callable step -> lr) or "
                             f"None, got {type(self.schedule).__name__}")
+        # the monitor is checked here, not first by fastclip.train.fit once the
+        # estimator has changed
+        resolve_monitor(self.monitor)
         _check_real(self.dropout, "dropout", 0.0, 1.0, high_open=True)
         try:
             dt = np.dtype(self.dtype)
@@ -307,28 +346,33 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
     def _build_optimizer(self) -> None:
         """The loss adapter (with ``alpha``) and a fresh optimiser over the model's
         parameters, from the current parameters of the estimator: every ``fit``
-        with ``warm_start`` makes them anew, as scikit-learn does."""
-        self._net = _Penalised(self._model, float(self.alpha))
-        optim = _optim
-
-        lr = self.schedule if self.schedule is not None else float(self.learning_rate_init)
-        params = self._model.parameters()
+        with ``warm_start`` makes them anew, as scikit-learn does. The settings
+        are kept (``_optim_args``): unpickling rebuilds the optimiser from them,
+        whatever ``set_params`` changed since."""
         if self.solver == "adam":
-            self._optimizer: Any = optim.Adam(params, lr=lr,
-                                              betas=(float(self.beta_1), float(self.beta_2)),
-                                              eps=float(self.epsilon), clip_norm=self.clip_norm,
-                                              clip_value=self.clip_value)
+            kind: dict[str, Any] = {"betas": (float(self.beta_1), float(self.beta_2)),
+                                    "eps": float(self.epsilon)}
         else:
             mom = float(self.momentum)
-            self._optimizer = optim.SGD(params, lr=lr, momentum=mom,
-                                        nesterov=bool(self.nesterovs_momentum) and mom > 0,
-                                        clip_norm=self.clip_norm, clip_value=self.clip_value)
+            kind = {"momentum": mom, "nesterov": bool(self.nesterovs_momentum) and mom > 0}
+        self._optim_args = {
+            "solver": self.solver, "alpha": float(self.alpha),
+            "lr": self.schedule if self.schedule is not None else float(self.learning_rate_init),
+            "clip_norm": self.clip_norm, "clip_value": self.clip_value, **kind}
+        self._make_optimizer()
+
+    def _make_optimizer(self) -> None:
+        """The loss adapter and the optimiser of ``_optim_args``."""
+        args = dict(self._optim_args)
+        self._net = _Penalised(self._model, args.pop("alpha"))
+        make = _optim.Adam if args.pop("solver") == "adam" else _optim.SGD
+        self._optimizer: Any = make(self._model.parameters(), **args)
 
     def _reset_progress(self) -> None:
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_: list[float] = []
-        self.best_loss_: float | None = math.inf
+        self.best_loss_: float | None = None if self.early_stopping else math.inf
         self.validation_scores_: list[float] | None = [] if self.early_stopping else None
         self.best_validation_score_: float | None = -math.inf if self.early_stopping else None
         self._no_improvement_count = 0
@@ -386,23 +430,53 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                           "going to be clipped", UserWarning, stacklevel=3)
         return max(1, min(b, n))
 
-    def _run(self, X: np.ndarray, y: np.ndarray, epochs: int, rs: np.random.RandomState,
-             stopping: bool) -> None:
-        fit = _fit
-        _, loss_fn = self._loss()
+    def _prepare_run(self, X: np.ndarray, y: np.ndarray, rs: np.random.RandomState,
+                     incremental: bool) -> _Plan:
+        """Everything :func:`fastclip.train.fit` would check, checked before
+        training: the data in the model's dtype, the early-stopping split, the
+        batch size (no single-row batch with batch normalisation)."""
+        stopping = not incremental
+        # finite values beyond float32 are refused by name, for the held-out rows too
+        X = cast_to_dtype(X, "X", np.dtype(self.dtype))
         X_val = y_val = None
         if stopping and self.early_stopping:
+            n, frac = X.shape[0], float(self.validation_fraction)
             strat = y if self._classifier else None
-            X, X_val, y, y_val = train_test_split(
-                X, y, random_state=rs, test_size=self.validation_fraction, stratify=strat)
-            if self._classifier and y_val is not None and not len(y_val):
-                raise ValueError("validation_fraction leaves no validation samples")
+            try:
+                if frac > 0:
+                    X, X_val, y, y_val = train_test_split(X, y, random_state=rs,
+                                                          test_size=frac, stratify=strat)
+            except ValueError as exc:  # e.g. fewer held-out rows than classes
+                raise ValueError(f"validation_fraction={frac} cannot hold out a validation "
+                                 f"set from {n} samples: {exc}") from None
+            n_val = 0 if X_val is None else X_val.shape[0]
+            if n_val < 2:
+                # as scikit-learn: the score of one sample (R^2) is undefined
+                raise ValueError(
+                    f"The validation set is too small: validation_fraction={frac} of {n} "
+                    f"samples holds {n_val}, and early stopping needs at least 2. Increase "
+                    f"validation_fraction or the size of your dataset.")
         yt = self._encode_y(y)
+        batch = self._batch(X.shape[0])
+        if self.batchnorm:
+            check_no_single_row_batch(X.shape[0], batch)
+        seed = int(rs.randint(0, 2**31 - 1))
+        return _Plan(X, yt, X_val, y_val, batch, seed, self.monitor_,
+                     1 if incremental else int(self.max_iter), stopping)
+
+    def _run(self, plan: _Plan) -> None:
+        """The epochs of one call to ``fit`` or ``partial_fit`` (``plan`` checked)."""
+        fit = _fit
+        _, loss_fn = self._loss()
+        X, yt, X_val, y_val = plan.X, plan.y, plan.X_val, plan.y_val
+        stopping, epochs = plan.stopping, plan.epochs
+        # as scikit-learn's n_iter_: the epochs of this call (loss_curve_ and t_ go on)
+        self.n_iter_ = 0
         if stopping:
             self._no_improvement_count = 0
         net = self._net
         n = X.shape[0]
-        batch = self._batch(n)
+        batch = plan.batch
         best: list[np.ndarray] | None = None
         converged = [False]
 
@@ -430,10 +504,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             self.loss_curve_.append(loss)
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-            if not stopping:
-                return False
             nonlocal best
-            if self.early_stopping:
+            if stopping and self.early_stopping:
                 assert self.validation_scores_ is not None
                 assert X_val is not None and y_val is not None
                 score = float(self._score_arrays(X_val, y_val))
@@ -448,6 +520,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                     self.best_validation_score_ = score
                     best = [p.data.copy() for p in self._model.parameters()]
             else:
+                # the training-loss rule; partial_fit keeps best_loss_ up to date too,
+                # as scikit-learn's does
                 bl = self.best_loss_ if self.best_loss_ is not None else math.inf
                 if loss > bl - self.tol:
                     self._no_improvement_count += 1
@@ -455,6 +529,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                     self._no_improvement_count = 0
                 if loss < bl:
                     self.best_loss_ = loss
+            if not stopping:  # partial_fit: one epoch, no convergence test
+                return False
             if self._no_improvement_count > self.n_iter_no_change:
                 converged[0] = True
                 return True
@@ -464,12 +540,11 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             lo, d = loss_fn(out, target)
             return lo + net.penalty(), d
 
-
-        seed = int(rs.randint(0, 2**31 - 1))
+        seed = plan.seed
         order_rng = np.random.default_rng(seed)
         if self.shuffle:
             fit(net, X, yt, loss=loss_with_penalty, optimizer=self._optimizer, epochs=epochs,
-                batch_size=batch, monitor=self.monitor, callbacks=[after_epoch], progress=False,
+                batch_size=batch, monitor=plan.monitor, callbacks=[after_epoch], progress=False,
                 seed=order_rng, classification=self._classifier)
         else:
             for e in range(epochs):
@@ -479,7 +554,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 inv = np.empty_like(perm)
                 inv[perm] = np.arange(n)
                 fit(net, X[inv], yt[inv], loss=loss_with_penalty, optimizer=self._optimizer,
-                    epochs=1, batch_size=batch, monitor=self.monitor, callbacks=[after_epoch],
+                    epochs=1, batch_size=batch, monitor=plan.monitor, callbacks=[after_epoch],
                     progress=False, seed=np.random.default_rng(seed + e),
                     classification=self._classifier)
                 if converged[0]:
@@ -547,13 +622,27 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 # warm start: the weights stay, the optimiser and alpha follow the
                 # current parameters (scikit-learn makes a new optimiser every fit)
                 self._build_optimizer()
-            else:
-                self._net.alpha = float(self.alpha)
+                if self.early_stopping and self.validation_scores_ is None:
+                    # early stopping switched on since the last fit: its record starts now
+                    self.validation_scores_ = []
+                    self.best_validation_score_ = -math.inf
+            last = self.__dict__.get("_monitor_param")
+            if first or not (self.monitor is last or (isinstance(self.monitor, str)
+                                                      and self.monitor == last)):
+                # one monitor for all the steps of the fit, every epoch's included;
+                # warm starts and partial_fit continue with it while the parameter stays
+                self._monitor_param = self.monitor
+                self.monitor_ = _own_monitor(self.monitor)
+            plan = self._prepare_run(X, y, rs, incremental)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
-        self._run(X, y, 1 if incremental else int(self.max_iter), rs, stopping=not incremental)
+        if incremental and not first:
+            # partial_fit keeps its optimiser but takes the current alpha (set only
+            # now: the loss adapter is not replaced, so a failed call must not touch it)
+            self._net.alpha = float(self.alpha)
+        self._run(plan)
         return self
 
     def fit(self, X: Any, y: Any) -> Any:
@@ -573,7 +662,10 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         ------
         TypeError, ValueError
             Bad parameters (named in the message) or data (non-finite values,
-            mismatched lengths, too few samples).
+            values that overflow ``dtype``, mismatched lengths, too few
+            samples). Everything is checked before training, and a call that
+            raises changes nothing: a fitted estimator keeps its model and
+            optimiser, a new one stays unfitted.
         """
         return self._fit(X, y, incremental=False)
 
@@ -583,7 +675,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         state = self.__dict__.copy()
         if "_model" in state:
             state["_fitted_state"] = (self._model.state_dict(), self._optimizer.state_dict(),
-                                      self._model.training)
+                                      self._model.training, self._net.alpha)
             for k in ("_model", "_net", "_optimizer"):
                 del state[k]
         return state
@@ -592,8 +684,11 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         fitted = state.pop("_fitted_state", None)
         self.__dict__.update(state)
         if fitted is not None:
-            self._build()
-            sd, opt_sd, training = fitted
+            # the network and optimiser of the fit, not of the current parameters
+            self._model = _nn.MLP(**self._model_args)
+            self._make_optimizer()
+            sd, opt_sd, training, alpha = fitted
+            self._net.alpha = alpha
             self._model.load_state_dict({k: np.array(v) for k, v in sd.items()})
             self._optimizer.load_state_dict(opt_sd)
             self._model.train(bool(training))
@@ -635,8 +730,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     random_state : None, int or numpy.random.RandomState
         Initial weights, shuffling, the validation split and dropout masks.
     tol : float, default 1e-4
-    verbose : bool, default False
-        Print the loss after every epoch.
+    verbose : bool or int >= 0, default False
+        Print the loss after every epoch (when true or above 0).
     warm_start : bool, default False
         Keep the fitted weights and optimiser state across calls to :meth:`fit`.
     momentum : float, default 0.9
@@ -646,7 +741,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     early_stopping : bool, default False
         Hold out ``validation_fraction`` of the data (stratified) and stop on
         its accuracy; the best weights are restored at the end.
-    validation_fraction : float, default 0.1
+    validation_fraction : float in [0, 1), default 0.1
+        The share of the data held out for early stopping; it must hold at
+        least two samples (and, for the classifier, one per class).
     beta_1, beta_2, epsilon : float, default 0.9, 0.999, 1e-8
         Adam's parameters.
     n_iter_no_change : int, default 10
@@ -661,6 +758,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``learning_rate_init``.
     monitor : {"raise", "skip", "rollback"}, fastclip.train.GradientMonitor or None
         Gradient-explosion monitor of :func:`fastclip.train.fit` (None: off).
+        A policy name makes a new ``GradientMonitor(policy)``; a monitor
+        object is copied, never changed. Either way the copy watches every
+        step of the fit (``monitor_``).
     batchnorm : bool, default False
         Batch normalisation after every hidden affine layer.
     dropout : float, default 0.0
@@ -675,21 +775,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     feature_names_in_ : ndarray of str
         When X has string column names.
     loss_curve_ : list of float
-        Mean training loss (L2 term included) of every epoch.
+        Mean training loss (L2 term included) of every epoch, of every call
+        since the last fit that started afresh (warm-started fits and
+        :meth:`partial_fit` append to it).
     n_iter_ : int
-        Epochs run.
+        Epochs run by the last call (scikit-learn's meaning): a warm-started
+        ``fit`` counts its own epochs only and :meth:`partial_fit` sets 1.
     t_ : int
-        Training samples seen.
+        Training samples seen by every call since the last fit that started
+        afresh.
     best_loss_ : float or None
-        Lowest training loss (None with early stopping).
+        Lowest training loss of ``loss_curve_`` since the last fit that started
+        afresh, kept up to date by :meth:`partial_fit` too; None after a fit
+        with early stopping (see ``best_validation_score_``).
     validation_scores_ : list of float or None
-        Validation accuracy of every epoch (early stopping only).
+        Validation accuracy of every epoch run with early stopping.
     best_validation_score_ : float or None
     coefs_, intercepts_ : list of ndarray
         Weights ``(n_in, n_out)`` and biases of the affine layers.
     n_layers_, n_outputs_ : int
     model_ : fastclip.nn.MLP
         The network itself.
+    monitor_ : fastclip.train.GradientMonitor or None
+        The monitor that watched the training (its ``events`` are the flagged
+        steps): made from ``monitor`` by every fit that starts afresh, and
+        continued by warm-started fits and :meth:`partial_fit` while
+        ``monitor`` stays the same.
 
     Examples
     --------
@@ -844,7 +955,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _encode_y(self, y: np.ndarray) -> np.ndarray:
         self._y_1d = y.ndim == 1
-        return np.asarray(y, dtype=np.dtype(self.dtype)).reshape(y.shape[0], -1)
+        # validate_data checked that y is finite; in the model's dtype it must stay so
+        return cast_to_dtype(y, "y", np.dtype(self.dtype)).reshape(y.shape[0], -1)
 
     def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
         """One epoch over ``(X, y)`` (no early stopping, no convergence test).
