@@ -538,3 +538,87 @@ def test_agc_leaves_a_non_finite_step_untouched(bad):
         assert not math.isfinite(norm) and agc.last_clipped == 0
         np.testing.assert_array_equal(g, before[0])
         np.testing.assert_array_equal(b, before[1])
+
+
+@pytest.mark.parametrize("impl_name", ["c", "python"])
+def test_clippers_use_the_norm_of_float64_gradients_beyond_the_squares_range(impl_name):
+    """Norms above ~1.3e154 (squares overflow) or below ~1e-162 (squares underflow)
+    are finite and nonzero: the clippers use them, as get_total_norm does."""
+    with fastclip.use_implementation(impl_name):
+        g = np.array([3e160, 4e160])
+        assert AutoClip().clip_(g) == 5e160
+        g = np.array([3e160, 4e160])
+        z = ZClip(max_grad_norm=1.0)
+        assert z.clip_(g) == 5e160 and z.last_clipped == 1
+        np.testing.assert_allclose(g, [0.6, 0.8])
+        G = np.array([[3e160], [4e160]])
+        a = AGC(0.01)
+        assert a.clip_(G, np.ones((2, 1))) == 5e160 and a.last_clipped == 1
+        assert np.isfinite(G).all() and (np.abs(G) < 0.02).all()
+        tiny = AutoClip()
+        assert tiny.clip_(np.array([3e-170, 4e-170])) == pytest.approx(5e-170, rel=1e-15)
+        assert tiny.history[0] == pytest.approx(5e-170, rel=1e-15)
+        assert AutoClip().clip_(np.zeros(3)) == 0.0
+
+
+def test_zclip_with_eps_zero_and_no_spread_clips_a_rise():
+    z = ZClip(eps=0.0, warmup_steps=1)
+    z.clip_(np.array([1.0]))  # warm-up over, variance 0
+    g = np.array([2.0])
+    assert z.clip_(g) == 2.0 and z.last_clipped == 1 and g[0] < 1.0 + 1e-6
+    g = np.array([1.0])
+    assert z.clip_(g) == 1.0
+
+
+def test_autoclip_with_one_norm_of_history_does_not_bound_spikes():
+    a = AutoClip(10.0, history_size=1)
+    for _ in range(3):
+        a.clip_(np.array([1.0]))
+    assert not a.bounds_spikes
+    b = AutoClip(10.0, history_size=2)
+    b.clip_(np.array([1.0]))
+    assert b.bounds_spikes
+
+
+@pytest.mark.parametrize("change,match", [({"mean": math.inf}, "mean"),
+                                          ({"var": math.inf}, "var"),
+                                          ({"mean": -1.0}, "mean"),
+                                          ({"buffer": [1.0, -1.0]}, "buffer")])
+def test_zclip_state_with_impossible_statistics_is_refused(change, match):
+    z = ZClip(warmup_steps=2)
+    z.clip_(np.array([1.0])), z.clip_(np.array([2.0]))
+    sd = z.state_dict()
+    if "buffer" in change:
+        sd.update(mean=None, var=None)
+    with pytest.raises(ValueError, match=match):
+        z.load_state_dict({**sd, **change})
+    assert z.state_dict()["mean"] == sd["mean"] or "buffer" in change
+
+
+def test_zclip_state_buffer_must_fit_the_warm_up():
+    z = ZClip(warmup_steps=3)
+    sd = z.state_dict()
+    with pytest.raises(ValueError, match="warmup_steps"):
+        z.load_state_dict({**sd, "buffer": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="last_threshold"):
+        AutoClip().load_state_dict({**AutoClip().state_dict(), "last_threshold": -5.0})
+
+
+@pytest.mark.parametrize("make", [AutoClip, ZClip])
+def test_sqnorms_holding_none_is_a_type_error(make):
+    g = [np.ones(2), np.ones(2)]
+    with pytest.raises(TypeError, match="sqnorms"):
+        make().clip_(g, sqnorms=[None, 1.0])
+    assert all((a == 1).all() for a in g)
+
+
+@pytest.mark.parametrize("cls", [AGC, AutoClip, ZClip])
+def test_fit_refuses_a_clipper_class(cls):
+    from fastclip import nn, optim
+
+    m = nn.MLP([4, 3], rng=0)
+    X = np.ones((8, 4))
+    y = np.zeros(8, dtype=int)
+    with pytest.raises(TypeError, match=rf"{cls.__name__}\(\)"):
+        fastclip.fit(m, X, y, optimizer=optim.SGD(m.parameters(), lr=0.1), clipper=cls,
+                     epochs=1, batch_size=4, progress=False)

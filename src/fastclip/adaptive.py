@@ -37,7 +37,7 @@ from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
 from fastclip._docs import fill as _fill
 from fastclip._window import SortedWindow
-from fastclip.clip import array_norms, clip_grads_with_norm_, get_total_norm
+from fastclip.clip import array_norms, clip_grads_with_norm_
 
 __all__ = [
     "AGC",
@@ -50,6 +50,7 @@ __all__ = [
 Arrays = Union[np.ndarray, Iterable[np.ndarray]]  # noqa: UP007 (a runtime alias)
 
 _fam = family("adaptive")
+_fam_dist = family("distributed")
 
 
 def unitwise_norms(x: Arrays) -> np.ndarray | list[np.ndarray]:
@@ -133,18 +134,42 @@ def adaptive_grad_clip_(
 # ---------------------------------------------------------------------------
 
 
-def _global_from(grads: Arrays, sqnorms: Any) -> tuple[list[np.ndarray], bool, np.ndarray]:
-    """Validated in-place gradients and their per-array sums of squares."""
+def _norms_and_squares(arrays: list[np.ndarray], sqnorms: Any
+                       ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Per-array norms (computed without overflow; None when the caller gave
+    ``sqnorms``) and sums of squares (``norms ** 2``, inf beyond float64)."""
+    if sqnorms is not None:
+        return None, _cad.sqnorms_arg(sqnorms, len(arrays))
+    norms = array_norms(arrays) if arrays else np.zeros(0)
+    with np.errstate(over="ignore", under="ignore"):
+        return norms, norms * norms
+
+
+def _global_from(grads: Arrays, sqnorms: Any
+                 ) -> tuple[list[np.ndarray], bool, np.ndarray, np.ndarray | None]:
+    """Validated in-place gradients, their per-array sums of squares and norms."""
     arrays, single = _ca.check_arrays(grads, "grads", inplace=True)
-    if sqnorms is None:
-        sq = np.array([get_total_norm(a) ** 2 for a in arrays], dtype=np.float64)
-    else:
-        sq = _cad.sqnorms_arg(sqnorms, len(arrays))
-    return arrays, single, sq
+    norms, sq = _norms_and_squares(arrays, sqnorms)
+    return arrays, single, sq, norms
 
 
 def _total(sq: np.ndarray) -> float:
     return math.sqrt(float(np.sum(sq))) if sq.size else 0.0
+
+
+def _needs_norms(sq: np.ndarray) -> bool:
+    """The sum of ``sq`` is inf or 0, as when the squares overflow or underflow
+    float64: the global norm must then come from the norms themselves (a NaN sum is
+    NaN either way)."""
+    if not sq.size:
+        return False
+    s = float(np.sum(sq))
+    return math.isinf(s) or s == 0.0
+
+
+def _safe_total(norms: np.ndarray) -> float:
+    """The L2 norm of per-array norms, with the rescaling of get_total_norm."""
+    return float(_fam_dist.impl.total_norm(np.ascontiguousarray(norms, np.float64), 2.0))
 
 
 def _copies(grads: Arrays) -> tuple[list[np.ndarray], bool]:
@@ -206,26 +231,32 @@ class _Clipper:
     def _begin(self, grads: Arrays, sqnorms: Any) -> tuple[list[np.ndarray], np.ndarray, float]:
         """Validated gradients, their sums of squares and the global norm; records the
         norm and resets ``last_clipped``/``last_sqnorms`` (a step that clips updates them)."""
-        arrays, _, sq = self._local(_global_from, grads, sqnorms)
-        norm = self._global(sq)
+        arrays, _, sq, norms = self._local(_global_from, grads, sqnorms)
+        norm = self._global(sq, norms)
         self.last_norm = norm
         self.last_clipped = 0
         self.last_sqnorms = sq
         return arrays, sq, norm
 
-    def _global(self, sq: np.ndarray) -> float:
+    def _global(self, sq: np.ndarray, norms: np.ndarray | None) -> float:
         """The global norm from per-array sums of squares; with ``comm``, of every rank's
         arrays (all-gathered in rank order: the same value on every rank, equal to the
-        single-process value on the concatenated list)."""
+        single-process value on the concatenated list). When the sum of squares
+        overflows or underflows float64, from the norms (``norms``; ``sqrt(sq)`` where
+        the caller gave the sums of squares) with rescaling instead."""
+        own = norms if norms is not None else np.sqrt(sq)
         if self.comm is None:
-            return _total(sq)
-        from fastclip.distributed import _allgather_agreed
+            return _safe_total(own) if _needs_norms(sq) else _total(sq)
+        from fastclip.distributed import _allgather_agreed, allgather_norms
 
         # The ranks must also hold the same settings and state, or they would take
         # different clipping decisions on the same global norm without noticing.
         digest = zlib.crc32(repr(self._agreement()).encode())
-        return _total(_allgather_agreed(sq, self.comm, float(digest),
-                                        f"the {type(self).__name__} settings and state"))
+        allsq = _allgather_agreed(sq, self.comm, float(digest),
+                                  f"the {type(self).__name__} settings and state")
+        if _needs_norms(allsq):  # the same gathered values: every rank gathers again
+            return _safe_total(allgather_norms(own, self.comm))
+        return _total(allsq)
 
     def _agreement(self) -> tuple[Any, ...]:
         """What must be the same on every rank of ``comm`` (settings, and a summary of
@@ -333,15 +364,18 @@ class AGC(_Clipper):
         # a non-finite step is left to the explosion monitor, untouched (the unit-wise
         # pass would turn the other entries of its units into 0 or NaN); with comm, a
         # bad argument on one rank is reported to all through _local
-        grads, params, sq = self._local(self._sums_of_squares, grads, params, sqnorms)
-        norm = self._global(sq)
+        grads, params, sq, norms = self._local(self._sums_of_squares, grads, params, sqnorms)
+        norm = self._global(sq, norms)
         if not math.isfinite(norm):
             self.last_norm = norm
             self.last_clipped = 0
             self.last_sqnorms = sq
             return norm
         before, after, clipped = self._local(self._clip_local, grads, params)
-        self.last_norm = self._global(before)
+        # from the kernel's sums of squares, which overflow float64 for norms beyond
+        # about 1e154: then the norm found before clipping (the same on every rank)
+        last = self._global(before, None)
+        self.last_norm = last if math.isfinite(last) else norm
         self.last_clipped = clipped
         self.last_sqnorms = after
         return self.last_norm
@@ -352,11 +386,10 @@ class AGC(_Clipper):
         if params is None:
             raise ValueError("params is required: AGC clips relative to the parameter norms")
         garr, parr, single = _cad.check_pairs(grads, params)
-        sq = (array_norms(garr) ** 2 if sqnorms is None
-              else _cad.sqnorms_arg(sqnorms, len(garr)))
+        norms, sq = _norms_and_squares(garr, sqnorms)
         g: Any = garr[0] if single else garr
         p: Any = parr[0] if single and len(parr) == 1 else parr
-        return g, p, sq
+        return g, p, sq, norms
 
     def _clip_local(self, grads: Arrays, params: Arrays) -> Any:
         return adaptive_grad_clip_(grads, params, self.clipping, self.eps)
@@ -514,8 +547,9 @@ class AutoClip(_Clipper):
     @property
     def bounds_spikes(self) -> bool:
         # the threshold is a percentile of the history with the new norm in it: below
-        # a new high once there is history, unless it is the maximum itself
-        return self.percentile < 100.0 and len(self._window) > 0
+        # a new high once the window also holds an older norm, unless it is the maximum
+        size = self.history_size
+        return self.percentile < 100.0 and len(self._window) > 0 and (size is None or size >= 2)
 
     def _agreement(self) -> tuple[Any, ...]:
         w = self._window
@@ -627,7 +661,11 @@ class ZClip(_Clipper):
         if self.mode == "percentile":
             thr = self.mean + self.z_thresh * sd
             return thr if g > thr else None
-        z = (g - self.mean) / (sd + self.eps)
+        den = sd + self.eps
+        if den > 0:
+            z = (g - self.mean) / den
+        else:  # eps=0 and no spread yet: any norm above the mean is infinitely far out
+            z = math.inf if g > self.mean else 0.0
         if z > self.z_thresh:
             if self.clip_option == "adaptive_scaling":
                 eta = z / self.z_thresh
@@ -707,14 +745,24 @@ class ZClip(_Clipper):
         _cad.require_keys(state, self._SETTINGS + ("buffer", "mean", "var"), "ZClip")
         other = ZClip(**{k: state[k] for k in self._SETTINGS})
         buf = _cad.norms_arg(state["buffer"], "buffer")
-        if buf.ndim != 1 or not np.all(np.isfinite(buf)):
-            raise ValueError("buffer must be a 1-d array of finite norms")
+        if buf.ndim != 1 or not np.all(np.isfinite(buf)) or np.any(buf < 0):
+            raise ValueError("buffer must be a 1-d array of finite norms >= 0")
         mean, var = state["mean"], state["var"]
         if (mean is None) != (var is None):
             raise ValueError("mean and var must both be None (warm-up) or both be numbers")
         if mean is not None:
-            mean = _cs.check_interval(mean, "mean", low=-math.inf, low_open=True)
-            var = _cs.check_interval(var, "var", low=0.0, low_open=False)
+            # statistics of norms: finite (an infinite mean or variance would switch the
+            # clipper off for good) and >= 0
+            mean = _cs.check_interval(mean, "mean", low=0.0, low_open=False,
+                                      high=math.inf, high_open=True)
+            var = _cs.check_interval(var, "var", low=0.0, low_open=False,
+                                     high=math.inf, high_open=True)
+            if buf.size:
+                raise ValueError("buffer must be empty once the warm-up is over (mean and var "
+                                 "are set)")
+        elif buf.size >= other.warmup_steps:
+            raise ValueError(f"buffer holds {buf.size} norms, but the warm-up ends at "
+                             f"warmup_steps={other.warmup_steps}")
         last = _cad.last_threshold_arg(state)
         for k in self._SETTINGS:
             setattr(self, k, getattr(other, k))

@@ -60,7 +60,11 @@ def sqnorms_arg(sqnorms: Any, n: int) -> np.ndarray:
     if isinstance(sqnorms, np.ma.MaskedArray):
         raise TypeError(_ca.masked_msg("sqnorms"))
     try:
-        arr = np.asarray(sqnorms, dtype=np.float64)
+        raw = np.asarray(sqnorms)
+        # numbers only: an object array would turn None into NaN without a word
+        if raw.dtype.kind not in "fiu":
+            raise TypeError
+        arr = raw.astype(np.float64, copy=False)
     except (TypeError, ValueError):
         raise TypeError(
             f"sqnorms must be an array of {n} floats, got {type(sqnorms).__name__}"
@@ -91,6 +95,8 @@ def last_threshold_arg(state: Any) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
                                                              np.floating)):
         raise TypeError(f"last_threshold must be a real number, got {type(v).__name__}")
+    if v < 0:
+        raise ValueError(f"last_threshold must be >= 0 (a norm), inf or NaN, got {float(v)!r}")
     return float(v)
 
 

@@ -192,6 +192,9 @@ class DataParallel:
                                  "the monitor's policy, checkpoint_every and lr_factor apply")
             else:
                 mon = monitor
+            if isinstance(clipper, type):
+                raise TypeError(f"clipper must be a clipper object or a function, e.g. "
+                                f"{clipper.__name__}(); got the class {clipper.__name__} itself")
             if clipper is not None and not callable(clipper) and not callable(
                     getattr(clipper, "clip_", None)):
                 raise TypeError(f"clipper must be callable, got {type(clipper).__name__}")

@@ -78,6 +78,9 @@ def resolve_clipper(clipper: Any) -> Any:
             raise ValueError(f"clipper must be one of {CLIPPERS}, an object with a clip_ "
                              f"method, or None; got {clipper!r}")
         return {"agc": adaptive.AGC, "autoclip": adaptive.AutoClip, "zclip": adaptive.ZClip}[key]()
+    if isinstance(clipper, type):
+        raise TypeError(f"clipper must be a clipper object, e.g. {clipper.__name__}(), or one "
+                        f"of {CLIPPERS}; got the class {clipper.__name__} itself")
     if not callable(getattr(clipper, "clip_", None)):
         raise TypeError(f"clipper must be one of {CLIPPERS}, an object with a clip_ method "
                         f"(fastclip.AGC, AutoClip, ZClip) or None; got {type(clipper).__name__}")
