@@ -101,6 +101,13 @@ def test_gradient_shapes_disagree_clear_error(job):
     assert passed(job, "dp_shapes")
 
 
+def test_one_rank_differing_raises_on_every_rank(job):
+    """A clipper, validation, callback (SystemExit) or optimiser failing on one rank, and
+    optimiser/clipper/monitor settings or data that differ across ranks: every rank
+    raises (no deadlock, no rank stepping alone), nothing is trained."""
+    assert passed(job, "dp_agree")
+
+
 def test_example_runs(job):
     """examples/mpi_data_parallel.py (fit with comm=, 2 epochs): replicas identical."""
     assert passed(job, "example")

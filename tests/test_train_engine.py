@@ -152,7 +152,7 @@ def test_checks_accept_good_values():
 
 
 def test_parameters_holding_their_value_in_data():
-    from fastclip.train.checkpoint import value_arrays
+    from fastclip._checks.train import value_arrays
 
     a = np.zeros(2)
     assert value_arrays([a, Param(a)])[1] is a

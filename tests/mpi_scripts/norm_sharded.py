@@ -205,6 +205,8 @@ def main(comm):
            comm=comm, match="use_norm")
     expect(ValueError, fastclip.clip_by_global_norm, g, 1.0, use_norm=-1.0, comm=comm,
            match="use_norm")
+    expect(ValueError, fastclip.clip_by_global_norm, g, 1.0, use_norm=8.0 if last else 4.0,
+           comm=comm, match="use_norm")
     # AGC: a params shape mismatch on one rank is found before any rank clips in place
     ga = [np.full((4, 3), 10.0)]
     pa = [np.ones((5, 3)) if last else np.ones((4, 3))]

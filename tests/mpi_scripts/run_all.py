@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-NAMES = ["norm_sharded", "dp_train", "dp_nonfinite", "dp_shapes", "example"]
+NAMES = ["norm_sharded", "dp_train", "dp_nonfinite", "dp_shapes", "dp_agree", "example"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mpi_data_parallel.py"
 
 

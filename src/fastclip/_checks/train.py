@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -244,3 +245,27 @@ def check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
         raise ValueError(f"{name} must have shape {want} to match the model's output, got "
                          f"{y.shape}")
     return cast_to_dtype(y, name, dtype)
+
+
+def value_arrays(params: Sequence[Any], name: str = "model.parameters()") -> list[np.ndarray]:
+    """The value arrays of ``params`` (ndarrays, or objects holding one in ``.data``)."""
+    out = []
+    for i, p in enumerate(params):
+        a = p if isinstance(p, np.ndarray) else getattr(p, "data", None)
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name}[{i}] must be a numpy.ndarray or a parameter holding one in "
+                            f".data, got {type(p).__name__}")
+        out.append(a)
+    return out
+
+
+def check_optimizer_params(optimizer: Any, params: Sequence[np.ndarray]) -> None:
+    """ValueError unless an optimiser that lists its ``params`` lists these arrays (the
+    model's parameter values, the same objects in the same order)."""
+    opt_params = getattr(optimizer, "params", None)
+    if opt_params is None:
+        return
+    vals = value_arrays(list(opt_params), "optimizer.params")
+    if len(vals) != len(params) or any(a is not b for a, b in zip(vals, params)):
+        raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
+                         "the same order)")

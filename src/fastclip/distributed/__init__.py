@@ -45,10 +45,12 @@ from __future__ import annotations
 # the private names are used by fastclip.clip, fastclip.adaptive and fastclip.train
 from fastclip.distributed.broadcast import broadcast_parameters, check_same_shapes
 from fastclip.distributed.comm import agree_or_raise as _agree_or_raise  # noqa: F401
+from fastclip.distributed.comm import on_every_rank as _on_every_rank  # noqa: F401
 from fastclip.distributed.comm import check_comm
 from fastclip.distributed.comm import mpi as _mpi  # noqa: F401
 from fastclip.distributed.comm import raise_everywhere as _raise_everywhere  # noqa: F401
 from fastclip.distributed.data_parallel import DataParallel, StepResult, fit_setup
+from fastclip.distributed.data_parallel import training_settings as _training_settings  # noqa: F401
 from fastclip.distributed.norms import (  # noqa: F401  (the comm= paths of fastclip.clip)
     allgather_norms,
     allreduce_norm,

@@ -9,6 +9,7 @@ raises, instead of leaving the others waiting forever.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -91,3 +92,17 @@ def agree_or_raise(comm: Any, exc: BaseException | None) -> None:
     if flag[0]:
         raise_everywhere(comm, exc)
 
+
+def on_every_rank(comm: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Collective: ``fn(*args, **kwargs)`` on this rank, then one small all-reduce
+    (:func:`agree_or_raise`): when it raised on any rank, every rank raises (a rank
+    its own exception, ``KeyboardInterrupt`` and ``SystemExit`` included), so no rank
+    goes on alone to a collective that the others never reach."""
+    err: BaseException | None = None
+    out = None
+    try:
+        out = fn(*args, **kwargs)
+    except BaseException as e:
+        err = e
+    agree_or_raise(comm, err)
+    return out

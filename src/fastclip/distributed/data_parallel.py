@@ -11,14 +11,46 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fastclip import _interop as _io
+from fastclip._checks import train as _ct
 from fastclip.distributed.broadcast import broadcast_parameters, signature
-from fastclip.distributed.comm import agree_or_raise, check_comm
+from fastclip.distributed.comm import agree_or_raise, check_comm, on_every_rank
 from fastclip.distributed.reduce import GradientAllreducer, ReduceResult
 
-__all__ = ["DataParallel", "StepResult", "fit_setup"]
+__all__ = ["DataParallel", "StepResult", "agree_on_settings", "fit_setup", "training_settings"]
 
 
 _POLICIES = ("raise", "skip", "rollback")
+
+
+def training_settings(optimizer: Any, clipper: Any, monitor: Any) -> dict[str, Any]:
+    """What must be the same on every rank for the replicas to take the same update
+    from the same reduced gradient: the optimiser (kind, learning rate or schedule,
+    hyper-parameters, clipping, step count), the clipper (kind, settings and state) and
+    the monitor's settings. Plain values and strings, comparable across processes."""
+    from fastclip.train.monitor import _SETTINGS
+
+    opt = f"{optimizer!r}, lr_scale={getattr(optimizer, 'lr_scale', None)!r}"
+    if type(optimizer).__repr__ is object.__repr__:  # an address, different per process
+        opt = type(optimizer).__qualname__
+    if clipper is None:
+        clip = None
+    elif callable(getattr(clipper, "_agreement", None)):
+        clip = f"{type(clipper).__qualname__}{clipper._agreement()!r}"
+    else:  # a function or another object: its kind (its repr may hold an address)
+        clip = getattr(clipper, "__qualname__", type(clipper).__qualname__)
+    mon = None if monitor is None else tuple(getattr(monitor, k) for k in _SETTINGS)
+    return {"the optimiser": opt, "the clipper": clip, "the monitor's settings": mon}
+
+
+def agree_on_settings(comm: Any, settings: dict[str, Any]) -> None:
+    """Collective: ValueError on every rank, naming the setting and each rank's value,
+    unless every rank holds the same ``settings``."""
+    gathered = comm.allgather(settings)
+    for k, v in settings.items():
+        values = [g.get(k) for g in gathered]
+        if any(x != values[0] for x in values):
+            raise ValueError(f"{k} must be the same on every rank, got {values} on ranks "
+                             f"0..{len(values) - 1}")
 
 
 def fit_setup(
@@ -38,27 +70,34 @@ def fit_setup(
     (GradientAllreducer, numpy.random.Generator)
     """
     check_comm(comm)
-    mine = (tuple(np.shape(X)), tuple(np.shape(y)), dict(settings or {}))
+    # a digest of the data: a rank given its own shard instead of the whole set would
+    # otherwise train on 1/size of that shard without a word
+    h = hashlib.blake2b(digest_size=16)
+    for a in (X, y):
+        h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
+    mine = (tuple(np.shape(X)), tuple(np.shape(y)), h.hexdigest())
     gathered = comm.allgather(mine)
-    for r, (xs, ys, st) in enumerate(gathered):
+    for r, (xs, ys, digest) in enumerate(gathered):
         if (xs, ys) != gathered[0][:2]:
             raise ValueError(
                 f"every rank must hold the same training data: X, y have shapes {(xs, ys)} "
                 f"on rank {r} but {gathered[0][:2]} on rank 0"
             )
-        for k, v in st.items():
-            if v != gathered[0][2].get(k):
-                # the ranks would take different numbers of steps: every rank raises
-                raise ValueError(f"{k} must be the same on every rank, got "
-                                 f"{[g[2].get(k) for g in gathered]} on ranks "
-                                 f"0..{len(gathered) - 1}")
+        if digest != gathered[0][2]:
+            raise ValueError(
+                f"every rank must hold the same training data (each trains on its shard of "
+                f"every batch): X, y on rank {r} differ from rank 0's"
+            )
+    reducer = GradientAllreducer(list(model.gradients()), comm)  # the same architecture
+    # the ranks would take different numbers of steps or different updates
+    agree_on_settings(comm, dict(settings or {}))
     state = comm.bcast(rng.bit_generator.state, root=0)
     if comm.Get_rank() != 0:
         # the root's generator, whatever kind this rank was given
         rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
         rng.bit_generator.state = state
     broadcast_parameters(_io.values(model.parameters()), comm)
-    return GradientAllreducer(list(model.gradients()), comm), rng
+    return reducer, rng
 
 
 class StepResult(NamedTuple):
@@ -82,7 +121,13 @@ class DataParallel:
     single contiguous buffer (:class:`GradientAllreducer`), then applies the
     optimiser (whose ``clip_norm``/``clip_value`` clipping therefore acts on
     the averaged, full-batch gradient, as in PyTorch's DDP). Every rank ends
-    the step with the same parameters.
+    the step with the same parameters. The clipper and the optimiser's step
+    are each followed by a one-integer ``Allreduce``: an error in either on one
+    rank raises on every rank (none waits in the next step), and a clipper
+    failing anywhere stops every rank before any rank updates. At construction
+    the ranks also check that they hold the same optimiser (kind, learning
+    rate, hyper-parameters, clipping), clipper and monitor settings: a
+    ValueError on every rank names the one that differs.
 
     A non-finite local gradient on any rank is counted in the same
     all-reduce, so every rank takes the same decision, chosen by
@@ -207,6 +252,7 @@ class DataParallel:
                     raise TypeError(f"model must have a {attr}() method")
             if not callable(getattr(optimizer, "step", None)):
                 raise TypeError("optimizer must have a step(grads, ...) method")
+            _ct.check_optimizer_params(optimizer, _io.values(model.parameters()))
             if mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
                 raise TypeError("policy 'rollback' needs an optimiser with lr_scale")
             params = _io.values(model.parameters())
@@ -218,11 +264,10 @@ class DataParallel:
         except Exception as e:
             exc = e
         agree_or_raise(comm, exc)
-        policies = comm.allgather(mon.policy)
-        if len(set(policies)) != 1:
-            # a flagged step would be skipped on some ranks and raise on others
-            raise ValueError(f"the policy for flagged steps must be the same on every rank, "
-                             f"got {policies} on ranks 0..{len(policies) - 1}")
+        reducer = GradientAllreducer(grads, comm)  # the same architecture on every rank
+        # a flagged step would be skipped on some ranks and raise on others, or the same
+        # reduced gradient would give different updates: every rank raises instead
+        agree_on_settings(comm, training_settings(optimizer, clipper, mon))
         self.model = model
         self.optimizer = optimizer
         self._bw_kwargs = _backward_kwargs(model)
@@ -234,7 +279,7 @@ class DataParallel:
         self.monitor = mon if monitor is not None else None
         self._names = (list(model.parameter_names())
                        if callable(getattr(model, "parameter_names", None)) else None)
-        self.reducer = GradientAllreducer(grads, comm)
+        self.reducer = reducer
         broadcast_parameters(params, comm, root)
         self.steps = 0
         self.skipped = 0
@@ -282,7 +327,7 @@ class DataParallel:
             else:
                 for g in self.grads:
                     g.fill(0)
-        except Exception as e:
+        except BaseException as e:  # KeyboardInterrupt too: no rank waits
             self.reducer.abort(e)  # enters the all-reduce with the error flag: no rank waits
         return self.reducer.reduce_(weight=float(n), value=float(lval), sqnorms=sq)
 
@@ -318,23 +363,15 @@ class DataParallel:
                                       clipped=update_is_bounded(self.optimizer, self.clipper))
             if ev is not None:
                 return self._flagged(res, ev)
+        # The clipper and the optimiser run on each rank's copy of the averaged
+        # gradient; an error on one rank is made an error on every rank (one small
+        # all-reduce after each), before any rank updates, so that no rank steps alone
+        # or goes on to the next step's all-reduce alone.
         if self.clipper is not None:
-            # The clipper runs on each rank's copy of the averaged gradient; an error on
-            # one rank is made an error on every rank (one small all-reduce), so no rank
-            # goes on to the next step's all-reduce alone.
-            exc: BaseException | None = None
-            try:
-                clip_ = getattr(self.clipper, "clip_", None)
-                if callable(clip_):  # an adaptive clipper: clips in place, returns the norm
-                    needs = bool(getattr(self.clipper, "requires_params", False))
-                    norm = float(clip_(self.grads, self.params if needs else None))
-                else:
-                    norm = float(self.clipper(self.grads))
-            except Exception as e:
-                exc = e
-            agree_or_raise(self.comm, exc)
+            norm = float(on_every_rank(self.comm, self._clip))
         onf = "raise" if self.on_nonfinite == "raise" else "skip"
-        n2 = float(self.optimizer.step(self.grads, on_nonfinite=onf))
+        n2 = float(on_every_rank(self.comm, self.optimizer.step, self.grads,
+                                 on_nonfinite=onf))
         if self.clipper is None:
             norm = n2
         if not math.isfinite(n2):  # the sum overflowed: same data, same decision everywhere
@@ -342,6 +379,13 @@ class DataParallel:
         self.steps += 1
         self.engine.applied()
         return StepResult(res.value, norm, True)
+
+    def _clip(self) -> float:
+        clip_ = getattr(self.clipper, "clip_", None)
+        if callable(clip_):  # an adaptive clipper: clips in place, returns the norm
+            needs = bool(getattr(self.clipper, "requires_params", False))
+            return float(clip_(self.grads, self.params if needs else None))
+        return float(self.clipper(self.grads))
 
     def _step_index(self) -> int:
         return self.steps + self.skipped + self.rollbacks

@@ -285,7 +285,7 @@ def clip_by_global_norm(
     check_comm(comm)
     exc: BaseException | None = None
     arrays: list[np.ndarray] = []
-    c, norms = math.nan, np.empty(0)
+    c, g, norms = math.nan, math.nan, np.empty(0)
     given = use_norm is not None
     try:
         c = _cs.check_finite_positive(clip_norm, "clip_norm")
@@ -299,8 +299,9 @@ def clip_by_global_norm(
         exc = e
     # With use_norm the norms are not needed, but the header still goes round: a rank
     # given use_norm while another computes the norm would otherwise wait forever.
-    allnorms, _ = _gather_norms(comm, norms, 2.0, exc, extra=c, flag=float(given),
-                                flag_name="whether use_norm is given")
+    # use_norm (>= 0 or NaN) must be the same everywhere; -1 stands for "not given"
+    allnorms, _ = _gather_norms(comm, norms, 2.0, exc, extra=c, flag=g if given else -1.0,
+                                flag_name="use_norm (-1: not given)")
     if given:
         return _clip.impl.clip_by_global_norm_checked(arrays, c, g), g
     g = float(_dist.impl.total_norm(allnorms, 2.0))

@@ -7,19 +7,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Checkpoint", "value_arrays"]
+from fastclip._checks.train import value_arrays
 
-
-def value_arrays(params: Sequence[Any], name: str = "model.parameters()") -> list[np.ndarray]:
-    """The value arrays of ``params`` (ndarrays, or objects holding one in ``.data``)."""
-    out = []
-    for i, p in enumerate(params):
-        a = p if isinstance(p, np.ndarray) else getattr(p, "data", None)
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name}[{i}] must be a numpy.ndarray or a parameter holding one in "
-                            f".data, got {type(p).__name__}")
-        out.append(a)
-    return out
+__all__ = ["Checkpoint"]
 
 
 class Checkpoint:

@@ -13,7 +13,6 @@ import numpy as np
 from fastclip import _interop as _io
 from fastclip._checks import scalars as _cs
 from fastclip._checks import train as _ct
-from fastclip.train.checkpoint import value_arrays
 from fastclip.train.engine import StepEngine
 from fastclip.train.history import History
 from fastclip.train.monitor import GradientMonitor, update_is_bounded
@@ -217,13 +216,7 @@ def fit(
             # take fit's NumPy gradients
             raise TypeError(f"optimizer must be a fastclip.optim optimiser, got "
                             f"{type(optimizer).__module__}.{type(optimizer).__name__}")
-        opt_params = getattr(optimizer, "params", None)
-        if opt_params is not None:
-            opt_params = value_arrays(list(opt_params))
-        if opt_params is not None and (len(opt_params) != len(params) or any(
-                a is not b for a, b in zip(opt_params, params))):
-            raise ValueError("optimizer must be built on model.parameters() (the same arrays, in "
-                             "the same order)")
+        _ct.check_optimizer_params(optimizer, params)
         if mon is not None and mon.policy == "rollback" and not hasattr(optimizer, "lr_scale"):
             raise TypeError("monitor policy 'rollback' needs an optimiser with lr_scale")
         backward_kw = _backward_kwargs(model)
@@ -249,7 +242,7 @@ def fit(
         reducer, rng = distributed.fit_setup(
             model, X, y, rng, comm,
             {"epochs": epochs, "batch_size": batch_size,
-             "the monitor's policy": None if mon is None else mon.policy})
+             **distributed._training_settings(optimizer, clip, mon)})
         if comm.Get_rank() != 0:
             progress = False
 
@@ -287,7 +280,7 @@ def _callbacks_on_every_rank(cbs: list[Any], epoch: int, history: History, comm:
         for cb in cbs:
             if cb(epoch, history):
                 stop = True
-    except Exception as e:
+    except BaseException as e:  # sys.exit() or KeyboardInterrupt on one rank too
         exc = e
     m = mpi()
     flags = np.array([0 if exc is None else 1, 1 if stop else 0], dtype=np.int64)
@@ -295,6 +288,17 @@ def _callbacks_on_every_rank(cbs: list[Any], epoch: int, history: History, comm:
     if flags[0]:
         raise_everywhere(comm, exc)
     return bool(flags[1])
+
+
+def _clip(clip: Any, grads: list[np.ndarray], params: Any, needs_params: bool,
+          sq: np.ndarray) -> np.ndarray | None:
+    """The clipper's step (when there is one); returns the sums of squares after it, for
+    the optimiser (None when the clipper does not say)."""
+    if clip is None:
+        return sq
+    clip.clip_(grads, params if needs_params else None, sqnorms=sq)
+    post = getattr(clip, "last_sqnorms", None)
+    return post if post is not None and len(post) == len(sq) else None
 
 
 def _record_privacy_spent(history: History, dp: Any) -> None:
@@ -357,7 +361,7 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                         lo = float(lo)
                         model.backward(dout, **backward_kw)
                         grads = model.gradients()
-                    except Exception as e:
+                    except BaseException as e:  # KeyboardInterrupt too: no rank waits
                         if reducer is not None and dp is None:
                             # enter this step's all-reduce with the error: every rank
                             # raises, none waits for this one
@@ -384,13 +388,18 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                                      names=names, epoch=epoch,
                                      clipped=update_is_bounded(optimizer, clip))
                 if ev is None:
-                    if clip is not None:
-                        clip.clip_(grads, params if needs_params else None, sqnorms=sq)
-                        post = getattr(clip, "last_sqnorms", None)
-                        post = post if post is not None and len(post) == len(sq) else None
+                    if reducer is None:
+                        post = _clip(clip, grads, params, needs_params, sq)
+                        optimizer.step(grads, sqnorms=post)
                     else:
+                        # every rank clips and steps the same reduced gradients; an error
+                        # on one rank is made an error on every rank before any rank
+                        # updates (none waits in the next reduce, none steps alone)
                         post = sq
-                    optimizer.step(grads, sqnorms=post)
+                        if clip is not None:
+                            post = distributed._on_every_rank(comm, _clip, clip, grads,
+                                                              params, needs_params, sq)
+                        distributed._on_every_rank(comm, optimizer.step, grads, sqnorms=post)
                     history.record_step(step, epoch, lo, gnorm, lr, True, sq)
                     if mon is not None and mon.last_warnings:
                         history.events.extend(mon.last_warnings)
@@ -422,8 +431,12 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                 distributed.broadcast_parameters(bufs, comm)
             val_loss = val_acc = math.nan
             if validation is not None:
-                val_loss, val_acc = _evaluate(model, validation[0], validation[1], loss_fn,
-                                              is_cls)
+                if comm is None:
+                    val_loss, val_acc = _evaluate(model, validation[0], validation[1],
+                                                  loss_fn, is_cls)
+                else:
+                    val_loss, val_acc = distributed._on_every_rank(
+                        comm, _evaluate, model, validation[0], validation[1], loss_fn, is_cls)
             history.record_epoch(loss_sum / loss_count if loss_count else math.nan, val_loss,
                                  val_acc, time.perf_counter() - t0, epsilon=eps)
             stop = False
