@@ -622,3 +622,40 @@ def test_fit_refuses_a_clipper_class(cls):
     with pytest.raises(TypeError, match=rf"{cls.__name__}\(\)"):
         fastclip.fit(m, X, y, optimizer=optim.SGD(m.parameters(), lr=0.1), clipper=cls,
                      epochs=1, batch_size=4, progress=False)
+
+
+def test_clippers_take_fastclip_parameters_as_clip_grad_norm_does(rng):
+    from fastclip import nn
+
+    model = nn.MLP([4, 6, 3], rng=0)
+    for p in model.parameters():
+        p.grad = (rng.standard_normal(p.data.shape) * 50).astype(p.data.dtype)
+    model.parameters()[1].grad = None  # skipped, as torch does
+    have = [p for p in model.parameters() if p.grad is not None]
+    arrays = [p.grad.copy() for p in have]
+    vals = [p.data for p in have]
+    a, b = AGC(0.01), AGC(0.01)
+    assert a.clip_(model.parameters()) == b.clip_(arrays, vals)
+    assert a.last_clipped == b.last_clipped > 0
+    for p, x in zip(have, arrays):
+        np.testing.assert_array_equal(p.grad, x)
+    z, w = AutoClip(percentile=0.0), AutoClip(percentile=0.0)
+    z.clip_([np.ones(2)])
+    w.clip_([np.ones(2)])
+    assert z.clip_(model.parameters()) == w.clip_(arrays)
+    assert z.last_clipped == 1
+    for p, x in zip(have, arrays):
+        np.testing.assert_array_equal(p.grad, x)
+    with pytest.raises(TypeError, match=r"^grads mixes parameters"):
+        z.clip_([model.parameters()[0], np.ones(2)])
+
+
+def test_call_keeps_the_structure_of_a_dict(rng):
+    g = {"w": rng.standard_normal((3, 2)) * 100, "b": rng.standard_normal(2) * 100}
+    out = ZClip(warmup_steps=1, max_grad_norm=1.0)({"w": g["w"], "b": g["b"]})
+    assert isinstance(out, dict) and list(out) == ["w", "b"]
+    want = ZClip(warmup_steps=1, max_grad_norm=1.0)([g["w"], g["b"]])
+    np.testing.assert_array_equal(out["w"], want[0])
+    np.testing.assert_array_equal(out["b"], want[1])
+    sq = fastclip.unitwise_norms({"w": g["w"], "b": g["b"]})
+    np.testing.assert_allclose(sq["w"], np.linalg.norm(g["w"], axis=0))

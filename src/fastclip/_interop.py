@@ -1,13 +1,15 @@
 """What the public functions accept, turned into the NumPy arrays the kernels take.
 
-One place for every conversion, used by :mod:`fastclip.clip` and
-:mod:`fastclip.optim`:
+One place for every conversion, used by :mod:`fastclip.clip`,
+:mod:`fastclip.adaptive` and :mod:`fastclip.optim`:
 
 - :class:`fastclip.nn.Parameter` and ``torch.nn.Parameter``: the gradient
   ``p.grad`` is the array (parameters whose ``grad`` is None are skipped);
 - ``numpy.ndarray`` and plain torch tensors: the array itself;
 - nested dicts, lists and tuples of those (pytrees), leaves in insertion order;
-- for the read-only (out-of-place) functions, any object exposing ``__array__``.
+- for the read-only (out-of-place) functions, any object exposing ``__array__``;
+- for parameter values (AGC's ``params``, :func:`value_arrays`), a parameter
+  gives its value.
 
 torch tensors are shared, never copied: a CPU float32/float64 strided tensor is
 viewed through ``Tensor.numpy()`` (same memory), anything else raises
@@ -212,7 +214,7 @@ def _all_ndarrays(obj: Any) -> bool:
 
 
 def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = None,
-              kept: list[str] | None = None) -> Any:
+              kept: list[str] | None = None, from_torch: list[bool] | None = None) -> Any:
     """The gradient arrays of ``obj`` for the torch-style functions.
 
     Returns ``obj`` itself when it is already an ndarray or a list of ndarrays
@@ -223,7 +225,9 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
     tensors whose memory the arrays share, for :func:`bump_versions` after an
     in-place call; ``kept`` (when given) receives the name of each returned
     array in ``obj`` (``grads[2].grad``), for :func:`relabelled` (nothing when
-    ``obj`` is returned itself, whose arrays the kernels name right).
+    ``obj`` is returned itself, whose arrays the kernels name right);
+    ``from_torch`` (when given) receives, for each returned array, whether it
+    is a torch tensor's memory (nothing when ``obj`` is returned itself).
     """
     if type(obj) is _ND or _all_ndarrays(obj):
         return obj
@@ -249,6 +253,8 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
                 written.append(g)
             if kept is not None:
                 kept.append(glab)
+            if from_torch is not None:
+                from_torch.append(is_torch(g))
         else:
             first_array = first_array or lab
             out.append(_leaf_array(x, lab, inplace))
@@ -256,6 +262,8 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
                 written.append(x)
             if kept is not None:
                 kept.append(lab)
+            if from_torch is not None:
+                from_torch.append(is_torch(x))
         if first_param is not None and first_array is not None:
             raise TypeError(
                 f"{name} mixes parameters ({first_param}) and plain arrays ({first_array}); "
@@ -300,7 +308,8 @@ def bump_versions(tensors: list[Any]) -> None:
         increment_version(live)
 
 
-def arrays_tree(obj: Any, name: str) -> tuple[Any, Callable[[list[Any]], Any] | None]:
+def arrays_tree(obj: Any, name: str, sources: list[Any] | None = None
+                ) -> tuple[Any, Callable[[list[Any]], Any] | None]:
     """``(arrays, rebuild)`` for the read-only, out-of-place functions.
 
     ``arrays`` is what the kernels take (an ndarray or a list of ndarrays);
@@ -308,24 +317,80 @@ def arrays_tree(obj: Any, name: str) -> tuple[Any, Callable[[list[Any]], Any] | 
     ``obj`` (None when ``obj`` is one array or a plain list of ndarrays, whose
     results need no rebuilding). Every leaf is read as an array: ndarrays,
     CPU torch tensors (shared) and anything with ``__array__``. A parameter is
-    ambiguous here (value or gradient?) and raises TypeError.
+    ambiguous here (value or gradient?) and raises TypeError. ``sources`` (when
+    given) receives the leaf each array was read from (nothing when ``obj`` is
+    returned itself: then every leaf is an ndarray), so that a caller can give
+    torch results for torch leaves.
     """
     if type(obj) is _ND or _all_ndarrays(obj):
         return obj, None
     obj = materialize(obj, name)
     if obj is None or not isinstance(obj, (Mapping, list, tuple)):
         if obj is not None and (is_torch(obj) or hasattr(obj, "__array__")):
+            if sources is not None:
+                sources.append(obj)
             return _read_leaf(obj, name), None
         raise TypeError(_ca.not_iterable_msg(name, obj))
     leaves: list[Any] = []
     labels: list[str] = []
     tree = _flatten(obj, name, leaves, labels)
     arrays = [_read_leaf(x, lab) for x, lab in zip(leaves, labels)]
+    if sources is not None:
+        sources.extend(leaves)
 
     def rebuild(results: list[Any]) -> Any:
         return _unflatten(tree, iter(results))
 
     return arrays, rebuild
+
+
+def value_arrays(obj: Any, name: str, kept: list[str] | None = None,
+                 with_grad: bool = False, from_torch: list[bool] | None = None) -> Any:
+    """The value arrays of ``obj``, read only (AGC's parameters).
+
+    Leaves are ndarrays, torch tensors (shared) or parameters, whose value is
+    the array (a fastclip parameter's ``data``, a torch parameter's own memory;
+    here a parameter is unambiguous). Returns ``obj`` itself when it is an
+    ndarray or a list of ndarrays, one array for one leaf, else a list in tree
+    order (the order of :func:`gradients`); ``kept`` (when given) receives the
+    name of each returned array and ``from_torch`` whether it is a torch
+    tensor's memory, as in :func:`gradients`.
+
+    With ``with_grad``, ``obj`` is the gradients' argument: the values of the
+    parameters whose grad is not None, which pair one for one with the arrays
+    :func:`gradients` gives for the same ``obj`` (always a list); None when
+    ``obj`` holds no parameter (its arrays are gradients with no values).
+    """
+    if type(obj) is _ND or _all_ndarrays(obj):
+        return None if with_grad else obj
+    obj = materialize(obj, name)
+    if obj is None:
+        raise TypeError(_ca.not_iterable_msg(name, obj))
+    leaves: list[Any] = []
+    labels: list[str] = []
+    _flatten(obj, name, leaves, labels)
+    out: list[np.ndarray] = []
+    seen_param = False
+    for x, lab in zip(leaves, labels):
+        if _is_param(x):
+            seen_param = True
+            if with_grad and x.grad is None:
+                continue
+            a = _ca.check_array(torch_array(x, lab) if is_torch(x) else x.data, lab, False)
+        elif with_grad:
+            return None
+        else:
+            a = _leaf_array(x, lab, False)
+        out.append(a)
+        if kept is not None:
+            kept.append(lab)
+        if from_torch is not None:
+            from_torch.append(is_torch(x))
+    if with_grad:
+        return out if seen_param else None
+    if not isinstance(obj, (Mapping, list, tuple)) and len(out) == 1:
+        return out[0]
+    return out
 
 
 def is_sequence(obj: Any) -> bool:

@@ -20,17 +20,32 @@ A non-finite global norm (NaN or inf) leaves the gradients and the clipper's
 statistics untouched: deciding what to do with such a step is the job of the
 explosion monitor (:class:`fastclip.train.GradientMonitor`) or of
 :func:`fastclip.zero_nans_`.
+
+PyTorch CPU models: the gradients are taken as :func:`fastclip.clip_grad_norm_`
+takes them. Given parameters (``net.parameters()`` of a torch or fastclip
+model), :meth:`~AutoClip.clip_` clips each ``p.grad`` in place and skips the
+parameters whose grad is None; given plain arrays or plain torch tensors, they
+are the gradients. float32/float64 CPU tensors are shared, never copied, and
+autograd is told which tensors were written (as a torch in-place operation
+would); any other tensor is a TypeError naming it, and nothing is modified.
+``AGC(...).clip_(net.parameters())`` uses each parameter's value as its
+``params``, and reads a torch tensor in torch's layout (see :func:`unitwise_norms`:
+a Linear weight has a unit per output row). ``__call__`` returns copies of the
+kind it was given: a new ``torch.Tensor`` for a torch tensor, an ndarray for an
+ndarray.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
 import numpy as np
 
+from fastclip import _interop as _io
 from fastclip._checks import adaptive as _cad
 from fastclip._checks import arrays as _ca
 from fastclip._checks import scalars as _cs
@@ -52,6 +67,14 @@ Arrays = Union[np.ndarray, Iterable[np.ndarray]]  # noqa: UP007 (a runtime alias
 _fam = family("adaptive")
 _fam_dist = family("distributed")
 
+# What the in-place functions take as gradients (fastclip._docs.fill).
+_GIVEN_PARAMS = """
+Given parameters (``net.parameters()`` of torch or fastclip), each
+``p.grad`` is used and parameters whose grad is None are skipped, as in
+PyTorch; given plain arrays (or plain torch tensors), the arrays are the
+gradients themselves. Mixing the two in one call is a TypeError.
+"""
+
 
 def unitwise_norms(x: Arrays) -> np.ndarray | list[np.ndarray]:
     """The L2 norm of every unit of every array, as optax's ``unitwise_norm``.
@@ -62,30 +85,53 @@ def unitwise_norms(x: Arrays) -> np.ndarray | list[np.ndarray]:
     ``(in, heads, out)`` array has a unit per ``(head, out)`` pair (norm over
     axis 0), a 4-d HWIO kernel a unit per output channel (norm over axes 0-2).
 
+    A torch tensor is read in torch's layout, the reverse of fastclip's: its
+    dimensions reversed (a view), so a Linear weight ``(out, in)`` has a unit
+    per output row and a Conv2d weight ``(out, in, kh, kw)`` a unit per output
+    channel, the units optax gives the same layer in Flax's layout (and those
+    of timm's ``adaptive_clip_grad`` for these two; a 3-d ``(out, in, k)``
+    Conv1d weight has, as its Flax ``(k, in, out)`` kernel in optax, a unit
+    per ``(in, out)`` pair).
+
     Parameters
     ----------
-    x : ndarray or iterable of ndarray
+    x : ndarray, iterable of ndarray, or pytree
         float32 or float64 arrays with at most 4 dimensions (read only).
+        torch CPU tensors are read in place (shared memory, no copy); a
+        parameter is refused (TypeError): pass ``p.grad`` or ``p.detach()``.
+        A pytree (nested dict/list/tuple; leaves in insertion order) is
+        accepted.
 
     Returns
     -------
     ndarray or list of ndarray
-        One 1-d float64 array of unit norms per input array (a single array
-        for a single input). optax broadcasts these back to ``x.shape``; here
-        they are returned once per unit.
+        One 1-d float64 NumPy array of unit norms per input array (a single
+        array for a single input, also for a torch tensor; the input's
+        structure for a dict or nested containers). optax broadcasts these
+        back to ``x.shape``; here they are returned once per unit.
 
     Raises
     ------
     TypeError
-        A non-array element or a dtype other than float32/float64.
+        A non-array element, a dtype other than float32/float64, or a torch
+        tensor fastclip cannot share (not on the CPU, sparse).
     ValueError
         An array with more than 4 dimensions (that are not all of length 1).
     """
-    return _fam.impl.unitwise_norms(x)
+    sources: list[Any] = []
+    arrays, rebuild = _io.arrays_tree(x, "x", sources)
+    if any(_io.is_torch(s) for s in sources):  # in torch's layout (_torch_layout)
+        if isinstance(arrays, np.ndarray):
+            arrays = arrays.T
+        else:
+            arrays = [a.T if _io.is_torch(s) else a for a, s in zip(arrays, sources)]
+    out = _fam.impl.unitwise_norms(arrays)
+    return out if rebuild is None or _io.is_sequence(x) else rebuild(out)
 
 
+@_fill(given_params=_GIVEN_PARAMS)
 def adaptive_grad_clip_(
-    grads: Arrays, params: Arrays, clipping: float = 0.01, eps: float = 1e-3
+    grads: Arrays, params: Arrays | None, clipping: float = 0.01, eps: float = 1e-3
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Unit-wise adaptive gradient clipping in place (Brock et al. 2021).
 
@@ -98,11 +144,19 @@ def adaptive_grad_clip_(
 
     Parameters
     ----------
-    grads : ndarray or iterable of ndarray
+    grads : ndarray, iterable of ndarray, or iterable of parameters
         Writeable float32/float64 gradients, modified in place; they must not
         share memory with each other.
-    params : ndarray or iterable of ndarray
-        The parameters, same number and shapes as ``grads`` (read only).
+        {given_params}
+        torch CPU tensors are clipped in place through shared memory.
+    params : ndarray, iterable of ndarray, iterable of parameters, or None
+        The parameters, same number and shapes as the gradients (read only;
+        a parameter gives its value, a torch tensor is read in place). None
+        when ``grads`` are parameters: each one's value is then its
+        parameter. Given with parameters as ``grads``, it pairs with the
+        parameters whose grad is not None. A torch gradient needs a torch
+        parameter and the reverse (TypeError otherwise): both are read in
+        torch's layout (see :func:`unitwise_norms`).
     clipping : float, default 0.01
         The largest allowed ratio of unit gradient norm to unit parameter
         norm, ``> 0`` (0.01 is the NFNet paper's default for batch size
@@ -120,18 +174,103 @@ def adaptive_grad_clip_(
     Raises
     ------
     TypeError
-        A non-array element or an unsupported dtype.
+        A non-array element, an unsupported dtype, a torch tensor fastclip
+        cannot share (not on the CPU, sparse), parameters mixed with plain
+        arrays, or ``params`` None for plain gradients.
     ValueError
         ``clipping <= 0``, ``eps < 0`` (or NaN), read-only or overlapping
         gradients, a different number of params and grads, mismatched
-        shapes, or arrays with more than 4 dimensions.
+        shapes, or arrays with more than 4 dimensions. Nothing is modified.
     """
-    return _fam.impl.adaptive_grad_clip_(grads, params, clipping, eps)
+    written: list[Any] = []
+    garr, parr, labels = _agc_arrays(grads, params, written)
+    if parr is None:
+        raise TypeError(f"{_ca.not_iterable_msg('params', None)} (None is accepted when "
+                        "grads are parameters: their values are then the params)")
+    out = _named(labels, _fam.impl.adaptive_grad_clip_, garr, parr, clipping, eps)
+    if out[2]:  # units were scaled: the arrays holding them were written
+        _io.bump_versions(written)
+    return out
 
 
 # ---------------------------------------------------------------------------
 # helpers shared by the clipper classes
 # ---------------------------------------------------------------------------
+
+
+def _agc_arrays(grads: Any, params: Any, written: list[Any]
+                ) -> tuple[Any, Any, tuple[tuple[str, list[str]], ...]]:
+    """``(gradient arrays, parameter arrays or None, labels)`` of AGC's arguments.
+
+    The gradients as :func:`fastclip.clip_grad_norm_` takes them (``written``
+    receives their torch tensors); the parameters from ``params``, or, when it is
+    None, the values of the parameters in ``grads`` (None when ``grads`` holds
+    none). ``labels`` rename the arrays in the kernels' messages (:func:`_named`).
+    ndarrays and lists of ndarrays are returned as they are.
+    """
+    glabels: list[str] = []
+    plabels: list[str] = []
+    gtorch: list[bool] = []
+    ptorch: list[bool] = []
+    grads = _io.materialize(grads, "grads")  # read twice when params is None
+    garr = _io.gradients(grads, "grads", True, written, glabels, gtorch)
+    if params is None:
+        parr = _io.value_arrays(grads, "grads", plabels, True, ptorch)
+    else:
+        parr = _io.value_arrays(params, "params", plabels, False, ptorch)
+    labels = (("grads", glabels), ("params", plabels))
+    if parr is not None and (any(gtorch) or any(ptorch)):
+        # checked as given, so that a message shows the shapes the caller knows
+        _named(labels, _cad.check_pairs, garr, parr)
+        garr, parr = _torch_layout(garr, parr, gtorch, ptorch, glabels, plabels)
+    return garr, parr, labels
+
+
+def _torch_layout(garr: Any, parr: Any, gtorch: list[bool], ptorch: list[bool],
+                  glabels: list[str], plabels: list[str]) -> tuple[Any, Any]:
+    """AGC's arrays with the dimensions of every torch tensor reversed (views).
+
+    torch keeps weights as ``(out, in)`` (Linear) and ``(out, in, kh, kw)``
+    (Conv2d), the reverse of the ``(in, out)``/HWIO layout whose last axis
+    :func:`unitwise_norms` takes as the units (optax's rule, written for
+    Flax's layout): reversed, a torch weight has the units optax gives the same
+    layer in Flax, one per output. A gradient and its parameter must then both
+    be torch tensors or both not, or their units would not match.
+    """
+    single = isinstance(garr, np.ndarray)
+    g: list[np.ndarray] = [garr] if single else list(garr)
+    p: list[np.ndarray] = [parr] if isinstance(parr, np.ndarray) else list(parr)
+    gtorch = gtorch or [False] * len(g)
+    ptorch = ptorch or [False] * len(p)
+    for i, (gt, pt) in enumerate(zip(gtorch, ptorch)):
+        if gt != pt:
+            glab = glabels[i] if glabels else _ca.label("grads", i, single)
+            plab = plabels[i] if plabels else _ca.label("params", i, single)
+            torch_lab, other = (glab, plab) if gt else (plab, glab)
+            raise TypeError(
+                f"{torch_lab} is a torch tensor but {other} is not; AGC reads a torch "
+                "tensor in torch's (out, in, ...) layout and an ndarray in fastclip's "
+                "(..., in, out) layout, so a gradient and its parameter must both be torch "
+                "tensors or both be arrays"
+            )
+    g = [a.T if t else a for a, t in zip(g, gtorch)]
+    p = [a.T if t else a for a, t in zip(p, ptorch)]
+    return (g[0] if single else g), (p[0] if isinstance(parr, np.ndarray) else p)
+
+
+def _named(labels: tuple[tuple[str, list[str]], ...], fn: Callable[..., Any], *args: Any
+           ) -> Any:
+    """``fn(*args)``, its errors naming each array as the caller's input does
+    (``grads[2].grad``), not by its index in the converted lists."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        new = exc
+        for name, labs in labels:
+            new = _io.relabelled(new, name, labs)
+        if new is exc:
+            raise
+        raise new.with_traceback(exc.__traceback__) from None
 
 
 def _norms_and_squares(arrays: list[np.ndarray], sqnorms: Any
@@ -146,11 +285,16 @@ def _norms_and_squares(arrays: list[np.ndarray], sqnorms: Any
 
 
 def _global_from(grads: Arrays, sqnorms: Any
-                 ) -> tuple[list[np.ndarray], bool, np.ndarray, np.ndarray | None]:
-    """Validated in-place gradients, their per-array sums of squares and norms."""
-    arrays, single = _ca.check_arrays(grads, "grads", inplace=True)
+                 ) -> tuple[list[np.ndarray], list[Any], np.ndarray, np.ndarray | None]:
+    """Validated in-place gradients (as :func:`fastclip.clip_grad_norm_` takes them),
+    the torch tensors they share memory with, their per-array sums of squares and
+    norms."""
+    written: list[Any] = []
+    labels: list[str] = []
+    converted = _io.gradients(grads, "grads", True, written, labels)
+    arrays, _ = _named((("grads", labels),), _ca.check_arrays, converted, "grads", True)
     norms, sq = _norms_and_squares(arrays, sqnorms)
-    return arrays, single, sq, norms
+    return arrays, written, sq, norms
 
 
 def _total(sq: np.ndarray) -> float:
@@ -172,16 +316,36 @@ def _safe_total(norms: np.ndarray) -> float:
     return float(_fam_dist.impl.total_norm(np.ascontiguousarray(norms, np.float64), 2.0))
 
 
-def _copies(grads: Arrays) -> tuple[list[np.ndarray], bool]:
-    arrays, single = _ca.check_arrays(grads, "grads", inplace=False)
-    return [np.array(a, copy=True) for a in arrays], single
+def _copies(grads: Arrays) -> tuple[list[Any], Any]:
+    """``(copies, result)``: new arrays holding the values of ``grads``, each of the
+    kind of its input (an ndarray, or a torch tensor on a new NumPy array), for
+    ``clip_``; and the same copies as ``__call__`` returns them: one for one array,
+    the input's structure for a dict or nested containers, else a list."""
+    sources: list[Any] = []
+    arrays, rebuild = _io.arrays_tree(grads, "grads", sources)
+    arrays, single = _ca.check_arrays(arrays, "grads", inplace=False)
+    copies: list[Any] = [np.array(a, copy=True) for a in arrays]
+    if any(_io.is_torch(s) for s in sources):
+        import torch
+
+        # a torch tensor again, so that AGC reads it in torch's layout as the input
+        copies = [torch.from_numpy(c) if _io.is_torch(s) else c
+                  for c, s in zip(copies, sources)]
+    if single:
+        return copies, copies[0]
+    if rebuild is None or _io.is_sequence(grads):
+        return copies, copies
+    return copies, rebuild(copies)
 
 
 # The grads/params paragraph of the clip_ methods that ignore params
 # (fastclip._docs.fill).
-_GRADS_PARAMS = """
-grads : ndarray or iterable of ndarray
-    Writeable gradients.
+_GRADS_PARAMS = f"""
+grads : ndarray, iterable of ndarray, or iterable of parameters
+    Writeable float32/float64 gradients, clipped in place.
+{textwrap.indent(_GIVEN_PARAMS.strip(), "    ")}
+    torch CPU tensors are clipped in place through shared memory, and autograd
+    is told of the tensors written (none when nothing is scaled).
 params : ignored
     Accepted for interface compatibility.
 """
@@ -228,15 +392,28 @@ class _Clipper:
             _gather_failed(self.comm, exc)  # raises exc here, the others theirs
             raise
 
-    def _begin(self, grads: Arrays, sqnorms: Any) -> tuple[list[np.ndarray], np.ndarray, float]:
-        """Validated gradients, their sums of squares and the global norm; records the
-        norm and resets ``last_clipped``/``last_sqnorms`` (a step that clips updates them)."""
-        arrays, _, sq, norms = self._local(_global_from, grads, sqnorms)
+    def _begin(self, grads: Arrays, sqnorms: Any
+               ) -> tuple[list[np.ndarray], list[Any], np.ndarray, float]:
+        """Validated gradients, the torch tensors they share, their sums of squares and
+        the global norm; records the norm and resets ``last_clipped``/``last_sqnorms``
+        (a step that clips updates them)."""
+        arrays, written, sq, norms = self._local(_global_from, grads, sqnorms)
         norm = self._global(sq, norms)
         self.last_norm = norm
         self.last_clipped = 0
         self.last_sqnorms = sq
-        return arrays, sq, norm
+        return arrays, written, sq, norm
+
+    def _clip_to(self, arrays: list[np.ndarray], written: list[Any], sq: np.ndarray,
+                 limit: float, norm: float) -> None:
+        """Scale the gradients of global norm ``norm`` by ``limit / (norm + 1e-6)``
+        (below 1), as ``clip_grad_norm_(arrays, limit)`` does; record the step and
+        tell autograd which torch tensors were written."""
+        clip_grads_with_norm_(arrays, limit, norm)
+        coef = limit / (norm + 1e-6)
+        self.last_clipped = 1
+        self.last_sqnorms = sq * (coef * coef)
+        _io.bump_versions(written)
 
     def _global(self, sq: np.ndarray, norms: np.ndarray | None) -> float:
         """The global norm from per-array sums of squares; with ``comm``, of every rank's
@@ -268,18 +445,31 @@ class _Clipper:
 
         Updates the clipper's state exactly as :meth:`clip_` does.
 
+        Parameters
+        ----------
+        grads : ndarray, iterable of ndarray, or pytree
+            float32/float64 gradients (read only): ndarrays or torch CPU
+            tensors (read in place), in a list, tuple or nested dict/list/tuple.
+            A parameter is refused (TypeError): pass ``p.grad`` here, or the
+            parameters to :meth:`clip_`.
+        params : as in :meth:`clip_`
+            Used by :class:`AGC` only.
+
         Returns
         -------
-        ndarray or list of ndarray
-            The clipped copies (an ndarray for an ndarray input).
+        ndarray, torch.Tensor, list or pytree
+            The clipped copies, each of the kind of its input: an ndarray for
+            an ndarray, a new ``torch.Tensor`` (same dtype, on the CPU, not
+            requiring grad) for a torch tensor. One copy for one array; the
+            input's structure for a dict or nested containers; else a list.
         """
         if self.comm is None:
-            copies, single = _copies(grads)
+            copies, result = _copies(grads)
         else:
             # a bad argument on this rank is reported through the collective of clip_
-            copies, single = self._local(_copies, grads)
+            copies, result = self._local(_copies, grads)
         self.clip_(copies, params)
-        return copies[0] if single else copies
+        return result
 
 
 class AGC(_Clipper):
@@ -292,6 +482,11 @@ class AGC(_Clipper):
     weights a unit is a column (the norm is over axis 0); biases and other
     vectors are single units. Norms and scaling run in C in two passes over
     the gradients (the second only for arrays with a unit to clip).
+
+    torch models: ``agc.clip_(net.parameters())`` clips each ``p.grad`` in
+    place relative to ``p`` itself (parameters without a grad are skipped), in
+    torch's layout, where a Linear weight ``(out, in)`` has a unit per output
+    row (see :func:`unitwise_norms`).
 
     AGC has no state besides its settings, but keeps the statistics of the
     last call: ``last_norm`` (global gradient norm before clipping),
@@ -340,15 +535,25 @@ class AGC(_Clipper):
 
         Parameters
         ----------
-        grads : ndarray or iterable of ndarray
-            Writeable gradients.
-        params : ndarray or iterable of ndarray
-            The parameters (required), same shapes as ``grads``.
+        grads : ndarray, iterable of ndarray, or iterable of parameters
+            Writeable float32/float64 gradients, clipped in place, taken as in
+            :func:`adaptive_grad_clip_`: given parameters (``net.parameters()``
+            of torch or fastclip), each ``p.grad`` is clipped and parameters
+            whose grad is None are skipped; torch CPU tensors are clipped in
+            place through shared memory, and autograd is told of the tensors
+            written (none when no unit is scaled).
+        params : ndarray, iterable of ndarray, iterable of parameters, or None
+            The parameters, same shapes as the gradients (a parameter gives its
+            value). Required for plain gradients; None when ``grads`` are
+            parameters, whose values are then the parameters (so
+            ``agc.clip_(net.parameters())`` clips a torch model's gradients
+            relative to its weights).
         sqnorms : array-like, optional
             The per-gradient sums of squares, when the caller has them (the
             backward pass does): a step whose global norm is not finite is then
             recognised without a norm pass of AGC's own. The clipping itself uses
-            the per-unit norms, computed in the clipping pass.
+            the per-unit norms, computed in the clipping pass. One per gradient
+            clipped (parameters whose grad is None have none).
 
         Returns
         -------
@@ -358,13 +563,19 @@ class AGC(_Clipper):
 
         Raises
         ------
+        TypeError
+            A non-array element, an unsupported dtype, a torch tensor fastclip
+            cannot share (not on the CPU, sparse), or parameters mixed with
+            plain arrays; nothing is modified.
         ValueError
-            When ``params`` is None or does not match ``grads``.
+            When ``params`` is None for plain gradients or does not match
+            them; nothing is modified.
         """
         # a non-finite step is left to the explosion monitor, untouched (the unit-wise
         # pass would turn the other entries of its units into 0 or NaN); with comm, a
         # bad argument on one rank is reported to all through _local
-        grads, params, sq, norms = self._local(self._sums_of_squares, grads, params, sqnorms)
+        grads, params, written, sq, norms = self._local(self._sums_of_squares, grads, params,
+                                                        sqnorms)
         norm = self._global(sq, norms)
         if not math.isfinite(norm):
             self.last_norm = norm
@@ -372,6 +583,8 @@ class AGC(_Clipper):
             self.last_sqnorms = sq
             return norm
         before, after, clipped = self._local(self._clip_local, grads, params)
+        if clipped:  # units were scaled: the arrays holding them were written
+            _io.bump_versions(written)
         # from the kernel's sums of squares, which overflow float64 for norms beyond
         # about 1e154: then the norm found before clipping (the same on every rank)
         last = self._global(before, None)
@@ -381,15 +594,18 @@ class AGC(_Clipper):
         return self.last_norm
 
     def _sums_of_squares(self, grads: Arrays, params: Arrays | None, sqnorms: Any) -> Any:
-        """``(grads, params, sums of squares)``: the pair checked (iterables read once,
-        as lists) before any rank clips in place."""
-        if params is None:
-            raise ValueError("params is required: AGC clips relative to the parameter norms")
-        garr, parr, single = _cad.check_pairs(grads, params)
+        """``(grads, params, torch tensors of grads, sums of squares, norms)``: the pair
+        checked (iterables read once, as lists) before any rank clips in place."""
+        written: list[Any] = []
+        garr, parr, labels = _agc_arrays(grads, params, written)
+        if parr is None:
+            raise ValueError("params is required: AGC clips relative to the parameter norms "
+                             "(or pass parameters as grads: their values are then the params)")
+        garr, parr, single = _named(labels, _cad.check_pairs, garr, parr)
         norms, sq = _norms_and_squares(garr, sqnorms)
         g: Any = garr[0] if single else garr
         p: Any = parr[0] if single and len(parr) == 1 else parr
-        return g, p, sq, norms
+        return g, p, written, sq, norms
 
     def _clip_local(self, grads: Arrays, params: Arrays) -> Any:
         return adaptive_grad_clip_(grads, params, self.clipping, self.eps)
@@ -505,17 +721,14 @@ class AutoClip(_Clipper):
             The global L2 norm before clipping. A non-finite norm is not
             recorded and nothing is scaled.
         """
-        arrays, sq, norm = self._begin(grads, sqnorms)
+        arrays, written, sq, norm = self._begin(grads, sqnorms)
         if not math.isfinite(norm):
             return norm
         self._window.push(norm)
         thr = self.threshold()
         self.last_threshold = thr
-        coef = min(1.0, thr / (norm + 1e-6))
-        if coef < 1.0:
-            clip_grads_with_norm_(arrays, thr, norm)
-            self.last_clipped = 1
-            self.last_sqnorms = sq * (coef * coef)
+        if thr / (norm + 1e-6) < 1.0:
+            self._clip_to(arrays, written, sq, thr, norm)
         return norm
 
     def state_dict(self) -> dict[str, Any]:
@@ -673,13 +886,6 @@ class ZClip(_Clipper):
             return self.mean
         return None
 
-    def _scale(self, arrays: list[np.ndarray], sq: np.ndarray, g: float, limit: float) -> None:
-        if g > limit:
-            clip_grads_with_norm_(arrays, limit, g)
-            coef = limit / (g + 1e-6)
-            self.last_clipped = 1
-            self.last_sqnorms = sq * (coef * coef)
-
     @_fill(grads_params=_GRADS_PARAMS)
     def clip_(self, grads: Arrays, params: Arrays | None = None, *,
               sqnorms: Any = None) -> float:
@@ -696,7 +902,7 @@ class ZClip(_Clipper):
         float
             The global L2 norm before clipping.
         """
-        arrays, sq, g = self._begin(grads, sqnorms)
+        arrays, written, sq, g = self._begin(grads, sqnorms)
         if not math.isfinite(g):
             return g
         if self.mean is None:
@@ -710,18 +916,16 @@ class ZClip(_Clipper):
             self.last_threshold = math.inf if self.max_grad_norm is None else self.max_grad_norm
             if self.max_grad_norm is not None:
                 # torch.nn.utils.clip_grad_norm_(..., max_grad_norm), as the package
-                coef = min(1.0, self.max_grad_norm / (g + 1e-6))
-                if coef < 1.0:
-                    clip_grads_with_norm_(arrays, self.max_grad_norm, g)
-                    self.last_clipped = 1
-                    self.last_sqnorms = sq * (coef * coef)
+                if self.max_grad_norm / (g + 1e-6) < 1.0:
+                    self._clip_to(arrays, written, sq, self.max_grad_norm, g)
             return g
         clip_val = self._clip_value(g)
         limit = g if clip_val is None else clip_val
         if self.max_grad_norm is not None:
             limit = min(limit, self.max_grad_norm)
         self.last_threshold = limit
-        self._scale(arrays, sq, g, limit)
+        if g > limit:
+            self._clip_to(arrays, written, sq, limit, g)
         if clip_val is not None and self.skip_update_on_spike:
             return g
         x = g if clip_val is None else clip_val
