@@ -267,3 +267,28 @@ def test_auto_leaves_an_mkl_that_another_library_loaded_alone() -> None:
     got = _result(subprocess.run([sys.executable, "-c", OTHER_MKL_CHILD], env=env,
                                  capture_output=True, text=True, timeout=120, check=False))
     assert got["gemm"].startswith("mkl "), got["gemm"]
+
+
+def test_show_config_reports_a_bad_value_instead_of_failing() -> None:
+    env = dict(os.environ, FASTCLIP_BLAS="bogus", FASTCLIP_IMPLEMENTATION="c")
+    r = subprocess.run([sys.executable, "-c", "import fastclip; fastclip.show_config()"],
+                       env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "GEMMs (nn):      unavailable: FASTCLIP_BLAS must be one of" in r.stdout
+
+
+def test_threadpool_limits_reach_the_layers_blas_once_fastclip_nn_is_imported() -> None:
+    """The demo's one-BLAS-thread context imports fastclip.nn before the limit starts:
+    threadpoolctl only limits libraries already loaded."""
+    pytest.importorskip("threadpoolctl")
+    code = ("from threadpoolctl import threadpool_info\n"
+            "from fastclip import demo\n"
+            "with demo._one_blas_thread():\n"
+            "    print(sorted({i['num_threads'] for i in threadpool_info() "
+            "if i['user_api'] == 'blas'}))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
+    env.pop("FASTCLIP_IMPLEMENTATION", None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "[1]", r.stdout

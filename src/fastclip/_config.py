@@ -60,7 +60,7 @@ def get_config() -> dict[str, Any]:
             info["kernels"]["gemm_reason"] = _blas.reason()
             info["kernels"]["parallel"] = ("OpenMP threads (shared with the GEMMs)"
                                            if _common.openmp_regions() else "the kernels' pool")
-        except ImportError as exc:
+        except (ImportError, ValueError) as exc:  # ValueError: a bad FASTCLIP_BLAS
             info["kernels"]["gemm"] = f"unavailable: {exc}"
             info["kernels"]["gemm_reason"] = ""
     except ImportError as exc:

@@ -26,7 +26,7 @@ _ENV = "FASTCLIP_IMPLEMENTATION"
 class Family:
     """One kernel family: its compiled and reference modules."""
 
-    __slots__ = ("name", "impl", "_compiled", "_compiled_error", "_reference")
+    __slots__ = ("name", "impl", "_compiled", "_compiled_error", "_not_built", "_reference")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -34,9 +34,11 @@ class Family:
         try:
             self._compiled: ModuleType | None = importlib.import_module(f"fastclip._{name}")
             self._compiled_error: str | None = None
-        except ImportError as exc:  # extension not built
+            self._not_built = False
+        except ImportError as exc:  # extension not built, or it cannot load what it needs
             self._compiled = None
             self._compiled_error = str(exc)
+            self._not_built = isinstance(exc, ModuleNotFoundError)
         self.impl: ModuleType = self._reference
         self._select(_current)
 
@@ -51,10 +53,13 @@ class Family:
     def _select(self, name: str) -> None:
         if name == "c":
             if self._compiled is None:
+                # a module that is not there: build advice; one that failed to load says
+                # itself what to do (e.g. the BLAS it needs)
+                advice = (f"; install fastclip from a wheel or build it with a C compiler, "
+                          f"or set {_ENV}=python" if self._not_built else "")
                 raise ImportError(
                     f"fastclip's compiled module fastclip._{self.name} is not available "
-                    f"({self._compiled_error}); install fastclip from a wheel or build it "
-                    f"with a C compiler, or set {_ENV}=python"
+                    f"({self._compiled_error}){advice}"
                 )
             self.impl = self._compiled
         else:

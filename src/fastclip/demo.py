@@ -285,6 +285,10 @@ def _one_blas_thread() -> Any:
         import contextlib
 
         return contextlib.nullcontext()
+    # threadpoolctl limits the libraries loaded when the limit starts: load the layers'
+    # BLAS first (fastclip loads it with fastclip.nn, not with fastclip)
+    import fastclip.nn  # noqa: F401
+
     return threadpool_limits(limits=1, user_api="blas")
 
 
