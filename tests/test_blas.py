@@ -284,6 +284,7 @@ def test_threadpool_limits_reach_the_layers_blas_once_fastclip_nn_is_imported() 
     code = ("from threadpoolctl import threadpool_info\n"
             "from fastclip import demo\n"
             "with demo._one_blas_thread():\n"
+            "    import fastclip.nn\n"  # the layers' BLAS is loaded by now at the latest
             "    print(sorted({i['num_threads'] for i in threadpool_info() "
             "if i['user_api'] == 'blas'}))\n")
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
