@@ -78,11 +78,13 @@ static inline double exp_kernel(const double *p, int32_t flags, double x) {
     return v;
 }
 
-/* Start of restart period i of cosine_restarts: t0 * (tm^i - 1) / (tm - 1). When
+/* Start of restart period i of cosine_restarts: t0 * ((tm^i - 1) / (tm - 1)), the
+ * ratio first so that period 1 starts at t0 exactly (t0 * (tm - 1) / (tm - 1) can
+ * round above t0, and step t0 would then fall in period 0 at its floor). When
  * tm^i overflows, the same start in the log domain (inf only if it truly exceeds
  * DBL_MAX, i.e. lies beyond every finite step). */
 static double restart_start(double t0, double tm, double i) {
-    double s = t0 * (pow(tm, i) - 1.0) / (tm - 1.0);
+    double s = t0 * ((pow(tm, i) - 1.0) / (tm - 1.0));
     if (isinf(s)) s = exp(log(t0) + i * log(tm) - log(tm - 1.0));
     return s;
 }

@@ -188,3 +188,18 @@ def test_polynomial_cycle_at_a_subnormal_step(impl):
     s = S.polynomial(1.0, decay_steps=7, end_value=0.1, power=0.5, cycle=True)
     assert s(5e-324) == s(0.0) == 1.0
     np.testing.assert_array_equal(s(np.array([5e-324, 0.0])), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("impl_name", ["c", "python"])
+@pytest.mark.parametrize("t0,tm", [(7, 1.3), (30, 1.7), (0.1, 2.5), (0.1, 1.75), (10, 2.0)])
+def test_cosine_restarts_starts_its_first_restart_at_its_peak(impl_name, t0, tm):
+    """Step T_0 begins period 1 (T_cur = 0): the peak, as Keras' CosineDecayRestarts and
+    torch's CosineAnnealingWarmRestarts, not the floor of period 0 (t0 * (tm - 1) /
+    (tm - 1) rounds above t0 for a non-integer T_mult)."""
+    from fastclip import schedules as S
+
+    with fastclip.use_implementation(impl_name):
+        s = S.cosine_restarts(1.0, T_0=t0, T_mult=tm, eta_min=0.1)
+        assert s(t0) == 1.0
+        assert s(np.array([float(t0)]))[0] == 1.0
+        assert 0.1 <= s(t0 * 0.999) < 0.11

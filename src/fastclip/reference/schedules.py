@@ -74,7 +74,8 @@ def _exp(v: float) -> float:
 
 
 def _restart_start(t0: float, tm: float, i: float) -> float:
-    s = t0 * (_pow(tm, i) - 1.0) / (tm - 1.0)
+    # the ratio first: period 1 starts at t0 exactly
+    s = t0 * ((_pow(tm, i) - 1.0) / (tm - 1.0))
     if math.isinf(s):  # tm**i overflows: the same start in the log domain
         s = _exp(math.log(t0) + i * math.log(tm) - math.log(tm - 1.0))
     return s
@@ -271,7 +272,7 @@ def _npow(x: Any, y: Any) -> np.ndarray:
 
 def _restart_start_a(t0: float, tm: float, i: np.ndarray) -> np.ndarray:
     """Array twin of _restart_start (errors already silenced by the caller)."""
-    s = t0 * (_npow(tm, i) - 1.0) / (tm - 1.0)
+    s = t0 * ((_npow(tm, i) - 1.0) / (tm - 1.0))
     return np.where(np.isinf(s), np.exp(math.log(t0) + i * math.log(tm) - math.log(tm - 1.0)), s)
 
 
