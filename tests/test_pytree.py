@@ -159,3 +159,12 @@ def test_bad_leaves_are_named_by_their_path():
     with pytest.raises(TypeError, match=r"^x must be a numpy\.ndarray or an iterable of them, "
                                         "got int"):
         fastclip.clip_by_norm(3, 1.0)
+
+
+def test_defaultdict_keeps_its_type_and_default_factory():
+    import collections
+
+    d = collections.defaultdict(list, {"a": np.ones(3), "b": np.full(2, 5.0)})
+    out, _ = fastclip.clip_by_global_norm(d, 1.0)
+    assert type(out) is collections.defaultdict and out.default_factory is list
+    assert list(out) == ["a", "b"] and out["missing"] == []

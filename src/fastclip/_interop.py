@@ -21,7 +21,9 @@ fastclip never imports torch itself unless a torch object is passed.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -163,7 +165,10 @@ def _flatten(obj: Any, path: str, leaves: list[Any], labels: list[str]) -> _Tree
         return _Tree("none", None, None, [])
     if isinstance(obj, Mapping):
         keys = list(obj.keys())
-        return _Tree("dict", type(obj), keys,
+        cls: Any = type(obj)
+        if isinstance(obj, defaultdict):  # rebuilt with its default factory, as JAX does
+            cls = functools.partial(cls, obj.default_factory)
+        return _Tree("dict", cls, keys,
                      [_flatten(obj[k], path + _key_label(k), leaves, labels) for k in keys])
     if isinstance(obj, tuple):
         kind = "namedtuple" if hasattr(type(obj), "_fields") else "tuple"
