@@ -203,3 +203,29 @@ def test_cosine_restarts_starts_its_first_restart_at_its_peak(impl_name, t0, tm)
         assert s(t0) == 1.0
         assert s(np.array([float(t0)]))[0] == 1.0
         assert 0.1 <= s(t0 * 0.999) < 0.11
+
+
+class _ArrayLike:
+    """A step held by another array library (as JAX gives optax schedules their count)."""
+
+    def __init__(self, v):
+        self.v = np.asarray(v)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.v if dtype is None else self.v.astype(dtype)
+
+
+@pytest.mark.parametrize("impl_name", ["c", "python"])
+def test_array_likes_are_steps(impl_name):
+    """A JAX-style 0-d or 1-d array is evaluated like the ndarray it converts to."""
+    with fastclip.use_implementation(impl_name):
+        s = S.cosine(0.1, 100)
+        for v in (3, [1, 2], np.int32(7)):
+            got = s(_ArrayLike(v))
+            assert isinstance(got, np.ndarray)
+            np.testing.assert_array_equal(got, s(np.asarray(v)))
+        assert S.reduce_on_plateau(0.1)(_ArrayLike(3)) == 0.1
+        with pytest.raises(TypeError, match="real numbers"):
+            s(_ArrayLike(["a"]))
+        with pytest.raises(ValueError, match=">= 0"):
+            s(_ArrayLike(-1))

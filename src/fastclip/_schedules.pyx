@@ -120,7 +120,7 @@ cdef object _eval_c(Schedule sch, object step):
         x = PyFloat_AS_DOUBLE(step)
     elif type(step) is int:
         x = _int_step(step)
-    elif isinstance(step, (np.ndarray, list, tuple)):
+    elif _s.is_steps(step):
         return _eval_steps(sch, step)
     else:
         x = _s.scalar_step(step)

@@ -787,7 +787,7 @@ class ReduceLROnPlateau:
             if not (step >= 0 and step < _INF):
                 raise _s.bad_step_error(step)
             return self._state.lr
-        if isinstance(step, (np.ndarray, list, tuple)):
+        if _s.is_steps(step):
             x = np.asarray(_s.steps_array(step), dtype=np.float64)
             _s.check_steps(x)
             return np.full(x.shape, self.lr)

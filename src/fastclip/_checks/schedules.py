@@ -555,6 +555,14 @@ def scalar_step(step: Any) -> float:
     return x
 
 
+def is_steps(step: Any) -> bool:
+    """Whether ``step`` is evaluated as an array of steps: an ndarray, list or tuple,
+    or another array (a JAX or CuPy array, anything with ``__array__`` that is not a
+    number), which then gives an ndarray of the same shape."""
+    return isinstance(step, (np.ndarray, list, tuple)) or (
+        hasattr(step, "__array__") and not isinstance(step, (numbers.Number, str, bytes)))
+
+
 def steps_array(steps: Any) -> np.ndarray:
     """The steps as an ndarray of a real dtype (no copy when possible)."""
     if isinstance(steps, (str, bytes, dict)):

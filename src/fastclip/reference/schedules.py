@@ -417,7 +417,7 @@ def evaluate(low: _s.Lowered, step: Any) -> Any:
     same shape. Raises TypeError for a non-numeric step and ValueError for a
     negative, NaN or infinite one.
     """
-    if isinstance(step, (np.ndarray, list, tuple)):
+    if _s.is_steps(step):
         arr = _s.steps_array(step)
         x = np.asarray(arr, dtype=np.float64)
         _s.check_steps(x)
