@@ -190,8 +190,8 @@ Per-row weights: a 1-D ndarray of N real numbers, finite and ``>= 0``
 (scikit-learn's weighted mean: the loss is ``sum_i w_i l_i / sum_i w_i``,
 not Keras' ``sum_i w_i l_i / N``). None (default): every row weighs the
 same, and the results are those of the unweighted call, bit for bit. Weights
-of 1 give the unweighted gradient exactly; weights summing to 0 give a NaN
-loss and a zero gradient (no row contributes).
+of 1 give the unweighted gradient exactly (the loss up to rounding); weights
+summing to 0 give a NaN loss and a zero gradient (no row contributes).
 """
 
 

@@ -178,7 +178,7 @@ def softmax_cross_entropy(logits: Any, labels: Any,
         return loss, (g / n).astype(dt)
     # as the kernel: the weighted row losses over the weights' sum, rows times w_i / sum
     with np.errstate(invalid="ignore", over="ignore"):
-        loss = float(np.dot(w, loss_rows)) / w_sum
+        loss = float((w * loss_rows).sum()) / w_sum
         return loss, (g * w[:, None] / w_sum).astype(dt)
 
 
