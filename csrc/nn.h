@@ -71,18 +71,26 @@ double fc_nn_sumsq_f64(const double *x, int64_t n);
 /* Softmax cross-entropy over (n, c) logits (row stride ldx): with labels
  * (int64, in [0, c), checked by the caller) or, when labels is NULL, with
  * target probabilities t (row stride ldt). Writes the gradient
- * g = (softmax * sum_j t_j - t) / n (row stride c) and the mean loss. */
+ * g = (softmax * sum_j t_j - t) / n (row stride c) and the mean loss.
+ * With per-row weights w (n doubles, >= 0, summing to w_sum > 0; NULL: none)
+ * the loss is the weighted mean sum_i w_i l_i / w_sum and row i of the
+ * gradient is (softmax * sum_j t_j - t) * w_i / w_sum. */
 int fc_nn_softmax_xent_f32(const float *x, int64_t ldx, int64_t n, int64_t c,
-                           const int64_t *labels, const float *t, int64_t ldt, float *g,
-                           double *loss);
+                           const int64_t *labels, const float *t, int64_t ldt, const double *w,
+                           double w_sum, float *g, double *loss);
 int fc_nn_softmax_xent_f64(const double *x, int64_t ldx, int64_t n, int64_t c,
-                           const int64_t *labels, const double *t, int64_t ldt, double *g,
-                           double *loss);
+                           const int64_t *labels, const double *t, int64_t ldt, const double *w,
+                           double w_sum, double *g, double *loss);
 
 /* Mean squared error over `size` dense elements and its gradient
- * g = 2 (p - t) / size; the difference is taken in double. */
-int fc_nn_mse_f32(const float *p, const float *t, float *g, int64_t size, double *loss);
-int fc_nn_mse_f64(const double *p, const double *t, double *g, int64_t size, double *loss);
+ * g = 2 (p - t) / size; the difference is taken in double. With per-row
+ * weights w (NULL: none) over `rows` rows of size / rows elements (k) each,
+ * w_i >= 0 summing to w_sum > 0: the loss is sum_i w_i sum_j d_ij^2 / (w_sum k)
+ * and g_ij = d_ij * (2 w_i / (w_sum k)). */
+int fc_nn_mse_f32(const float *p, const float *t, float *g, int64_t size, const double *w,
+                  int64_t rows, double w_sum, double *loss);
+int fc_nn_mse_f64(const double *p, const double *t, double *g, int64_t size, const double *w,
+                  int64_t rows, double w_sum, double *loss);
 
 FC_API_END
 #ifdef __cplusplus

@@ -297,15 +297,20 @@ double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
 #define FC_XENT_KEEP 256
 #endif
 
+/* The rows' summed losses, each times its weight (w NULL: weight 1, and 1.0 * l == l), and
+   their gradient rows, over den (the row count) or times w_i / den (den: the weights'
+   sum); the test of w is loop-invariant (the compiler unswitches it), so the unweighted
+   loops are those of the unweighted kernel. */
 static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, int64_t c,
                             const int64_t *labels, const FC_T *t, int64_t ldt, FC_T *g,
-                            double nrows) {
+                            const double *w, double den) {
     double L = 0.0;
     double ex[FC_XENT_KEEP];
     const int keep = c <= FC_XENT_KEEP;
     for (int64_t i = r0; i < r1; i++) {
         const FC_T *xr = x + i * ldx;
         FC_T *gr = g + i * c;
+        const double wi = w ? w[i] : 1.0;
         double mx = -INFINITY;
         for (int64_t j = 0; j < c; j++) {
             double v = (double)xr[j];
@@ -323,10 +328,11 @@ static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, 
         const double lse = log(se);
         if (labels) {
             const int64_t y = labels[i];
-            L += lse + (mx - (double)xr[y]);
+            L += wi * (lse + (mx - (double)xr[y]));
             for (int64_t j = 0; j < c; j++) {
                 double p = (keep ? ex[j] : exp((double)xr[j] - mx)) / se;
-                gr[j] = (FC_T)((j == y ? p - 1.0 : p) / nrows);
+                double v = j == y ? p - 1.0 : p;
+                gr[j] = (FC_T)(w ? v * wi / den : v / den);
             }
         } else {
             const FC_T *tr = t + i * ldt;
@@ -335,10 +341,11 @@ static double FN(xent_rows)(const FC_T *x, int64_t ldx, int64_t r0, int64_t r1, 
                 ts += (double)tr[j];
                 sxt += (double)tr[j] * ((double)xr[j] - mx);
             }
-            L += ts * lse - sxt;
+            L += wi * (ts * lse - sxt);
             for (int64_t j = 0; j < c; j++) {
                 double p = (keep ? ex[j] : exp((double)xr[j] - mx)) / se;
-                gr[j] = (FC_T)((p * ts - (double)tr[j]) / nrows);
+                double v = p * ts - (double)tr[j];
+                gr[j] = (FC_T)(w ? v * wi / den : v / den);
             }
         }
     }
@@ -350,6 +357,8 @@ typedef struct {
     int64_t ldx, n, c, ldt, rb;
     const int64_t *labels;
     FC_T *g;
+    const double *w;
+    double den;
     double *part;
 } FN(xent_items);
 
@@ -357,29 +366,30 @@ static void FN(xent_item)(void *ctx, int64_t k) {
     const FN(xent_items) *u = (const FN(xent_items) *)ctx;
     int64_t r0 = k * u->rb, r1 = r0 + u->rb < u->n ? r0 + u->rb : u->n;
     u->part[k] = FN(xent_rows)(u->x, u->ldx, r0, r1, u->c, u->labels, u->t, u->ldt, u->g,
-                               (double)u->n);
+                               u->w, u->den);
 }
 
 int FN(fc_nn_softmax_xent)(const FC_T *x, int64_t ldx, int64_t n, int64_t c,
-                           const int64_t *labels, const FC_T *t, int64_t ldt, FC_T *g,
-                           double *loss) {
+                           const int64_t *labels, const FC_T *t, int64_t ldt, const double *w,
+                           double w_sum, FC_T *g, double *loss) {
     if (n <= 0) {
         *loss = NAN;
         return FC_OK;
     }
-    if (c <= 0 || (!labels && !t)) return FC_EINVAL;
+    if (c <= 0 || (!labels && !t) || (w && !(w_sum > 0))) return FC_EINVAL;
+    const double den = w ? w_sum : (double)n;
     int64_t rb = FC_BLOCK / c;
     if (rb < 1) rb = 1;
     const int64_t nb = (n + rb - 1) / rb;
     double stack[64];
     double *part = nb <= 64 ? stack : (double *)malloc((size_t)nb * sizeof(double));
     if (!part) return FC_ENOMEM;
-    FN(xent_items) u = {x, t, ldx, n, c, ldt, rb, labels, g, part};
+    FN(xent_items) u = {x, t, ldx, n, c, ldt, rb, labels, g, w, den, part};
     fc_parallel_for(nb, FN(xent_item), &u, nb > 1 && fc_use_parallel(n * c * 8));
     double L = 0.0;
     for (int64_t k = 0; k < nb; k++) L += part[k];
     if (part != stack) free(part);
-    *loss = L / (double)n;
+    *loss = L / den;
     return FC_OK;
 }
 
@@ -418,11 +428,71 @@ static void FN(mse_item)(void *c, int64_t k) {
     u->part[k] = FN(mse_block)(u->p + s0, u->t + s0, u->g + s0, len, u->scale);
 }
 
-int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, double *loss) {
+/* Weighted rows [r0, r1) of k elements: g = d * (2 w_i / den) and the sum over rows of
+ * w_i * sum_j d_ij^2 (each row's squares summed in order). */
+static FC_TARGET_CLONES double FN(mse_wrows)(const FC_T *restrict p, const FC_T *restrict t,
+                                             FC_T *restrict g, int64_t r0, int64_t r1, int64_t k,
+                                             const double *restrict w, double den) {
+    double L = 0.0;
+    for (int64_t i = r0; i < r1; i++) {
+        const double sc = 2.0 * w[i] / den;
+        const FC_T *restrict pr = p + i * k, *restrict tr = t + i * k;
+        FC_T *restrict gr = g + i * k;
+        double s = 0.0;
+        for (int64_t j = 0; j < k; j++) {
+            double d = (double)pr[j] - (double)tr[j];
+            s += d * d;
+            gr[j] = (FC_T)(d * sc);
+        }
+        L += w[i] * s;
+    }
+    return L;
+}
+
+typedef struct {
+    const FC_T *p, *t;
+    FC_T *g;
+    int64_t rows, k, rb;
+    const double *w;
+    double den;
+    double *part;
+} FN(mse_witems);
+
+static void FN(mse_witem)(void *c, int64_t b) {
+    const FN(mse_witems) *u = (const FN(mse_witems) *)c;
+    int64_t r0 = b * u->rb, r1 = r0 + u->rb < u->rows ? r0 + u->rb : u->rows;
+    u->part[b] = FN(mse_wrows)(u->p, u->t, u->g, r0, r1, u->k, u->w, u->den);
+}
+
+/* The weighted loss: fixed blocks of whole rows (a function of the shape only), added in
+ * block order. */
+static int FN(mse_weighted)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size,
+                            const double *w, int64_t rows, double w_sum, double *loss) {
+    if (rows <= 0 || size % rows != 0 || !(w_sum > 0)) return FC_EINVAL;
+    const int64_t k = size / rows;
+    int64_t rb = FC_BLOCK / k;
+    if (rb < 1) rb = 1;
+    const int64_t nb = (rows + rb - 1) / rb;
+    double stack[256];
+    double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
+    if (!part) return FC_ENOMEM;
+    const double den = w_sum * (double)k;
+    FN(mse_witems) u = {p, t, g, rows, k, rb, w, den, part};
+    fc_parallel_for(nb, FN(mse_witem), &u, nb > 1 && fc_use_parallel(size));
+    double L = 0.0;
+    for (int64_t b = 0; b < nb; b++) L += part[b];
+    if (part != stack) free(part);
+    *loss = L / den;
+    return FC_OK;
+}
+
+int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, const double *w,
+                  int64_t rows, double w_sum, double *loss) {
     if (size <= 0) {
         *loss = NAN;
         return FC_OK;
     }
+    if (w) return FN(mse_weighted)(p, t, g, size, w, rows, w_sum, loss);
     const int64_t nb = (size + FC_BLOCK - 1) / FC_BLOCK;
     double stack[256];
     double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));

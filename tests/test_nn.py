@@ -108,6 +108,131 @@ def test_losses_c_vs_reference(n, c, dtype, onehot, scale, seed):
         assert math.isclose(mc, mr, rel_tol=1e-12)
 
 
+@settings(max_examples=40)
+@given(n=st.integers(0, 40), c=st.integers(1, 30), dtype=st.sampled_from([np.float32, np.float64]),
+       onehot=st.booleans(), zeros=st.sampled_from([0.0, 0.5, 1.0]),
+       wdtype=st.sampled_from([np.float64, np.float32, np.int64]), seed=st.integers(0, 999))
+def test_weighted_losses_c_vs_reference(n, c, dtype, onehot, zeros, wdtype, seed):
+    """With sample_weight (some or all weights 0 too) both implementations give the same
+    loss and gradient, for either kind of labels and for mse."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((n, c)) * 10).astype(dtype)
+    labels = (rng.random((n, c)).astype(dtype) if onehot
+              else rng.integers(0, c, size=n))
+    w = (rng.random(n) * 5).astype(wdtype) if wdtype != np.int64 else rng.integers(0, 4, n)
+    w[rng.random(n) < zeros] = 0
+    t = tol(dtype)
+    target = rng.standard_normal((n, c))
+    for name, args in (("xent", (logits, labels)), ("mse", (logits, target))):
+        fc, fr = ((cnn.softmax_cross_entropy, rnn.softmax_cross_entropy) if name == "xent"
+                  else (cnn.mse, rnn.mse))
+        lc, gc = fc(*args, w)
+        lr, gr = fr(*args, w)
+        np.testing.assert_allclose(gc, gr, **t, err_msg=name)
+        assert gc.dtype == dtype and gc.shape == (n, c), name
+        if n and w.sum() > 0:
+            assert math.isclose(lc, lr, rel_tol=1e-12, abs_tol=1e-12), name
+        else:
+            assert math.isnan(lc) and math.isnan(lr), name
+            assert not gc.any() and not gr.any(), name
+
+
+@pytest.mark.parametrize("impl", [cnn, rnn])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_losses_are_weighted_means(impl, dtype):
+    """sum_i w_i l_i / sum_i w_i and its gradient (row i times w_i / sum w), checked
+    against the per-row losses written out; weights of 1 give the unweighted loss and
+    gradient, an integer weight is the row repeated, and a zero weight drops it."""
+    rng = np.random.default_rng(3)
+    n, c = 6, 4
+    x = rng.standard_normal((n, c)).astype(dtype)
+    y = np.array([0, 3, 1, 1, 2, 0])
+    probs = rng.random((n, c)).astype(dtype)
+    target = rng.standard_normal((n, c)).astype(dtype)
+    w = np.array([0.5, 2.0, 0.0, 1.0, 3.0, 0.25])
+    xd = x.astype(np.float64)
+    lse = np.log(np.exp(xd).sum(axis=1))
+    sm = np.exp(xd - lse[:, None])
+    t = tol(dtype)
+    # class indices and probabilities
+    for lab, rows, grad in (
+            (y, lse - xd[np.arange(n), y], sm - np.eye(c)[y]),
+            (probs, (probs * (lse[:, None] - xd)).sum(axis=1),
+             sm * probs.sum(axis=1, keepdims=True) - probs)):
+        loss, g = impl.softmax_cross_entropy(x, lab, w)
+        assert math.isclose(loss, np.dot(w, rows) / w.sum(), rel_tol=1e-6 if dtype == np.float32
+                            else 1e-13)
+        np.testing.assert_allclose(g, grad * (w / w.sum())[:, None], **t)
+        assert not g[2].any()  # the row of weight 0
+        # weights of 1: the unweighted call, bit for bit for the gradient
+        l1, g1 = impl.softmax_cross_entropy(x, lab, np.ones(n))
+        l0, g0 = impl.softmax_cross_entropy(x, lab)
+        assert l1 == l0
+        np.testing.assert_array_equal(g1, g0)
+    d = xd - target.astype(np.float64)
+    loss, g = impl.mse(x, target, w)
+    assert math.isclose(loss, np.dot(w, (d * d).mean(axis=1)) / w.sum(),
+                        rel_tol=1e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_allclose(g, 2 * d * (w / (w.sum() * c))[:, None], **t)
+    l1, g1 = impl.mse(x, target, np.ones(n, np.int32))
+    l0, g0 = impl.mse(x, target)
+    assert math.isclose(l1, l0, rel_tol=1e-14)
+    np.testing.assert_array_equal(g1, g0)
+    # an integer weight repeats the row, a zero weight removes it
+    wi = np.array([1, 2, 0, 1, 3, 1])
+    keep = np.repeat(np.arange(n), wi)
+    lw, _ = impl.softmax_cross_entropy(x, y, wi)
+    lrep, _ = impl.softmax_cross_entropy(x[keep], y[keep])
+    assert math.isclose(lw, lrep, rel_tol=1e-6 if dtype == np.float32 else 1e-13)
+    lw, gw = impl.mse(x, target, wi)
+    lrep, grep = impl.mse(x[keep], target[keep])
+    assert math.isclose(lw, lrep, rel_tol=1e-6 if dtype == np.float32 else 1e-13)
+    summed = np.zeros_like(gw)
+    np.add.at(summed, keep, grep)
+    np.testing.assert_allclose(gw, summed, **t)
+    # 1-D and 3-D predictions: the weights go with the first axis
+    l3, g3 = impl.mse(x.reshape(n, 2, 2), target.reshape(n, 2, 2), w)
+    assert math.isclose(l3, impl.mse(x, target, w)[0], rel_tol=1e-14) and g3.shape == (n, 2, 2)
+    l1d, g1d = impl.mse(x[:, 0], target[:, 0], w)
+    assert math.isclose(l1d, np.dot(w, d[:, 0] ** 2) / w.sum(),
+                        rel_tol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("impl", [cnn, rnn])
+def test_weights_summing_to_zero_give_nan_loss_and_zero_gradient(impl):
+    x = np.array([[1.0, 2.0], [0.5, -1.0]])
+    loss, g = impl.softmax_cross_entropy(x, np.array([0, 1]), np.zeros(2))
+    assert math.isnan(loss) and g.shape == (2, 2) and not g.any()
+    loss, g = impl.mse(x, np.zeros((2, 2)), np.zeros(2))
+    assert math.isnan(loss) and g.shape == (2, 2) and not g.any()
+
+
+@pytest.mark.parametrize("impl", [cnn, rnn])
+def test_sample_weight_bad_input(impl):
+    """Each bad sample_weight is named, and no argument is changed."""
+    x = np.array([[1.0, 2.0], [0.5, -1.0], [0.0, 0.0]])
+    y = np.array([0, 1, 1])
+    t = np.zeros((3, 2))
+    keep = x.copy()
+    cases = [
+        (TypeError, "sample_weight must be a numpy.ndarray", [1.0, 1.0, 1.0]),
+        (TypeError, "sample_weight must hold real numbers", np.array([True, False, True])),
+        (ValueError, r"sample_weight must have shape \(3,\).*logits|pred.*\(2,\)",
+         np.ones(2)),
+        (ValueError, r"shape \(3,\).*got shape \(3, 1\)", np.ones((3, 1))),
+        (ValueError, r"finite and >= 0, got -1.0 at row 1", np.array([1.0, -1.0, 1.0])),
+        (ValueError, r"finite and >= 0, got nan at row 2", np.array([1.0, 1.0, np.nan])),
+        (ValueError, r"finite and >= 0, got inf at row 0", np.array([np.inf, 1.0, 1.0])),
+        (ValueError, r"sample_weight sums to inf", np.full(3, 1e308)),
+    ]
+    for exc, msg, w in cases:
+        with pytest.raises(exc, match=msg):
+            impl.softmax_cross_entropy(x, y, w)
+        with pytest.raises(exc, match=msg):
+            impl.mse(x, t, w)
+    np.testing.assert_array_equal(x, keep)
+
+
 def test_softmax_cross_entropy_is_stable_and_exact():
     logits = np.array([[1000.0, 0.0, -1000.0], [-1e30, 5.0, 5.0]])
     for impl in (cnn, rnn):

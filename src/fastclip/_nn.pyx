@@ -20,7 +20,8 @@ cimport numpy as cnp
 import numpy as np
 
 from fastclip._common cimport fc_serial_only, raise_rc, FC_OK, check_buf as _check_buf, require_array, row_stride
-from fastclip._checks.nn import ACTIVATIONS, check_loss_pred_target, check_xent_args
+from fastclip._checks.nn import (ACTIVATIONS, check_loss_pred_target, check_sample_weight,
+                                 check_xent_args)
 
 cnp.import_array()
 
@@ -49,13 +50,15 @@ cdef extern from "nn.h" nogil:
     double fc_nn_sumsq_f32(const float *x, int64_t n)
     double fc_nn_sumsq_f64(const double *x, int64_t n)
     int fc_nn_softmax_xent_f32(const float *x, int64_t ldx, int64_t n, int64_t c,
-                               const int64_t *labels, const float *t, int64_t ldt, float *g,
-                               double *loss)
+                               const int64_t *labels, const float *t, int64_t ldt,
+                               const double *w, double w_sum, float *g, double *loss)
     int fc_nn_softmax_xent_f64(const double *x, int64_t ldx, int64_t n, int64_t c,
-                               const int64_t *labels, const double *t, int64_t ldt, double *g,
-                               double *loss)
-    int fc_nn_mse_f32(const float *p, const float *t, float *g, int64_t size, double *loss)
-    int fc_nn_mse_f64(const double *p, const double *t, double *g, int64_t size, double *loss)
+                               const int64_t *labels, const double *t, int64_t ldt,
+                               const double *w, double w_sum, double *g, double *loss)
+    int fc_nn_mse_f32(const float *p, const float *t, float *g, int64_t size, const double *w,
+                      int64_t rows, double w_sum, double *loss)
+    int fc_nn_mse_f64(const double *p, const double *t, double *g, int64_t size,
+                      const double *w, int64_t rows, double w_sum, double *loss)
 
 DEF INT_MAX = 2147483647
 
@@ -292,14 +295,23 @@ def dense_backward(dy, x, weight, slope, int act, double negative_slope, pre, ou
 # ---------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, sample_weight=None):
     x, lab, is_int = check_xent_args(logits, labels)
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int64_t n = xa.shape[0], c = xa.shape[1]
+    cdef const double *pw = NULL
+    cdef double w_sum = 0.0
+    cdef cnp.ndarray wa
+    if sample_weight is not None:
+        wa, w_sum = check_sample_weight(sample_weight, n, "logits")
+        pw = <const double *>cnp.PyArray_DATA(wa)
     cdef cnp.ndarray g = np.empty((n, c), dtype=xa.dtype)
     if n == 0:
         return float("nan"), g
     if c == 0:
+        return float("nan"), g
+    if pw != NULL and w_sum == 0.0:
+        g.fill(0)  # weights of 0: no contribution, and no mean to take
         return float("nan"), g
     cdef int64_t ldx = c if n <= 1 else xa.strides[0] // xa.itemsize
     cdef cnp.ndarray la = <cnp.ndarray>lab
@@ -313,20 +325,31 @@ def softmax_cross_entropy(logits, labels):
     with nogil:
         if f32:
             rc = fc_nn_softmax_xent_f32(<const float *>px, ldx, n, c, plab, <const float *>pt,
-                                        c, <float *>pg, &loss)
+                                        c, pw, w_sum, <float *>pg, &loss)
         else:
             rc = fc_nn_softmax_xent_f64(<const double *>px, ldx, n, c, plab, <const double *>pt,
-                                        c, <double *>pg, &loss)
+                                        c, pw, w_sum, <double *>pg, &loss)
     raise_rc(rc)
     return loss, g
 
 
-def mse(pred, target):
+def mse(pred, target, sample_weight=None):
     p, t = check_loss_pred_target(pred, target)
     cdef cnp.ndarray pa = <cnp.ndarray>p, ta = <cnp.ndarray>t
+    cdef const double *pw = NULL
+    cdef double w_sum = 0.0
+    cdef int64_t rows = 0
+    cdef cnp.ndarray wa
+    if sample_weight is not None:
+        wa, w_sum = check_sample_weight(sample_weight, pa.shape[0], "pred")
+        pw = <const double *>cnp.PyArray_DATA(wa)
+        rows = pa.shape[0]
     cdef cnp.ndarray g = np.empty(p.shape, dtype=p.dtype)
     cdef int64_t size = cnp.PyArray_SIZE(pa)
     if size == 0:
+        return float("nan"), g
+    if pw != NULL and w_sum == 0.0:
+        g.fill(0)  # weights of 0: no contribution, and no mean to take
         return float("nan"), g
     cdef const void *pp = cnp.PyArray_DATA(pa)
     cdef const void *pt = cnp.PyArray_DATA(ta)
@@ -336,9 +359,11 @@ def mse(pred, target):
     cdef int rc
     with nogil:
         if f32:
-            rc = fc_nn_mse_f32(<const float *>pp, <const float *>pt, <float *>pg, size, &loss)
+            rc = fc_nn_mse_f32(<const float *>pp, <const float *>pt, <float *>pg, size, pw,
+                               rows, w_sum, &loss)
         else:
-            rc = fc_nn_mse_f64(<const double *>pp, <const double *>pt, <double *>pg, size, &loss)
+            rc = fc_nn_mse_f64(<const double *>pp, <const double *>pt, <double *>pg, size, pw,
+                               rows, w_sum, &loss)
     raise_rc(rc)
     return loss, g
 

@@ -55,6 +55,7 @@ from fastclip._checks import nn as _cn
 from fastclip._checks import scalars as _cs
 from fastclip._checks import train as _ct
 from fastclip._dispatch import family
+from fastclip._docs import fill as _fill
 
 __all__ = [
     "MLP",
@@ -183,7 +184,20 @@ he_normal.__doc__ = (
 # ---------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+# The sample_weight paragraph of both losses (fastclip._docs.fill).
+_SAMPLE_WEIGHT = """
+Per-row weights: a 1-D ndarray of N real numbers, finite and ``>= 0``
+(scikit-learn's weighted mean: the loss is ``sum_i w_i l_i / sum_i w_i``,
+not Keras' ``sum_i w_i l_i / N``). None (default): every row weighs the
+same, and the results are those of the unweighted call, bit for bit. Weights
+of 1 give the unweighted gradient exactly (the loss up to rounding); weights
+summing to 0 give a NaN loss and a zero gradient (no row contributes).
+"""
+
+
+@_fill(sample_weight=_SAMPLE_WEIGHT)
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray,
+                          sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Softmax cross-entropy, mean over rows, and its gradient, in one pass.
 
     Matches ``torch.nn.CrossEntropyLoss()`` (``reduction="mean"``) for class
@@ -197,31 +211,43 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float
         Integer class indices of shape ``(N,)`` in ``[0, C)``, or floating-point
         one-hot/probability targets of shape ``(N, C)`` (cast to the logits'
         dtype; rows need not sum to 1, as in PyTorch).
+    sample_weight : ndarray of shape (N,), optional
+        {sample_weight}
 
     Returns
     -------
     loss : float
-        ``mean_i(logsumexp(z_i) - z_i[y_i])`` (or ``-sum_j t_ij log softmax(z_i)_j``).
+        ``mean_i(logsumexp(z_i) - z_i[y_i])`` (or ``-sum_j t_ij log softmax(z_i)_j``);
+        with ``sample_weight``, the weighted mean ``sum_i w_i l_i / sum_i w_i``.
         NaN or inf when the logits hold NaN/inf, and NaN for ``N == 0`` (as
-        PyTorch): a non-finite loss is reported, never hidden.
+        PyTorch) or weights summing to 0: a non-finite loss is reported, never
+        hidden.
     dlogits : ndarray of shape (N, C), the logits' dtype
-        ``(softmax(z) * sum_j t_j - t) / N``: the gradient of the loss.
+        ``(softmax(z) * sum_j t_j - t) / N``: the gradient of the loss (row
+        ``i`` times ``w_i / sum_i w_i`` instead of ``1 / N`` with
+        ``sample_weight``; all zeros when the weights sum to 0).
 
     Raises
     ------
     TypeError
-        logits not float32/float64, labels neither integer nor floating point.
+        logits not float32/float64, labels neither integer nor floating point,
+        sample_weight not an ndarray of real numbers.
     ValueError
         logits not 2-D; labels of the wrong shape (both shapes named); a label
-        outside ``[0, C)``.
+        outside ``[0, C)``; sample_weight not of shape ``(N,)``, not finite or
+        negative.
     """
-    return _fam.impl.softmax_cross_entropy(logits, labels)
+    if sample_weight is None:  # the unweighted call stays as it was
+        return _fam.impl.softmax_cross_entropy(logits, labels)
+    return _fam.impl.softmax_cross_entropy(logits, labels, sample_weight)
 
 
 softmax_cross_entropy.classification = True  # type: ignore[attr-defined]  # (fastclip.train.fit)
 
 
-def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+@_fill(sample_weight=_SAMPLE_WEIGHT)
+def mse(pred: np.ndarray, target: np.ndarray,
+        sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Mean squared error over all elements and its gradient, in one pass.
 
     Matches ``torch.nn.MSELoss()`` (``reduction="mean"``), without broadcasting.
@@ -230,23 +256,37 @@ def mse(pred: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     ----------
     pred : ndarray, float32 or float64, any shape and layout
     target : ndarray of the same shape, any real dtype (cast to pred's dtype)
+    sample_weight : ndarray of shape (N,), optional
+        One weight per row of ``pred`` (its first axis, of ``k`` elements
+        each).
+        {sample_weight}
 
     Returns
     -------
     loss : float
-        ``mean((pred - target)**2)`` accumulated in float64; NaN for an empty
-        array (as PyTorch) and NaN/inf when the inputs hold them.
+        ``mean((pred - target)**2)`` accumulated in float64; with
+        ``sample_weight``, ``sum_i w_i sum_j d_ij**2 / (k sum_i w_i)`` (the
+        weighted mean over rows of each row's mean, as scikit-learn's
+        ``np.average(d**2, weights=w, axis=0).mean()``). NaN for an empty
+        array (as PyTorch) or weights summing to 0, and NaN/inf when the
+        inputs hold them.
     dpred : ndarray, C-contiguous, shape and dtype of pred
-        ``2 * (pred - target) / pred.size``.
+        ``2 * (pred - target) / pred.size``; with ``sample_weight``, row ``i``
+        is ``2 * (pred_i - target_i) * w_i / (k sum_i w_i)`` (all zeros when
+        the weights sum to 0).
 
     Raises
     ------
     TypeError
-        pred not float32/float64, target not numeric.
+        pred not float32/float64, target not numeric, sample_weight not an
+        ndarray of real numbers.
     ValueError
-        Different shapes (both are named).
+        Different shapes (both are named); sample_weight not of shape
+        ``(N,)``, not finite or negative.
     """
-    return _fam.impl.mse(pred, target)
+    if sample_weight is None:  # the unweighted call stays as it was
+        return _fam.impl.mse(pred, target)
+    return _fam.impl.mse(pred, target, sample_weight)
 
 
 mse.classification = False  # type: ignore[attr-defined]

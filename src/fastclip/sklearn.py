@@ -22,7 +22,10 @@ Differences from scikit-learn's estimators:
   model, parametrised twice) and does not support multilabel targets;
 - weights start Glorot-uniform (scikit-learn's scheme) and biases at 0;
 - ``solver`` is ``"adam"`` or ``"sgd"`` (no ``"lbfgs"``); ``learning_rate``
-  schedules other than constant are given as a fastclip ``schedule``.
+  schedules other than constant are given as a fastclip ``schedule``;
+- ``sample_weight`` must be ``>= 0`` (scikit-learn also takes negative
+  weights), and a mini-batch whose weights are all 0 is skipped (in
+  scikit-learn its step divides by a zero weight sum).
 
 Examples
 --------
@@ -51,7 +54,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from fastclip import nn as _nn
 from fastclip import optim as _optim
@@ -69,8 +72,9 @@ _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmo
 class _Penalised:
     """The MLP seen by :func:`fastclip.train.fit`, with scikit-learn's L2 term:
     ``alpha / (2 n) * sum ||W||^2`` added to each batch's loss and
-    ``alpha / n * W`` to each weight gradient (n: the batch size; biases and
-    batch-norm parameters are not penalised, as scikit-learn's intercepts)."""
+    ``alpha / n * W`` to each weight gradient (n: the batch size, or the sum of
+    its sample weights; biases and batch-norm parameters are not penalised, as
+    scikit-learn's intercepts)."""
 
     def __init__(self, model: _nn.MLP, alpha: float) -> None:
         self.model = model
@@ -125,6 +129,11 @@ class _Penalised:
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._n = max(1, x.shape[0])
         return self.model.forward(x)
+
+    def weigh(self, sample_weight: np.ndarray) -> None:
+        """The batch just forwarded has these sample weights: its L2 term is taken over
+        their sum (scikit-learn's ``sw_sum``; fit skips batches whose sum is 0)."""
+        self._n = float(sample_weight.sum())
 
     def backward(self, dy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
         dx = self.model.backward(dy, input_grad=input_grad)
@@ -203,6 +212,8 @@ class _Plan(NamedTuple):
     monitor: Any
     epochs: int
     stopping: bool  # fit (convergence test, early stopping), not partial_fit
+    sw: np.ndarray | None  # the training rows' sample weights (None: unweighted) ...
+    sw_val: np.ndarray | None  # ... and the held-out rows' (weigh the validation score)
 
 
 class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
@@ -431,21 +442,26 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         return max(1, min(b, n))
 
     def _prepare_run(self, X: np.ndarray, y: np.ndarray, rs: np.random.RandomState,
-                     incremental: bool) -> _Plan:
+                     incremental: bool, sw: np.ndarray | None) -> _Plan:
         """Everything :func:`fastclip.train.fit` would check, checked before
-        training: the data in the model's dtype, the early-stopping split, the
-        batch size (no single-row batch with batch normalisation)."""
+        training: the data in the model's dtype, the early-stopping split (of
+        the sample weights ``sw`` too), the batch size (no single-row batch
+        with batch normalisation)."""
         stopping = not incremental
         # finite values beyond float32 are refused by name, for the held-out rows too
         X = cast_to_dtype(X, "X", np.dtype(self.dtype))
-        X_val = y_val = None
+        X_val = y_val = sw_val = None
         if stopping and self.early_stopping:
             n, frac = X.shape[0], float(self.validation_fraction)
             strat = y if self._classifier else None
             try:
-                if frac > 0:
+                if frac > 0 and sw is None:
                     X, X_val, y, y_val = train_test_split(X, y, random_state=rs,
                                                           test_size=frac, stratify=strat)
+                elif frac > 0:
+                    # the same split, the weights going with their rows (scikit-learn's)
+                    X, X_val, y, y_val, sw, sw_val = train_test_split(
+                        X, y, sw, random_state=rs, test_size=frac, stratify=strat)
             except ValueError as exc:  # e.g. fewer held-out rows than classes
                 raise ValueError(f"validation_fraction={frac} cannot hold out a validation "
                                  f"set from {n} samples: {exc}") from None
@@ -456,19 +472,22 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                     f"The validation set is too small: validation_fraction={frac} of {n} "
                     f"samples holds {n_val}, and early stopping needs at least 2. Increase "
                     f"validation_fraction or the size of your dataset.")
+            if sw is not None and not sw.any():
+                raise ValueError("sample_weight is 0 on every row of the training split "
+                                 "that early stopping leaves: nothing to train on")
         yt = self._encode_y(y)
         batch = self._batch(X.shape[0])
         if self.batchnorm:
             check_no_single_row_batch(X.shape[0], batch)
         seed = int(rs.randint(0, 2**31 - 1))
         return _Plan(X, yt, X_val, y_val, batch, seed, self.monitor_,
-                     1 if incremental else int(self.max_iter), stopping)
+                     1 if incremental else int(self.max_iter), stopping, sw, sw_val)
 
     def _run(self, plan: _Plan) -> None:
         """The epochs of one call to ``fit`` or ``partial_fit`` (``plan`` checked)."""
         fit = _fit
         _, loss_fn = self._loss()
-        X, yt, X_val, y_val = plan.X, plan.y, plan.X_val, plan.y_val
+        X, yt, X_val, y_val, sw = plan.X, plan.y, plan.X_val, plan.y_val, plan.sw
         stopping, epochs = plan.stopping, plan.epochs
         # as scikit-learn's n_iter_: the epochs of this call (loss_curve_ and t_ go on)
         self.n_iter_ = 0
@@ -508,7 +527,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             if stopping and self.early_stopping:
                 assert self.validation_scores_ is not None
                 assert X_val is not None and y_val is not None
-                score = float(self._score_arrays(X_val, y_val))
+                score = float(self._score_arrays(X_val, y_val, plan.sw_val))
                 self.validation_scores_.append(score)
                 bvs = self.best_validation_score_
                 assert bvs is not None
@@ -536,8 +555,13 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 return True
             return False
 
-        def loss_with_penalty(out: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-            lo, d = loss_fn(out, target)
+        def loss_with_penalty(out: np.ndarray, target: np.ndarray,
+                              sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+            if sample_weight is None:
+                lo, d = loss_fn(out, target)
+            else:
+                lo, d = loss_fn(out, target, sample_weight=sample_weight)
+                net.weigh(sample_weight)
             return lo + net.penalty(), d
 
         seed = plan.seed
@@ -545,7 +569,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         if self.shuffle:
             fit(net, X, yt, loss=loss_with_penalty, optimizer=self._optimizer, epochs=epochs,
                 batch_size=batch, monitor=plan.monitor, callbacks=[after_epoch], progress=False,
-                seed=order_rng, classification=self._classifier)
+                seed=order_rng, classification=self._classifier, sample_weight=sw)
         else:
             for e in range(epochs):
                 # fit draws a permutation of the rows every epoch: hand it the rows
@@ -556,7 +580,8 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 fit(net, X[inv], yt[inv], loss=loss_with_penalty, optimizer=self._optimizer,
                     epochs=1, batch_size=batch, monitor=plan.monitor, callbacks=[after_epoch],
                     progress=False, seed=np.random.default_rng(seed + e),
-                    classification=self._classifier)
+                    classification=self._classifier,
+                    sample_weight=None if sw is None else sw[inv])
                 if converged[0]:
                     break
         self._model.eval()
@@ -592,22 +617,30 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         """What :meth:`predict` returns for the network's outputs ``out``."""
 
     @abstractmethod
-    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray,
+                      sample_weight: np.ndarray | None = None) -> float:
         """:meth:`score` of the held-out split of :meth:`fit` (early stopping),
-        which :meth:`fit` validated: not validated again at every epoch."""
+        which :meth:`fit` validated: not validated again at every epoch. Weighted
+        by the held-out rows' sample weights, as scikit-learn's validation score."""
 
     def _prepare_fit(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32),
                              multi_output=not self._classifier, y_numeric=not self._classifier)
         return X, y
 
-    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None) -> Any:
+    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None,
+             sample_weight: Any = None) -> Any:
         hidden, act = self._validate_params_()
         first = not (incremental or self.warm_start) or not hasattr(self, "_model")
         # a call that fails before training leaves the estimator as it was
         saved = dict(self.__dict__)
         try:
             X, y = self._prepare_fit(X, y, reset=first)
+            sw = None
+            if sample_weight is not None:
+                # scikit-learn's checks and messages (shape, finite, not all 0), and >= 0
+                sw = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                          ensure_non_negative=True)
             rs = check_random_state(self.random_state)
             if self._classifier:
                 self._set_classes(y, first, incremental, classes)
@@ -633,7 +666,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
                 # warm starts and partial_fit continue with it while the parameter stays
                 self._monitor_param = self.monitor
                 self.monitor_ = _own_monitor(self.monitor)
-            plan = self._prepare_run(X, y, rs, incremental)
+            plan = self._prepare_run(X, y, rs, incremental, sw)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
@@ -645,7 +678,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         self._run(plan)
         return self
 
-    def fit(self, X: Any, y: Any) -> Any:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
         """Fit the model to ``(X, y)`` for up to ``max_iter`` epochs.
 
         Parameters
@@ -653,6 +686,14 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) (or (n_samples, n_outputs) for
             the regressor)
+        sample_weight : array-like of shape (n_samples,), optional
+            Per-sample weights, finite, ``>= 0`` and not all 0, as
+            scikit-learn's: each mini-batch's loss is the weighted mean of its
+            rows' losses, its L2 term is taken over the sum of its weights
+            instead of its size, and with ``early_stopping`` the held-out rows'
+            weights weigh the validation score (``loss_curve_`` weighs the
+            batches by their sizes, as scikit-learn's). A mini-batch whose
+            weights are all 0 is skipped. None: every sample weighs 1.
 
         Returns
         -------
@@ -667,7 +708,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
             raises changes nothing: a fitted estimator keeps its model and
             optimiser, a new one stays unfitted.
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     # -- pickling: the network and optimiser as plain arrays (rebuilt on load, so
     # that the model's internal views and writeable buffers are its own) --
@@ -844,13 +885,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _encode_y(self, y: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None,
+                    classes: Any = None) -> MLPClassifier:
         """One epoch over ``(X, y)`` (no early stopping, no convergence test).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), optional
+            As for :meth:`fit`. Third, before ``classes``, as in
+            scikit-learn 1.9: pass ``classes`` by keyword.
         classes : array-like of shape (n_classes,), optional
             Every class of the problem; required on the first call.
 
@@ -866,7 +911,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                                         self.classes_):
             raise ValueError(f"classes {np.asarray(classes).tolist()} differ from classes_ "
                              f"{self.classes_.tolist()} of the earlier partial_fit")
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (softmax of the network's output), float64.
@@ -908,9 +953,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _predictions(self, out: np.ndarray) -> np.ndarray:
         return self.classes_[np.argmax(out, axis=1)]
 
-    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray,
+                      sample_weight: np.ndarray | None = None) -> float:
         # ClassifierMixin.score: the accuracy of predict(X)
-        return float(accuracy_score(y, self._predictions(self._forward(X))))
+        return float(accuracy_score(y, self._predictions(self._forward(X)),
+                                    sample_weight=sample_weight))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -942,8 +989,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """
 
     def _loss(self) -> tuple[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]]:
-        def half_mse(out: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-            lo, d = _nn.mse(out, target)
+        def half_mse(out: np.ndarray, target: np.ndarray,
+                     sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+            lo, d = _nn.mse(out, target, sample_weight)
             k = out.shape[1] if out.ndim == 2 else 1
             d *= d.dtype.type(0.5 * k)
             return 0.5 * lo, d
@@ -958,14 +1006,21 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         # validate_data checked that y is finite; in the model's dtype it must stay so
         return cast_to_dtype(y, "y", np.dtype(self.dtype)).reshape(y.shape[0], -1)
 
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over ``(X, y)`` (no early stopping, no convergence test).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+            As for :meth:`fit`.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted targets, float64.
@@ -984,9 +1039,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _predictions(self, out: np.ndarray) -> np.ndarray:
         return out.ravel() if getattr(self, "_y_1d", False) else out
 
-    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray,
+                      sample_weight: np.ndarray | None = None) -> float:
         # RegressorMixin.score: the R^2 of predict(X)
-        return float(r2_score(y, self._predictions(self._forward(X))))
+        return float(r2_score(y, self._predictions(self._forward(X)),
+                              sample_weight=sample_weight))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

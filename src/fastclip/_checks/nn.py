@@ -140,6 +140,30 @@ def check_loss_pred_target(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarr
     return pred, np.ascontiguousarray(target, dtype=pred.dtype)
 
 
+def check_sample_weight(sample_weight: Any, n: int, rows_of: str) -> tuple[np.ndarray, float]:
+    """Per-row weights of a loss: a 1-D ndarray of ``n`` real numbers (``rows_of``: the
+    array whose rows they weigh, for messages), finite and ``>= 0``.
+
+    Returns ``(weights, total)``: the weights as a C-contiguous float64 array and their
+    float64 sum (finite; 0 when every weight is 0)."""
+    w = plain_array(sample_weight, "sample_weight")
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per row of "
+                         f"{rows_of}, got shape {w.shape}")
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    bad = ~np.isfinite(w) | (w < 0)  # NaN compares False: caught by isfinite
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"sample_weight must be finite and >= 0, got {float(w[i])!r} at row {i}")
+    total = float(w.sum())
+    if not math.isfinite(total):
+        raise ValueError(f"sample_weight sums to {total!r}, beyond the range of float64: "
+                         "rescale the weights")
+    return w, total
+
+
 def init_args(shape: Any, rng: Any, gain: Any, dtype: Any) -> tuple[tuple[int, ...], int, int,
                                                                      np.random.Generator, float,
                                                                      np.dtype]:

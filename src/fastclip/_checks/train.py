@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fastclip._checks import arrays as _ca
+from fastclip._checks import nn as _cn
 
 __all__ = [
     "cast_to_dtype",
@@ -17,6 +18,7 @@ __all__ = [
     "check_callbacks",
     "check_model",
     "check_no_single_row_batch",
+    "check_sample_weight",
     "check_step_loss",
     "check_step_sqnorms",
     "check_y",
@@ -245,6 +247,21 @@ def check_y(y: Any, name: str, n: int, n_out: int, classification: bool,
         raise ValueError(f"{name} must have shape {want} to match the model's output, got "
                          f"{y.shape}")
     return cast_to_dtype(y, name, dtype)
+
+
+def check_sample_weight(sample_weight: Any, n: int) -> np.ndarray:
+    """``fit``'s per-sample weights: array_like of ``n`` real numbers (one per row of X),
+    finite, ``>= 0`` and not all 0; returned as a float64 array."""
+    if not isinstance(sample_weight, np.ndarray):
+        try:
+            sample_weight = np.asarray(sample_weight)
+        except Exception as exc:  # noqa: BLE001  (ragged lists and the like)
+            raise TypeError(f"sample_weight must be a 1-d array of numbers: {exc}") from None
+    w, total = _cn.check_sample_weight(sample_weight, n, "X")
+    if total == 0.0:
+        raise ValueError("sample_weight must contain at least one non-zero weight: with "
+                         "every weight 0 no sample contributes to the loss")
+    return w
 
 
 def value_arrays(params: Sequence[Any], name: str = "model.parameters()") -> list[np.ndarray]:

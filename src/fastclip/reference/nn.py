@@ -16,9 +16,12 @@ dweight, dbias, dslope, sqnorms)``
     ``dweight = x.T @ dz`` (skipped, with sqnorms[0] = 0, when ``dweight`` is None),
     ``dx = dz @ weight.T`` (skipped when ``dx`` is None),
     and ``sqnorms[k]`` = the float64 sum of squares of dweight, dbias (and dslope).
-``softmax_cross_entropy(logits, labels)`` and ``mse(pred, target)``
+``softmax_cross_entropy(logits, labels, sample_weight)`` and ``mse(pred, target,
+sample_weight)``
     ``(loss, gradient)`` with the loss a Python float (mean over rows /
-    elements).
+    elements; with ``sample_weight``, the mean over rows weighted by it, each
+    gradient row scaled by ``w_i / sum(w)``; weights summing to 0 give a NaN
+    loss and a zero gradient).
 
 Activation codes: 0 identity, 1 relu, 2 leaky_relu, 3 prelu, 4 sigmoid,
 5 tanh. The derivative is read from ``pre`` when given, otherwise from ``out``
@@ -138,12 +141,17 @@ def dense_backward(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, slope: np.
 # ---------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------
-def softmax_cross_entropy(logits: Any, labels: Any) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits: Any, labels: Any,
+                          sample_weight: Any = None) -> tuple[float, np.ndarray]:
     x, lab, is_int = check_xent_args(logits, labels)
     n, c = x.shape
+    w, w_sum = (None, 0.0) if sample_weight is None else _cn.check_sample_weight(
+        sample_weight, n, "logits")
     dt = x.dtype
     if n == 0:
         return math.nan, np.empty((0, c), dtype=dt)
+    if w is not None and w_sum == 0.0:
+        return math.nan, np.zeros((n, c), dtype=dt)
     xd = x.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         # nanmax without its "All-NaN slice" warning: fmax skips NaN unless all are
@@ -165,14 +173,30 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> tuple[float, np.ndarray]:
             ts = t.sum(axis=1, keepdims=True)
             loss_rows = (ts * lse)[:, 0] - (t * (xd - m)).sum(axis=1)
             g = p * ts - t
-    loss = float(loss_rows.sum()) / n
-    return loss, (g / n).astype(dt)
+    if w is None:
+        loss = float(loss_rows.sum()) / n
+        return loss, (g / n).astype(dt)
+    # as the kernel: the weighted row losses over the weights' sum, rows times w_i / sum
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss = float((w * loss_rows).sum()) / w_sum
+        return loss, (g * w[:, None] / w_sum).astype(dt)
 
 
-def mse(pred: Any, target: Any) -> tuple[float, np.ndarray]:
+def mse(pred: Any, target: Any, sample_weight: Any = None) -> tuple[float, np.ndarray]:
     p, t = check_loss_pred_target(pred, target)
+    w, w_sum = (None, 0.0) if sample_weight is None else _cn.check_sample_weight(
+        sample_weight, p.shape[0], "pred")
     if p.size == 0:
         return math.nan, np.empty(p.shape, dtype=p.dtype)
+    if w is not None and w_sum == 0.0:
+        return math.nan, np.zeros(p.shape, dtype=p.dtype)
     d = p.astype(np.float64) - t.astype(np.float64)
+    if w is not None:
+        # as the kernel: rows of k elements, g = d * (2 w_i / (sum(w) k))
+        n = p.shape[0]
+        d = d.reshape(n, -1)
+        den = w_sum * d.shape[1]
+        loss = float(np.dot(w, np.einsum("ij,ij->i", d, d))) / den
+        return loss, (d * (2.0 * w / den)[:, None]).astype(p.dtype).reshape(p.shape)
     loss = float(np.dot(d.ravel(), d.ravel())) / p.size
     return loss, (d * (2.0 / p.size)).astype(p.dtype)

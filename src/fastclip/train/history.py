@@ -42,7 +42,8 @@ class History:
     applied : ndarray of bool, shape (n_steps,)
         False for skipped and rolled-back steps.
     epoch_loss : ndarray of float64, shape (n_epochs,)
-        The mean loss of the epoch's applied steps.
+        The mean loss of the epoch's applied steps (with ``fit(sample_weight=...)``,
+        weighted by the sum of each batch's sample weights).
     val_loss, val_accuracy : ndarray of float64, shape (n_epochs,)
         On the validation data; NaN without validation data (accuracy: also for
         losses that are not classifications).

@@ -16,7 +16,8 @@ from fastclip._checks import train as _ct
 from fastclip.train.engine import StepEngine
 from fastclip.train.history import History
 from fastclip.train.monitor import GradientMonitor, update_is_bounded
-from fastclip.train.options import resolve_clipper, resolve_loss, resolve_monitor
+from fastclip.train.options import (check_loss_takes_sample_weight, resolve_clipper,
+                                    resolve_loss, resolve_monitor)
 from fastclip.train.progress import make_bar, postfix
 
 __all__ = ["fit"]
@@ -47,6 +48,7 @@ def fit(
     desc: str | None = None,
     classification: bool | None = None,
     privacy: Any = None,
+    sample_weight: Any = None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` with mini-batches, monitoring every step.
 
@@ -71,7 +73,9 @@ def fit(
         (see ``classification``).
     loss : {"cross_entropy", "softmax_cross_entropy", "mse"} or callable
         A callable takes ``(output, target)`` and returns ``(loss, d_output)``
-        like :func:`fastclip.nn.softmax_cross_entropy`.
+        like :func:`fastclip.nn.softmax_cross_entropy`; with ``sample_weight``
+        it is called as ``loss(output, target, sample_weight=w)`` and must take
+        that keyword.
     optimizer : fastclip.optim.Optimizer, optional
         Built on ``model.parameters()``. Default: ``Adam(model.parameters())``.
     epochs : int, default 10
@@ -132,6 +136,19 @@ def fit(
         for through :func:`functools.partial`, so
         ``partial(fastclip.nn.softmax_cross_entropy)`` is a classification
         loss), else whether it is named ``softmax_cross_entropy``.
+    sample_weight : array_like of shape (n_samples,), optional, keyword-only
+        A weight per row of ``X``: finite, ``>= 0``, not all 0. Each batch's
+        loss is then the weighted mean ``sum_i w_i l_i / sum_i w_i`` over its
+        rows (scikit-learn's, not Keras' division by the batch size), the
+        weights going to the loss as ``sample_weight=`` (the built-in losses
+        take it; a callable must too), and ``History.epoch_loss`` weighs
+        each batch by its weights' sum. A batch whose weights are all 0 is
+        skipped: no step, nothing recorded (the optimiser's momentum and
+        weight decay would move the parameters on a zero gradient). The
+        validation data are not weighted. None (default): every row weighs
+        the same, as without the argument. Cannot be combined with
+        ``privacy`` (DP-SGD bounds each example's contribution by clipping,
+        which a weight would change) nor with ``comm``.
 
     Returns
     -------
@@ -142,11 +159,14 @@ def fit(
     Raises
     ------
     TypeError
-        A model/optimiser/clipper without the needed methods, non-numeric data.
+        A model/optimiser/clipper without the needed methods, non-numeric data,
+        ``sample_weight`` with a loss that does not take it.
     ValueError
         Mismatched shapes, non-finite data (the message gives the row and
         column), labels out of range, bad ``epochs``/``batch_size``, an
-        unknown loss, policy or clipper name.
+        unknown loss, policy or clipper name, bad ``sample_weight`` (of the
+        wrong shape, not finite, negative or all 0; with ``privacy`` or
+        ``comm``).
     GradientExplosionError
         When the monitor's policy stops training (see :class:`GradientMonitor`).
 
@@ -192,6 +212,16 @@ def fit(
         X = _ct.check_X(X, "X", dtype)
         n_out = _output_size(model, X)
         y = _ct.check_y(y, "y", X.shape[0], n_out, is_cls, dtype)
+        sw = None
+        if sample_weight is not None:
+            if privacy is not None:
+                raise ValueError("sample_weight cannot be combined with privacy: DP-SGD "
+                                 "bounds every example's contribution by clipping it, and "
+                                 "a weight would scale it past the bound")
+            if comm is not None:
+                raise ValueError("sample_weight cannot be combined with comm")
+            sw = _ct.check_sample_weight(sample_weight, X.shape[0])
+            check_loss_takes_sample_weight(loss_fn)
         if privacy is None and getattr(model, "_batch_statistics", False):
             # batch normalisation cannot train on one row: refuse before the first step
             # rather than after the steps of the epoch's other batches
@@ -255,7 +285,7 @@ def fit(
     try:
         _train(model, X, y, loss_fn, is_cls, optimizer, epochs, batch_size, clip,
                (Xv, yv) if validation is not None else None, mon, engine, cbs, progress, rng,
-               comm, reducer, desc, backward_kw, names, history, dp)
+               comm, reducer, desc, backward_kw, names, history, dp, sw)
     except BaseException as exc:
         if getattr(exc, "history", None) is None:
             try:
@@ -318,8 +348,9 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
            validation: tuple[np.ndarray, np.ndarray] | None, mon: GradientMonitor | None,
            engine: StepEngine | None, cbs: list[Any], progress: Any, rng: np.random.Generator,
            comm: Any, reducer: Any, desc: str | None, backward_kw: dict[str, Any],
-           names: list[str], history: History, dp: Any = None) -> None:
-    """The epochs of :func:`fit` (arguments validated)."""
+           names: list[str], history: History, dp: Any = None,
+           sw: np.ndarray | None = None) -> None:
+    """The epochs of :func:`fit` (arguments validated; ``sw``: the sample weights)."""
     if hasattr(model, "training") and callable(getattr(model, "train", None)):
         model.train()  # batch norm on batch statistics, dropout active (as torch's loops)
     if comm is not None:
@@ -339,7 +370,8 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
         for epoch in range(epochs):
             t0 = time.perf_counter()
             perm = rng.permutation(n) if dp is None else None
-            loss_sum, loss_count = 0.0, 0
+            loss_sum = 0.0
+            loss_count: float = 0  # applied batches (with sample weights: their weight sums)
             for b in range(steps_per_epoch):
                 if dp is None:
                     assert perm is not None
@@ -348,6 +380,16 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                     idx = dp.sampler.sample()
                 if reducer is not None:
                     idx = idx[distributed.shard_slice(len(idx), comm)]
+                w_sum = 1.0  # the batch's weight in the epoch loss
+                if sw is not None:
+                    wb = sw[idx]
+                    w_sum = float(wb.sum())
+                    if w_sum == 0.0:
+                        # no row of the batch counts: it is skipped (a step on its zero
+                        # gradient would still apply momentum and weight decay)
+                        if bar is not None:
+                            bar.update(1)
+                        continue
                 if dp is not None and idx.size == 0:
                     lo = math.nan  # an empty Poisson batch: the step is noise alone
                     grads = model.gradients()
@@ -357,7 +399,8 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                     try:
                         xb, yb = X[idx], y[idx]
                         out = model.forward(xb)
-                        lo, dout = loss_fn(out, yb)
+                        lo, dout = (loss_fn(out, yb) if sw is None
+                                    else loss_fn(out, yb, sample_weight=wb))
                         lo = float(lo)
                         model.backward(dout, **backward_kw)
                         grads = model.gradients()
@@ -404,8 +447,12 @@ def _train(model: Any, X: np.ndarray, y: np.ndarray, loss_fn: Callable, is_cls: 
                     if mon is not None and mon.last_warnings:
                         history.events.extend(mon.last_warnings)
                     if not (dp is not None and math.isnan(lo)):
-                        loss_sum += lo
-                        loss_count += 1
+                        if sw is None:
+                            loss_sum += lo
+                            loss_count += 1
+                        else:  # the epoch's weighted mean: batches weigh their weights' sum
+                            loss_sum += lo * w_sum
+                            loss_count += w_sum
                     if engine is not None:
                         engine.applied()
                 else:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from fastclip.train.monitor import POLICIES, GradientMonitor
 
-__all__ = ["resolve_clipper", "resolve_loss", "resolve_monitor"]
+__all__ = ["check_loss_takes_sample_weight", "resolve_clipper", "resolve_loss",
+           "resolve_monitor"]
 
 LOSSES = ("cross_entropy", "softmax_cross_entropy", "mse")
 CLIPPERS = ("agc", "autoclip", "zclip")
@@ -51,6 +53,24 @@ def resolve_loss(loss: Any, classification: Any = None) -> tuple[LossFn, bool]:
         return loss, (_loss_is_classification(loss) if classification is None
                       else classification)
     raise TypeError(f"loss must be one of {LOSSES} or a callable, got {type(loss).__name__}")
+
+
+def check_loss_takes_sample_weight(loss: LossFn) -> None:
+    """``fit(sample_weight=...)`` calls ``loss(output, target, sample_weight=w)``: a loss
+    that takes no ``sample_weight`` keyword (nor ``**kwargs``) is refused, by name."""
+    try:
+        params = inspect.signature(loss).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        params = None
+    if params is not None and any(
+            p.kind == p.VAR_KEYWORD
+            or (p.name == "sample_weight" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            for p in params):
+        return
+    name = getattr(loss, "__name__", type(loss).__name__)
+    raise TypeError(f"sample_weight was given but the loss {name!r} takes no sample_weight "
+                    f"keyword: fit calls loss(output, target, sample_weight=w) with each "
+                    f"batch's weights (see fastclip.nn.mse)")
 
 
 def resolve_monitor(monitor: Any) -> GradientMonitor | None:
