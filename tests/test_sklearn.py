@@ -173,9 +173,16 @@ def test_regressor_multioutput_and_pickle_round_trip():
     ({"verbose": "yes"}, TypeError, "verbose"),
 ])
 def test_bad_parameters_are_named(kw, exc, word):
+    """Named, and raised as scikit-learn's InvalidParameterError, which is both a
+    ValueError and a TypeError (what scikit-learn's own estimators raise)."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
     X, y = make_classification(n_samples=30, n_features=4, random_state=0)
-    with pytest.raises(exc, match=word):
+    with pytest.raises(exc, match=word) as info:
         MLPClassifier(**kw).fit(X, y)
+    assert isinstance(info.value, InvalidParameterError)
+    with pytest.raises(ValueError, match=word):
+        MLPRegressor(**kw).fit(X, y.astype(float))
 
 
 def test_shuffle_false_visits_rows_in_order_and_is_deterministic():

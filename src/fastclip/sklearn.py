@@ -53,6 +53,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -630,7 +631,12 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
 
     def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None,
              sample_weight: Any = None) -> Any:
-        hidden, act = self._validate_params_()
+        try:
+            hidden, act = self._validate_params_()
+        except (TypeError, ValueError) as exc:
+            # as scikit-learn's own estimators: one exception type that is both a
+            # ValueError and a TypeError, whichever a caller expects for a bad parameter
+            raise InvalidParameterError(str(exc)) from None
         first = not (incremental or self.warm_start) or not hasattr(self, "_model")
         # a call that fails before training leaves the estimator as it was
         saved = dict(self.__dict__)
