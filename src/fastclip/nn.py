@@ -1881,7 +1881,7 @@ def _forward_order(names: list[str]) -> list[str]:
             groups.setdefault(path[depth] if len(path) > depth else None, []).append(path)
         keys = list(groups)
         if all(k is not None and k.isascii() and k.isdigit() for k in keys):
-            keys.sort(key=int)
+            keys.sort(key=lambda k: int(k or 0))
         return [q for k in keys
                 for q in (groups[k] if k is None else order(groups[k], depth + 1))]
 

@@ -292,9 +292,10 @@ class Optimizer:
             if idx is None:
                 raise
             # the plan ran on the parameters that have a gradient: name each by its own index
+            err: Exception = exc
             for name in ("grads", "params"):
-                exc = _io.relabelled(exc, name, [f"{name}[{i}]" for i in idx])
-            raise exc from None
+                err = _io.relabelled(err, name, [f"{name}[{i}]" for i in idx])
+            raise err from None
         if idx is not None and bad >= 0:
             bad = idx[bad]
         if not math.isfinite(total):

@@ -477,7 +477,7 @@ def _load_archive(npz: Any, path: str) -> Any:
             if isinstance(e, dict) and "lr_of" in e:
                 of = _get(e, "lr_of", str, f"[{k!r}]")
                 opt = out.get(of)
-                if of not in entries or not isinstance(entries[of], dict) or \
+                if opt is None or not isinstance(entries[of], dict) or \
                         "optimizer" not in entries[of] or not callable(opt._lr):
                     raise _bad(f"[{k!r}] is the lr of {of!r}, which is not an optimiser "
                                "with a schedule in the file")

@@ -93,7 +93,7 @@ class _Penalised:
                         None if self._grads[i].dtype == np.float64
                         else np.empty(self._grads[i].size, dtype=np.float64))
                        for i in widx]
-        self._n = 1
+        self._n: float = 1.0
         self._sq: np.ndarray | None = None
         self.dtype = model.dtype
         self.in_features = model.in_features
@@ -128,7 +128,7 @@ class _Penalised:
         return 0.5 * self.alpha * s / self._n
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._n = max(1, x.shape[0])
+        self._n = float(max(1, x.shape[0]))
         return self.model.forward(x)
 
     def weigh(self, sample_weight: np.ndarray) -> None:
@@ -426,7 +426,7 @@ class _BaseMLP(BaseEstimator, metaclass=ABCMeta):
 
     # -- training --------------------------------------------------------------------
     @abstractmethod
-    def _loss(self) -> tuple[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]]:
+    def _loss(self) -> tuple[str, Callable[..., tuple[float, np.ndarray]]]:
         """The loss name and function (each estimator's own)."""
 
     @abstractmethod
@@ -862,7 +862,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     _classifier = True
 
-    def _loss(self) -> tuple[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]]:
+    def _loss(self) -> tuple[str, Callable[..., tuple[float, np.ndarray]]]:
         return "cross_entropy", _nn.softmax_cross_entropy
 
     def _set_classes(self, y: np.ndarray, first: bool, incremental: bool,
@@ -994,7 +994,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     True
     """
 
-    def _loss(self) -> tuple[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]]:
+    def _loss(self) -> tuple[str, Callable[..., tuple[float, np.ndarray]]]:
         def half_mse(out: np.ndarray, target: np.ndarray,
                      sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
             lo, d = _nn.mse(out, target, sample_weight)

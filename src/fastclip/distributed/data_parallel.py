@@ -74,7 +74,7 @@ def fit_setup(
     # otherwise train on 1/size of that shard without a word
     h = hashlib.blake2b(digest_size=16)
     for a in (X, y):
-        h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
+        h.update(np.ascontiguousarray(a).data)
     mine = (tuple(np.shape(X)), tuple(np.shape(y)), h.hexdigest())
     gathered = comm.allgather(mine)
     for r, (xs, ys, digest) in enumerate(gathered):
@@ -381,6 +381,7 @@ class DataParallel:
         return StepResult(res.value, norm, True)
 
     def _clip(self) -> float:
+        assert self.clipper is not None
         clip_ = getattr(self.clipper, "clip_", None)
         if callable(clip_):  # an adaptive clipper: clips in place, returns the norm
             needs = bool(getattr(self.clipper, "requires_params", False))
