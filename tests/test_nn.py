@@ -641,3 +641,78 @@ def test_losses_and_models_refuse_masked_arrays_and_take_matrices(impl):
 def test_a_uint64_label_above_int64_is_reported_as_given():
     with pytest.raises(ValueError, match="got 9223372036854775808 at row 0"):
         nn.softmax_cross_entropy(np.zeros((2, 3)), np.array([2**63, 0], np.uint64))
+
+
+@pytest.mark.parametrize("impl_name", IMPLS)
+def test_a_layers_own_output_or_input_gradient_given_back_to_it(impl_name):
+    """lin(lin(x)) as in torch: the first output is a read-only view of a buffer the
+    second forward overwrites; the layer reads a copy, so the result and the weight
+    gradient are those of the values given. The same for a backward given the input
+    gradient of an earlier backward."""
+    rng = np.random.default_rng(0)
+    with fastclip.use_implementation(impl_name):
+        lin = nn.Linear(64, 64, dtype=np.float64, rng=0)
+        x = rng.standard_normal((8, 64))
+        y = lin(x)
+        y0 = y.copy()
+        z = lin(y)
+        np.testing.assert_allclose(z, y0 @ lin.weight + lin.bias, rtol=1e-12, atol=1e-12)
+        dy = rng.standard_normal((8, 64))
+        lin.backward(dy)
+        np.testing.assert_allclose(lin.gradients()[0], y0.T @ dy, rtol=1e-12, atol=1e-12)
+        lin(x)
+        dx = lin.backward(dy)
+        dx0 = dx.copy()
+        lin(x)
+        lin.backward(dx)
+        np.testing.assert_allclose(lin.gradients()[0], x.T @ dx0, rtol=1e-12, atol=1e-12)
+        m = nn.MLP([200, 200], dtype=np.float64, rng=1)
+        a = rng.standard_normal((5, 200))
+        b = m(a)
+        b0 = b.copy()
+        np.testing.assert_allclose(m(b), m(b0.copy()), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl_name", IMPLS)
+def test_mse_of_a_single_value_keeps_its_shape(impl_name):
+    with fastclip.use_implementation(impl_name):
+        loss, g = nn.mse(np.array(3.0), np.array(1.0))
+        assert loss == 4.0 and isinstance(g, np.ndarray) and g.shape == () and g == 4.0
+        with pytest.raises(ValueError, match="sample_weight"):
+            nn.mse(np.array(3.0), np.array(1.0), sample_weight=np.array([2.0]))
+
+
+def test_initialisers_and_dtype_arguments_are_checked():
+    for bad in ((2.7, 3), ("3", "4"), (True, 4)):
+        with pytest.raises(TypeError, match="shape"):
+            nn.he_normal(bad, 0)
+    with pytest.raises(ValueError, match="rng must be >= 0"):
+        nn.he_normal((2, 2), -1)
+    with pytest.raises(ValueError, match="gain"):
+        nn.he_normal((2, 2), 0, gain=1e308, dtype=np.float32)
+    # None is the default float32, as torch's None is its default dtype
+    assert nn.Linear(3, 2, dtype=None).weight.dtype == np.float32
+    assert nn.MLP([3, 2], dtype=None, rng=0).dtype == np.float32
+
+
+@pytest.mark.parametrize("impl_name", IMPLS)
+def test_a_refused_forward_changes_nothing(impl_name):
+    """Batch norm refuses one row in training mode before any block runs: the running
+    statistics and the last forward's state are untouched, so a backward still works
+    on that last forward."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3))
+    dy = np.full((4, 2), 5.0)
+    with fastclip.use_implementation(impl_name):
+        m = nn.MLP([3, 5, 2], batchnorm=True, dtype=np.float64, rng=0)
+        twin = nn.MLP([3, 5, 2], batchnorm=True, dtype=np.float64, rng=0)
+        m(x)
+        twin(x)
+        bufs = [b.copy() for _, b in m.named_buffers()]
+        with pytest.raises(ValueError, match="1 row"):
+            m(x[:1])
+        assert all(np.array_equal(a, b) for a, (_, b) in zip(bufs, m.named_buffers()))
+        m.backward(dy)
+        twin.backward(dy)
+        for a, b in zip(m.gradients(), twin.gradients()):
+            np.testing.assert_array_equal(a, b)

@@ -334,7 +334,7 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
 
 
 def mse(pred, target, sample_weight=None):
-    p, t = check_loss_pred_target(pred, target)
+    p, t = check_loss_pred_target(pred, target, sample_weight is not None)
     cdef cnp.ndarray pa = <cnp.ndarray>p, ta = <cnp.ndarray>t
     cdef const double *pw = NULL
     cdef double w_sum = 0.0

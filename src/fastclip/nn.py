@@ -131,25 +131,25 @@ _INIT_DOC = """
 def xavier_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
     shp, fi, fo, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
     bound = g * math.sqrt(6.0 / _cn.fan(fi + fo))
-    return r.uniform(-bound, bound, size=shp).astype(dt)
+    return _cn.init_values(r.uniform(-bound, bound, size=shp), dt)
 
 
 def xavier_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
     shp, fi, fo, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
     std = g * math.sqrt(2.0 / _cn.fan(fi + fo))
-    return (r.standard_normal(size=shp) * std).astype(dt)
+    return _cn.init_values(r.standard_normal(size=shp) * std, dt)
 
 
 def he_uniform(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
     shp, fi, _, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
     bound = g * math.sqrt(6.0 / _cn.fan(fi))
-    return r.uniform(-bound, bound, size=shp).astype(dt)
+    return _cn.init_values(r.uniform(-bound, bound, size=shp), dt)
 
 
 def he_normal(shape: Any, rng: Any, gain: float = 1.0, dtype: Any = np.float32) -> np.ndarray:
     shp, fi, _, r, g, dt = _cn.init_args(shape, rng, gain, dtype)
     std = g * math.sqrt(2.0 / _cn.fan(fi))
-    return (r.standard_normal(size=shp) * std).astype(dt)
+    return _cn.init_values(r.standard_normal(size=shp) * std, dt)
 
 
 _INIT_FUNCS: dict[str, Callable[..., np.ndarray]] = {
@@ -486,6 +486,35 @@ class _BlockRun:
         self.bufs: dict[Any, Any] = {}
         self.x: np.ndarray | None = None
         self.cur: Any = None
+
+
+def _run_arrays(obj: Any) -> Iterator[np.ndarray]:
+    """Every ndarray held in a block's state (buffers, lists of them, slots)."""
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _run_arrays(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _run_arrays(o)
+    elif hasattr(obj, "__slots__"):
+        for name in obj.__slots__:
+            yield from _run_arrays(getattr(obj, name, None))
+
+
+def _unaliased(a: np.ndarray, run: _Run) -> np.ndarray:
+    """``a``, or a copy when it views one of the network's own buffers: the read-only
+    output of an earlier forward or backward given back to it (``lin(lin(x))``, as in
+    torch), which this call would overwrite while reading it. Only read-only arrays can
+    be such views, so the user's own arrays are never scanned."""
+    if a.flags.writeable or a.size == 0:
+        return a
+    for blk in run.blocks:
+        for b in _run_arrays(blk.bufs):
+            if np.may_share_memory(a, b):
+                return a.copy()
+    return a
 
 
 class _Run:
@@ -957,7 +986,9 @@ class _Network:
         ----------
         x : ndarray of shape (N, in_features), the model's dtype
             Any layout (rows that are not unit-stride are copied once). Kept
-            by reference for :meth:`backward`: do not modify it in between.
+            by reference for :meth:`backward`: do not modify it in between. An
+            earlier output of this network given back to it (``lin(lin(x))``)
+            is copied first, since this call overwrites that buffer.
 
         Returns
         -------
@@ -977,6 +1008,15 @@ class _Network:
         impl = _fam.impl
         run = self._run()
         assert run is not None
+        x = _unaliased(x, run)
+        n = x.shape[0]
+        for blk in self._blocks:  # refused before any block runs or any statistic moves
+            if isinstance(blk, _BatchNormLayer) and blk.training and \
+                    blk.running_mean is not None and n < 2:
+                raise ValueError(f"x has {n} row(s): batch normalisation in training mode "
+                                 f"needs more than 1 value per feature (as torch)")
+        # a forward that raises midway leaves no half-run state for backward to use
+        run.last_n = None
         for blk, brun in zip(self._blocks, run.blocks):
             x = blk.forward(impl, x, brun)
         run.last_n = x.shape[0]
@@ -1043,8 +1083,10 @@ class _Network:
         """
         run = self._run(create=False)
         if run is None or run.last_n is None:
-            raise RuntimeError("backward called before forward (in this thread)")
+            raise RuntimeError("backward called before forward (in this thread), or after a "
+                               "forward that raised")
         dy = self._check_rows(dy, "dy", run.last_w, "an output gradient", run.last_dtype)
+        dy = _unaliased(dy, run)
         if dy.shape[0] != run.last_n:
             raise ValueError(
                 f"dy has shape {dy.shape} but the last forward produced an output of shape "

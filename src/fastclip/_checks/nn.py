@@ -123,9 +123,14 @@ def check_xent_args(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, b
     )
 
 
-def check_loss_pred_target(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate mse arguments: C-contiguous pred, and target cast to pred's dtype."""
+def check_loss_pred_target(pred: Any, target: Any, weighted: bool = False
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate mse arguments: C-contiguous pred, and target cast to pred's dtype
+    (``weighted``: sample weights come too, which need rows: pred at least 1-d)."""
     pred = float_array(pred, "pred")
+    if weighted and pred.ndim == 0:
+        raise ValueError("sample_weight weighs the rows of pred, but pred is 0-d (a single "
+                         "value has no rows)")
     target = plain_array(target, "target")
     if target.dtype.kind not in "iuf":
         raise TypeError(f"target must have a real numeric dtype, got {target.dtype}")
@@ -134,10 +139,11 @@ def check_loss_pred_target(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarr
             f"target must have the shape of pred: pred has shape {pred.shape}, target has "
             f"shape {target.shape}"
         )
-    pred = np.ascontiguousarray(pred)
+    # C order, 0-d kept 0-d (ascontiguousarray would make it 1-d, and the gradient with it)
+    pred = np.require(pred, requirements="C")
     if not pred.dtype.isnative:
         pred = pred.astype(pred.dtype.newbyteorder("="))
-    return pred, np.ascontiguousarray(target, dtype=pred.dtype)
+    return pred, np.require(np.asarray(target, dtype=pred.dtype), requirements="C")
 
 
 def check_sample_weight(sample_weight: Any, n: int, rows_of: str) -> tuple[np.ndarray, float]:
@@ -167,12 +173,16 @@ def check_sample_weight(sample_weight: Any, n: int, rows_of: str) -> tuple[np.nd
 def init_args(shape: Any, rng: Any, gain: Any, dtype: Any) -> tuple[tuple[int, ...], int, int,
                                                                      np.random.Generator, float,
                                                                      np.dtype]:
-    if isinstance(shape, numbers.Integral):
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, (bool, np.bool_)):
         shape = (int(shape),)
     try:
-        shp = tuple(int(s) for s in shape)
+        items = tuple(shape)
     except TypeError:
         raise TypeError(f"shape must be a tuple of ints, got {type(shape).__name__}") from None
+    for s in items:  # 2.7 or "3" would be truncated or parsed without a word
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            raise TypeError(f"shape must be a tuple of ints, got {shape!r}")
+    shp = tuple(int(s) for s in items)
     if len(shp) < 2:
         raise ValueError(f"shape must have at least 2 dimensions (fan_in, fan_out), got {shp}")
     if any(s < 0 for s in shp):
@@ -182,6 +192,8 @@ def init_args(shape: Any, rng: Any, gain: Any, dtype: Any) -> tuple[tuple[int, .
     if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(rng, (bool, np.bool_)):
             raise TypeError("rng must be None, an int seed or a numpy.random.Generator, got bool")
+        if isinstance(rng, numbers.Integral) and int(rng) < 0:
+            raise ValueError(f"rng must be >= 0, got {int(rng)}")
         rng = np.random.default_rng(rng if not isinstance(rng, numbers.Integral) else int(rng))
     elif not isinstance(rng, np.random.Generator):
         raise TypeError(
@@ -196,8 +208,21 @@ def init_args(shape: Any, rng: Any, gain: Any, dtype: Any) -> tuple[tuple[int, .
     return shp, fan_in, fan_out, rng, g, check_dtype(dtype)
 
 
+def init_values(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """An initialiser's float64 draw in ``dtype``; ValueError naming ``gain`` when the
+    values overflow it (a gain so large that the weights would be inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(f"gain is so large that the initial values overflow {np.dtype(dtype)}")
+    return out
+
+
 def check_dtype(dtype: Any) -> np.dtype:
-    """The dtype of a layer's parameters: float32 or float64."""
+    """The dtype of a layer's parameters: float32 or float64 (None: float32, the
+    default, as torch takes None for its default dtype)."""
+    if dtype is None:
+        return np.dtype(np.float32)
     try:
         dt = np.dtype(dtype)
     except TypeError:

@@ -183,7 +183,7 @@ def softmax_cross_entropy(logits: Any, labels: Any,
 
 
 def mse(pred: Any, target: Any, sample_weight: Any = None) -> tuple[float, np.ndarray]:
-    p, t = check_loss_pred_target(pred, target)
+    p, t = check_loss_pred_target(pred, target, sample_weight is not None)
     w, w_sum = (None, 0.0) if sample_weight is None else _cn.check_sample_weight(
         sample_weight, p.shape[0], "pred")
     if p.size == 0:
@@ -199,4 +199,4 @@ def mse(pred: Any, target: Any, sample_weight: Any = None) -> tuple[float, np.nd
         loss = float(np.dot(w, np.einsum("ij,ij->i", d, d))) / den
         return loss, (d * (2.0 * w / den)[:, None]).astype(p.dtype).reshape(p.shape)
     loss = float(np.dot(d.ravel(), d.ravel())) / p.size
-    return loss, (d * (2.0 / p.size)).astype(p.dtype)
+    return loss, np.asarray((d * (2.0 / p.size)).astype(p.dtype))  # 0-d stays an array
