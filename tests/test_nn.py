@@ -716,3 +716,18 @@ def test_a_refused_forward_changes_nothing(impl_name):
         twin.backward(dy)
         for a, b in zip(m.gradients(), twin.gradients()):
             np.testing.assert_array_equal(a, b)
+
+
+def test_backward_input_grad_is_a_bool_and_torch_state_dicts_load():
+    m = nn.Linear(3, 2, rng=0)
+    m(np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match="input_grad"):
+        m.backward(np.ones((2, 2), np.float32), input_grad="no")
+    torch = pytest.importorskip("torch")
+    m.load_state_dict({"weight": torch.nn.Parameter(torch.ones(3, 2)),
+                       "bias": torch.nn.Parameter(torch.zeros(2))})
+    assert (m.weight == 1).all() and (m.bias == 0).all()
+    with pytest.raises(TypeError, match=r"state\['weight'\]"):
+        m.load_state_dict({"weight": torch.ones(3, 2, dtype=torch.bfloat16),
+                           "bias": torch.zeros(2)})
+    assert (m.weight == 1).all()

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from fastclip import _interop as _io
 from fastclip._checks import nn as _cn
 from fastclip._checks import scalars as _cs
 from fastclip._checks import train as _ct
@@ -1094,6 +1095,7 @@ class _Network:
             )
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        input_grad = _cs.check_bool(input_grad, "input_grad")
         if per_example_clip is not None or per_layer is not None:
             from fastclip._checks import privacy as _cp
 
@@ -1278,7 +1280,13 @@ class _Network:
         values = []
         for n, p in zip(names, arrays):
             v = state[n]
-            if not isinstance(v, np.ndarray):
+            if _io.is_torch(v):  # a torch state_dict's tensors (detached, as torch copies)
+                try:
+                    v = v.detach().cpu().numpy()
+                except (TypeError, RuntimeError) as exc:
+                    raise TypeError(f"state[{n!r}] is a torch tensor NumPy cannot read: "
+                                    f"{exc}") from None
+            elif not isinstance(v, np.ndarray):
                 v = np.asarray(v)
             if v.dtype.kind not in "iuf":
                 raise TypeError(f"state[{n!r}] must be a real numeric array, got dtype {v.dtype}")
