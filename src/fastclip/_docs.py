@@ -12,7 +12,16 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["fill"]
+__all__ = ["GIVEN_PARAMS", "fill"]
+
+# What the in-place functions of fastclip.clip and fastclip.adaptive take as gradients.
+GIVEN_PARAMS = """
+Given parameters (``model.parameters()`` of fastclip or torch), each
+``p.grad`` is used and parameters whose grad is None are skipped, as in
+PyTorch; given plain arrays (or plain torch tensors), the arrays are the
+gradients themselves. Mixing the two in one call is a TypeError.
+A nested dict/list/tuple of arrays is accepted too (leaves in order).
+"""
 
 T = TypeVar("T")
 

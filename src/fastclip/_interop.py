@@ -249,26 +249,19 @@ def gradients(obj: Any, name: str, inplace: bool, written: list[Any] | None = No
     for x, lab in zip(leaves, labels):
         if _is_param(x):
             first_param = first_param or lab
-            g = x.grad
-            if g is None:
+            if x.grad is None:
                 continue
-            glab = f"{lab}.grad"
-            out.append(_leaf_array(g, glab, inplace))
-            if written is not None and is_torch(g):
-                written.append(g)
-            if kept is not None:
-                kept.append(glab)
-            if from_torch is not None:
-                from_torch.append(is_torch(g))
+            leaf, leaf_lab = x.grad, f"{lab}.grad"
         else:
             first_array = first_array or lab
-            out.append(_leaf_array(x, lab, inplace))
-            if written is not None and is_torch(x):
-                written.append(x)
-            if kept is not None:
-                kept.append(lab)
-            if from_torch is not None:
-                from_torch.append(is_torch(x))
+            leaf, leaf_lab = x, lab
+        out.append(_leaf_array(leaf, leaf_lab, inplace))
+        if written is not None and is_torch(leaf):
+            written.append(leaf)
+        if kept is not None:
+            kept.append(leaf_lab)
+        if from_torch is not None:
+            from_torch.append(is_torch(leaf))
         if first_param is not None and first_array is not None:
             raise TypeError(
                 f"{name} mixes parameters ({first_param}) and plain arrays ({first_array}); "

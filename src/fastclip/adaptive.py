@@ -50,6 +50,7 @@ from fastclip._checks import adaptive as _cad
 from fastclip._checks import arrays as _ca
 from fastclip._checks import scalars as _cs
 from fastclip._dispatch import family
+from fastclip._docs import GIVEN_PARAMS
 from fastclip._docs import fill as _fill
 from fastclip._window import SortedWindow
 from fastclip.clip import array_norms, clip_grads_with_norm_
@@ -67,13 +68,7 @@ Arrays = Union[np.ndarray, Iterable[np.ndarray]]  # noqa: UP007 (a runtime alias
 _fam = family("adaptive")
 _fam_dist = family("distributed")
 
-# What the in-place functions take as gradients (fastclip._docs.fill).
-_GIVEN_PARAMS = """
-Given parameters (``net.parameters()`` of torch or fastclip), each
-``p.grad`` is used and parameters whose grad is None are skipped, as in
-PyTorch; given plain arrays (or plain torch tensors), the arrays are the
-gradients themselves. Mixing the two in one call is a TypeError.
-"""
+_GIVEN_PARAMS = GIVEN_PARAMS  # (fastclip._docs.fill)
 
 
 def unitwise_norms(x: Arrays) -> np.ndarray | list[np.ndarray]:
@@ -436,9 +431,10 @@ class _Clipper:
         return _total(allsq)
 
     def _agreement(self) -> tuple[Any, ...]:
-        """What must be the same on every rank of ``comm`` (settings, and a summary of
-        the state that changes with each step)."""
-        raise NotImplementedError
+        """What must be the same on every rank of ``comm``: the kind of clipper here;
+        each clipper adds its settings and a summary of the state that changes with
+        each step."""
+        return (type(self).__name__,)
 
     def __call__(self, grads: Arrays, params: Arrays | None = None) -> Any:
         """Clip copies of ``grads`` (the inputs are left unchanged).

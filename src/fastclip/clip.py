@@ -34,6 +34,7 @@ import numpy as np
 
 from fastclip import _interop as _io
 from fastclip._dispatch import family
+from fastclip._docs import GIVEN_PARAMS
 from fastclip._docs import fill as _fill
 
 __all__ = [
@@ -53,13 +54,7 @@ Arrays = Union[np.ndarray, Iterable[np.ndarray]]
 _fam = family("clip")
 
 # Docstring paragraphs of several functions (fastclip._docs.fill).
-_GIVEN_PARAMS = """
-Given parameters (``model.parameters()`` of fastclip or torch), each
-``p.grad`` is used and parameters whose grad is None are skipped, as in
-PyTorch; given plain arrays (or plain torch tensors), the arrays are the
-gradients themselves. Mixing the two in one call is a TypeError.
-A nested dict/list/tuple of arrays is accepted too (leaves in order).
-"""
+_GIVEN_PARAMS = GIVEN_PARAMS
 
 _INPLACE_GRADS = f"""
 grads : ndarray, iterable of ndarray, or iterable of parameters

@@ -176,20 +176,13 @@ def allgather_norms(local_norms: Any, comm: Any) -> np.ndarray:
     ndarray of float64
         Identical on every rank.
     """
-    check_comm(comm)
-    exc: BaseException | None = None
-    norms = np.empty(0)
-    try:
-        norms = _as_norms(local_norms)
-    except Exception as e:
-        exc = e
-    return _gather_norms(comm, norms, math.nan, exc)[0]
+    return allgather_agreed(local_norms, comm, math.nan, "")
 
 
 def allgather_agreed(local_norms: Any, comm: Any, digest: float, what: str) -> np.ndarray:
     """:func:`allgather_norms` that also checks that ``digest`` (a number summing up
-    the caller's settings and state, exact in float64) is the same on every rank;
-    every rank raises ValueError naming ``what`` when it is not."""
+    the caller's settings and state, exact in float64; NaN: nothing to check) is the
+    same on every rank; every rank raises ValueError naming ``what`` when it is not."""
     check_comm(comm)
     exc: BaseException | None = None
     norms = np.empty(0)
