@@ -26,3 +26,18 @@ fc_block *fc_make_blocks(const fc_array *arrs, int64_t n, int64_t *first, int64_
     }
     return b;
 }
+
+int fc_sum_blocks(int64_t nb, fc_item_fn item, void *ctx, double **part, int parallel,
+                  double *sum) {
+    double stack[256];
+    double *p = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
+    if (!p) return FC_ENOMEM;
+    *part = p;
+    fc_parallel_for(nb, item, ctx, parallel);
+    double total = 0.0;
+    for (int64_t b = 0; b < nb; b++) total += p[b];
+    *part = NULL;
+    if (p != stack) free(p);
+    *sum = total;
+    return FC_OK;
+}

@@ -9,6 +9,7 @@
 #define FASTCLIP_BLOCKS_H
 
 #include "fc_array.h"
+#include "fc_threads.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -28,6 +29,14 @@ typedef struct {
  * failure (*nb_out > 0). */
 fc_block *fc_make_blocks(const fc_array *arrs, int64_t n, int64_t *first, int64_t *nb_out,
                          int64_t *work_out);
+
+/* A reduction over nb blocks: sets *part to an array of nb partials (on the stack for
+ * up to 256 blocks), runs item(ctx, b) for every block (on threads when `parallel`),
+ * each item writing (*part)[b], then adds the partials in block order into *sum, so the
+ * result never depends on the number of threads. FC_ENOMEM when the partials cannot be
+ * allocated (nothing run), else FC_OK. */
+int fc_sum_blocks(int64_t nb, fc_item_fn item, void *ctx, double **part, int parallel,
+                  double *sum);
 
 #ifdef __cplusplus
 }

@@ -273,20 +273,14 @@ double FN(fc_nn_sumsq)(const FC_T *x, int64_t n) {
     if (n <= 0) return 0.0;
     const int64_t nb = (n + FC_BLOCK - 1) / FC_BLOCK;
     if (nb == 1) return FN(ssq_block)(x, n);
-    double stack[256];
-    double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
+    FN(ssq_items) t = {x, n, NULL};
     double total = 0.0;
-    if (!part) { /* same blocks, same order, one thread */
-        for (int64_t k = 0; k < nb; k++) {
-            int64_t s0 = k * FC_BLOCK;
-            total += FN(ssq_block)(x + s0, n - s0 < FC_BLOCK ? n - s0 : FC_BLOCK);
-        }
+    if (fc_sum_blocks(nb, FN(ssq_item), &t, &t.part, FC_NN_PAR(n), &total) == FC_OK)
         return total;
+    for (int64_t k = 0; k < nb; k++) { /* no memory: same blocks, same order, one thread */
+        int64_t s0 = k * FC_BLOCK;
+        total += FN(ssq_block)(x + s0, n - s0 < FC_BLOCK ? n - s0 : FC_BLOCK);
     }
-    FN(ssq_items) t = {x, n, part};
-    fc_parallel_for(nb, FN(ssq_item), &t, FC_NN_PAR(n));
-    for (int64_t k = 0; k < nb; k++) total += part[k];
-    if (part != stack) free(part);
     return total;
 }
 
@@ -381,14 +375,11 @@ int FN(fc_nn_softmax_xent)(const FC_T *x, int64_t ldx, int64_t n, int64_t c,
     int64_t rb = FC_BLOCK / c;
     if (rb < 1) rb = 1;
     const int64_t nb = (n + rb - 1) / rb;
-    double stack[64];
-    double *part = nb <= 64 ? stack : (double *)malloc((size_t)nb * sizeof(double));
-    if (!part) return FC_ENOMEM;
-    FN(xent_items) u = {x, t, ldx, n, c, ldt, rb, labels, g, w, den, part};
-    fc_parallel_for(nb, FN(xent_item), &u, nb > 1 && fc_use_parallel(n * c * 8));
+    FN(xent_items) u = {x, t, ldx, n, c, ldt, rb, labels, g, w, den, NULL};
     double L = 0.0;
-    for (int64_t k = 0; k < nb; k++) L += part[k];
-    if (part != stack) free(part);
+    int rc = fc_sum_blocks(nb, FN(xent_item), &u, &u.part, nb > 1 && fc_use_parallel(n * c * 8),
+                           &L);
+    if (rc != FC_OK) return rc;
     *loss = L / den;
     return FC_OK;
 }
@@ -473,15 +464,11 @@ static int FN(mse_weighted)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size,
     int64_t rb = FC_BLOCK / k;
     if (rb < 1) rb = 1;
     const int64_t nb = (rows + rb - 1) / rb;
-    double stack[256];
-    double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
-    if (!part) return FC_ENOMEM;
     const double den = w_sum * (double)k;
-    FN(mse_witems) u = {p, t, g, rows, k, rb, w, den, part};
-    fc_parallel_for(nb, FN(mse_witem), &u, nb > 1 && fc_use_parallel(size));
+    FN(mse_witems) u = {p, t, g, rows, k, rb, w, den, NULL};
     double L = 0.0;
-    for (int64_t b = 0; b < nb; b++) L += part[b];
-    if (part != stack) free(part);
+    int rc = fc_sum_blocks(nb, FN(mse_witem), &u, &u.part, nb > 1 && fc_use_parallel(size), &L);
+    if (rc != FC_OK) return rc;
     *loss = L / den;
     return FC_OK;
 }
@@ -494,15 +481,11 @@ int FN(fc_nn_mse)(const FC_T *p, const FC_T *t, FC_T *g, int64_t size, const dou
     }
     if (w) return FN(mse_weighted)(p, t, g, size, w, rows, w_sum, loss);
     const int64_t nb = (size + FC_BLOCK - 1) / FC_BLOCK;
-    double stack[256];
-    double *part = nb <= 256 ? stack : (double *)malloc((size_t)nb * sizeof(double));
-    if (!part) return FC_ENOMEM;
     const double scale = 2.0 / (double)size;
-    FN(mse_items) u = {p, t, g, size, scale, part};
-    fc_parallel_for(nb, FN(mse_item), &u, nb > 1 && fc_use_parallel(size));
+    FN(mse_items) u = {p, t, g, size, scale, NULL};
     double L = 0.0;
-    for (int64_t k = 0; k < nb; k++) L += part[k];
-    if (part != stack) free(part);
+    int rc = fc_sum_blocks(nb, FN(mse_item), &u, &u.part, nb > 1 && fc_use_parallel(size), &L);
+    if (rc != FC_OK) return rc;
     *loss = L / (double)size;
     return FC_OK;
 }
