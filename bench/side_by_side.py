@@ -4,7 +4,9 @@ Each version is an interpreter with fastclip installed (a regular install, not a
 editable one: an editable install rebuilds on import) and the ``bench/`` directory
 of the same version (its ``bench_mlp.FastclipStep`` and ``bench_clip._data``).
 Every measurement is a fresh process per version and round, the order of the two
-versions alternating between rounds, 0.3 s of warm-up, 2 threads; the table gives
+versions alternating between rounds, 0.3 s of warm-up, 2 threads (``--threads``,
+set with threadpoolctl once fastclip and the bench modules are imported: a limit
+set before reaches only the libraries already loaded); the table gives
 the median over rounds of each process's median and the ratio old / new (above 1:
 the new version is faster).
 
@@ -17,7 +19,7 @@ the new version is faster).
 Usage::
 
     python bench/side_by_side.py --old PYTHON_OLD BENCH_DIR_OLD --new PYTHON_NEW BENCH_DIR_NEW \
-        [--rounds 11] [--cases step32 step256 step2048 clip]
+        [--rounds 11] [--cases step32 step256 step2048 clip] [--threads 2]
 """
 
 from __future__ import annotations
@@ -33,12 +35,11 @@ import time
 REPS = {"step32": 200, "step256": 60, "step2048": 12, "clip": 200}
 
 
-def _worker(bench_dir: str, case: str, reps: int) -> None:
+def _worker(bench_dir: str, case: str, reps: int, threads: int) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
     sys.path.insert(0, bench_dir)
-    threadpool_limits(2)
     setup = between = None
     if case.startswith("step"):
         import bench_mlp
@@ -65,6 +66,7 @@ def _worker(bench_dir: str, case: str, reps: int) -> None:
         def between():
             np.matmul(a, b, out=c)
 
+    threadpool_limits(threads)  # after the imports: fastclip's OpenMP runtime is loaded
     t_end = time.perf_counter() + 0.3
     while time.perf_counter() < t_end:
         if setup:
@@ -88,10 +90,11 @@ def main() -> None:
     ap.add_argument("--new", nargs=2, metavar=("PYTHON", "BENCH_DIR"))
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--cases", nargs="+", default=list(REPS), choices=list(REPS))
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        _worker(a.worker[0], a.worker[1], REPS[a.worker[1]])
+        _worker(a.worker[0], a.worker[1], REPS[a.worker[1]], a.threads)
         return
     if not (a.old and a.new):
         ap.error("--old and --new are required")
@@ -103,7 +106,8 @@ def main() -> None:
         for r in range(a.rounds):
             for k in (list(versions) if r % 2 == 0 else list(versions)[::-1]):
                 py, bench_dir = versions[k]
-                out = subprocess.run([py, os.path.abspath(__file__), "--worker", bench_dir, case],
+                out = subprocess.run([py, os.path.abspath(__file__), "--worker", bench_dir, case,
+                                      "--threads", str(a.threads)],
                                      capture_output=True, text=True, check=True, cwd="/")
                 res[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
         o, n = (statistics.median(res[k]) * 1e3 for k in versions)

@@ -323,7 +323,7 @@ static void item_powsum(void *c, int64_t g) {
 
 static void scale_block(const fc_array *a, int64_t start, int64_t count, double coef, float c32);
 
-/* blocks in order */
+/* block k */
 static void item_scale(void *c, int64_t k) {
     const fc_items *t = (const fc_items *)c;
     const fc_block *b = t->blocks + k;
@@ -603,7 +603,8 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     }
     double *ps = NULL;
     if (nb > 0) {
-        ps = (double *)malloc((size_t)nb * 2 * sizeof(double));
+        /* partial sums and maxima, then the slot of the thread that read each block */
+        ps = (double *)malloc((size_t)nb * (2 * sizeof(double) + 1));
         if (!ps) {
             free(first);
             free(blocks);
@@ -611,6 +612,7 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
         }
     }
     double *pm = ps ? ps + nb : NULL;
+    unsigned char *slot_of = ps ? (unsigned char *)(ps + 2 * nb) : NULL;
     const int sq = (p == 2.0);
     int rc = FC_OK, do_scale = 0;
     double coef = 1.0;
@@ -641,16 +643,14 @@ static int clip_grad_norm_12(const fc_array *arrs, int64_t n, double max_norm, d
     t.nb = nb;
     t.ps = ps;
     t.pm = pm;
-    fc_parallel_for(nb, sq ? item_ssq : item_sabs, &t, fc_pool_parallel(work));
+    /* the scaling pass gives each thread back the blocks it has just read */
+    const int par = fc_pool_parallel(work);
+    fc_parallel_for_noting(nb, sq ? item_ssq : item_sabs, &t, par, slot_of);
     FC_DECIDE;
     if (do_scale) {
         t.coef = coef;
         t.c32 = (float)coef;
-        /* One thread: last block first (its tail is still in cache). Threads: in
-         * order, as in the norm pass, so that each thread tends to get back the
-         * blocks it has just read (figures in bench/README.md). */
-        const int par = fc_pool_parallel(work);
-        fc_parallel_for(nb, par ? item_scale : item_scale_rev, &t, par);
+        fc_parallel_for_again(nb, item_scale, &t, par, slot_of);
     }
 #undef FC_DECIDE
     *scaled = do_scale;

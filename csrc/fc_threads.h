@@ -43,6 +43,13 @@ int fc_serial_only(void);
  * passes reuse the threads the GEMMs have just left spinning). */
 void fc_set_openmp_regions(int on);
 int fc_openmp_regions(void);
+/* For the tests of fc_parallel_for_noting/_again (below): two passes over n
+ * items; runs[i] and runs[n + i] count the calls of item i in each pass,
+ * slot_of[i] gets the slot noted in the first, and order[i] the position of
+ * item i among the second pass's calls. The second pass follows `given`
+ * instead of the noted slots when it is not NULL. */
+void fc_two_pass_trace(int64_t n, int parallel, const unsigned char *given,
+                       unsigned char *slot_of, int64_t *runs, int64_t *order);
 FC_API_END
 
 /* The parallel primitive: runs fn(ctx, i) once for every i in [0, n). When
@@ -63,6 +70,19 @@ FC_API_END
  * a forked child every call is serial. */
 typedef void (*fc_item_fn)(void *ctx, int64_t i);
 void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int parallel);
+/* Two passes over the same items, the second reading what the first read:
+ * fc_parallel_for_noting is fc_parallel_for that also stores in slot_of[i] (n
+ * entries) which thread ran item i (0: the calling thread, k: the pool's k-th
+ * helper). fc_parallel_for_again then runs fn(ctx, i) once for every i, each
+ * thread first taking the items its slot ran in that pass, the latest first
+ * (they are still in its core's cache), then the other slots' earliest ones
+ * (so a helper that woke late still shares the work). Serially it runs the
+ * last item first. The same rule as for fc_parallel_for: results must not
+ * depend on which thread ran which item. */
+void fc_parallel_for_noting(int64_t n, fc_item_fn fn, void *ctx, int parallel,
+                            unsigned char *slot_of);
+void fc_parallel_for_again(int64_t n, fc_item_fn fn, void *ctx, int parallel,
+                           const unsigned char *slot_of);
 /* Whether a call over `work` elements should use helpers: work >= min_work,
  * more than one thread allowed, not in a forked child. */
 int fc_parallel_worth(int64_t work, int64_t min_work);

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import _harden as H
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -301,3 +302,83 @@ def test_openmp_regions_give_the_pools_results(case: H.Case, openmp_regions) -> 
             t.join(timeout=120)
     assert omp == pool
     assert got == [pool, pool]
+
+
+# The two-pass schedule (fc_parallel_for_noting, then fc_parallel_for_again):
+# the clipping kernels' scaling pass gives each thread back the blocks it read
+# in the norm pass. Whatever the threads do, every item runs once in each pass.
+TWO_PASS_SIZES = [0, 1, 2, 3, 33, 1000, 5000]
+
+
+def _check_two_passes(n: int, first, second, slots, order) -> None:
+    assert first.tolist() == [1] * n
+    assert second.tolist() == [1] * n
+    assert sorted(order.tolist()) == list(range(n))
+    assert all(s < _common.MAX_THREADS for s in slots.tolist())
+
+
+@pytest.mark.parametrize("regions", [False, True], ids=["pool", "openmp"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", TWO_PASS_SIZES)
+def test_two_pass_schedule_runs_every_item_once(n: int, threads: int, regions: bool,
+                                                openmp_regions) -> None:
+    _common.set_openmp_regions(regions)
+    with threadpool_limits(threads):
+        for parallel in (False, True):
+            for _ in range(3):
+                first, second, slots, order = _common._two_pass_trace(n, parallel)
+                _check_two_passes(n, first, second, slots, order)
+                if not parallel or threads == 1:
+                    # one thread: every item noted on it, the last one run first
+                    assert slots.tolist() == [0] * n
+                    assert order.tolist() == list(range(n))[::-1]
+
+
+def test_two_pass_schedule_own_items_latest_first_then_the_others_earliest() -> None:
+    # one thread (slot 0): its own items from the latest, then the other slots'
+    # from the earliest; slots no thread holds are taken all the same
+    n = 12
+    given = np.array([0, 1, 0, 5, 0, 1, 63, 0, 1, 5, 0, 1], np.uint8)
+    with threadpool_limits(1):
+        first, second, _, order = _common._two_pass_trace(n, True, given)
+    assert first.tolist() == [1] * n and second.tolist() == [1] * n
+    ran = [int(i) for i in np.argsort(order)]
+    assert ran == [10, 7, 4, 2, 0, 1, 5, 8, 11, 3, 9, 6]
+
+
+@pytest.mark.parametrize("given_slot", [0, 1, 7, 63])
+def test_two_pass_schedule_with_threads_takes_every_slot(given_slot: int) -> None:
+    # with helpers: items noted on any slot (held by a thread or not, one slot
+    # or spread) still run once each
+    n = 2000
+    rng = np.random.default_rng(given_slot)
+    with threadpool_limits(2):
+        for given in (np.full(n, given_slot, np.uint8),
+                      rng.integers(0, given_slot + 1, n).astype(np.uint8)):
+            first, second, _, order = _common._two_pass_trace(n, True, given)
+            assert first.min() == first.max() == 1
+            assert second.min() == second.max() == 1
+            assert sorted(order.tolist()) == list(range(n))
+
+
+def test_two_pass_schedule_from_several_python_threads() -> None:
+    n = 3000
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            for _ in range(20):
+                _check_two_passes(n, *_common._two_pass_trace(n, True))
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    with threadpool_limits(2):
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors

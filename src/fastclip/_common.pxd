@@ -27,6 +27,8 @@ cdef extern from "fc_common.h" nogil:
     int fc_serial_only()
     void fc_set_openmp_regions(int on)
     int fc_openmp_regions()
+    void fc_two_pass_trace(int64_t n, int parallel, const unsigned char *given,
+                           unsigned char *slot_of, int64_t *runs, int64_t *order)
     const char *fc_simd_level()
     const char *fc_cpu_vendor()
     int fc_extents_overlap(const fc_array *arrs, int64_t n)

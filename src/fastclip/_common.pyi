@@ -1,6 +1,8 @@
 """Type stubs for fastclip._common: the array collector shared by the compiled
 bindings (its C-level API is in _common.pxd) and a few runtime facts."""
 
+import numpy as np
+
 PARALLEL_MIN: int
 """Calls over fewer elements run on the calling thread (FC_PARALLEL_MIN)."""
 
@@ -39,3 +41,8 @@ def openmp_regions() -> bool:
 
 def serial_only() -> bool:
     """Whether kernels are kept on the calling thread."""
+
+def _two_pass_trace(
+    n: int, parallel: bool, given: object = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The thread runtime's two-pass schedule over n counting items (for the tests)."""

@@ -266,3 +266,25 @@ def set_openmp_regions(bint on):
 
 def openmp_regions():
     return bool(fc_openmp_regions())
+
+
+def _two_pass_trace(Py_ssize_t n, bint parallel, given=None):
+    """The thread runtime's two-pass schedule over n counting items (for the
+    tests): (calls of each item in the first pass, in the second, the slot noted
+    for each item, each item's position among the second pass's calls). The
+    second pass follows the slots ``given`` instead of the noted ones when set."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    cdef cnp.ndarray runs = np.zeros(2 * n, np.int64)
+    cdef cnp.ndarray order = np.full(n, -1, np.int64)
+    cdef cnp.ndarray slots = np.zeros(n, np.uint8)
+    cdef cnp.ndarray g = None
+    if given is not None:
+        g = np.ascontiguousarray(given, dtype=np.uint8)
+        if g.shape[0] != n:
+            raise ValueError(f"given must hold n={n} slots, got {g.shape[0]}")
+    cdef const unsigned char *gp = <const unsigned char *>g.data if g is not None else NULL
+    with nogil:
+        fc_two_pass_trace(n, parallel, gp, <unsigned char *>slots.data,
+                          <int64_t *>runs.data, <int64_t *>order.data)
+    return runs[:n], runs[n:], slots, order
