@@ -76,8 +76,8 @@ void fc_parallel_for(int64_t n, fc_item_fn fn, void *ctx, int parallel);
  * helper). fc_parallel_for_again then runs fn(ctx, i) once for every i, each
  * thread first taking the items its slot ran in that pass, the latest first
  * (they are still in its core's cache), then the other slots' earliest ones
- * (so a helper that woke late still shares the work). Serially it runs the
- * last item first. The same rule as for fc_parallel_for: results must not
+ * (so a helper that woke late still shares the work). Without `parallel` it
+ * runs the items on the calling thread, the last one first. The same rule as for fc_parallel_for: results must not
  * depend on which thread ran which item. */
 void fc_parallel_for_noting(int64_t n, fc_item_fn fn, void *ctx, int parallel,
                             unsigned char *slot_of);
