@@ -267,6 +267,41 @@ def test_optimizer_follows_a_replaced_parameter_tensor():
     torch.testing.assert_close(w.detach(), before - 0.5 * g, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("impl", ["c", "python"])
+@pytest.mark.parametrize("name", ["Adam", "SGD", "RMSprop"])
+def test_optimizer_state_follows_a_replaced_storage_in_another_memory_order(name, impl):
+    # p.data = a Fortran-ordered tensor of the same shape and dtype: the state keeps
+    # its values in the new order and every later step matches torch's
+    with fastclip.use_implementation(impl):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+        q = torch.nn.Parameter(p.detach().clone())
+        kw = dict(lr=0.1, momentum=0.9) if name != "Adam" else dict(lr=0.1)
+        opt = getattr(optim, name)([p], **kw)
+        ref = getattr(torch.optim, name)([q], **kw)
+        for k in range(5):
+            p.grad = torch.full((4, 3), 1.0 + k, dtype=torch.float64)
+            q.grad = p.grad.clone()
+            opt.step()
+            ref.step()
+            if k == 1:
+                with torch.no_grad():
+                    p.data = p.data.t().contiguous().t()
+                    q.data = q.data.t().contiguous().t()
+                assert not p.data.is_contiguous()
+        assert opt.step_count == 5
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_optimizer_names_torch_parameter_groups_and_named_parameters():
+    m = _model()
+    with pytest.raises(TypeError, match=r"^params\[0\] is a dict: .*parameter groups"):
+        optim.SGD([{"params": list(m.parameters()), "lr": 0.1}], lr=0.1)
+    with pytest.raises(TypeError, match=r"^params\[0\] is a \(name, parameter\) pair: "
+                                        r"pass model\.parameters\(\)"):
+        optim.Adam(m.named_parameters(), lr=0.1)
+
+
 def test_optimizer_rejects_unsupported_torch_parameters():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float16))
     with pytest.raises(TypeError, match=r"^params\[0\] is a torch tensor of dtype torch\.float16"):

@@ -427,6 +427,18 @@ def optim_params(params: Any) -> tuple[Any, list[Any] | None]:
     if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
         return params, None  # check_params_list reports it
     items = list(params)
+    for i, p in enumerate(items):
+        if isinstance(p, Mapping):
+            raise TypeError(
+                f"params[{i}] is a dict: fastclip optimisers take one list of parameters "
+                "(model.parameters()) or arrays, not torch's parameter groups; build one "
+                "optimiser per group"
+            )
+        if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str):
+            raise TypeError(
+                f"params[{i}] is a (name, parameter) pair: pass model.parameters(), not "
+                "model.named_parameters()"
+            )
     kinds = [_is_param(p) for p in items]
     if not any(kinds):
         for i, p in enumerate(items):

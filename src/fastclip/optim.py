@@ -216,10 +216,14 @@ class Optimizer:
             :attr:`params`. Read only: the clipped gradient is used on the fly and
             never written back. Omitted (optimiser built on parameters): each
             parameter's ``p.grad`` is used, and parameters whose grad is None
-            are skipped, as PyTorch does (their state is left unchanged; the
-            bias-correction step is the optimiser's :attr:`step_count`, which
-            PyTorch keeps per parameter). When every grad is None the step does
-            nothing and returns 0.0.
+            are skipped, as PyTorch does (their state is left unchanged). One
+            step count serves every parameter, where PyTorch keeps one per
+            parameter: a parameter whose first gradient comes after the first step
+            gets Adam's/AdamW's bias correction of :attr:`step_count`, and SGD with
+            ``momentum`` and ``dampening`` starts its momentum buffer from
+            ``(1 - dampening) * grad`` instead of PyTorch's ``grad`` (with the
+            default ``dampening=0`` the two agree). When every grad is None the
+            step does nothing and returns 0.0.
         sqnorms : array of float, optional
             Per-gradient sums of squares (e.g. ``model.grad_sqnorms()``); the global
             norm is then ``sqrt(sum(sqnorms))`` (computed with rescaling) and the
@@ -266,7 +270,7 @@ class Optimizer:
                     "(model.parameters()); this one was built on plain arrays: pass grads"
                 )
             if self._reader.refresh_values():
-                self._plan_impl = None  # a torch parameter's storage was replaced
+                self._storage_replaced()
             grads, idx = self._reader.grads()
             if len(idx) < len(self._params):
                 if not idx:
@@ -281,7 +285,7 @@ class Optimizer:
                     self._kind, [self._params[i] for i in idx], [self._state[i] for i in idx],
                     clip_norm=self._clip_norm, clip_value=self._clip_value, **self._kernel)
         elif self._reader is not None and self._reader.refresh_values():
-            self._plan_impl = None
+            self._storage_replaced()
         if plan is None:
             plan = self._current_plan()
             idx = None
@@ -365,6 +369,23 @@ class Optimizer:
                     np.copyto(dst, entry[k])
             self._step_count = int(sc)
             self._lr_scale = scale
+
+    def _storage_replaced(self) -> None:
+        """A torch parameter's storage was replaced (``p.data = t``): the step plan is
+        rebuilt on the new views, and a parameter's state follows its new memory
+        order (the same values; the fused pass walks a parameter and its state in one
+        order)."""
+        self._plan_impl = None
+        for i, p in enumerate(self._params):
+            order = _co.layout_order(p)
+            arrs = self._state[i]
+            if arrs and not _co.in_order(arrs[0], order):
+                moved = []
+                for a in arrs:
+                    b = np.zeros(p.shape, p.dtype, order=order)
+                    np.copyto(b, a)
+                    moved.append(b)
+                self._state[i] = tuple(moved)
 
     def _current_plan(self) -> Any:
         """The step plan of the implementation selected now (built on first use and
