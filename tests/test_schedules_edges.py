@@ -229,3 +229,40 @@ def test_array_likes_are_steps(impl_name):
             s(_ArrayLike(["a"]))
         with pytest.raises(ValueError, match=">= 0"):
             s(_ArrayLike(-1))
+
+
+def test_integers_beyond_the_float_range_are_named_as_such(impl) -> None:
+    sch = S.cosine(0.1, 100)
+    with pytest.raises(ValueError, match=r"^step must be a finite number >= 0, got a "
+                                         r"negative integer too large for a float$"):
+        sch(-10**400)
+    with pytest.raises(ValueError, match=r"^step must be a finite number >= 0, got an "
+                                         r"integer too large for a float$"):
+        sch(10**400)
+    # in an array of steps: an integer beyond int64/uint64 is a float step, as alone
+    assert sch([1, 2**64]).tolist() == [sch(1), sch(2**64)]
+    with pytest.raises(ValueError, match=r"^steps\[1\] must be a finite number >= 0"):
+        sch([1, -2**70])
+    with pytest.raises(ValueError, match=r"^steps\[0, 1\] must be a finite number >= 0, got "
+                                         r"an integer too large for a float$"):
+        sch([[1, 10**400]])
+    with pytest.raises(ValueError, match=r"^metric must be a real number, got an integer too "
+                                         r"large for a float$"):
+        S.ReduceLROnPlateau(0.1).step(10**400)
+
+
+def test_a_numpy_bool_step_is_refused_as_a_step(impl) -> None:
+    with pytest.raises(TypeError, match=r"^step must be a real number or an array of them, "
+                                        r"got bool"):
+        S.cosine(0.1, 100)(np.True_)
+
+
+def test_from_dict_names_a_missing_or_unknown_parameter(impl) -> None:
+    with pytest.raises(ValueError, match=r"^cosine needs the parameter 'decay_steps'$"):
+        S.from_dict({"kind": "cosine", "init_value": 0.1})
+    with pytest.raises(ValueError, match=r"^cosine has no parameter 'decay_step'; its "
+                                         r"parameters are 'init_value', 'decay_steps'"):
+        S.from_dict({"kind": "cosine", "init_value": 0.1, "decay_step": 10})
+    with pytest.raises(ValueError, match=r"^d\['schedules'\]\[1\]: step has no parameter 'x'"):
+        S.from_dict({"kind": "join", "boundaries": [5], "schedules": [
+            {"kind": "constant", "value": 0.1}, {"kind": "step", "x": 1}]})

@@ -73,7 +73,7 @@ cdef double _int_step(object step) except? -1.0:
     try:
         return PyLong_AsDouble(step)
     except OverflowError:
-        raise _s.bad_step_error(float("inf")) from None
+        raise _s.huge_step_error(step) from None
 
 
 cdef object _eval_steps(Schedule sch, object steps):

@@ -578,7 +578,9 @@ def cosine_restarts(init_value: float, T_0: float | None = None, T_mult: float |
     T_mult : float, default 1
         Period growth factor, ``>= 1`` (``t_mul`` is accepted instead).
     eta_min : float, default 0.0
-        The floor, ``>= 0``.
+        The value each period ends at, ``>= 0``. A period whose peak ``m_mul``
+        has brought below ``eta_min`` rises from that peak towards ``eta_min``
+        (the formula above): ``eta_min`` is then not a floor.
     m_mul : float, default 1.0
         Peak decay factor per restart, in ``[0, 1]``.
     t_0, t_mul : float, optional

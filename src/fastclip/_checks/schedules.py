@@ -13,6 +13,7 @@ kernels and the NumPy reference see identical inputs.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -472,6 +473,12 @@ NORMALIZERS: dict[str, Callable[..., tuple[dict[str, Any], Lowered]]] = {
 }
 
 
+class ParameterError(ValueError, TypeError):
+    """A schedule description (``from_dict``, unpickling) with a missing or unknown
+    parameter: a ValueError, as a bad value in the description is, and a
+    TypeError, as the same mistake in a call is."""
+
+
 def normalize(kind: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Lowered]:
     """Validated canonical parameters and the lowered description."""
     try:
@@ -484,6 +491,16 @@ def normalize(kind: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Lowere
     if kind == "join" and "boundaries" in kwargs:
         kwargs = dict(kwargs)
         kwargs["boundaries_"] = kwargs.pop("boundaries")
+    # a missing or unknown parameter is named as a field, not as a Python call error
+    params = inspect.signature(fn).parameters
+    for k in kwargs:
+        if k not in params:
+            known = ", ".join(repr(n.rstrip("_")) for n in params)
+            raise ParameterError(f"{kind} has no parameter {k.rstrip('_')!r}; its "
+                                 f"parameters are {known}")
+    for n, prm in params.items():
+        if prm.default is inspect.Parameter.empty and n not in kwargs:
+            raise ParameterError(f"{kind} needs the parameter {n.rstrip('_')!r}")
     return fn(**kwargs)
 
 
@@ -542,6 +559,13 @@ def bad_step_error(x: float) -> ValueError:
     return ValueError(f"step must be a finite number >= 0, got {x!r}")
 
 
+def huge_step_error(step: int, where: str = "step") -> ValueError:
+    """The ValueError for an integer step beyond the float range."""
+    sign = "a negative" if step < 0 else "an"
+    return ValueError(f"{where} must be a finite number >= 0, got {sign} integer too "
+                      "large for a float")
+
+
 def scalar_step(step: Any) -> float:
     """A validated scalar step (TypeError/ValueError otherwise)."""
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Real):
@@ -549,7 +573,7 @@ def scalar_step(step: Any) -> float:
     try:
         x = float(step)
     except OverflowError:
-        raise bad_step_error(math.inf) from None
+        raise huge_step_error(step) from None
     if not (x >= 0.0 and x < math.inf):
         raise bad_step_error(x)
     return x
@@ -560,7 +584,8 @@ def is_steps(step: Any) -> bool:
     or another array (a JAX or CuPy array, anything with ``__array__`` that is not a
     number), which then gives an ndarray of the same shape."""
     return isinstance(step, (np.ndarray, list, tuple)) or (
-        hasattr(step, "__array__") and not isinstance(step, (numbers.Number, str, bytes)))
+        hasattr(step, "__array__")
+        and not isinstance(step, (numbers.Number, np.generic, str, bytes)))
 
 
 def steps_array(steps: Any) -> np.ndarray:
@@ -568,6 +593,18 @@ def steps_array(steps: Any) -> np.ndarray:
     if isinstance(steps, (str, bytes, dict)):
         raise step_type_error(steps)
     arr = np.asarray(steps)
+    if arr.dtype == object and arr.size and all(
+        isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in arr.flat
+    ):
+        # Python ints beyond int64/uint64 (NumPy keeps them as objects): as floats
+        out = np.empty(arr.shape, np.float64)
+        for idx, v in np.ndenumerate(arr):
+            try:
+                out[idx] = float(v)
+            except OverflowError:
+                where = f"steps[{', '.join(str(int(i)) for i in idx)}]" if arr.ndim else "steps"
+                raise huge_step_error(v, where) from None
+        return out
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"steps must be an array of real numbers, got dtype {arr.dtype}")
     return arr
@@ -595,7 +632,11 @@ def metric_value(metric: Any) -> float:
     if isinstance(metric, (bool, np.bool_)):
         raise TypeError(f"metric must be a real number, got {type(metric).__name__}")
     if isinstance(metric, numbers.Real):
-        return float(metric)
+        try:
+            return float(metric)
+        except OverflowError:
+            raise ValueError("metric must be a real number, got an integer too large for a "
+                             "float") from None
     if isinstance(metric, np.ndarray) and metric.size == 1 and metric.dtype.kind in "fiu":
         return float(metric.reshape(()))
     if hasattr(metric, "item") and hasattr(metric, "numel"):  # a one-element torch tensor
