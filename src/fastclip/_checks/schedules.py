@@ -559,7 +559,7 @@ def bad_step_error(x: float) -> ValueError:
     return ValueError(f"step must be a finite number >= 0, got {x!r}")
 
 
-def huge_step_error(step: int, where: str = "step") -> ValueError:
+def huge_step_error(step: Any, where: str = "step") -> ValueError:
     """The ValueError for an integer step beyond the float range."""
     sign = "a negative" if step < 0 else "an"
     return ValueError(f"{where} must be a finite number >= 0, got {sign} integer too "
