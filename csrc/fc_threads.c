@@ -333,6 +333,11 @@ static void fc_again_item(void *c, int64_t k) {
     }
 }
 
+/* A noted slot as an index below FC_MAX_THREADS. */
+static inline int fc_slot_index(unsigned char s) {
+    return s < FC_MAX_THREADS ? s : FC_MAX_THREADS - 1;
+}
+
 void fc_parallel_for_again(int64_t n, fc_item_fn fn, void *ctx, int parallel,
                            const unsigned char *slot_of) {
     int64_t *order = NULL;
@@ -346,14 +351,14 @@ void fc_parallel_for_again(int64_t n, fc_item_fn fn, void *ctx, int parallel,
     int64_t start[FC_MAX_THREADS + 1] = {0};
     int nslots = 1;
     for (int64_t i = 0; i < n; i++) {
-        const int s = slot_of[i] < FC_MAX_THREADS ? slot_of[i] : FC_MAX_THREADS - 1;
+        const int s = fc_slot_index(slot_of[i]);
         start[s + 1]++;
         if (s + 1 > nslots) nslots = s + 1;
     }
     for (int s = 0; s < nslots; s++) start[s + 1] += start[s];
     for (int s = 0; s < nslots; s++) j.range[s] = ((uint64_t)start[s] << 32) | (uint64_t)start[s];
     for (int64_t i = 0; i < n; i++) { /* counting sort: item order kept within a slot */
-        const int s = slot_of[i] < FC_MAX_THREADS ? slot_of[i] : FC_MAX_THREADS - 1;
+        const int s = fc_slot_index(slot_of[i]);
         const uint64_t end = j.range[s] & 0xFFFFFFFFu;
         order[end] = i;
         j.range[s] = (j.range[s] & ~(uint64_t)0xFFFFFFFFu) | (end + 1);

@@ -602,12 +602,16 @@ def steps_array(steps: Any) -> np.ndarray:
             try:
                 out[idx] = float(v)
             except OverflowError:
-                where = f"steps[{', '.join(str(int(i)) for i in idx)}]" if arr.ndim else "steps"
-                raise huge_step_error(v, where) from None
+                raise huge_step_error(v, steps_where(idx, arr.ndim)) from None
         return out
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"steps must be an array of real numbers, got dtype {arr.dtype}")
     return arr
+
+
+def steps_where(idx: tuple[Any, ...], ndim: int) -> str:
+    """How an error names entry ``idx`` of an array of steps."""
+    return f"steps[{', '.join(str(int(i)) for i in idx)}]" if ndim else "steps"
 
 
 def steps_error(arr: np.ndarray) -> ValueError:
@@ -615,8 +619,8 @@ def steps_error(arr: np.ndarray) -> ValueError:
     x = np.asarray(arr, dtype=np.float64)
     bad = ~((x >= 0.0) & (x < np.inf))
     idx = np.unravel_index(int(np.argmax(bad)), x.shape) if x.ndim else ()
-    where = f"steps[{', '.join(str(int(i)) for i in idx)}]" if x.ndim else "steps"
-    return ValueError(f"{where} must be a finite number >= 0, got {float(x[idx])!r}")
+    return ValueError(f"{steps_where(idx, x.ndim)} must be a finite number >= 0, got "
+                      f"{float(x[idx])!r}")
 
 
 def check_steps(x: np.ndarray) -> None:
